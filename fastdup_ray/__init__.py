@@ -1,0 +1,26 @@
+"""fastdup_ray: duplicates, near-duplicates, outliers and clusters in image datasets, on Ray.
+
+Public API (a thin layer over the stage modules):
+
+- :func:`run` — the whole job over a folder of images, with fastdup's parameter names.
+- :func:`load_binary_features` / :func:`save_binary_feature` — the features.dat format.
+- :class:`RunConfig` — every parameter of a run, validated.
+"""
+
+from fastdup_ray.config import RunConfig
+from fastdup_ray.errors import ConfigError, FastdupRayError, InputError
+from fastdup_ray.features import load_binary_features, save_binary_feature
+from fastdup_ray.run import RunSummary, run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "FastdupRayError",
+    "InputError",
+    "RunConfig",
+    "RunSummary",
+    "load_binary_features",
+    "run",
+    "save_binary_feature",
+]

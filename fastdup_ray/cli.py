@@ -1,0 +1,58 @@
+"""Command line: ``fastdup-ray run INPUT --work-dir OUT [fastdup parameters]`` and ``fastdup-ray demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from fastdup_ray.config import DEFAULT_CCTHRESHOLD, DEFAULT_D, DEFAULT_THRESHOLD, RunConfig
+from fastdup_ray.errors import FastdupRayError
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="similarity.csv keeps pairs at or above this cosine similarity (default %(default)s)")
+    parser.add_argument("--lower-threshold", dest="lower_threshold", type=float, default=0.05, help="fraction of kNN pairs, least similar first, written to outliers.csv (default %(default)s)")
+    parser.add_argument("-k", "--nearest-neighbors-k", dest="nearest_neighbors_k", type=int, default=2, help="neighbours per image (default %(default)s)")
+    parser.add_argument("--turi-param", dest="turi_param", default="", help=f"fastdup's comma list, e.g. 'ccthreshold=0.9' (default ccthreshold={DEFAULT_CCTHRESHOLD})")
+    parser.add_argument("--num-images", dest="num_images", type=int, default=0, help="only the first N images of the sorted listing (0 = all)")
+    parser.add_argument("--d", type=int, default=DEFAULT_D, help="feature width of the model (default %(default)s)")
+    parser.add_argument("--model-path", dest="model_path", default=None, help="your own ONNX model instead of the shipped EfficientNet-Lite0")
+    parser.add_argument("--compute", choices=("cpu", "gpu"), default="cpu", help="where to embed (gpu falls back to cpu when none is found)")
+    parser.add_argument("--batch-size", dest="batch_size", type=int, default=64, help="images per batch (default %(default)s)")
+    parser.add_argument("--num-threads", dest="num_threads", type=int, default=0, help="embedding actors; 0 = one per CPU of the Ray cluster")
+    parser.add_argument("--verbose", action="store_true", help="debug logging and Ray Data progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastdup-ray", description="Find duplicates, near-duplicates, outliers and clusters in image datasets, on Ray.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the whole job over a folder of images")
+    run.add_argument("input_dir", help="folder of images (searched recursively) or one image")
+    run.add_argument("--work-dir", dest="work_dir", required=True, help="where the outputs go")
+    _add_run_options(run)
+    demo = commands.add_parser("demo", help="make a small sample with known duplicates and a broken file, and run on it")
+    demo.add_argument("out_dir", nargs="?", default=None, help="folder for sample/ and work/ (default: a new temp folder)")
+    _add_run_options(demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    command = args.pop("command")
+    try:
+        if command == "demo":
+            from fastdup_ray.sample import make_sample_dataset
+
+            out_dir = Path(args.pop("out_dir") or tempfile.mkdtemp(prefix="fastdup-ray-demo-"))
+            sample = make_sample_dataset(out_dir / "sample")
+            print(f"sample: {len(sample.images)} images and {len(sample.corrupt)} broken file in {sample.root}")
+            args["input_dir"], args["work_dir"] = str(sample.root), str(out_dir / "work")
+        from fastdup_ray.run import run_config
+
+        summary = run_config(RunConfig(**args))  # logs its own summary
+    except FastdupRayError as exc:
+        print(f"fastdup-ray: error: {exc}", file=sys.stderr)
+        return 2
+    return 0 if summary.good else 1

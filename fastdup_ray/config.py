@@ -1,0 +1,130 @@
+"""RunConfig: fastdup's run parameters, parsed once and carried through every stage.
+
+Values come from keyword arguments of :func:`fastdup_ray.run` or from the CLI; the
+comma list ``turi_param`` ('ccthreshold=0.88,delete_tar=0') is unpacked into fields.
+Every invalid value raises :class:`ConfigError` naming the parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastdup_ray.errors import ConfigError
+
+# Calibrated for the shipped EfficientNet-Lite0 features on the labelled near-duplicate
+# benchmark (benchmarks/quality.py over 300 real photos and 427 transformed copies); see
+# README § "Default thresholds". A similarity of 0.9 does not mean the same for two models.
+DEFAULT_THRESHOLD = 0.85
+DEFAULT_CCTHRESHOLD = 0.85
+
+DEFAULT_D = 1280
+COMPUTE_CHOICES = ("cpu", "gpu")
+RUN_MODES = (0,)
+TURI_PARAM_KEYS = ("ccthreshold", "delete_tar", "delete_img")
+# fastdup's short names for its parameters.
+ALIASES = {"k": "nearest_neighbors_k"}
+
+
+@dataclass
+class RunConfig:
+    """Every parameter of a run. Field names are fastdup's where fastdup has one."""
+
+    input_dir: str
+    work_dir: str
+    threshold: float = DEFAULT_THRESHOLD
+    lower_threshold: float = 0.05
+    nearest_neighbors_k: int = 2
+    ccthreshold: float = DEFAULT_CCTHRESHOLD
+    delete_tar: bool = True
+    delete_img: bool = True
+    num_images: int = 0
+    verbose: bool = False
+    d: int = DEFAULT_D
+    model_path: str | None = None
+    compute: str = "cpu"
+    run_mode: int = 0
+    batch_size: int = 64
+    num_threads: int = 0
+    turi_param: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        if self.turi_param:
+            for key, value in parse_turi_param(self.turi_param).items():
+                setattr(self, key, value)
+        self.validate()
+
+    @classmethod
+    def from_kwargs(cls, input_dir: str, work_dir: str, **kwargs: Any) -> "RunConfig":
+        """Build a config from fastdup-style keyword arguments (aliases such as ``k`` allowed)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        resolved: dict[str, Any] = {}
+        for name, value in kwargs.items():
+            target = ALIASES.get(name, name)
+            if target not in known or target in ("input_dir", "work_dir"):
+                raise ConfigError(f"unknown parameter {name!r}; known parameters: {', '.join(sorted(known))}")
+            if target in resolved:
+                raise ConfigError(f"parameter {target!r} given twice (once as {name!r})")
+            resolved[target] = value
+        return cls(input_dir=os.fspath(input_dir), work_dir=os.fspath(work_dir), **resolved)
+
+    def validate(self) -> None:
+        _check_fraction("threshold", self.threshold)
+        _check_fraction("lower_threshold", self.lower_threshold)
+        _check_fraction("ccthreshold", self.ccthreshold)
+        _check_int("nearest_neighbors_k", self.nearest_neighbors_k, minimum=1)
+        _check_int("num_images", self.num_images, minimum=0)
+        _check_int("d", self.d, minimum=1)
+        _check_int("batch_size", self.batch_size, minimum=1)
+        _check_int("num_threads", self.num_threads, minimum=0)
+        if self.compute not in COMPUTE_CHOICES:
+            raise ConfigError(f"compute must be one of {COMPUTE_CHOICES}, got {self.compute!r}")
+        if self.run_mode not in RUN_MODES:
+            raise ConfigError(f"run_mode must be one of {RUN_MODES} in this version, got {self.run_mode!r}")
+        if self.model_path is not None and not os.path.isfile(self.model_path):
+            raise ConfigError(f"model_path {self.model_path!r} is not a file")
+        if not self.work_dir:
+            raise ConfigError("work_dir must be given")
+
+    def to_json(self) -> str:
+        values = dataclasses.asdict(self)
+        values.pop("turi_param")  # already unpacked into its fields
+        return json.dumps(values, indent=2, sort_keys=True)
+
+
+def parse_turi_param(text: str) -> dict[str, Any]:
+    """Parse fastdup's ``turi_param`` comma list, e.g. ``'ccthreshold=0.88,delete_tar=0'``."""
+    parsed: dict[str, Any] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, raw = item.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep or not raw:
+            raise ConfigError(f"turi_param item {item!r} must look like key=value")
+        if key not in TURI_PARAM_KEYS:
+            raise ConfigError(f"turi_param key {key!r} is unknown; known keys: {', '.join(TURI_PARAM_KEYS)}")
+        if key == "ccthreshold":
+            try:
+                parsed[key] = float(raw)
+            except ValueError:
+                raise ConfigError(f"turi_param ccthreshold must be a number, got {raw!r}") from None
+        else:
+            if raw not in ("0", "1"):
+                raise ConfigError(f"turi_param {key} must be 0 or 1, got {raw!r}")
+            parsed[key] = raw == "1"
+    return parsed
+
+
+def _check_fraction(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ConfigError(f"{name} must be a number between 0 and 1, got {value!r}")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")

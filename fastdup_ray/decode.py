@@ -1,0 +1,82 @@
+"""Decode stage: image bytes -> fixed-size RGB array, or the reason the image is bad.
+
+Pure functions on bytes and numpy arrays; the Ray wrapper lives in extract.py.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+# Refuse decompression bombs instead of allocating gigabytes: PIL raises
+# DecompressionBombError above twice this many pixels and warns above it; we treat the
+# warning as an error too, so a 100-megapixel trap never reaches the resize.
+MAX_IMAGE_PIXELS = 89_478_485
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+# A truncated file must be reported bad, never padded with grey and embedded.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+# Extensions of files that a folder scan treats as images (compared lower-cased).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".gif", ".bmp", ".webp")
+
+
+class BadImage(Exception):
+    """The bytes are not a decodable image; the message is the reason written to features.bad.csv."""
+
+
+def decode_image(data: bytes, size: int) -> np.ndarray:
+    """Decode ``data`` into a (size, size, 3) uint8 RGB array.
+
+    The whole image is squashed to size x size (no centre crop: a crop would hide
+    differences at the borders). EXIF orientation is applied, transparency is laid on
+    white, 16-bit images are scaled to 8 bits, animated images use their first frame.
+    Raises BadImage with a short reason for anything that cannot be decoded.
+    """
+    if not data:
+        raise BadImage("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.format == "JPEG":
+                # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image is large:
+                # it stays at least `size` on each side, and costs a fraction of a full decode.
+                image.draft("RGB", (size, size))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            rgb = _to_rgb(image)
+            resized = rgb.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(resized, dtype=np.uint8)
+    except BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImage(f"decompression bomb: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise BadImage("not an image (cannot identify image format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        text = str(exc) or type(exc).__name__
+        if "truncated" in text.lower():
+            raise BadImage(f"truncated image: {text}") from None
+        raise BadImage(f"corrupt image: {text}") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if values.max(initial=0) > 255 else 255.0
+        grey = np.clip(values * (255.0 / top), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode != "RGB":
+        return image.convert("RGB")
+    return image
