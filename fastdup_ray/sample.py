@@ -1,9 +1,11 @@
-"""A small labelled sample the project makes itself: photo-like images, near-duplicate
+"""A small labelled sample the project makes itself: photo-like scenes, near-duplicate
 copies of some of them, a corrupt file and a nested folder.
 
 It feeds the README's demo command and the integration tests, so neither needs a
-download. The images are synthetic "scenes" (smooth colour fields, shapes, texture)
-that a CNN tells apart about as well as it tells apart unrelated photos.
+download. Each scene is drawn from one of twelve procedural "materials" (marble, wood,
+bricks, clouds, a printed page, a landscape, ...). Scenes of different materials are
+as far apart for the model as unrelated photos (cosine < 0.65); two scenes of the same
+material can look alike, so a sample uses each material once when it can.
 """
 
 from __future__ import annotations
@@ -13,36 +15,92 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
+
+WIDTH, HEIGHT = 320, 240
+WORDS = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor".split()
 
 
-def make_scene(seed: int, width: int = 320, height: int = 240) -> Image.Image:
-    """A random photo-like RGB image: a smooth colour field, shapes, edges and grain."""
+def _smooth_noise(rng: np.random.Generator, cell: int) -> np.ndarray:
+    coarse = rng.normal(0, 1, (max(2, HEIGHT // cell), max(2, WIDTH // cell))).astype(np.float32)
+    return np.asarray(Image.fromarray(coarse, "F").resize((WIDTH, HEIGHT), Image.Resampling.BICUBIC))
+
+
+def _turbulence(rng: np.random.Generator, octaves: int = 5) -> np.ndarray:
+    return sum(_smooth_noise(rng, 2 ** (o + 1)) / 2 ** (octaves - o) for o in range(octaves))
+
+
+def _colourise(values: np.ndarray, low, high) -> np.ndarray:
+    span = (values - values.min()) / (np.ptp(values) + 1e-6)
+    return span[..., None] * np.asarray(high, np.float32) + (1 - span[..., None]) * np.asarray(low, np.float32)
+
+
+def _material(kind: int, rng: np.random.Generator) -> np.ndarray:
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+    low, high = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    if kind == 0:  # marble
+        return _colourise(np.sin(xx * rng.uniform(0.05, 0.2) + 6 * _turbulence(rng)), low, high)
+    if kind == 1:  # wood rings
+        radius = np.hypot(xx - rng.uniform(0, WIDTH), yy - rng.uniform(-HEIGHT, 0))
+        return _colourise(np.sin(radius * 0.3 + 3 * _turbulence(rng)), low, high)
+    if kind == 2:  # bricks
+        brick_h, brick_w = int(rng.integers(15, 35)), int(rng.integers(40, 80))
+        offset = ((yy // brick_h).astype(int) % 2) * brick_w // 2
+        mortar = ((yy % brick_h) < 3) | (((xx + offset) % brick_w) < 3)
+        return _colourise(-(mortar.astype(np.float32) + 0.2 * _turbulence(rng)), low, high)
+    if kind == 3:  # clouds
+        return _colourise(_turbulence(rng, 6), (30, 80, 200), (250, 250, 250))
+    if kind == 4:  # a printed page
+        page = Image.new("RGB", (WIDTH, HEIGHT), (245, 240, 230))
+        draw = ImageDraw.Draw(page)
+        font = ImageFont.load_default(size=int(rng.integers(10, 18)))
+        for y in range(5, HEIGHT, int(rng.integers(14, 22))):
+            draw.text((5, y), " ".join(rng.choice(WORDS, 8)), fill=(20, 20, 20), font=font)
+        return np.asarray(page, np.float32)
+    if kind == 5:  # landscape: sky over hills
+        ridge = HEIGHT * 0.55 + 30 * _turbulence(rng, 4)[0]
+        ground = (yy > ridge[None, :])[..., None]
+        return np.where(ground, _colourise(_turbulence(rng), (30, 90, 20), (120, 160, 60)), _colourise(yy, (90, 150, 250), (230, 240, 255)))
+    if kind == 6:  # warped checkerboard
+        warp = _turbulence(rng) * 20
+        fx, fy = rng.uniform(0.05, 0.15), rng.uniform(0.05, 0.15)
+        return _colourise(np.sign(np.sin((xx + warp) * fx) * np.sin((yy + warp) * fy)), low, high)
+    if kind == 7:  # stripes
+        angle = rng.uniform(0, np.pi)
+        return _colourise(np.sin((np.cos(angle) * xx + np.sin(angle) * yy) * rng.uniform(0.1, 0.5)), low, high)
+    if kind == 8:  # sand
+        return _colourise(_smooth_noise(rng, 2) + 0.5 * _smooth_noise(rng, 8), low, high)
+    if kind == 9:  # grass
+        field_ = Image.new("RGB", (WIDTH, HEIGHT), tuple(int(c) for c in rng.uniform(0, 80, 3)))
+        draw = ImageDraw.Draw(field_)
+        for _ in range(600):
+            x, y = rng.uniform(0, WIDTH), rng.uniform(0, HEIGHT)
+            colour = (int(rng.uniform(0, 100)), int(rng.uniform(100, 255)), int(rng.uniform(0, 80)))
+            draw.line((x, y, x + rng.normal(0, 6), y - rng.uniform(10, 40)), fill=colour, width=2)
+        return np.asarray(field_, np.float32)
+    if kind == 10:  # bubbles
+        canvas = Image.new("RGB", (WIDTH, HEIGHT), tuple(int(c) for c in low))
+        draw = ImageDraw.Draw(canvas)
+        for _ in range(40):
+            x, y, r = rng.uniform(0, WIDTH), rng.uniform(0, HEIGHT), rng.uniform(5, 40)
+            draw.ellipse((x - r, y - r, x + r, y + r), outline=tuple(int(c) for c in high), width=3)
+        return np.asarray(canvas, np.float32)
+    # starfield
+    sky = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    sky[rng.integers(0, HEIGHT, 400), rng.integers(0, WIDTH, 400)] = 255
+    stars = np.asarray(Image.fromarray(sky).filter(ImageFilter.MaxFilter(3)), np.float32)
+    return stars + _colourise(_turbulence(rng), (0, 0, 20), (60, 0, 80))
+
+
+MATERIALS = 12
+
+
+def make_scene(seed: int, material: int | None = None) -> Image.Image:
+    """A random photo-like RGB image of one material (seed % 12 when not given)."""
     rng = np.random.default_rng(seed)
-    coarse = rng.uniform(0, 255, size=(rng.integers(2, 6), rng.integers(2, 6), 3)).astype(np.uint8)
-    image = Image.fromarray(coarse, "RGB").resize((width, height), Image.Resampling.BICUBIC)
-    draw = ImageDraw.Draw(image)
-    for _ in range(int(rng.integers(6, 16))):
-        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
-        x0, y0 = int(rng.integers(-40, width)), int(rng.integers(-40, height))
-        x1, y1 = x0 + int(rng.integers(20, width // 2)), y0 + int(rng.integers(20, height // 2))
-        kind = rng.integers(0, 4)
-        if kind == 0:
-            draw.ellipse((x0, y0, x1, y1), fill=colour)
-        elif kind == 1:
-            draw.rectangle((x0, y0, x1, y1), fill=colour)
-        elif kind == 2:
-            points = [(int(rng.integers(0, width)), int(rng.integers(0, height))) for _ in range(int(rng.integers(3, 7)))]
-            draw.polygon(points, fill=colour)
-        else:
-            draw.line((x0, y0, x1, y1), fill=colour, width=int(rng.integers(2, 12)))
-    # Fine texture with a random orientation and frequency, then sensor-like grain.
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    angle, freq = rng.uniform(0, np.pi), rng.uniform(0.05, 0.5)
-    stripes = 8 * np.sin(freq * (np.cos(angle) * xx + np.sin(angle) * yy))[..., None]
-    pixels = np.asarray(image, dtype=np.float32) + stripes + rng.normal(0, 3, size=(height, width, 3))
+    pixels = _material(seed % MATERIALS if material is None else material, rng)
     image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
-    return image.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.3, 1.2))))
+    return image.filter(ImageFilter.GaussianBlur(radius=0.5))
 
 
 def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
@@ -52,15 +110,15 @@ def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
 
 
 def near_duplicate(image: Image.Image, kind: int) -> Image.Image:
-    """One of a few edits that keep an image recognisably the same picture."""
+    """One of a few mild edits that keep an image the same picture to a person."""
     width, height = image.size
-    if kind == 0:  # recompressed hard and shrunk
-        small = image.resize((width * 3 // 5, height * 3 // 5), Image.Resampling.BILINEAR)
-        return Image.open(io.BytesIO(jpeg_bytes(small, quality=50))).convert("RGB")
+    if kind == 0:  # shrunk and recompressed
+        small = image.resize((width * 3 // 4, height * 3 // 4), Image.Resampling.BILINEAR)
+        return Image.open(io.BytesIO(jpeg_bytes(small, quality=60))).convert("RGB")
     if kind == 1:  # small crop
-        return image.crop((width // 20, height // 20, width - width // 20, height - height // 20))
+        return image.crop((width // 25, height // 25, width - width // 25, height - height // 25))
     if kind == 2:  # brighter
-        return ImageEnhance.Brightness(image).enhance(1.2)
+        return ImageEnhance.Brightness(image).enhance(1.15)
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
 
@@ -74,15 +132,16 @@ class SampleDataset:
     corrupt: list[Path] = field(default_factory=list)
 
 
-def make_sample_dataset(root: str | Path, n_scenes: int = 24, n_duplicated: int = 6, seed: int = 0) -> SampleDataset:
-    """Write ``n_scenes`` distinct scenes (JPEG and PNG, some in a nested folder), a
-    near-duplicate copy of ``n_duplicated`` of them, and one corrupt JPEG."""
+def make_sample_dataset(root: str | Path, n_scenes: int = MATERIALS, n_duplicated: int = 6, seed: int = 0) -> SampleDataset:
+    """Write ``n_scenes`` scenes (JPEG and PNG, every fourth in a nested folder), a
+    near-duplicate copy (JPEG, upper-case extension) of the first ``n_duplicated``, and
+    one truncated JPEG."""
     root = Path(root)
     nested = root / "nested" / "deeper"
     nested.mkdir(parents=True, exist_ok=True)
     sample = SampleDataset(root=root)
     for i in range(n_scenes):
-        scene = make_scene(seed * 100_003 + i)
+        scene = make_scene(seed * 1_000_003 + i, material=i % MATERIALS)
         folder = nested if i % 4 == 3 else root
         path = folder / (f"scene_{i:03d}.png" if i % 5 == 4 else f"scene_{i:03d}.jpg")
         if path.suffix == ".png":
@@ -92,10 +151,10 @@ def make_sample_dataset(root: str | Path, n_scenes: int = 24, n_duplicated: int 
         sample.images.append(path)
         if i < n_duplicated:
             copy_path = root / f"scene_{i:03d}_copy.JPG"
-            copy_path.write_bytes(jpeg_bytes(near_duplicate(scene, i % 4), quality=80))
+            copy_path.write_bytes(jpeg_bytes(near_duplicate(scene, i % 4), quality=85))
             sample.images.append(copy_path)
             sample.duplicate_pairs.append((path, copy_path))
     corrupt = root / "nested" / "broken.jpg"
-    corrupt.write_bytes(jpeg_bytes(make_scene(seed + 999))[:300])
+    corrupt.write_bytes(jpeg_bytes(make_scene(seed + 7))[:300])
     sample.corrupt.append(corrupt)
     return sample
