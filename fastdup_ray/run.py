@@ -65,7 +65,6 @@ def setup_logging(verbose: bool) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("fastdup_ray: %(message)s"))
         log.addHandler(handler)
-        log.propagate = False
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 

@@ -1,0 +1,75 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fastdup_ray.decode import BadImage, decode_image
+from fastdup_ray.sample import jpeg_bytes, make_scene
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF", "BMP", "WEBP", "GIF"])
+def test_common_formats_decode_to_fixed_size_rgb(fmt):
+    pixels = decode_image(encode(make_scene(1), fmt), 224)
+    assert pixels.shape == (224, 224, 3) and pixels.dtype == np.uint8
+    assert pixels.std() > 5  # a real picture, not a blank
+
+
+def test_large_jpeg_draft_decode_matches_full_decode_closely():
+    big = make_scene(2).resize((1600, 1200))
+    fast = decode_image(jpeg_bytes(big), 224).astype(np.float32)
+    full = np.asarray(Image.open(io.BytesIO(jpeg_bytes(big))).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR), np.float32)
+    assert np.abs(fast - full).mean() < 4
+
+
+def test_transparency_is_laid_on_white():
+    rgba = Image.new("RGBA", (50, 50), (255, 0, 0, 0))
+    pixels = decode_image(encode(rgba, "PNG"), 32)
+    assert (pixels == 255).all()
+
+
+def test_palette_with_transparency_and_cmyk_and_16_bit():
+    palette = make_scene(3).convert("P")
+    palette.info["transparency"] = 0
+    assert decode_image(encode(palette, "PNG", transparency=0), 32).shape == (32, 32, 3)
+    assert decode_image(encode(make_scene(4).convert("CMYK"), "JPEG"), 32).shape == (32, 32, 3)
+    ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    pixels = decode_image(encode(Image.fromarray(ramp), "PNG"), 64)
+    assert pixels[0, 0, 0] < 10 and pixels[-1, -1, 0] > 245  # scaled, not clipped at 255
+
+
+def test_exif_orientation_is_applied():
+    tall = Image.new("RGB", (40, 80), (0, 0, 255))
+    tall.paste((255, 0, 0), (0, 0, 40, 40))  # red on top
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: viewers turn it 90 degrees clockwise
+    pixels = decode_image(encode(tall, "JPEG", exif=exif), 16)
+    # After rotating 90 degrees clockwise the red half is on the right.
+    assert pixels[8, 12, 0] > 200 and pixels[8, 3, 2] > 200
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty file"),
+        (b"this is a text file, not a picture", "not an image"),
+        (jpeg_bytes(make_scene(5))[:400], "truncated"),
+    ],
+)
+def test_bad_bytes_give_a_reason(data, reason):
+    with pytest.raises(BadImage, match=reason):
+        decode_image(data, 224)
+
+
+def test_decompression_bomb_is_refused(monkeypatch):
+    import fastdup_ray.decode as decode
+
+    monkeypatch.setattr(decode.Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(BadImage, match="decompression bomb"):
+        decode_image(encode(Image.new("RGB", (100, 100)), "PNG"), 32)

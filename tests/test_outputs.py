@@ -1,0 +1,52 @@
+import numpy as np
+import polars as pl
+
+from fastdup_ray import outputs
+from fastdup_ray.index import knn_edges
+
+NAMES = [f"/data/img{i}.jpg" for i in range(6)]
+
+
+def test_unique_pairs_collapse_both_directions_and_clip():
+    src = np.array([0, 1, 2, 3])
+    dst = np.array([1, 0, 3, 2])
+    sim = np.array([0.9, 0.9, 1.0000001, 1.0000001], dtype=np.float32)
+    a, b, s = outputs.unique_pairs(src, dst, sim)
+    assert list(zip(a, b)) == [(0, 1), (2, 3)]
+    assert s.max() <= 1.0
+
+
+def test_similarity_table_threshold_and_order():
+    a, b = np.array([0, 0, 2, 3]), np.array([1, 2, 4, 5])
+    sim = np.array([0.95, 0.5, 0.99, 0.8], dtype=np.float32)
+    table = outputs.similarity_table(NAMES, a, b, sim, threshold=0.8)
+    assert table.columns == ["from", "to", "distance"]
+    assert table.rows() == [(NAMES[2], NAMES[4], 0.99), (NAMES[0], NAMES[1], 0.95), (NAMES[3], NAMES[5], 0.8)]
+
+
+def test_outliers_are_the_lowest_fraction_of_all_knn_edges():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(50, 8)).astype(np.float32)
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    for k in (2, 5):
+        src, dst, sim = knn_edges(features, k)
+        table = outputs.outliers_table(NAMES * 9, src, dst, sim, lower_threshold=0.1)
+        assert table.height == int(np.ceil(0.1 * 50 * k))  # more k, more rows
+        cut = np.sort(np.clip(sim, 0, 1))[table.height - 1]
+        assert (table["distance"].to_numpy() <= cut + 1e-6).all()
+        assert table["distance"].is_sorted(descending=True)
+
+
+def test_component_tables():
+    labels = np.array([0, 0, 2, 0, 4])
+    rank = np.array([1.2, 0.9, 0.15, 0.9, 0.15])
+    components, info = outputs.component_tables(labels, rank, np.zeros(5))
+    assert components.columns == ["__id", "component_id", "pagerank", "delta"]
+    assert components["__id"].to_list() == [0, 1, 2, 3, 4]
+    assert info.rows() == [(0, 3), (2, 1), (4, 1)]
+
+
+def test_write_csv_atomic_leaves_only_the_final_file(tmp_path):
+    path = outputs.write_csv_atomic(pl.DataFrame({"from": ['a,"b"'], "to": ["c"], "distance": [0.5]}), tmp_path / "similarity.csv")
+    assert [p.name for p in tmp_path.iterdir()] == ["similarity.csv"]
+    assert pl.read_csv(path)["from"].to_list() == ['a,"b"']

@@ -1,0 +1,110 @@
+"""End to end, with a real Ray runtime: the CLI in a subprocess and the Python API."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+
+import fastdup_ray
+
+pytestmark = pytest.mark.integration
+
+EXPECTED_FILES = {
+    "config.json",
+    "features.dat",
+    "features.dat.csv",
+    "features.bad.csv",
+    "similarity.csv",
+    "outliers.csv",
+    "component_info.csv",
+    "connected_components.csv",
+}
+
+
+def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, RAY_ADDRESS="")  # never join a cluster the test machine may have
+    return subprocess.run([sys.executable, "-m", "fastdup_ray", *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def cli_run(sample, tmp_path_factory):
+    work = tmp_path_factory.mktemp("work")
+    result = cli("run", str(sample.root), "--work-dir", str(work))
+    return result, work
+
+
+def test_cli_run_leaves_exactly_the_output_files(cli_run):
+    result, work = cli_run
+    assert result.returncode == 0, result.stderr
+    assert {p.name for p in work.iterdir()} == EXPECTED_FILES
+    assert "images: 18 good, 1 bad" in result.stderr
+
+
+def test_every_input_is_in_exactly_one_list(cli_run, sample):
+    _, work = cli_run
+    names, features = fastdup_ray.load_binary_features(work)
+    bad = pl.read_csv(work / "features.bad.csv")
+    listed = names + bad["filename"].to_list()
+    assert sorted(listed) == sorted(str(p) for p in sample.images + sample.corrupt)
+    assert len(set(listed)) == len(listed)
+    assert bad["filename"].to_list() == [str(sample.corrupt[0])]
+    assert "truncated" in bad["error"][0]
+    assert features.shape == (18, 1280)
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-4)
+
+
+def test_similarity_finds_exactly_the_planted_pairs(cli_run, sample):
+    _, work = cli_run
+    similarity = pl.read_csv(work / "similarity.csv")
+    assert similarity.columns == ["from", "to", "distance"]
+    found = {frozenset(pair) for pair in zip(similarity["from"], similarity["to"])}
+    planted = {frozenset((str(a), str(b))) for a, b in sample.duplicate_pairs}
+    assert found == planted
+    assert similarity["distance"].is_sorted(descending=True)
+
+
+def test_components_group_the_planted_pairs_only(cli_run, sample):
+    _, work = cli_run
+    names, _ = fastdup_ray.load_binary_features(work)
+    components = pl.read_csv(work / "connected_components.csv")
+    assert components.columns == ["__id", "component_id", "pagerank", "delta"]
+    assert components["__id"].to_list() == list(range(len(names)))
+    label = dict(zip(names, components["component_id"]))
+    for a, b in sample.duplicate_pairs:
+        assert label[str(a)] == label[str(b)]
+    info = pl.read_csv(work / "component_info.csv")
+    assert info.columns[:2] == ["component_id", "Count"]
+    assert sorted(info["Count"].to_list(), reverse=True) == [2] * 6 + [1] * 6
+    outliers = pl.read_csv(work / "outliers.csv")
+    assert outliers.height == int(np.ceil(0.05 * 18 * 2)) and outliers["distance"].max() < 0.75
+
+
+def test_api_run_on_a_ray_cluster_with_num_images(ray_local, sample, tmp_path):
+    summary = fastdup_ray.run(str(sample.root), str(tmp_path), k=3, num_images=5, threshold=0.5, turi_param="ccthreshold=0.9")
+    names, _ = fastdup_ray.load_binary_features(tmp_path)
+    bad = pl.read_csv(tmp_path / "features.bad.csv")
+    assert summary.good + summary.bad == 5 == len(names) + bad.height
+    assert summary.good == len(names)
+    config = (tmp_path / "config.json").read_text()
+    assert '"nearest_neighbors_k": 3' in config and '"ccthreshold": 0.9' in config
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "/no/such/folder", "--work-dir", "{tmp}"], "does not exist"),
+        (["run", "{tmp}", "--work-dir", "{tmp}/out"], "no images found"),
+        (["run", "{tmp}", "--work-dir", "{tmp}/out", "--threshold", "2"], "threshold"),
+        (["run", "{tmp}", "--work-dir", "{tmp}/out", "--turi-param", "ccthreshold=x"], "ccthreshold"),
+    ],
+)
+def test_cli_errors_are_one_clear_line(tmp_path, args, message):
+    result = cli(*[a.replace("{tmp}", str(tmp_path)) for a in args], timeout=60)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
