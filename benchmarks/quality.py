@@ -17,134 +17,16 @@ changes, hue shifts, and pairs of these). Runs fastdup_ray over it, then prints
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import itertools
-import random
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
+from photoset import DEFAULT_PHOTOS, build_set
 
 import fastdup_ray
 from fastdup_ray.config import DEFAULT_CCTHRESHOLD, DEFAULT_THRESHOLD
 from fastdup_ray.evaluate import pair_metrics, precision_recall_at
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_PHOTOS = REPO.parent / "shared" / "data" / "imagenet-sample-dev"
-
-
-def jpeg_recompress(img: Image.Image, rng: random.Random) -> Image.Image:
-    buffer = io.BytesIO()
-    img.save(buffer, format="JPEG", quality=rng.randint(10, 30))
-    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-
-
-def downscale(img, rng):
-    f = rng.uniform(0.3, 0.6)
-    return img.resize((max(16, int(img.width * f)), max(16, int(img.height * f))), Image.Resampling.BILINEAR)
-
-
-def crop(img, rng):
-    f = rng.uniform(0.75, 0.9)
-    w, h = int(img.width * f), int(img.height * f)
-    x, y = rng.randint(0, img.width - w), rng.randint(0, img.height - h)
-    return img.crop((x, y, x + w, y + h))
-
-
-def flip(img, rng):
-    return ImageOps.mirror(img)
-
-
-def brightness_contrast(img, rng):
-    img = ImageEnhance.Brightness(img).enhance(rng.choice([rng.uniform(0.6, 0.8), rng.uniform(1.2, 1.4)]))
-    return ImageEnhance.Contrast(img).enhance(rng.uniform(0.7, 1.3))
-
-
-def greyscale(img, rng):
-    return ImageOps.grayscale(img).convert("RGB")
-
-
-def blur(img, rng):
-    return img.filter(ImageFilter.GaussianBlur(radius=rng.uniform(1.5, 3.0)))
-
-
-def rotate(img, rng):
-    return img.rotate(rng.uniform(-10, 10), resample=Image.Resampling.BILINEAR, expand=False, fillcolor=(0, 0, 0))
-
-
-def border(img, rng):
-    pad = int(min(img.size) * rng.uniform(0.05, 0.15))
-    colour = rng.choice([(0, 0, 0), (255, 255, 255), (128, 128, 128)])
-    return ImageOps.expand(img, border=pad, fill=colour)
-
-
-def text_overlay(img, rng):
-    img = img.copy()
-    draw = ImageDraw.Draw(img)
-    size = max(12, img.height // 10)
-    font = ImageFont_default(size)
-    text = rng.choice(["SAMPLE", "© stock photo", "sale -50%", "hello world", "IMG_2041"])
-    draw.text((rng.randint(0, img.width // 3), rng.randint(0, img.height * 2 // 3)), text, fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0))
-    return img
-
-
-def ImageFont_default(size):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
-def aspect(img, rng):
-    if rng.random() < 0.5:
-        return img.resize((int(img.width * rng.uniform(1.3, 1.6)), img.height), Image.Resampling.BILINEAR)
-    return img.resize((img.width, int(img.height * rng.uniform(1.3, 1.6))), Image.Resampling.BILINEAR)
-
-
-def hue_shift(img, rng):
-    hsv = np.asarray(img.convert("HSV")).copy()
-    hsv[..., 0] = (hsv[..., 0].astype(np.int32) + rng.randint(20, 60)) % 256
-    return Image.fromarray(hsv, "HSV").convert("RGB")
-
-
-SINGLE = [jpeg_recompress, downscale, crop, flip, brightness_contrast, greyscale, blur, rotate, border, text_overlay, aspect, hue_shift]
-
-
-def transform(img: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
-    """One transform, or a pair of them (one time in four)."""
-    steps = rng.sample(SINGLE, 2) if rng.random() < 0.25 else [rng.choice(SINGLE)]
-    for step in steps:
-        img = step(img, rng)
-    return img, "+".join(step.__name__ for step in steps)
-
-
-def build_set(photos: Path, out: Path, seed: int) -> pl.DataFrame:
-    """Write originals and copies to out/images; return (filename, group, transform)."""
-    rng = random.Random(seed)
-    images = out / "images"
-    if images.exists():
-        shutil.rmtree(images)
-    images.mkdir(parents=True)
-    rows = []
-    for group, src in enumerate(sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))):
-        original = Image.open(src).convert("RGB")
-        stem = f"g{group:04d}"
-        target = images / f"{stem}_orig.jpg"
-        shutil.copyfile(src, target)
-        rows.append((str(target), group, "original"))
-        if rng.random() < 0.5:
-            for c in range(rng.randint(1, 3)):
-                copy, name = transform(original, rng)
-                target = images / f"{stem}_copy{c}.jpg"
-                copy.save(target, format="JPEG", quality=90)
-                rows.append((str(target), group, name))
-    return pl.DataFrame(rows, schema=["filename", "group", "transform"], orient="row")
 
 
 def main() -> int:

@@ -65,8 +65,8 @@ class ExtractResult:
     bad: int
 
 
-def connect_ray(num_cpus: int = 0) -> None:
-    """Join the cluster named by RAY_ADDRESS, reuse a running Ray, or start a small local one."""
+def connect_ray() -> None:
+    """Join the cluster named by RAY_ADDRESS, reuse a running Ray, or start a local one on all cores."""
     import ray
 
     if ray.is_initialized():
@@ -76,7 +76,7 @@ def connect_ray(num_cpus: int = 0) -> None:
         log.info("joining the Ray cluster at %s", os.environ["RAY_ADDRESS"])
         ray.init(address=os.environ["RAY_ADDRESS"], logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=num_cpus or None, **quiet)
+        ray.init(**quiet)
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def extract_features(config: RunConfig, listing: Listing, image_size: int) -> Ex
     """Run decode + embed over ``listing`` on Ray Data and write the features shard."""
     import ray
 
-    connect_ray(config.num_threads)
+    connect_ray()
     # Ray Data logs every execution plan at INFO; our own log says what the run does.
     logging.getLogger("ray.data").setLevel(logging.INFO if config.verbose else logging.WARNING)
     resources = ray.cluster_resources()

@@ -1,9 +1,7 @@
-import io
 
 import numpy as np
 import onnxruntime as ort
 import pytest
-from PIL import Image
 
 from fastdup_ray.decode import decode_image
 from fastdup_ray.embed import Embedder, default_model_path
