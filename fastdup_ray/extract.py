@@ -107,6 +107,7 @@ def plan_embedding(config: RunConfig, cluster_cpus: float, cluster_gpus: float) 
 def extract_features(config: RunConfig, listing: Listing, image_size: int) -> ExtractResult:
     """Run decode + embed over ``listing`` on Ray Data and write the features shard."""
     import ray
+    import ray.data  # configures its loggers on import, so import before adjusting them
 
     connect_ray()
     # Ray Data logs every execution plan at INFO; our own log says what the run does.
