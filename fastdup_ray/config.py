@@ -26,7 +26,7 @@ DEFAULT_CCTHRESHOLD = 0.80
 
 DEFAULT_D = 1280
 COMPUTE_CHOICES = ("cpu", "gpu")
-RUN_MODES = (0,)
+RUN_MODES = (0, 1, 2)
 TURI_PARAM_KEYS = ("ccthreshold", "delete_tar", "delete_img")
 # fastdup's short names for its parameters.
 ALIASES = {"k": "nearest_neighbors_k"}
@@ -36,7 +36,7 @@ ALIASES = {"k": "nearest_neighbors_k"}
 class RunConfig:
     """Every parameter of a run. Field names are fastdup's where fastdup has one."""
 
-    input_dir: str
+    input_dir: str | list[str]
     work_dir: str
     threshold: float = DEFAULT_THRESHOLD
     lower_threshold: float = 0.05
@@ -52,6 +52,16 @@ class RunConfig:
     run_mode: int = 0
     batch_size: int = 64
     num_threads: int = 0
+    min_offset: int = 0
+    max_offset: int | None = None
+    shard_size: int = 1000
+    video_fps: float = 1.0
+    cache_dir: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_profile: str | None = None
+    s3_key: str | None = field(default=None, repr=False)
+    s3_secret: str | None = field(default=None, repr=False)
     turi_param: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
@@ -72,7 +82,8 @@ class RunConfig:
             if target in resolved:
                 raise ConfigError(f"parameter {target!r} given twice (once as {name!r})")
             resolved[target] = value
-        return cls(input_dir=os.fspath(input_dir), work_dir=os.fspath(work_dir), **resolved)
+        inputs = [os.fspath(x) for x in input_dir] if isinstance(input_dir, (list, tuple)) else os.fspath(input_dir)
+        return cls(input_dir=inputs, work_dir=os.fspath(work_dir), **resolved)
 
     def validate(self) -> None:
         _check_fraction("threshold", self.threshold)
@@ -83,6 +94,12 @@ class RunConfig:
         _check_int("d", self.d, minimum=1)
         _check_int("batch_size", self.batch_size, minimum=1)
         _check_int("num_threads", self.num_threads, minimum=0)
+        _check_int("min_offset", self.min_offset, minimum=0)
+        if self.max_offset is not None:
+            _check_int("max_offset", self.max_offset, minimum=self.min_offset + 1)
+        _check_int("shard_size", self.shard_size, minimum=1)
+        if isinstance(self.video_fps, bool) or not isinstance(self.video_fps, (int, float)) or self.video_fps <= 0:
+            raise ConfigError(f"video_fps must be a number > 0, got {self.video_fps!r}")
         if self.compute not in COMPUTE_CHOICES:
             raise ConfigError(f"compute must be one of {COMPUTE_CHOICES}, got {self.compute!r}")
         if self.run_mode not in RUN_MODES:
@@ -93,9 +110,22 @@ class RunConfig:
             raise ConfigError("work_dir must be given")
 
     def to_json(self) -> str:
+        """The resolved parameters, without secrets (keys never reach a file or a log)."""
         values = dataclasses.asdict(self)
-        values.pop("turi_param")  # already unpacked into its fields
+        for private in ("turi_param", "s3_key", "s3_secret"):  # turi_param is already unpacked
+            values.pop(private)
         return json.dumps(values, indent=2, sort_keys=True)
+
+    def storage_options(self):
+        from fastdup_ray.storage import StorageOptions
+
+        return StorageOptions(
+            endpoint_url=self.s3_endpoint_url, region=self.s3_region, profile=self.s3_profile, key=self.s3_key, secret=self.s3_secret
+        )
+
+    def extraction_settings(self) -> dict[str, Any]:
+        """Settings that change what a features shard holds: a resume must not mix them."""
+        return {"model_path": self.model_path, "d": self.d, "video_fps": self.video_fps, "shard_size": self.shard_size}
 
 
 def parse_turi_param(text: str) -> dict[str, Any]:

@@ -19,10 +19,6 @@ Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 # A truncated file must be reported bad, never padded with grey and embedded.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-# Extensions of files that a folder scan treats as images (compared lower-cased).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".gif", ".bmp", ".webp")
-
-
 class BadImage(Exception):
     """The bytes are not a decodable image; the message is the reason written to features.bad.csv."""
 
@@ -61,6 +57,12 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
         if "truncated" in text.lower():
             raise BadImage(f"truncated image: {text}") from None
         raise BadImage(f"corrupt image: {text}") from None
+
+
+def resize_frame(pixels: np.ndarray, size: int) -> np.ndarray:
+    """An already decoded RGB frame (a video's) squashed to (size, size, 3) like an image."""
+    resized = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB").resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -1,47 +1,81 @@
-"""Map side on Ray Data: image locations in, features.dat / .csv / bad.csv out.
+"""Map side on Ray Data: work units in, one features shard per unit out.
 
-Decoding runs as CPU tasks; embedding in an actor pool that holds one ONNX Runtime
-session per actor. The batch functions below are plain functions of numpy batches,
-tested without Ray; Ray appears only in :func:`extract_features`.
+    units ──> read + decode (CPU tasks, one unit each, streaming batches out)
+          ──> embed (actor pool, one ONNX Runtime session per actor)
+          ──> ShardCollector on the driver (one writer per unit, committed when the
+              unit's last row has arrived; marker written last)
+
+The batch functions are plain functions of numpy batches and Items, tested without
+Ray; Ray appears only in :func:`extract_units` and :func:`connect_ray`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from fastdup_ray.config import RunConfig
-from fastdup_ray.decode import BadImage, decode_image
+from fastdup_ray.decode import BadImage, decode_image, resize_frame
 from fastdup_ray.embed import Embedder
 from fastdup_ray.features import FeatureShardWriter
-from fastdup_ray.sources import Listing
+from fastdup_ray.sources import Item, ReadSettings, WorkUnit, read_unit
+from fastdup_ray.workdir import WorkDir
 
 log = logging.getLogger("fastdup_ray")
 
 
-def read_bytes(location: str) -> bytes:
-    with open(location, "rb") as handle:
-        return handle.read()
-
-
-def decode_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """Read and decode a batch of locations; bad ones get ok=False and a reason."""
-    paths = batch["path"]
-    pixels = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
-    ok = np.zeros(len(paths), dtype=bool)
-    reasons = np.full(len(paths), "", dtype=object)
-    for i, path in enumerate(paths):
+def decode_items(unit: str, items: list[Item], size: int, first_seq: int, total: int | None = None) -> dict[str, np.ndarray]:
+    """Decode a run of Items of one unit into a batch; with ``total`` an end row closes the unit."""
+    rows = len(items) + (total is not None)
+    pixels = np.zeros((rows, size, size, 3), dtype=np.uint8)
+    ok = np.zeros(rows, dtype=bool)
+    reasons = np.full(rows, "", dtype=object)
+    paths = np.full(rows, "", dtype=object)
+    for i, item in enumerate(items):
+        paths[i] = item.location
+        if not item.ok:
+            reasons[i] = item.reason
+            continue
         try:
-            pixels[i] = decode_image(read_bytes(path), size)
+            pixels[i] = resize_frame(item.pixels, size) if item.pixels is not None else decode_image(item.data, size)
             ok[i] = True
         except BadImage as exc:
             reasons[i] = str(exc)
-        except OSError as exc:
-            reasons[i] = f"cannot read file: {exc.strerror or exc}"
-    return {"path": paths, "ok": ok, "reason": reasons, "pixels": pixels}
+    end = np.zeros(rows, dtype=bool)
+    unit_rows = np.zeros(rows, dtype=np.int64)
+    if total is not None:
+        end[-1] = True
+        unit_rows[-1] = total
+    return {
+        "unit": np.full(rows, unit, dtype=object),
+        "seq": np.arange(first_seq, first_seq + rows, dtype=np.int64),
+        "path": paths,
+        "ok": ok,
+        "reason": reasons,
+        "end": end,
+        "unit_rows": unit_rows,
+        "pixels": pixels,
+    }
+
+
+def decode_units(batch: dict[str, np.ndarray], size: int, settings: ReadSettings, rows_per_batch: int) -> Iterator[dict[str, np.ndarray]]:
+    """Ray Data generator: read every unit of the batch and stream its decoded rows out."""
+    for name, kind, locations in zip(batch["name"], batch["kind"], batch["locations"]):
+        unit = WorkUnit(str(name), str(kind), tuple(json.loads(locations)))
+        pending: list[Item] = []
+        count = 0
+        for item in read_unit(unit, settings):
+            pending.append(item)
+            if len(pending) == rows_per_batch:
+                yield decode_items(unit.name, pending, size, count)
+                count += len(pending)
+                pending = []
+        yield decode_items(unit.name, pending, size, count, total=count + len(pending))
 
 
 class EmbedBatches:
@@ -56,13 +90,66 @@ class EmbedBatches:
         vectors = np.zeros((len(ok), self.d), dtype=np.float32)
         if ok.any():
             vectors[ok] = self.embedder.embed(batch["pixels"][ok])
-        return {"path": batch["path"], "ok": ok, "reason": batch["reason"], "embedding": vectors}
+        out = {key: value for key, value in batch.items() if key != "pixels"}
+        out["embedding"] = vectors
+        return out
+
+
+class ShardCollector:
+    """Driver side: one FeatureShardWriter per unit in flight; commits a unit once all
+    the rows its end row announced have arrived."""
+
+    def __init__(self, work: WorkDir, d: int) -> None:
+        self.work = work
+        self.d = d
+        self.writers: dict[str, FeatureShardWriter] = {}
+        self.expected: dict[str, int] = {}
+        self.good = 0
+        self.bad = 0
+        self.committed: list[str] = []
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        units = batch["unit"]
+        for unit in dict.fromkeys(units.tolist()):
+            rows = units == unit
+            writer = self.writers.get(unit) or self.writers.setdefault(unit, FeatureShardWriter(self.work, self.d, prefix=unit))
+            end = batch["end"][rows].astype(bool)
+            ok = batch["ok"][rows].astype(bool) & ~end
+            bad = ~batch["ok"][rows].astype(bool) & ~end
+            paths = batch["path"][rows]
+            writer.add_good(paths[ok].tolist(), batch["embedding"][rows][ok])
+            writer.add_bad(paths[bad].tolist(), batch["reason"][rows][bad].tolist())
+            if end.any():
+                self.expected[unit] = int(batch["unit_rows"][rows][end][0])
+            if unit in self.expected and writer.good + writer.bad == self.expected[unit]:
+                self.commit(unit)
+
+    def commit(self, unit: str) -> None:
+        writer = self.writers.pop(unit)
+        writer.commit()
+        self.expected.pop(unit, None)
+        self.good += writer.good
+        self.bad += writer.bad
+        self.committed.append(unit)
+        log.debug("shard %r done: %d good, %d bad", unit, writer.good, writer.bad)
+
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            writer.abort()
+        self.writers.clear()
+
+    def check_finished(self) -> None:
+        if self.writers:
+            names = ", ".join(repr(u) for u in self.writers)
+            self.abort()
+            raise RuntimeError(f"extraction ended with unfinished shards {names}: rows went missing")
 
 
 @dataclass
 class ExtractResult:
     good: int
     bad: int
+    shards: list[str]
 
 
 def connect_ray() -> None:
@@ -71,12 +158,11 @@ def connect_ray() -> None:
 
     if ray.is_initialized():
         return
-    quiet = dict(logging_level=logging.WARNING, include_dashboard=False, configure_logging=True)
     if os.environ.get("RAY_ADDRESS"):
         log.info("joining the Ray cluster at %s", os.environ["RAY_ADDRESS"])
         ray.init(address=os.environ["RAY_ADDRESS"], logging_level=logging.WARNING)
     else:
-        ray.init(**quiet)
+        ray.init(logging_level=logging.WARNING, include_dashboard=False)
 
 
 @dataclass(frozen=True)
@@ -104,8 +190,18 @@ def plan_embedding(config: RunConfig, cluster_cpus: float, cluster_gpus: float) 
     return EmbedPlan(actors=actors, actor_cpus=actor_cpus, actor_gpus=0.0, decode_cpus=decode_cpus, compute="cpu")
 
 
-def extract_features(config: RunConfig, listing: Listing, image_size: int) -> ExtractResult:
-    """Run decode + embed over ``listing`` on Ray Data and write the features shard."""
+def write_listing_shard(work: WorkDir, d: int, prefix: str, bad: list[tuple[str, str]]) -> None:
+    """Inputs rejected while listing (names that are not UTF-8, unknown types in a list)."""
+    writer = FeatureShardWriter(work, d, prefix=prefix)
+    writer.add_bad([loc for loc, _ in bad], [why for _, why in bad])
+    writer.commit()
+
+
+def extract_units(config: RunConfig, units: list[WorkUnit], settings: ReadSettings, image_size: int, work: WorkDir) -> ExtractResult:
+    """Run read + decode + embed over ``units`` on Ray Data; one committed shard per unit."""
+    collector = ShardCollector(work, config.d)
+    if not units:
+        return ExtractResult(0, 0, [])
     import ray
     import ray.data  # configures its loggers on import, so import before adjusting them
 
@@ -116,39 +212,35 @@ def extract_features(config: RunConfig, listing: Listing, image_size: int) -> Ex
     plan = plan_embedding(config, resources.get("CPU", 1.0), resources.get("GPU", 0.0))
     log.debug("embedding plan: %s", plan)
     context = ray.data.DataContext.get_current()
-    # Keep the listing's order, so features.dat rows come out sorted and runs repeat exactly.
+    # Keep the units' order, so shard rows come out in listing order and runs repeat exactly.
     context.execution_options.preserve_order = True
     context.enable_progress_bars = config.verbose
-
-    writer = FeatureShardWriter(config.work_dir, d=config.d)
+    largest = max(len(u.locations) for u in units)
+    # Small runs get smaller batches, so that every actor has work from the start.
+    batch = max(1, min(config.batch_size, -(-largest // (2 * plan.actors)) if len(units) == 1 else config.batch_size))
+    dataset = ray.data.from_items(
+        [{"name": u.name, "kind": u.kind, "locations": json.dumps(list(u.locations))} for u in units],
+        override_num_blocks=len(units),
+    )
+    dataset = dataset.map_batches(
+        decode_units,
+        fn_kwargs={"size": image_size, "settings": settings, "rows_per_batch": batch},
+        batch_size=1,
+        num_cpus=plan.decode_cpus,
+    )
+    dataset = dataset.map_batches(
+        EmbedBatches,
+        fn_constructor_kwargs={"model_path": config.model_path, "d": config.d, "compute": plan.compute},
+        batch_size=None,
+        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+        num_cpus=plan.actor_cpus,
+        num_gpus=plan.actor_gpus,
+    )
     try:
-        writer.add_bad([loc for loc, _ in listing.bad], [why for _, why in listing.bad])
-        if listing.locations:
-            n = len(listing.locations)
-            # Small runs get smaller batches, so that every actor has work from the start.
-            batch = max(1, min(config.batch_size, -(-n // (2 * plan.actors))))
-            dataset = ray.data.from_items(
-                [{"path": location} for location in listing.locations],
-                override_num_blocks=max(1, min(-(-n // batch), 4096)),
-            )
-            dataset = dataset.map_batches(
-                decode_batch, fn_kwargs={"size": image_size}, batch_size=batch, num_cpus=plan.decode_cpus
-            )
-            dataset = dataset.map_batches(
-                EmbedBatches,
-                fn_constructor_kwargs={"model_path": config.model_path, "d": config.d, "compute": plan.compute},
-                batch_size=batch,
-                compute=ray.data.ActorPoolStrategy(size=plan.actors),
-                num_cpus=plan.actor_cpus,
-                num_gpus=plan.actor_gpus,
-            )
-            for result in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                ok = result["ok"].astype(bool)
-                paths = result["path"]
-                writer.add_good(paths[ok].tolist(), result["embedding"][ok])
-                writer.add_bad(paths[~ok].tolist(), result["reason"][~ok].tolist())
+        for result in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            collector.add(result)
+        collector.check_finished()
     except BaseException:
-        writer.abort()
+        collector.abort()
         raise
-    writer.commit()
-    return ExtractResult(good=writer.good, bad=writer.bad)
+    return ExtractResult(collector.good, collector.bad, collector.committed)

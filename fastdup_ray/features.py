@@ -1,15 +1,22 @@
 """The features.dat format: raw little-endian float32 rows, their file names, the bad list.
 
-``features.dat`` holds n x d float32 values, row-major, no header; ``features.dat.csv``
-names the rows in order (header ``filename``; fastdup 2.x's ``index,filename`` is read
-too); ``features.bad.csv`` lists ``filename,error`` for inputs that gave no vector.
-Writes go to temporary names and are renamed into place, so a crash never leaves a
-half-written shard that looks finished.
+``<prefix>features.dat`` holds n x d float32 values, row-major, no header;
+``<prefix>features.dat.csv`` names the rows in order (header ``filename``; fastdup 2.x's
+``index,filename`` is read too); ``<prefix>features.bad.csv`` lists ``filename,error`` for
+inputs that gave no vector. ``prefix`` is the shard's name: empty for a single folder
+shard, the archive's name for an archive (``00000.tarfeatures.dat``).
+
+A shard is finished when its marker ``<prefix>features.done`` exists (written last,
+atomically, with the shard's counts) *and* the data file holds exactly rows x d x 4
+bytes. Rows are streamed to temporary files and moved into place on commit, so a crash
+never leaves a half-written shard that looks finished.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import json
 import os
 import uuid
 from pathlib import Path
@@ -18,32 +25,37 @@ import numpy as np
 import polars as pl
 
 from fastdup_ray.errors import InputError
+from fastdup_ray.workdir import WorkDir
 
 FEATURES_FILE = "features.dat"
 NAMES_SUFFIX = ".csv"
 BAD_FILE = "features.bad.csv"
+DONE_FILE = "features.done"
+
+
+def shard_names(prefix: str = "") -> tuple[str, str, str, str]:
+    """(features.dat, features.dat.csv, features.bad.csv, features.done) of a shard."""
+    data = f"{prefix}{FEATURES_FILE}"
+    return data, f"{data}{NAMES_SUFFIX}", f"{prefix}{BAD_FILE}", f"{prefix}{DONE_FILE}"
 
 
 def shard_paths(work_dir: str | Path, prefix: str = "") -> tuple[Path, Path, Path]:
-    """(features.dat, features.dat.csv, features.bad.csv) of the shard named ``prefix``."""
-    work_dir = Path(work_dir)
-    data = work_dir / f"{prefix}{FEATURES_FILE}"
-    return data, Path(f"{data}{NAMES_SUFFIX}"), work_dir / f"{prefix}{BAD_FILE}"
+    """Local paths of (features.dat, features.dat.csv, features.bad.csv)."""
+    return tuple(Path(work_dir) / name for name in shard_names(prefix)[:3])
 
 
 class FeatureShardWriter:
-    """Streams rows of one shard to temporary files; ``commit`` renames them into place.
+    """Streams the rows of one shard to local temporary files; ``commit`` moves them into
+    the work dir and writes the completion marker last. Memory stays flat however many
+    rows pass through."""
 
-    Memory stays flat however many rows pass through: vectors and names are appended
-    to disk as they arrive.
-    """
-
-    def __init__(self, work_dir: str | Path, d: int, prefix: str = "") -> None:
+    def __init__(self, work_dir: str | Path | WorkDir, d: int, prefix: str = "") -> None:
+        self.work = work_dir if isinstance(work_dir, WorkDir) else WorkDir(os.fspath(work_dir))
         self.d = d
-        self.final_paths = shard_paths(work_dir, prefix)
-        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        self.final_names = shard_names(prefix)
         token = uuid.uuid4().hex[:8]
-        self.temp_paths = tuple(p.with_name(f".{p.name}.tmp-{token}") for p in self.final_paths)
+        self.temp_paths = tuple(self.work.staging / f".{name}.tmp-{token}" for name in self.final_names[:3])
         self._data = open(self.temp_paths[0], "wb")
         self._names = open(self.temp_paths[1], "w", newline="", encoding="utf-8")
         self._bad = open(self.temp_paths[2], "w", newline="", encoding="utf-8")
@@ -53,6 +65,10 @@ class FeatureShardWriter:
         self._bad_csv.writerow(["filename", "error"])
         self.good = 0
         self.bad = 0
+
+    @property
+    def final_paths(self) -> tuple[Path, Path, Path]:
+        return shard_paths(self.work.location, self.prefix)
 
     def add_good(self, filenames: list[str], vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
@@ -66,14 +82,16 @@ class FeatureShardWriter:
         self._bad_csv.writerows(zip(filenames, reasons))
         self.bad += len(filenames)
 
-    def commit(self) -> tuple[Path, Path, Path]:
-        """Flush, fsync and rename; the data file is renamed last, so its presence means done."""
+    def commit(self, **stats) -> tuple[Path, Path, Path]:
+        """Flush, fsync, move into place; the marker goes last, so its presence means done."""
         for handle in (self._data, self._names, self._bad):
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()
-        for order in (2, 1, 0):
-            os.replace(self.temp_paths[order], self.final_paths[order])
+        for temp, name in zip(self.temp_paths, self.final_names[:3]):
+            self.work.put(temp, name)
+        marker = {"good": self.good, "bad": self.bad, "d": self.d, **stats}
+        self.work.write_bytes(self.final_names[3], json.dumps(marker, sort_keys=True).encode())
         return self.final_paths
 
     def abort(self) -> None:
@@ -92,24 +110,85 @@ class FeatureShardWriter:
             self.abort()
 
 
+def read_marker(work: WorkDir, prefix: str) -> dict | None:
+    name = shard_names(prefix)[3]
+    if not work.exists(name):
+        return None
+    try:
+        return json.loads(work.read_bytes(name))
+    except ValueError:
+        return None
+
+
+def shard_is_complete(work: WorkDir, prefix: str, d: int) -> bool:
+    """Marker present, same d, and the data file exactly rows x d x 4 bytes."""
+    marker = read_marker(work, prefix)
+    if marker is None or marker.get("d") != d:
+        return False
+    data, names, bad, _ = shard_names(prefix)
+    if not (work.exists(names) and work.exists(bad) and work.exists(data)):
+        return False
+    return work.size(data) == marker["good"] * d * 4
+
+
+def list_shards(work: WorkDir) -> list[str]:
+    """Prefixes of every shard with a completion marker, sorted."""
+    return sorted(name[: -len(DONE_FILE)] for name in work.names() if name.endswith(DONE_FILE))
+
+
+def _read_names_csv(source) -> list[str]:
+    table = pl.read_csv(source, infer_schema=False)
+    if "filename" not in table.columns:
+        raise InputError(f"features csv has no 'filename' column (columns: {table.columns})")
+    return table["filename"].to_list()
+
+
 def read_filenames(csv_path: str | Path) -> list[str]:
     """Row names of a features.dat.csv, ours (``filename``) or fastdup 2.x's (``index,filename``)."""
-    table = pl.read_csv(csv_path, infer_schema=False)
-    if "filename" not in table.columns:
-        raise InputError(f"{csv_path} has no 'filename' column (columns: {table.columns})")
-    return table["filename"].to_list()
+    return _read_names_csv(csv_path)
+
+
+def load_shards(work: WorkDir, prefixes: list[str], d: int) -> tuple[list[str], np.ndarray]:
+    """Names and vectors of the given shards, concatenated in the order given."""
+    names: list[str] = []
+    arrays: list[np.ndarray] = []
+    for prefix in prefixes:
+        data, csv_name, _, _ = shard_names(prefix)
+        shard_names_ = _read_names_csv(io.BytesIO(work.read_bytes(csv_name)))
+        vectors = np.fromfile(work.local_copy(data), dtype="<f4") if not work.remote else np.frombuffer(work.read_bytes(data), dtype="<f4")
+        if vectors.size != len(shard_names_) * d:
+            raise InputError(f"{work.path(data)} holds {vectors.size * 4} bytes but {len(shard_names_)} names x d={d} x 4 bytes = {len(shard_names_) * d * 4}")
+        names.extend(shard_names_)
+        arrays.append(vectors.reshape(len(shard_names_), d))
+    array = np.concatenate(arrays) if arrays else np.zeros((0, d), dtype=np.float32)
+    return names, array
+
+
+def load_bad_lists(work: WorkDir, prefixes: list[str]) -> pl.DataFrame:
+    tables = [pl.read_csv(io.BytesIO(work.read_bytes(shard_names(p)[2])), infer_schema=False) for p in prefixes]
+    return pl.concat(tables) if tables else pl.DataFrame({"filename": [], "error": []}, schema={"filename": pl.String, "error": pl.String})
 
 
 def load_binary_features(path: str | Path, d: int | None = None) -> tuple[list[str], np.ndarray]:
     """Read features written by fastdup_ray or fastdup: returns (filenames, float32 array n x d).
 
-    ``path`` is a work_dir or a features.dat file. d is inferred from the file size and
-    the number of names when not given.
+    ``path`` is a work_dir (all its finished shards, in name order, or a plain
+    features.dat) or one features.dat file. d is inferred from the file size and the
+    number of names when not given.
     """
-    path = Path(path)
-    data_path = path / FEATURES_FILE if path.is_dir() else path
-    if path.is_dir() and not data_path.exists() and (path / "atrain_features.dat").exists():
-        data_path = path / "atrain_features.dat"  # fastdup 0.x's name
+    location = os.fspath(path)
+    if os.path.isdir(location) or "://" in location:
+        work = WorkDir(location)
+        prefixes = list_shards(work)
+        if prefixes:
+            if d is None:
+                d = read_marker(work, prefixes[0])["d"]
+            return load_shards(work, prefixes, d)
+        candidates = [n for n in (FEATURES_FILE, "atrain_features.dat") if work.exists(n)]  # fastdup 0.x's name
+        if not candidates:
+            raise InputError(f"no features at {location}: expected {FEATURES_FILE} and {FEATURES_FILE}{NAMES_SUFFIX}")
+        location = work.local_copy(candidates[0])
+    data_path = Path(location)
     names_path = Path(f"{data_path}{NAMES_SUFFIX}")
     if not data_path.exists() or not names_path.exists():
         raise InputError(f"no features at {path}: expected {data_path.name} and {names_path.name}")
@@ -124,8 +203,7 @@ def load_binary_features(path: str | Path, d: int | None = None) -> tuple[list[s
         d = size // (4 * n)
     if size != n * d * 4:
         raise InputError(f"{data_path} holds {size} bytes but {n} names x d={d} x 4 bytes = {n * d * 4}")
-    array = np.fromfile(data_path, dtype="<f4").reshape(n, d)
-    return filenames, array
+    return filenames, np.fromfile(data_path, dtype="<f4").reshape(n, d)
 
 
 def save_binary_feature(save_path: str | Path, filenames: list[str], array: np.ndarray) -> Path:

@@ -1,14 +1,11 @@
 """Output stage: similarity, outliers and component tables in fastdup's CSV formats.
 
-Functions from arrays to polars tables, and one atomic CSV writer.
+Functions from arrays to polars tables; run.py writes them atomically to the work dir.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import uuid
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -89,15 +86,3 @@ def component_tables(labels: np.ndarray, rank: np.ndarray, delta: np.ndarray) ->
     order = np.lexsort((ids, -counts))
     info = pl.DataFrame({"component_id": ids[order].astype(np.int64), "Count": counts[order].astype(np.int64)})
     return components, info
-
-
-def write_csv_atomic(table: pl.DataFrame, path: str | Path) -> Path:
-    """Write ``table`` as CSV under a temporary name and rename it into place."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        table.write_csv(temp)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path

@@ -1,16 +1,22 @@
-"""The whole job: list -> extract (Ray Data) -> kNN -> components -> output files.
+"""The whole job: list -> plan units -> extract (Ray Data) -> kNN -> components -> output files.
 
 Only wiring lives here; each stage is its own module.
+
+run_mode 0: extract, then reduce over this run's shards. run_mode 1: extract only (the
+per-node step of a big run, sliced with min_offset/max_offset). run_mode 2: reduce over
+every finished shard in work_dir. A rerun over the same work_dir skips finished shards.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -18,13 +24,17 @@ import numpy as np
 from fastdup_ray import outputs
 from fastdup_ray.config import RunConfig
 from fastdup_ray.embed import Embedder
-from fastdup_ray.extract import extract_features
-from fastdup_ray.features import load_binary_features
+from fastdup_ray.errors import ConfigError, InputError
+from fastdup_ray.extract import extract_units, write_listing_shard
+from fastdup_ray.features import list_shards, load_shards, read_marker, shard_is_complete
 from fastdup_ray.graph import connected_components, pagerank
 from fastdup_ray.index import knn_edges
-from fastdup_ray.sources import list_inputs
+from fastdup_ray.sources import ReadSettings, list_inputs, plan_units
+from fastdup_ray.workdir import WorkDir
 
 log = logging.getLogger("fastdup_ray")
+LISTING_SHARD = "listing."
+CONFIG_FILE = "config.json"
 
 
 @dataclass
@@ -34,6 +44,8 @@ class RunSummary:
     work_dir: str
     good: int = 0
     bad: int = 0
+    shards: int = 0
+    skipped_shards: int = 0
     similar_pairs: int = 0
     outlier_rows: int = 0
     components: int = 0
@@ -42,13 +54,14 @@ class RunSummary:
 
     def lines(self) -> list[str]:
         timing = ", ".join(f"{stage} {secs:.1f}s" for stage, secs in self.seconds.items())
-        return [
-            f"images: {self.good} good, {self.bad} bad (reasons in features.bad.csv)",
-            f"similar pairs: {self.similar_pairs} in similarity.csv; outlier rows: {self.outlier_rows}",
-            f"components: {self.components} ({self.grouped_images} images in components of 2 or more)",
-            f"time: {timing}",
-            f"outputs in {self.work_dir}",
-        ]
+        lines = [f"images: {self.good} good, {self.bad} bad (reasons in features.bad.csv)"]
+        if self.shards > 1 or self.skipped_shards:
+            lines.append(f"shards: {self.shards} ({self.skipped_shards} already finished, skipped)")
+        if "knn" in self.seconds:
+            lines.append(f"similar pairs: {self.similar_pairs} in similarity.csv; outlier rows: {self.outlier_rows}")
+            lines.append(f"components: {self.components} ({self.grouped_images} images in components of 2 or more)")
+        lines += [f"time: {timing}", f"outputs in {self.work_dir}"]
+        return lines
 
 
 @contextmanager
@@ -68,40 +81,102 @@ def setup_logging(verbose: bool) -> None:
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-def run(input_dir: str, work_dir: str, **params: Any) -> RunSummary:
+def run(input_dir: str | list[str], work_dir: str, **params: Any) -> RunSummary:
     """Find duplicates, outliers and components among the images under ``input_dir``.
 
     Parameters use fastdup's names (threshold, lower_threshold, nearest_neighbors_k or k,
-    turi_param, num_images, verbose, d, model_path, compute, ...); see RunConfig.
-    Outputs are written to ``work_dir``.
+    turi_param, num_images, verbose, d, model_path, compute, run_mode, min_offset,
+    max_offset, ...); see RunConfig. Outputs are written to ``work_dir``.
     """
     return run_config(RunConfig.from_kwargs(input_dir, work_dir, **params))
 
 
+def check_resume_settings(work: WorkDir, config: RunConfig) -> None:
+    """A work_dir holds shards of one model and settings; mixing them would corrupt the kNN."""
+    if not work.exists(CONFIG_FILE):
+        return
+    try:
+        previous = json.loads(work.read_bytes(CONFIG_FILE))
+    except ValueError:
+        return
+    current = config.extraction_settings()
+    different = {k: (previous.get(k), v) for k, v in current.items() if k in previous and previous.get(k) != v}
+    if different:
+        text = ", ".join(f"{k}: {old!r} in {work.path(CONFIG_FILE)} but {new!r} now" for k, (old, new) in different.items())
+        raise ConfigError(f"work_dir already holds shards made with other settings ({text}); use a new work_dir")
+
+
 def run_config(config: RunConfig) -> RunSummary:
     setup_logging(config.verbose)
-    summary = RunSummary(work_dir=str(Path(config.work_dir).resolve()))
-    with stage_timer(summary, "list"):
-        listing = list_inputs(config.input_dir, config.num_images)
-    log.info("found %d images under %s", len(listing), config.input_dir)
-    # Load the model once on the driver: a wrong model_path or d fails here, before Ray starts.
-    image_size = Embedder(config.model_path, d=config.d, compute="cpu").image_size
-    work_dir = Path(config.work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    (work_dir / "config.json").write_text(config.to_json())
-    with stage_timer(summary, "extract"):
-        extracted = extract_features(config, listing, image_size)
-    summary.good, summary.bad = extracted.good, extracted.bad
-    reduce_features(config, summary)
+    work = WorkDir(config.work_dir, config.storage_options())
+    summary = RunSummary(work_dir=work.location if work.remote else os.path.abspath(config.work_dir))
+    try:
+        if config.run_mode == 2:
+            prefixes = list_shards(work)
+            if not prefixes:
+                raise InputError(f"run_mode=2 needs finished features shards in {work.location}, found none")
+            reduce_shards(config, work, prefixes, summary)
+        else:
+            prefixes = extract(config, work, summary)
+            if config.run_mode == 0:
+                reduce_shards(config, work, prefixes, summary)
+    finally:
+        work.close()
     for line in summary.lines():
         log.info(line)
     return summary
 
 
-def reduce_features(config: RunConfig, summary: RunSummary) -> None:
-    """kNN over the stored features, then every output table."""
-    work_dir = Path(config.work_dir)
-    filenames, features = load_binary_features(work_dir, d=config.d)
+def extract(config: RunConfig, work: WorkDir, summary: RunSummary) -> list[str]:
+    """Plan the units, skip finished shards, extract the rest; returns this run's shard prefixes."""
+    with stage_timer(summary, "list"):
+        listing = list_inputs(config.input_dir, config.storage_options())
+        units = plan_units(listing, config.shard_size, config.min_offset, config.max_offset, config.num_images)
+    log.info("found %d inputs (%d archives, %d image/video files) -> %d shards", len(listing), len(listing.archives), len(listing.files), len(units))
+    # Load the model once on the driver: a wrong model_path or d fails here, before Ray starts.
+    image_size = Embedder(config.model_path, d=config.d, compute="cpu").image_size
+    check_resume_settings(work, config)
+    work.write_bytes(CONFIG_FILE, config.to_json().encode())
+    prefixes = [u.name for u in units]
+    if listing.bad:
+        write_listing_shard(work, config.d, LISTING_SHARD, listing.bad)
+        prefixes.append(LISTING_SHARD)
+    todo = [u for u in units if not shard_is_complete(work, u.name, config.d)]
+    summary.shards, summary.skipped_shards = len(prefixes), len(units) - len(todo)
+    if summary.skipped_shards:
+        log.info("%d of %d shards already finished in %s; skipping them", summary.skipped_shards, len(units), work.location)
+    cache_dir = config.cache_dir or os.path.join(tempfile.gettempdir(), "fastdup_ray_cache")
+    settings = ReadSettings(
+        storage=config.storage_options(),
+        cache_dir=cache_dir,
+        keep_archives=not config.delete_tar,
+        keep_images=not config.delete_img,
+        video_fps=config.video_fps,
+        max_items_per_archive=config.num_images,
+    )
+    with stage_timer(summary, "extract"):
+        extract_units(config, todo, settings, image_size, work)
+    if not config.delete_tar or not config.delete_img:
+        log.info("kept downloaded archives / extracted images under %s", cache_dir)
+    prefixes.sort()
+    for prefix in prefixes:
+        marker = read_marker(work, prefix) or {}
+        summary.good += marker.get("good", 0)
+        summary.bad += marker.get("bad", 0)
+    return prefixes
+
+
+def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary) -> None:
+    """kNN over the given shards (in order), then every output table."""
+    if config.run_mode == 2:
+        for prefix in prefixes:
+            marker = read_marker(work, prefix) or {}
+            summary.good += marker.get("good", 0)
+            summary.bad += marker.get("bad", 0)
+        summary.shards = len(prefixes)
+    with stage_timer(summary, "load"):
+        d = (read_marker(work, prefixes[0]) or {}).get("d", config.d) if config.run_mode == 2 else config.d
+        filenames, features = load_shards(work, prefixes, d)
     n = len(filenames)
     with stage_timer(summary, "knn"):
         if n >= 2:
@@ -118,10 +193,13 @@ def reduce_features(config: RunConfig, summary: RunSummary) -> None:
         similarity = outputs.similarity_table(filenames, a, b, sim, config.threshold)
         outliers = outputs.outliers_table(filenames, src, dst, knn_sim, config.lower_threshold)
         components, info = outputs.component_tables(labels, rank, delta)
-        outputs.write_csv_atomic(similarity, work_dir / outputs.SIMILARITY_FILE)
-        outputs.write_csv_atomic(outliers, work_dir / outputs.OUTLIERS_FILE)
-        outputs.write_csv_atomic(info, work_dir / outputs.COMPONENT_INFO_FILE)
-        outputs.write_csv_atomic(components, work_dir / outputs.CONNECTED_COMPONENTS_FILE)
+        for table, name in (
+            (similarity, outputs.SIMILARITY_FILE),
+            (outliers, outputs.OUTLIERS_FILE),
+            (info, outputs.COMPONENT_INFO_FILE),
+            (components, outputs.CONNECTED_COMPONENTS_FILE),
+        ):
+            work.write_bytes(name, table.write_csv().encode("utf-8"))
     summary.similar_pairs = similarity.height
     summary.outlier_rows = outliers.height
     summary.components = info.height

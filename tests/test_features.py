@@ -50,8 +50,9 @@ def test_writer_leaves_nothing_final_until_commit(tmp_path):
     writer.add_good(["a"], np.ones((1, 2)))
     writer.add_bad(["b"], ["corrupt image: x"])
     assert not any(p.exists() for p in shard_paths(tmp_path))
+    assert not (tmp_path / "features.done").exists()
     writer.commit()
-    assert all(p.exists() for p in shard_paths(tmp_path))
+    assert all(p.exists() for p in shard_paths(tmp_path)) and (tmp_path / "features.done").exists()
     assert read_bad_list(tmp_path).rows() == [("b", "corrupt image: x")]
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 

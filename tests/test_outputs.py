@@ -1,5 +1,4 @@
 import numpy as np
-import polars as pl
 
 from fastdup_ray import outputs
 from fastdup_ray.index import knn_edges
@@ -44,9 +43,3 @@ def test_component_tables():
     assert components.columns == ["__id", "component_id", "pagerank", "delta"]
     assert components["__id"].to_list() == [0, 1, 2, 3, 4]
     assert info.rows() == [(0, 3), (2, 1), (4, 1)]
-
-
-def test_write_csv_atomic_leaves_only_the_final_file(tmp_path):
-    path = outputs.write_csv_atomic(pl.DataFrame({"from": ['a,"b"'], "to": ["c"], "distance": [0.5]}), tmp_path / "similarity.csv")
-    assert [p.name for p in tmp_path.iterdir()] == ["similarity.csv"]
-    assert pl.read_csv(path)["from"].to_list() == ['a,"b"']

@@ -19,6 +19,7 @@ EXPECTED_FILES = {
     "features.dat",
     "features.dat.csv",
     "features.bad.csv",
+    "features.done",
     "similarity.csv",
     "outliers.csv",
     "component_info.csv",

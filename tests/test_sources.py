@@ -1,9 +1,13 @@
+import io
 import os
+import tarfile
+import zipfile
 
 import pytest
 
 from fastdup_ray.errors import InputError
-from fastdup_ray.sources import list_inputs
+from fastdup_ray.sources import ReadSettings, WorkUnit, list_inputs, plan_units, read_file_list, read_unit
+from fastdup_ray.sources.archives import unsafe_reason
 
 
 def touch(path, data=b"x"):
@@ -15,22 +19,24 @@ def test_recursive_any_case_extensions_sorted(tmp_path):
     for name in ["b.JPG", "a.png", "sub/c.Jpeg", "sub/deep/d.tif", "e.TIFF", "f.gif", "g.bmp", "h.webp", "notes.txt", "sub/x.csv"]:
         touch(tmp_path / name)
     listing = list_inputs(str(tmp_path))
-    names = [os.path.relpath(p, tmp_path) for p in listing.locations]
+    names = [os.path.relpath(p, tmp_path) for p in listing.files]
     assert names == sorted(names)
     assert set(names) == {"b.JPG", "a.png", "sub/c.Jpeg", "sub/deep/d.tif", "e.TIFF", "f.gif", "g.bmp", "h.webp"}
-    assert all(os.path.isabs(p) for p in listing.locations)
+    assert all(os.path.isabs(p) for p in listing.files)
 
 
-def test_num_images_takes_the_first_of_the_sorted_listing(tmp_path):
-    for i in range(5):
-        touch(tmp_path / f"{i}.jpg")
-    assert [os.path.basename(p) for p in list_inputs(str(tmp_path), num_images=2).locations] == ["0.jpg", "1.jpg"]
+def test_archives_and_videos_are_classified(tmp_path):
+    for name in ["00000.tar", "00001.TGZ", "x.tar.gz", "y.zip", "clip.mp4", "film.AVI", "a.jpg"]:
+        touch(tmp_path / name)
+    listing = list_inputs(str(tmp_path))
+    assert [os.path.basename(p) for p in listing.archives] == ["00000.tar", "00001.TGZ", "x.tar.gz", "y.zip"]
+    assert [os.path.basename(p) for p in listing.files] == ["a.jpg", "clip.mp4", "film.AVI"]
 
 
 def test_missing_and_empty_inputs_are_clear_errors(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         list_inputs(str(tmp_path / "nope"))
-    touch(tmp_path / "readme.txt")
+    touch(tmp_path / "readme.md")
     with pytest.raises(InputError, match="no images found"):
         list_inputs(str(tmp_path))
 
@@ -41,5 +47,102 @@ def test_non_utf8_name_goes_to_the_bad_list(tmp_path):
         handle.write(b"x")
     touch(tmp_path / "ok.jpg")
     listing = list_inputs(str(tmp_path))
-    assert [os.path.basename(p) for p in listing.locations] == ["ok.jpg"]
+    assert [os.path.basename(p) for p in listing.files] == ["ok.jpg"]
     assert len(listing.bad) == 1 and "UTF-8" in listing.bad[0][1] and "\\xe9" in listing.bad[0][0]
+
+
+def test_file_list_ignores_blanks_and_comments_and_resolves_relative_paths(tmp_path):
+    touch(tmp_path / "a.jpg")
+    (tmp_path / "list.txt").write_text(f"# my images\n\na.jpg\n  {tmp_path}/missing.png  \nnotes.doc\n")
+    listing = list_inputs(str(tmp_path / "list.txt"))
+    assert listing.files == sorted([str(tmp_path / "a.jpg"), str(tmp_path / "missing.png")])
+    assert listing.bad == [(str(tmp_path / "notes.doc"), "not an image, video or archive (unknown extension)")]
+    (tmp_path / "list.csv").write_text("filename\na.jpg\n")
+    assert read_file_list(str(tmp_path / "list.csv")) == [str(tmp_path / "a.jpg")]
+
+
+def test_missing_list_entry_becomes_a_bad_item_not_a_crash(tmp_path):
+    unit = WorkUnit("", "files", (str(tmp_path / "missing.png"),))
+    [item] = list(read_unit(unit, ReadSettings()))
+    assert not item.ok and "cannot read file" in item.reason
+
+
+def test_units_shards_and_offsets(tmp_path):
+    from fastdup_ray.sources import Listing
+
+    files = [f"/d/img{i:02d}.jpg" for i in range(10)]
+    archives = ["/d/a.tar", "/d/b.tar"]
+    listing = Listing(archives=archives, files=files)
+    whole = plan_units(listing, shard_size=100)
+    assert [u.name for u in whole] == ["", "a.tar", "b.tar"]
+    sharded = plan_units(listing, shard_size=4)
+    assert [u.name for u in sharded] == ["a.tar", "b.tar", "images-000000000-000000004.", "images-000000004-000000008.", "images-000000008-000000010."]
+    # Offsets slice the sorted inputs (archives and loose files together), max exclusive.
+    first, second = plan_units(listing, 4, 0, 5), plan_units(listing, 4, 5, None)
+    covered = [loc for u in first + second for loc in u.locations]
+    assert sorted(covered) == sorted(files + archives) and len(covered) == len(set(covered))
+    # A shard's name says where its images sit in the full listing, so two jobs never collide.
+    assert [u.name for u in first] == ["a.tar", "b.tar", "images-000000000-000000003."]
+    assert [u.name for u in second][0] == "images-000000003-000000004."
+    assert plan_units(listing, 4, 0, 1)[0].name == "a.tar"
+
+
+def test_unsafe_member_names():
+    assert unsafe_reason("/etc/passwd.jpg") and "absolute" in unsafe_reason("/etc/passwd.jpg")
+    assert "contains .." in unsafe_reason("a/../../x.jpg")
+    assert unsafe_reason("dir/ok..name.jpg") is None and unsafe_reason("000000001.jpg") is None
+
+
+def tar_bytes(members: dict[str, bytes], mode="w") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_webdataset_tar_uses_image_members_only(tmp_path):
+    path = tmp_path / "00000.tar"
+    path.write_bytes(tar_bytes({"000000000.jpg": b"img0", "000000000.txt": b"caption", "000000000.json": b"{}", "000000001.png": b"img1"}))
+    items = list(read_unit(WorkUnit("00000.tar", "archive", (str(path),)), ReadSettings()))
+    assert [(i.location, i.data) for i in items] == [(f"{path}/000000000.jpg", b"img0"), (f"{path}/000000001.png", b"img1")]
+
+
+def test_bad_archives_report_reasons_and_keep_the_good_members(tmp_path):
+    tgz = tmp_path / "part.tgz"
+    tgz.write_bytes(tar_bytes({"a.jpg": b"A" * 5000, "b.jpg": os.urandom(200_000)}, mode="w:gz")[:-60_000])
+    items = list(read_unit(WorkUnit("part.tgz", "archive", (str(tgz),)), ReadSettings()))
+    assert items[0].location.endswith("/a.jpg") and items[0].ok
+    assert not items[-1].ok and "truncated or corrupt archive" in items[-1].reason
+    broken_zip = tmp_path / "broken.zip"
+    broken_zip.write_bytes(b"PK\x03\x04 not really a zip")
+    [item] = list(read_unit(WorkUnit("broken.zip", "archive", (str(broken_zip),)), ReadSettings()))
+    assert item.location == str(broken_zip) and "corrupt zip" in item.reason
+
+
+def test_unsafe_members_are_never_written_outside_the_cache(tmp_path):
+    path = tmp_path / "evil.tar"
+    path.write_bytes(tar_bytes({"../escape.jpg": b"x", "/abs/evil.jpg": b"y", "fine/ok.jpg": b"z", "caf\udce9.jpg": b"w"}))
+    cache = tmp_path / "cache"
+    items = list(read_unit(WorkUnit("evil.tar", "archive", (str(path),)), ReadSettings(cache_dir=str(cache), keep_images=True)))
+    reasons = {os.path.basename(i.location): i.reason for i in items}
+    assert "contains .." in reasons["escape.jpg"] and "absolute" in reasons["evil.jpg"]
+    assert reasons["ok.jpg"] is None and "UTF-8" in reasons["caf\\xe9.jpg"]
+    kept = [p.relative_to(cache) for p in cache.rglob("*") if p.is_file()]
+    assert [str(p) for p in kept] == ["images/evil.tar/fine/ok.jpg"]
+    assert not (tmp_path / "escape.jpg").exists()
+
+
+def test_zip_members_and_zip_bomb(tmp_path, monkeypatch):
+    import fastdup_ray.sources.archives as archives
+
+    path = tmp_path / "photos.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x/1.jpg", b"one")
+        archive.writestr("bomb.png", b"\0" * 100_000)
+    monkeypatch.setattr(archives, "MAX_MEMBER_BYTES", 1000)
+    items = list(read_unit(WorkUnit("photos.zip", "archive", (str(path),)), ReadSettings()))
+    assert items[0].location == f"{path}/x/1.jpg" and items[0].data == b"one"
+    assert "too large" in items[1].reason

@@ -1,0 +1,173 @@
+"""Read images out of tar, tgz/tar.gz and zip archives as streams, local or remote.
+
+Tars are read front to back (``r|*``), so a remote tar is never downloaded whole unless
+the run keeps archives (``delete_tar=0``). Webdataset shards need nothing special: the
+image member of each sample is used, its ``.txt``/``.json`` members are ignored.
+Unsafe members (absolute names, ``..``), non-UTF-8 names, oversized members and
+truncated or corrupt archives become bad items with their reason; the archive's other
+images still go through.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shutil
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from fastdup_ray.sources.items import Item, escape_name, is_utf8, kind_of
+from fastdup_ray.storage import StorageOptions, is_remote, resolve, with_retries
+
+# A member bigger than this is refused, whatever its header claims: a zip or tar bomb
+# must not fill memory.
+MAX_MEMBER_BYTES = 256 * 1024 * 1024
+
+
+def unsafe_reason(name: str) -> str | None:
+    """Why a member name may not be used as a path under the cache folder, if it may not."""
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "unsafe member name (absolute path)"
+    if ".." in name.replace("\\", "/").split("/"):
+        return "unsafe member name (contains ..)"
+    return None
+
+
+@contextmanager
+def open_archive_stream(location: str, options: StorageOptions | None, keep_dir: Path | None) -> Iterator[BinaryIO]:
+    """A readable binary stream of the archive; with ``keep_dir`` a remote archive is
+    first downloaded there and kept."""
+    if not is_remote(location):
+        with open(location, "rb") as handle:
+            yield handle
+        return
+    fs, path = resolve(location, options)
+    if keep_dir is not None:
+        keep_dir.mkdir(parents=True, exist_ok=True)
+        local = keep_dir / posixpath.basename(path)
+        if not local.exists():
+            partial = local.with_name(local.name + ".part")
+            with_retries(lambda: fs.get_file(path, str(partial)), location)
+            partial.rename(local)
+        with open(local, "rb") as handle:
+            yield handle
+        return
+    handle = with_retries(lambda: fs.open(path, "rb", block_size=8 * 1024 * 1024), location)
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+def _member_item(archive: str, name: str, size: int, read, keep_images: Path | None, video_items) -> Iterator[Item]:
+    if not is_utf8(name):
+        yield Item(f"{archive}/{escape_name(name)}", reason="member name is not valid UTF-8")
+        return
+    location = f"{archive}/{name}"
+    kind = kind_of(name)
+    if kind not in ("image", "video"):
+        return  # webdataset's .txt/.json/.cls and other members: not images
+    reason = unsafe_reason(name)
+    if reason:
+        yield Item(location, reason=reason)
+        return
+    if size > MAX_MEMBER_BYTES:
+        yield Item(location, reason=f"member too large ({size} bytes > {MAX_MEMBER_BYTES})")
+        return
+    data = read()
+    if keep_images is not None:
+        target = keep_images / name  # safe: no absolute part, no '..'
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    if kind == "video":
+        yield from video_items(location, data)
+    else:
+        yield Item(location, data=data)
+
+
+def iter_tar(location: str, stream: BinaryIO, keep_images: Path | None, video_items, max_items: int = 0) -> Iterator[Item]:
+    count = 0
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as archive:
+            for member in archive:
+                if member.isdir():
+                    continue
+                if not member.isfile():
+                    if kind_of(member.name):
+                        yield Item(f"{location}/{escape_name(member.name)}", reason="link or special member, not a file")
+                    continue
+                reader = archive.extractfile(member)
+                for item in _member_item(location, member.name, member.size, reader.read, keep_images, video_items):
+                    yield item
+                    count += 1
+                if max_items and count >= max_items:
+                    return
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        yield Item(location, reason=f"truncated or corrupt archive after {count} images: {type(exc).__name__}: {exc}")
+
+
+def iter_zip(location: str, stream: BinaryIO, keep_images: Path | None, video_items, max_items: int = 0) -> Iterator[Item]:
+    count = 0
+    try:
+        archive = zipfile.ZipFile(stream)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        yield Item(location, reason=f"corrupt zip archive: {exc}")
+        return
+    with archive:
+        for info in archive.infolist():
+            if info.is_dir():
+                continue
+
+            def read(info=info) -> bytes:
+                with archive.open(info) as member:
+                    data = member.read(MAX_MEMBER_BYTES + 1)
+                if len(data) > MAX_MEMBER_BYTES:
+                    raise zipfile.LargeZipFile(f"member inflates past {MAX_MEMBER_BYTES} bytes")
+                return data
+
+            try:
+                for item in _member_item(location, info.filename, info.file_size, read, keep_images, video_items):
+                    yield item
+                    count += 1
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
+                yield Item(f"{location}/{info.filename}", reason=f"corrupt archive member: {exc}")
+                count += 1
+            if max_items and count >= max_items:
+                return
+
+
+def iter_archive(
+    location: str,
+    options: StorageOptions | None = None,
+    cache_dir: Path | None = None,
+    keep_archives: bool = False,
+    keep_images: bool = False,
+    video_items=None,
+    max_items: int = 0,
+) -> Iterator[Item]:
+    """Every image of the archive at ``location`` as an Item (bad ones with a reason).
+
+    ``keep_archives``/``keep_images`` (fastdup's delete_tar=0 / delete_img=0) keep the
+    downloaded archive and the extracted images under ``cache_dir``; otherwise nothing
+    is written to disk.
+    """
+    video_items = video_items or (lambda loc, data: iter([Item(loc, reason="video inside an archive needs PyAV")]))
+    name = posixpath.basename(location.rstrip("/"))
+    keep_images_dir = (cache_dir / "images" / name) if keep_images and cache_dir else None
+    keep_archive_dir = (cache_dir / "archives") if keep_archives and cache_dir and is_remote(location) else None
+    reader = iter_zip if location.lower().endswith(".zip") else iter_tar
+    try:
+        with open_archive_stream(location, options, keep_archive_dir) as stream:
+            yield from reader(location, stream, keep_images_dir, video_items, max_items)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        yield Item(location, reason=f"cannot read archive: {type(exc).__name__}: {exc}")
+    except OSError as exc:
+        yield Item(location, reason=f"cannot read archive: {exc}")
+
+
+def clear_cache(cache_dir: Path) -> None:
+    shutil.rmtree(cache_dir, ignore_errors=True)

@@ -1,0 +1,51 @@
+"""What a source yields: one image to decode (bytes or an RGB frame), or a bad input with its reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".gif", ".bmp", ".webp")
+ARCHIVE_EXTENSIONS = (".tar", ".tgz", ".tar.gz", ".zip")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+LIST_EXTENSIONS = (".txt", ".csv")
+
+
+def kind_of(name: str) -> str | None:
+    """'image', 'archive', 'video' or None, from the name's extension (any case)."""
+    lower = name.lower()
+    if lower.endswith(IMAGE_EXTENSIONS):
+        return "image"
+    if lower.endswith(ARCHIVE_EXTENSIONS):
+        return "archive"
+    if lower.endswith(VIDEO_EXTENSIONS):
+        return "video"
+    return None
+
+
+@dataclass
+class Item:
+    """One input image as named in every output, with its content or why it has none."""
+
+    location: str
+    data: bytes | None = None
+    pixels: np.ndarray | None = None  # an already decoded RGB frame (video)
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def escape_name(name: str) -> str:
+    """A printable, valid UTF-8 form of a name that may hold undecodable bytes."""
+    return name.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
+
+
+def is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False

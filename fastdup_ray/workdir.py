@@ -1,0 +1,107 @@
+"""The run's output folder, local or remote (s3:// or minio://), with atomic writes.
+
+Locally a file is written under a temporary name and renamed; on S3 an object appears
+only once its upload completes, so a single PUT is already atomic. Either way a reader
+never sees half a file under its final name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+from fastdup_ray.storage import StorageOptions, is_remote, join, resolve, with_retries
+
+
+class WorkDir:
+    def __init__(self, location: str, options: StorageOptions | None = None) -> None:
+        self.location = location
+        self.remote = is_remote(location)
+        self.options = options
+        if self.remote:
+            self.fs, self.root = resolve(location, options)
+            self._staging = None
+        else:
+            Path(location).mkdir(parents=True, exist_ok=True)
+
+    def __reduce__(self):
+        return (WorkDir, (self.location, self.options))
+
+    def path(self, name: str) -> str:
+        return join(self.location, name)
+
+    def _remote_path(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
+
+    @property
+    def staging(self) -> Path:
+        """A local folder where files are built before they go to their final place."""
+        if not self.remote:
+            return Path(self.location)
+        if self._staging is None:
+            self._staging = Path(tempfile.mkdtemp(prefix="fastdup_ray_staging_"))
+        return self._staging
+
+    def exists(self, name: str) -> bool:
+        if self.remote:
+            return with_retries(lambda: self.fs.exists(self._remote_path(name)), self.path(name))
+        return os.path.exists(self.path(name))
+
+    def size(self, name: str) -> int:
+        if self.remote:
+            return int(with_retries(lambda: self.fs.size(self._remote_path(name)), self.path(name)))
+        return os.path.getsize(self.path(name))
+
+    def read_bytes(self, name: str) -> bytes:
+        if self.remote:
+            return with_retries(lambda: self.fs.cat_file(self._remote_path(name)), self.path(name))
+        return Path(self.path(name)).read_bytes()
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        if self.remote:
+            with_retries(lambda: self.fs.pipe_file(self._remote_path(name), data), self.path(name))
+            return
+        temp = Path(self.location) / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, self.path(name))
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def put(self, local_file: Path, name: str) -> None:
+        """Move a finished local file to ``name`` (rename locally, upload remotely)."""
+        if self.remote:
+            with_retries(lambda: self.fs.put_file(str(local_file), self._remote_path(name)), self.path(name))
+            local_file.unlink(missing_ok=True)
+        else:
+            os.replace(local_file, self.path(name))
+
+    def local_copy(self, name: str) -> str:
+        """A local path holding the file's content (the file itself when local)."""
+        if not self.remote:
+            return self.path(name)
+        target = self.staging / "read" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with_retries(lambda: self.fs.get_file(self._remote_path(name), str(target)), self.path(name))
+        return str(target)
+
+    def names(self) -> list[str]:
+        """File names directly in the work dir."""
+        if self.remote:
+            try:
+                entries = with_retries(lambda: self.fs.ls(self.root, detail=False, refresh=True), self.location)
+            except FileNotFoundError:
+                return []
+            return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+        return sorted(p.name for p in Path(self.location).iterdir() if p.is_file())
+
+    def close(self) -> None:
+        if self.remote and self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
