@@ -19,3 +19,58 @@ def ray_local():
 def sample(tmp_path_factory):
     """12 photo-like scenes, 6 near-duplicate copies, a truncated JPEG, a nested folder."""
     return make_sample_dataset(tmp_path_factory.mktemp("sample"))
+
+
+def write_tar(path, members: dict, mode: str = "w"):
+    """A tar (or tgz with mode 'w:gz') holding ``members`` (name -> bytes)."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, mode) as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture(scope="session")
+def archive_dataset(tmp_path_factory):
+    """Two webdataset shards, a tgz and a zip, built from distinct scenes; scene 2 also
+    appears, re-encoded, in the zip (a planted cross-archive duplicate); one member is
+    a corrupt JPEG. Returns (folder, planted pair, corrupt member, number of images)."""
+    import zipfile
+
+    from fastdup_ray.sample import jpeg_bytes, make_scene, near_duplicate
+
+    root = tmp_path_factory.mktemp("archives")
+    scenes = [make_scene(500 + i, material=i) for i in range(8)]
+    write_tar(root / "00000.tar", {
+        "000000000.jpg": jpeg_bytes(scenes[0]), "000000000.txt": b"a caption", "000000000.json": b"{}",
+        "000000001.jpg": jpeg_bytes(scenes[1]), "000000001.txt": b"another",
+        "000000002.jpg": jpeg_bytes(scenes[2]), "000000002.json": b"{}",
+    })
+    write_tar(root / "00001.tar", {"000000003.jpg": jpeg_bytes(scenes[3]), "000000004.jpg": jpeg_bytes(scenes[4])[:500]})
+    write_tar(root / "extra.tgz", {"x/5.jpg": jpeg_bytes(scenes[5]), "x/6.jpg": jpeg_bytes(scenes[6])}, mode="w:gz")
+    with zipfile.ZipFile(root / "more.zip", "w") as archive:
+        archive.writestr("7.jpg", jpeg_bytes(scenes[7]))
+        archive.writestr("copy_of_2.jpg", jpeg_bytes(near_duplicate(scenes[2], 0)))
+    planted = (f"{root}/00000.tar/000000002.jpg", f"{root}/more.zip/copy_of_2.jpg")
+    corrupt = f"{root}/00001.tar/000000004.jpg"
+    return root, planted, corrupt, 9
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on loopback: a real HTTP S3 endpoint, no mocked calls."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

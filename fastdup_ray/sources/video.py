@@ -13,7 +13,7 @@ from fastdup_ray.sources.items import Item
 
 
 def frame_name(video: str, seconds: float) -> str:
-    return f"{video}/frame_{seconds:09.3f}s.jpg"
+    return f"{video}/frame_{seconds:08.3f}s.jpg"
 
 
 def iter_video_frames(location: str, data: bytes, fps: float = 1.0, max_frames: int = 0) -> Iterator[Item]:

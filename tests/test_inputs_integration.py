@@ -1,0 +1,99 @@
+"""Archives, video, offsets, run modes and resume, on a real local Ray runtime."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import polars as pl
+import pytest
+
+import fastdup_ray
+from fastdup_ray.errors import ConfigError
+from fastdup_ray.sample import make_scene
+
+pytestmark = pytest.mark.integration
+OUTPUTS = ("similarity.csv", "outliers.csv", "component_info.csv", "connected_components.csv")
+
+
+def read_outputs(work) -> dict[str, str]:
+    return {name: (work / name).read_text() for name in OUTPUTS}
+
+
+def all_listed(work) -> list[str]:
+    names, _ = fastdup_ray.load_binary_features(work)
+    bad = [n for f in sorted(work.glob("*features.bad.csv")) for n in pl.read_csv(f)["filename"].to_list()]
+    return names + bad
+
+
+def test_archives_write_one_shard_each_and_find_cross_archive_duplicates(ray_local, archive_dataset, tmp_path):
+    root, planted, corrupt, count = archive_dataset
+    summary = fastdup_ray.run(str(root), str(tmp_path))
+    for tarname in ("00000.tar", "00001.tar", "extra.tgz", "more.zip"):
+        for suffix in ("features.dat", "features.dat.csv", "features.bad.csv", "features.done"):
+            assert (tmp_path / f"{tarname}{suffix}").exists()
+    listed = all_listed(tmp_path)
+    assert len(listed) == len(set(listed)) == count and (summary.good, summary.bad) == (8, 1)
+    assert f"{root}/00000.tar/000000000.jpg" in listed and not any(n.endswith((".txt", ".json")) for n in listed)
+    bad = pl.read_csv(tmp_path / "00001.tarfeatures.bad.csv")
+    assert bad.rows() == [(corrupt, bad["error"][0])] and "truncated" in bad["error"][0]
+    similarity = pl.read_csv(tmp_path / "similarity.csv")
+    assert {frozenset(p) for p in zip(similarity["from"], similarity["to"])} == {frozenset(planted)}
+
+
+def test_run_mode_1_slices_then_run_mode_2_equals_run_mode_0(ray_local, archive_dataset, sample, tmp_path):
+    root, _, _, _ = archive_dataset
+    one_go, split = tmp_path / "one_go", tmp_path / "split"
+    fastdup_ray.run(str(root), str(one_go), run_mode=0)
+    first = fastdup_ray.run(str(root), str(split), run_mode=1, min_offset=0, max_offset=2)
+    second = fastdup_ray.run(str(root), str(split), run_mode=1, min_offset=2)
+    assert first.shards == 2 and second.shards == 2
+    assert not (split / "similarity.csv").exists()  # run_mode 1 stores features only
+    fastdup_ray.run("unused", str(split), run_mode=2)
+    assert read_outputs(split) == read_outputs(one_go)
+
+
+def test_rerun_skips_finished_shards_and_redoes_an_interrupted_one(ray_local, sample, tmp_path):
+    reference, work = tmp_path / "reference", tmp_path / "work"
+    fastdup_ray.run(str(sample.root), str(reference), shard_size=5)
+    first = fastdup_ray.run(str(sample.root), str(work), shard_size=5, run_mode=1)
+    assert first.shards == 4 and first.skipped_shards == 0
+    # Interrupt one shard half-way: its marker never got written, its data is cut short.
+    victim = "images-000000005-000000010."
+    (work / f"{victim}features.done").unlink()
+    data = work / f"{victim}features.dat"
+    data.write_bytes(data.read_bytes()[:1000])
+    again = fastdup_ray.run(str(sample.root), str(work), shard_size=5)
+    assert again.skipped_shards == 3
+    assert read_outputs(work) == read_outputs(reference)
+    assert sorted(all_listed(work)) == sorted(str(p) for p in sample.images + sample.corrupt)
+    with pytest.raises(ConfigError, match="shard_size"):
+        fastdup_ray.run(str(sample.root), str(work), shard_size=7)
+
+
+def test_video_frames_at_one_per_second_and_unreadable_video(ray_local, tmp_path):
+    av = pytest.importorskip("av")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    path = videos / "clip.mp4"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for second in range(3):  # a different scene each second, 10 frames each
+            frame_image = np.asarray(make_scene(700 + second, material=second))
+            for _ in range(10):
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame_image, format="rgb24")):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    (videos / "broken.avi").write_bytes(os.urandom(5000))
+    work = tmp_path / "work"
+    fastdup_ray.run(str(videos), str(work), video_fps=1)
+    names, features = fastdup_ray.load_binary_features(work)
+    assert names == [f"{path}/frame_0000.000s.jpg", f"{path}/frame_0001.000s.jpg", f"{path}/frame_0002.000s.jpg"]
+    assert (features @ features.T)[0, 1] < 0.9  # three different scenes
+    bad = pl.read_csv(work / "features.bad.csv")
+    assert bad["filename"].to_list() == [str(videos / "broken.avi")] and "video" in bad["error"][0]
+    twice = tmp_path / "twice"
+    fastdup_ray.run(str(path), str(twice), video_fps=2)
+    assert len(fastdup_ray.load_binary_features(twice)[0]) == 6

@@ -1,0 +1,102 @@
+"""s3:// and minio:// inputs and work dirs against moto's S3 server on loopback."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import polars as pl
+import pytest
+import s3fs
+
+import fastdup_ray
+from fastdup_ray.errors import InputError
+from fastdup_ray.storage import StorageOptions, explain, is_transient, with_retries
+
+pytestmark = pytest.mark.integration
+KEY, SECRET = "AKIAFASTDUPTEST", "very-secret-value-123"
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_server, archive_dataset, sample):
+    """A bucket holding the archive dataset under data/ and the sample images under photos/."""
+    fs = s3fs.S3FileSystem(key=KEY, secret=SECRET, client_kwargs={"endpoint_url": s3_server, "region_name": "us-east-1"})
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id=KEY, aws_secret_access_key=SECRET).create_bucket(Bucket="fdr-test")
+    root, _, _, _ = archive_dataset
+    for path in sorted(root.iterdir()):
+        fs.put_file(str(path), f"fdr-test/data/{path.name}")
+    for path in sample.images + sample.corrupt:
+        fs.put_file(str(path), f"fdr-test/photos/{path.relative_to(sample.root)}")
+    return fs
+
+
+def s3_options(endpoint):
+    return dict(s3_endpoint_url=endpoint, s3_region="us-east-1", s3_key=KEY, s3_secret=SECRET)
+
+
+def test_s3_archives_to_s3_work_dir_and_resume(ray_local, s3_server, bucket, caplog):
+    caplog.set_level(logging.DEBUG, logger="fastdup_ray")
+    summary = fastdup_ray.run("s3://fdr-test/data", "s3://fdr-test/work", **s3_options(s3_server))
+    assert (summary.good, summary.bad) == (8, 1)
+    for name in ("00000.tarfeatures.dat", "more.zipfeatures.dat.csv", "00001.tarfeatures.bad.csv", "extra.tgzfeatures.done", "similarity.csv", "connected_components.csv"):
+        assert bucket.exists(f"fdr-test/work/{name}")
+    similarity = pl.read_csv(io.BytesIO(bucket.cat_file("fdr-test/work/similarity.csv")))
+    assert {frozenset(p) for p in zip(similarity["from"], similarity["to"])} == {
+        frozenset(("s3://fdr-test/data/00000.tar/000000002.jpg", "s3://fdr-test/data/more.zip/copy_of_2.jpg"))
+    }
+    config = bucket.cat_file("fdr-test/work/config.json").decode()
+    assert SECRET not in config and KEY not in config and json.loads(config)["s3_endpoint_url"] == s3_server
+    assert SECRET not in caplog.text
+    again = fastdup_ray.run("s3://fdr-test/data", "s3://fdr-test/work", **s3_options(s3_server))
+    assert again.skipped_shards == 4
+    assert bucket.cat_file("fdr-test/work/similarity.csv") == similarity.write_csv().encode()
+
+
+def test_minio_folder_of_images_to_local_work_dir(ray_local, s3_server, bucket, sample, tmp_path):
+    host = s3_server.removeprefix("http://")
+    summary = fastdup_ray.run(f"minio://{host}/fdr-test/photos", str(tmp_path), s3_key=KEY, s3_secret=SECRET, s3_region="us-east-1")
+    assert (summary.good, summary.bad) == (len(sample.images), 1)
+    names, _ = fastdup_ray.load_binary_features(tmp_path)
+    assert all(n.startswith(f"minio://{host}/fdr-test/photos/") for n in names)
+    assert summary.similar_pairs == len(sample.duplicate_pairs)
+
+
+def test_s3_file_list_with_a_missing_entry(ray_local, s3_server, bucket, tmp_path):
+    bucket.pipe_file("fdr-test/lists/some.txt", b"# two photos and a ghost\ns3://fdr-test/photos/scene_000.jpg\n\ns3://fdr-test/photos/scene_001.jpg\ns3://fdr-test/photos/ghost.jpg\n")
+    summary = fastdup_ray.run("s3://fdr-test/lists/some.txt", str(tmp_path), **s3_options(s3_server))
+    assert (summary.good, summary.bad) == (2, 1)
+    bad = pl.read_csv(tmp_path / "features.bad.csv")
+    assert bad["filename"].to_list() == ["s3://fdr-test/photos/ghost.jpg"] and "cannot read file" in bad["error"][0]
+
+
+def test_delete_tar_0_keeps_downloaded_archives_in_the_cache(ray_local, s3_server, bucket, tmp_path):
+    cache = tmp_path / "cache"
+    fastdup_ray.run("s3://fdr-test/data/00000.tar", str(tmp_path / "work"), turi_param="delete_tar=0,delete_img=0", cache_dir=str(cache), **s3_options(s3_server))
+    assert (cache / "archives" / "00000.tar").stat().st_size == bucket.size("fdr-test/data/00000.tar")
+    assert sorted(p.name for p in (cache / "images" / "00000.tar").iterdir()) == ["000000000.jpg", "000000001.jpg", "000000002.jpg"]
+    fastdup_ray.run("s3://fdr-test/data/00001.tar", str(tmp_path / "work2"), cache_dir=str(tmp_path / "cache2"), **s3_options(s3_server))
+    assert not (tmp_path / "cache2").exists()  # by default nothing is left behind
+
+
+def test_missing_bucket_is_a_clear_error(s3_server):
+    with pytest.raises(InputError, match="s3://no-such-bucket/x"):
+        fastdup_ray.sources.list_inputs("s3://no-such-bucket/x", StorageOptions(endpoint_url=s3_server, key=KEY, secret=SECRET, region="us-east-1"))
+
+
+def test_storage_errors_are_explained_and_transient_ones_retried():
+    assert "access denied to s3://b/p" in str(explain("s3://b/p", PermissionError("AccessDenied")))
+    assert not is_transient(FileNotFoundError("x")) and is_transient(ConnectionError("reset"))
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("Connection refused")
+        return "ok"
+
+    assert with_retries(flaky, "s3://b/k", base_delay=0.01) == "ok" and len(calls) == 3
+    with pytest.raises(FileNotFoundError):
+        with_retries(lambda: (_ for _ in ()).throw(FileNotFoundError("gone")), "s3://b/k", base_delay=0.01)
