@@ -218,6 +218,10 @@ def extract_units(config: RunConfig, units: list[WorkUnit], settings: ReadSettin
     largest = max(len(u.locations) for u in units)
     # Small runs get smaller batches, so that every actor has work from the start.
     batch = max(1, min(config.batch_size, -(-largest // (2 * plan.actors)) if len(units) == 1 else config.batch_size))
+    # Ray Data merges a generator's yields into blocks of up to 128 MiB (~850 decoded
+    # images) by default; blocks of about one batch keep the pipeline streaming and the
+    # embedding actors' memory flat.
+    context.target_max_block_size = max(1 << 20, batch * image_size * image_size * 3 * 2)
     dataset = ray.data.from_items(
         [{"name": u.name, "kind": u.kind, "locations": json.dumps(list(u.locations))} for u in units],
         override_num_blocks=len(units),
@@ -231,7 +235,7 @@ def extract_units(config: RunConfig, units: list[WorkUnit], settings: ReadSettin
     dataset = dataset.map_batches(
         EmbedBatches,
         fn_constructor_kwargs={"model_path": config.model_path, "d": config.d, "compute": plan.compute},
-        batch_size=None,
+        batch_size=batch,
         compute=ray.data.ActorPoolStrategy(size=plan.actors),
         num_cpus=plan.actor_cpus,
         num_gpus=plan.actor_gpus,
