@@ -52,6 +52,10 @@ class RunConfig:
     run_mode: int = 0
     batch_size: int = 64
     num_threads: int = 0
+    nn_provider: str = "nnf"
+    nnf_mode: str = "Flat"
+    nnmodel: str = "brute_force"
+    max_edges_in_memory: int = 50_000_000
     min_offset: int = 0
     max_offset: int | None = None
     shard_size: int = 1000
@@ -98,6 +102,10 @@ class RunConfig:
         if self.max_offset is not None:
             _check_int("max_offset", self.max_offset, minimum=self.min_offset + 1)
         _check_int("shard_size", self.shard_size, minimum=1)
+        _check_int("max_edges_in_memory", self.max_edges_in_memory, minimum=1)
+        from fastdup_ray.index import factory_string
+
+        factory_string(self.nn_provider, self.nnf_mode, self.nnmodel)  # names the bad parameter
         if isinstance(self.video_fps, bool) or not isinstance(self.video_fps, (int, float)) or self.video_fps <= 0:
             raise ConfigError(f"video_fps must be a number > 0, got {self.video_fps!r}")
         if self.compute not in COMPUTE_CHOICES:

@@ -1,14 +1,30 @@
-"""Index stage: exact k-nearest neighbours by cosine similarity with faiss.
+"""Index stage: k-nearest neighbours by cosine similarity with faiss.
 
 Plain functions, numpy in and numpy out. Vectors are unit length, so the inner
-product is the cosine similarity.
+product is the cosine similarity. Whatever index finds the candidates (exact or
+approximate), the similarity reported for a pair is recomputed exactly from the two
+vectors: an approximate index can miss an edge but never invents one.
+
+fastdup's index names map onto faiss factory strings:
+
+- ``nn_provider='nnf'``: ``nnf_mode`` is a faiss factory string as fastdup's nnf takes it
+  ('Flat', 'HNSW32', 'IVF4096,Flat', 'IVF16384,PQ64', ...).
+- ``nn_provider='turi'``: ``nnmodel`` 'brute_force' -> 'Flat' (exact), 'ball_tree' -> 'HNSW32'
+  (a graph index standing in for a tree), 'lsh' -> 'LSH' (random-projection codes).
 """
 
 from __future__ import annotations
 
+import logging
+import re
+
 import numpy as np
 
-from fastdup_ray.errors import MissingDependencyError
+from fastdup_ray.errors import ConfigError, MissingDependencyError
+
+log = logging.getLogger("fastdup_ray")
+
+TURI_MODELS = {"brute_force": "Flat", "ball_tree": "HNSW32", "lsh": "LSH"}
 
 
 def _faiss():
@@ -19,39 +35,140 @@ def _faiss():
     return faiss
 
 
-def knn_search(features: np.ndarray, k: int, batch_rows: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's k nearest other rows: (similarities, indices), both n x k, best first.
+def factory_string(nn_provider: str, nnf_mode: str, nnmodel: str) -> str:
+    """The faiss factory string for fastdup's index parameters."""
+    if nn_provider == "nnf":
+        return nnf_mode
+    if nn_provider == "turi":
+        if nnmodel not in TURI_MODELS:
+            raise ConfigError(f"nnmodel must be one of {sorted(TURI_MODELS)}, got {nnmodel!r}")
+        return TURI_MODELS[nnmodel]
+    raise ConfigError(f"nn_provider must be 'nnf' or 'turi', got {nn_provider!r}")
 
-    The query itself is removed from its own list even when exact copies tie with it
-    (faiss may rank an identical vector before the query). Missing neighbours (n <= k)
-    are marked with index -1 and similarity -inf.
-    """
+
+def fit_to_size(spec: str, n: int) -> str:
+    """Shrink an IVF list count that the data cannot train (faiss wants ~39 points per list)."""
+    match = re.search(r"IVF(\d+)", spec)
+    if match and int(match.group(1)) * 39 > n:
+        lists = max(1, n // 39)
+        log.info("%d vectors are too few to train %s; using IVF%d", n, spec, lists)
+        return spec.replace(match.group(0), f"IVF{lists}", 1)
+    return spec
+
+
+def build_index(features: np.ndarray, spec: str = "Flat", train_size: int = 200_000, seed: int = 0):
+    """A faiss index of ``spec`` over ``features`` (trained on a sample when it needs training)."""
     faiss = _faiss()
     features = np.ascontiguousarray(features, dtype=np.float32)
     n, d = features.shape
-    index = faiss.IndexFlatIP(d)
+    spec = fit_to_size(spec, n)
+    metric = faiss.METRIC_L2 if spec.startswith("LSH") else faiss.METRIC_INNER_PRODUCT
+    try:
+        index = faiss.index_factory(d, spec, metric)
+    except RuntimeError as exc:
+        raise ConfigError(f"faiss cannot build index {spec!r} for d={d}: {str(exc).splitlines()[-1]}") from None
+    if not index.is_trained:
+        rows = np.random.default_rng(seed).choice(n, size=min(n, train_size), replace=False)
+        index.train(features[np.sort(rows)])
     index.add(features)
-    sims = np.full((n, k), -np.inf, dtype=np.float32)
-    ids = np.full((n, k), -1, dtype=np.int64)
-    for start in range(0, n, batch_rows):
-        stop = min(n, start + batch_rows)
-        found_sims, found_ids = index.search(features[start:stop], min(k + 1, n))
-        rows = np.arange(start, stop)[:, None]
-        keep = found_ids != rows
-        # A row whose own index was not returned (ties) drops its last hit instead.
-        no_self = keep.all(axis=1)
-        keep[no_self, -1] = False
-        keep &= found_ids >= 0
-        for offset, (row_keep, row_sims, row_ids) in enumerate(zip(keep, found_sims, found_ids)):
-            chosen = row_ids[row_keep][:k]
-            sims[start + offset, : len(chosen)] = row_sims[row_keep][:k]
-            ids[start + offset, : len(chosen)] = chosen
+    set_search_effort(index)
+    return index
+
+
+def set_search_effort(index, nprobe: int = 32, ef_search: int = 128) -> None:
+    """Search parameters that favour recall: probe more IVF lists, walk more HNSW nodes."""
+    faiss = _faiss()
+    try:
+        faiss.extract_index_ivf(index).nprobe = nprobe
+    except RuntimeError:
+        pass
+    if hasattr(index, "hnsw"):
+        index.hnsw.efSearch = ef_search
+
+
+def is_exact(index) -> bool:
+    return type(index).__name__ in ("IndexFlat", "IndexFlatIP", "IndexFlatL2")
+
+
+def exact_topk(features: np.ndarray, queries: np.ndarray, query_ids: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rescore candidate ids with the exact cosine, drop the query itself and repeats,
+    keep the best k. Returns (sims, ids), -inf / -1 where fewer than k remain."""
+    m = len(queries)
+    sims = np.full((m, k), -np.inf, dtype=np.float32)
+    ids = np.full((m, k), -1, dtype=np.int64)
+    for row in range(m):
+        cand = candidates[row]
+        cand = np.unique(cand[(cand >= 0) & (cand != query_ids[row])])
+        if len(cand) == 0:
+            continue
+        scores = features[cand] @ queries[row]
+        order = np.lexsort((cand, -scores))[:k]
+        sims[row, : len(order)] = scores[order]
+        ids[row, : len(order)] = cand[order]
     return sims, ids
 
 
-def knn_edges(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def knn_search(features: np.ndarray, k: int, batch_rows: int = 65_536, index=None) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k nearest other rows: (similarities, indices), both n x k, best first.
+
+    Exact by default (faiss IndexFlatIP); pass a built ``index`` to search approximately,
+    in which case 2k candidates are fetched and rescored exactly. The query itself is
+    removed even when exact copies tie with it. Missing neighbours (n <= k) are marked
+    with index -1 and similarity -inf.
+    """
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    n = len(features)
+    if index is None:
+        index = build_index(features, "Flat")
+    fetch = min(n, k + 1 if is_exact(index) else max(2 * k, k + 10))
+    sims = np.empty((n, k), dtype=np.float32)
+    ids = np.empty((n, k), dtype=np.int64)
+    for start in range(0, n, batch_rows):
+        stop = min(n, start + batch_rows)
+        _, found = index.search(features[start:stop], fetch)
+        sims[start:stop], ids[start:stop] = exact_topk(features, features[start:stop], np.arange(start, stop), found, k)
+    return sims, ids
+
+
+def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-shard top-k lists (same queries, global ids) into the global top-k."""
+    sims = np.concatenate([p[0] for p in parts], axis=1)
+    ids = np.concatenate([p[1] for p in parts], axis=1)
+    order = np.lexsort((ids, -sims), axis=1)[:, :k] if sims.size else np.zeros((len(sims), 0), dtype=np.int64)
+    return np.take_along_axis(sims, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
+def knn_against_shard(queries: np.ndarray, query_ids: np.ndarray, shard: np.ndarray, shard_offset: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of ``queries`` among one shard's vectors, with global ids (self excluded)."""
+    index = build_index(shard, "Flat")
+    fetch = min(len(shard), k + 1)
+    _, found = index.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
+    found = np.where(found >= 0, found + shard_offset, -1)
+    sims = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    ids = np.full((len(queries), k), -1, dtype=np.int64)
+    for row in range(len(queries)):
+        cand = found[row]
+        cand = cand[(cand >= 0) & (cand != query_ids[row])][:k]
+        sims[row, : len(cand)] = shard[cand - shard_offset] @ queries[row]
+        ids[row, : len(cand)] = cand
+    return sims, ids
+
+
+def sharded_knn(shards: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact kNN over vectors split in shards, one shard index at a time: every query's
+    top-k per shard, merged. Equals :func:`knn_search` on the concatenation."""
+    offsets = np.cumsum([0] + [len(s) for s in shards])
+    results = []
+    for q, queries in enumerate(shards):
+        query_ids = np.arange(offsets[q], offsets[q + 1])
+        parts = [knn_against_shard(queries, query_ids, shard, offsets[s], k) for s, shard in enumerate(shards)]
+        results.append(merge_topk(parts, k))
+    return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+
+
+def knn_edges(features: np.ndarray, k: int, index=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """kNN as an edge list (src, dst, similarity), one edge per (query, neighbour)."""
-    sims, ids = knn_search(features, k)
+    sims, ids = knn_search(features, k, index=index)
     src = np.repeat(np.arange(len(features), dtype=np.int64), ids.shape[1])
     dst = ids.ravel()
     valid = dst >= 0

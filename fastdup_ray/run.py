@@ -27,8 +27,8 @@ from fastdup_ray.embed import Embedder
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.extract import extract_units, write_listing_shard
 from fastdup_ray.features import list_shards, load_shards, read_marker, shard_is_complete
-from fastdup_ray.graph import connected_components, pagerank
-from fastdup_ray.index import knn_edges
+from fastdup_ray.graph import components_in_rounds, connected_components, pagerank, ray_map_partitions
+from fastdup_ray.index import build_index, factory_string, knn_edges
 from fastdup_ray.sources import ReadSettings, list_inputs, plan_units
 from fastdup_ray.workdir import WorkDir
 
@@ -166,6 +166,15 @@ def extract(config: RunConfig, work: WorkDir, summary: RunSummary) -> list[str]:
     return prefixes
 
 
+def save_index(index, work: WorkDir) -> None:
+    """nnf.index beside the features, for later runs to reuse."""
+    import faiss
+
+    local = work.staging / ".nnf.index.tmp"
+    faiss.write_index(index, str(local))
+    work.put(local, "nnf.index")
+
+
 def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary) -> None:
     """kNN over the given shards (in order), then every output table."""
     if config.run_mode == 2:
@@ -178,16 +187,26 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
         d = (read_marker(work, prefixes[0]) or {}).get("d", config.d) if config.run_mode == 2 else config.d
         filenames, features = load_shards(work, prefixes, d)
     n = len(filenames)
+    with stage_timer(summary, "index"):
+        index = build_index(features, factory_string(config.nn_provider, config.nnf_mode, config.nnmodel)) if n >= 2 else None
+        if index is not None:
+            save_index(index, work)
     with stage_timer(summary, "knn"):
         if n >= 2:
-            src, dst, knn_sim = knn_edges(features, config.nearest_neighbors_k)
+            src, dst, knn_sim = knn_edges(features, config.nearest_neighbors_k, index=index)
         else:
             src = dst = np.zeros(0, dtype=np.int64)
             knn_sim = np.zeros(0, dtype=np.float32)
         a, b, sim = outputs.unique_pairs(src, dst, knn_sim)
     with stage_timer(summary, "components"):
         joined = sim >= config.ccthreshold
-        labels = connected_components(n, a[joined], b[joined])
+        if joined.sum() > config.max_edges_in_memory:
+            from fastdup_ray.extract import connect_ray
+
+            connect_ray()
+            labels = components_in_rounds(n, a[joined], b[joined], config.max_edges_in_memory, ray_map_partitions)
+        else:
+            labels = connected_components(n, a[joined], b[joined])
         rank, delta = pagerank(n, a[joined], b[joined], sim[joined])
     with stage_timer(summary, "outputs"):
         similarity = outputs.similarity_table(filenames, a, b, sim, config.threshold)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fastdup_ray.graph import connected_components, pagerank
+from fastdup_ray.graph import components_in_rounds, connected_components, local_forest, pagerank
 
 
 def reference_components(n, src, dst):
@@ -73,3 +73,32 @@ def test_pagerank_isolated_nodes_score_reset_and_hub_scores_highest():
 def test_pagerank_weights_matter():
     rank, _ = pagerank(3, np.array([0, 0]), np.array([1, 2]), np.array([0.9, 0.1]))
     assert rank[1] > rank[2]
+
+
+@pytest.mark.parametrize("shape", [chain, star, random_sparse, giant, no_edges])
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("edges_per_task", [1, 7, 50])
+def test_partitioned_rounds_match_in_memory(shape, seed, edges_per_task):
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(1, 300))
+    src, dst = shape(n, rng)
+    order = rng.permutation(len(src))  # edges arrive in any order
+    labels = components_in_rounds(n, src[order], dst[order], edges_per_task)
+    np.testing.assert_array_equal(labels, connected_components(n, src, dst))
+
+
+def test_local_forest_keeps_connectivity_with_one_edge_per_node():
+    src, dst = np.array([5, 6, 7, 5]), np.array([6, 7, 5, 9])
+    nodes, roots = local_forest(src, dst)
+    assert sorted(zip(nodes.tolist(), roots.tolist())) == [(6, 5), (7, 5), (9, 5)]
+
+
+@pytest.mark.integration
+def test_components_on_ray_match_in_memory(ray_local):
+    from fastdup_ray.graph import ray_map_partitions
+
+    rng = np.random.default_rng(7)
+    n = 5000
+    src, dst = rng.integers(0, n, 6000), rng.integers(0, n, 6000)
+    labels = components_in_rounds(n, src, dst, edges_per_task=500, map_partitions=ray_map_partitions)
+    np.testing.assert_array_equal(labels, reference_components(n, src, dst))

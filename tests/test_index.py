@@ -1,6 +1,8 @@
 import numpy as np
 
-from fastdup_ray.index import knn_edges, knn_search
+import pytest
+
+from fastdup_ray.index import build_index, factory_string, knn_edges, knn_search, sharded_knn
 
 
 def unit_rows(n, d, seed=0):
@@ -45,3 +47,39 @@ def test_fewer_rows_than_k_marks_missing_neighbours():
     assert (ids[:, 2:] == -1).all() and np.isneginf(sims[:, 2:]).all()
     src, dst, sim = knn_edges(unit_rows(3, 4), k=5)
     assert len(src) == 6 and (dst >= 0).all() and (src != dst).all()
+
+
+def test_sharded_knn_equals_unsharded_exact():
+    features = unit_rows(400, 32, seed=3)
+    whole_sims, whole_ids = knn_search(features, k=6)
+    for cuts in ([100, 250], [1, 2, 399], [200]):
+        shards = np.split(features, cuts)
+        sims, ids = sharded_knn(shards, k=6)
+        np.testing.assert_allclose(sims, whole_sims, atol=1e-5)
+        assert (ids == whole_ids).mean() > 0.99
+
+
+@pytest.mark.parametrize("nn_provider, nnf_mode, nnmodel", [
+    ("nnf", "HNSW32", ""), ("nnf", "IVF64,Flat", ""), ("nnf", "IVF4096,PQ8", ""),
+    ("turi", "", "brute_force"), ("turi", "", "ball_tree"), ("turi", "", "lsh"),
+])
+def test_every_index_choice_reports_exact_similarities_only(nn_provider, nnf_mode, nnmodel):
+    features = unit_rows(3000, 32, seed=4)
+    index = build_index(features, factory_string(nn_provider, nnf_mode, nnmodel))
+    sims, ids = knn_search(features, k=5, index=index)
+    exact_sims, _ = knn_search(features, k=5)
+    valid = ids >= 0
+    recomputed = np.einsum("ij,ij->i", features[np.repeat(np.arange(3000), 5)[valid.ravel()]], features[ids[valid]])
+    np.testing.assert_allclose(sims[valid], recomputed, atol=1e-5)  # never an invented similarity
+    assert (sims[valid] <= exact_sims[valid] + 1e-5).all()  # can miss the best, never beat it
+    if nnmodel == "brute_force":
+        np.testing.assert_allclose(sims, exact_sims, atol=1e-6)
+
+
+def test_unknown_index_names_are_clear_errors():
+    from fastdup_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="nnmodel"):
+        factory_string("turi", "", "kd_forest")
+    with pytest.raises(ConfigError, match="faiss cannot build"):
+        build_index(unit_rows(10, 8), "NotAnIndex")

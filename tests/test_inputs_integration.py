@@ -97,3 +97,31 @@ def test_video_frames_at_one_per_second_and_unreadable_video(ray_local, tmp_path
     twice = tmp_path / "twice"
     fastdup_ray.run(str(path), str(twice), video_fps=2)
     assert len(fastdup_ray.load_binary_features(twice)[0]) == 6
+
+
+def test_approximate_index_choice_and_saved_index(ray_local, sample, tmp_path):
+    import faiss
+
+    exact, approx = tmp_path / "exact", tmp_path / "approx"
+    fastdup_ray.run(str(sample.root), str(exact), k=3)
+    fastdup_ray.run(str(sample.root), str(approx), k=3, nnf_mode="HNSW32")
+    assert faiss.read_index(str(approx / "nnf.index")).ntotal == 18
+    # HNSW finds the same planted pairs here, with the same exact similarities.
+    assert (approx / "similarity.csv").read_text() == (exact / "similarity.csv").read_text()
+    with pytest.raises(ConfigError, match="nnmodel"):
+        fastdup_ray.run(str(sample.root), str(tmp_path / "x"), nn_provider="turi", nnmodel="kd")
+
+
+def test_users_own_features_round_trip_through_run_mode_2(tmp_path):
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(50, 17)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors[49] = vectors[3] + 0.01 * rng.normal(size=17)  # a planted near-duplicate
+    vectors[49] /= np.linalg.norm(vectors[49])
+    names = [f"user/img{i}.png" for i in range(50)]
+    fastdup_ray.save_binary_feature(str(tmp_path), names, vectors)
+    summary = fastdup_ray.run("unused", str(tmp_path), run_mode=2, threshold=0.95, d=17)
+    similarity = pl.read_csv(tmp_path / "similarity.csv")
+    assert similarity.rows()[0][:2] == ("user/img3.png", "user/img49.png") and summary.good == 50
+    loaded_names, loaded = fastdup_ray.load_binary_features(tmp_path)
+    assert loaded_names == names and np.array_equal(loaded, vectors)

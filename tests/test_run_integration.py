@@ -20,6 +20,7 @@ EXPECTED_FILES = {
     "features.dat.csv",
     "features.bad.csv",
     "features.done",
+    "nnf.index",
     "similarity.csv",
     "outliers.csv",
     "component_info.csv",
