@@ -26,7 +26,7 @@ DEFAULT_CCTHRESHOLD = 0.80
 
 DEFAULT_D = 1280
 COMPUTE_CHOICES = ("cpu", "gpu")
-RUN_MODES = (0, 1, 2)
+RUN_MODES = (0, 1, 2, 3, 4)
 TURI_PARAM_KEYS = ("ccthreshold", "delete_tar", "delete_img")
 # fastdup's short names for its parameters.
 ALIASES = {"k": "nearest_neighbors_k"}
@@ -38,6 +38,7 @@ class RunConfig:
 
     input_dir: str | list[str]
     work_dir: str
+    test_dir: str | None = None
     threshold: float = DEFAULT_THRESHOLD
     lower_threshold: float = 0.05
     nearest_neighbors_k: int = 2
@@ -111,7 +112,9 @@ class RunConfig:
         if self.compute not in COMPUTE_CHOICES:
             raise ConfigError(f"compute must be one of {COMPUTE_CHOICES}, got {self.compute!r}")
         if self.run_mode not in RUN_MODES:
-            raise ConfigError(f"run_mode must be one of {RUN_MODES} in this version, got {self.run_mode!r}")
+            raise ConfigError(f"run_mode must be one of {RUN_MODES}, got {self.run_mode!r}")
+        if self.run_mode in (3, 4) and not self.test_dir:
+            raise ConfigError(f"run_mode={self.run_mode} needs test_dir: the images (3) or features (4) to score against work_dir's index")
         if self.model_path is not None and not os.path.isfile(self.model_path):
             raise ConfigError(f"model_path {self.model_path!r} is not a file")
         if not self.work_dir:

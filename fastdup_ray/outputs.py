@@ -32,15 +32,19 @@ def unique_pairs(src: np.ndarray, dst: np.ndarray, sim: np.ndarray) -> tuple[np.
     return a[first], b[first], np.clip(sim[first], 0.0, 1.0).astype(np.float32)
 
 
-def _pair_table(filenames: list[str], a: np.ndarray, b: np.ndarray, sim: np.ndarray) -> pl.DataFrame:
-    names = pl.Series("name", filenames, dtype=pl.String)
+def cross_table(from_names: list[str], to_names: list[str], src: np.ndarray, dst: np.ndarray, sim: np.ndarray) -> pl.DataFrame:
+    """``from,to,distance`` where from and to index two different name lists (test -> train)."""
     return pl.DataFrame(
         {
-            "from": names.gather(a) if len(a) else pl.Series([], dtype=pl.String),
-            "to": names.gather(b) if len(b) else pl.Series([], dtype=pl.String),
+            "from": pl.Series(from_names, dtype=pl.String).gather(src) if len(src) else pl.Series([], dtype=pl.String),
+            "to": pl.Series(to_names, dtype=pl.String).gather(dst) if len(dst) else pl.Series([], dtype=pl.String),
             "distance": np.round(sim.astype(np.float64), 6),
         }
     )
+
+
+def _pair_table(filenames: list[str], a: np.ndarray, b: np.ndarray, sim: np.ndarray) -> pl.DataFrame:
+    return cross_table(filenames, filenames, a, b, sim)
 
 
 def similarity_table(filenames: list[str], a: np.ndarray, b: np.ndarray, sim: np.ndarray, threshold: float) -> pl.DataFrame:

@@ -4,7 +4,9 @@ Only wiring lives here; each stage is its own module.
 
 run_mode 0: extract, then reduce over this run's shards. run_mode 1: extract only (the
 per-node step of a big run, sliced with min_offset/max_offset). run_mode 2: reduce over
-every finished shard in work_dir. A rerun over the same work_dir skips finished shards.
+every finished shard in work_dir. run_mode 3: extract the images of test_dir (into
+work_dir/test_features) and score them against work_dir's saved index; run_mode 4: the
+same with features already extracted in test_dir. A rerun skips finished shards.
 """
 
 from __future__ import annotations
@@ -26,15 +28,17 @@ from fastdup_ray.config import RunConfig
 from fastdup_ray.embed import Embedder
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.extract import extract_units, write_listing_shard
-from fastdup_ray.features import list_shards, load_shards, read_marker, shard_is_complete
+from fastdup_ray.features import list_shards, load_binary_features, load_shards, read_marker, shard_is_complete
 from fastdup_ray.graph import components_in_rounds, connected_components, pagerank, ray_map_partitions
-from fastdup_ray.index import build_index, factory_string, knn_edges
+from fastdup_ray.index import build_index, exact_topk, factory_string, is_exact, knn_edges
 from fastdup_ray.sources import ReadSettings, list_inputs, plan_units
 from fastdup_ray.workdir import WorkDir
 
 log = logging.getLogger("fastdup_ray")
 LISTING_SHARD = "listing."
 CONFIG_FILE = "config.json"
+INDEX_FILE = "nnf.index"
+TEST_FEATURES = "test_features"
 
 
 @dataclass
@@ -59,6 +63,7 @@ class RunSummary:
             lines.append(f"shards: {self.shards} ({self.skipped_shards} already finished, skipped)")
         if "knn" in self.seconds:
             lines.append(f"similar pairs: {self.similar_pairs} in similarity.csv; outlier rows: {self.outlier_rows}")
+        if "components" in self.seconds:
             lines.append(f"components: {self.components} ({self.grouped_images} images in components of 2 or more)")
         lines += [f"time: {timing}", f"outputs in {self.work_dir}"]
         return lines
@@ -111,11 +116,14 @@ def run_config(config: RunConfig) -> RunSummary:
     work = WorkDir(config.work_dir, config.storage_options())
     summary = RunSummary(work_dir=work.location if work.remote else os.path.abspath(config.work_dir))
     try:
-        if config.run_mode == 2:
+        if config.run_mode in (2, 3, 4):
             prefixes = list_shards(work)
             if not prefixes:
-                raise InputError(f"run_mode=2 needs finished features shards in {work.location}, found none")
-            reduce_shards(config, work, prefixes, summary)
+                raise InputError(f"run_mode={config.run_mode} needs finished features shards in {work.location}, found none")
+            if config.run_mode == 2:
+                reduce_shards(config, work, prefixes, summary)
+            else:
+                score_test_set(config, work, prefixes, summary)
         else:
             prefixes = extract(config, work, summary)
             if config.run_mode == 0:
@@ -127,10 +135,10 @@ def run_config(config: RunConfig) -> RunSummary:
     return summary
 
 
-def extract(config: RunConfig, work: WorkDir, summary: RunSummary) -> list[str]:
+def extract(config: RunConfig, work: WorkDir, summary: RunSummary, input_dir=None) -> list[str]:
     """Plan the units, skip finished shards, extract the rest; returns this run's shard prefixes."""
     with stage_timer(summary, "list"):
-        listing = list_inputs(config.input_dir, config.storage_options())
+        listing = list_inputs(input_dir or config.input_dir, config.storage_options())
         units = plan_units(listing, config.shard_size, config.min_offset, config.max_offset, config.num_images)
     log.info("found %d inputs (%d archives, %d image/video files) -> %d shards", len(listing), len(listing.archives), len(listing.files), len(units))
     # Load the model once on the driver: a wrong model_path or d fails here, before Ray starts.
@@ -173,6 +181,51 @@ def save_index(index, work: WorkDir) -> None:
     local = work.staging / ".nnf.index.tmp"
     faiss.write_index(index, str(local))
     work.put(local, "nnf.index")
+
+
+def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary) -> None:
+    """run_mode 3/4: every test image against the saved index; similarity.csv pairs go
+    from a test image to a train image, outliers.csv lists test images far from all."""
+    import faiss
+
+    d = (read_marker(work, prefixes[0]) or {}).get("d", config.d)
+    with stage_timer(summary, "load"):
+        train_names, train = load_shards(work, prefixes, d)
+        if not work.exists(INDEX_FILE):
+            raise InputError(f"run_mode={config.run_mode} needs {work.path(INDEX_FILE)}: run mode 0 or 2 on the train set first")
+        index = faiss.read_index(work.local_copy(INDEX_FILE))
+        if index.ntotal != len(train_names):
+            raise InputError(f"{work.path(INDEX_FILE)} holds {index.ntotal} vectors but work_dir has {len(train_names)} features; rerun run_mode 2")
+    if config.run_mode == 3:
+        test_work = WorkDir(work.path(TEST_FEATURES), config.storage_options())
+        test_summary = RunSummary(work_dir=test_work.location)
+        test_prefixes = extract(config, test_work, test_summary, input_dir=config.test_dir)
+        summary.seconds.update({f"test_{k}": v for k, v in test_summary.seconds.items()})
+        test_names, test = load_shards(test_work, test_prefixes, d)
+        summary.good, summary.bad = test_summary.good, test_summary.bad
+    else:
+        test_names, test = load_binary_features(config.test_dir, d=d)
+        summary.good = len(test_names)
+    k = config.nearest_neighbors_k
+    with stage_timer(summary, "knn"):
+        fetch = min(len(train_names), k if is_exact(index) else max(2 * k, k + 10))
+        _, candidates = index.search(np.ascontiguousarray(test, dtype=np.float32), fetch)
+        sims, ids = exact_topk(train, test, np.full(len(test), -1), candidates, k)
+        src = np.repeat(np.arange(len(test)), k)
+        dst, sim = ids.ravel(), sims.ravel()
+        valid = dst >= 0
+        src, dst, sim = src[valid], dst[valid], np.clip(sim[valid], 0.0, 1.0)
+    with stage_timer(summary, "outputs"):
+        keep = sim >= config.threshold
+        order = np.lexsort((dst[keep], src[keep], -sim[keep]))
+        similarity = outputs.cross_table(test_names, train_names, src[keep][order], dst[keep][order], sim[keep][order])
+        count = min(len(sim), int(np.ceil(config.lower_threshold * len(sim))))
+        lowest = np.lexsort((dst, src, sim))[:count]
+        lowest = lowest[np.lexsort((dst[lowest], src[lowest], -sim[lowest]))]
+        outliers = outputs.cross_table(test_names, train_names, src[lowest], dst[lowest], sim[lowest])
+        work.write_bytes(outputs.SIMILARITY_FILE, similarity.write_csv().encode("utf-8"))
+        work.write_bytes(outputs.OUTLIERS_FILE, outliers.write_csv().encode("utf-8"))
+    summary.similar_pairs, summary.outlier_rows = similarity.height, outliers.height
 
 
 def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary) -> None:

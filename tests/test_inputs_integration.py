@@ -125,3 +125,29 @@ def test_users_own_features_round_trip_through_run_mode_2(tmp_path):
     assert similarity.rows()[0][:2] == ("user/img3.png", "user/img49.png") and summary.good == 50
     loaded_names, loaded = fastdup_ray.load_binary_features(tmp_path)
     assert loaded_names == names and np.array_equal(loaded, vectors)
+
+
+def test_run_mode_3_and_4_score_test_images_against_the_saved_index(ray_local, sample, tmp_path):
+    from fastdup_ray.sample import jpeg_bytes, near_duplicate
+
+    train = tmp_path / "train"
+    fastdup_ray.run(str(sample.root), str(train), k=3)
+    test_dir = tmp_path / "test_images"
+    test_dir.mkdir()
+    originals = {}
+    for i in (7, 9):  # scenes without a copy in the train set
+        original = next(p for p in sample.images if p.name.startswith(f"scene_{i:03d}."))
+        from PIL import Image
+
+        (test_dir / f"planted_{i}.jpg").write_bytes(jpeg_bytes(near_duplicate(Image.open(original).convert("RGB"), 0)))
+        originals[str(test_dir / f"planted_{i}.jpg")] = str(original)
+    summary = fastdup_ray.run(str(sample.root), str(train), run_mode=3, test_dir=str(test_dir), k=2)
+    assert summary.good == 2
+    similarity = pl.read_csv(train / "similarity.csv")
+    assert dict(zip(similarity["from"], similarity["to"])) == originals  # test image -> its train original
+    assert (train / "test_features" / "features.dat").exists()
+    # run_mode 4: the same test vectors, already extracted.
+    fastdup_ray.run(str(sample.root), str(train), run_mode=4, test_dir=str(train / "test_features"), k=2)
+    assert pl.read_csv(train / "similarity.csv").equals(similarity)
+    with pytest.raises(ConfigError, match="test_dir"):
+        fastdup_ray.run(str(sample.root), str(train), run_mode=3)
