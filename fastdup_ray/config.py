@@ -57,6 +57,7 @@ class RunConfig:
     nnf_mode: str = "Flat"
     nnmodel: str = "brute_force"
     max_edges_in_memory: int = 50_000_000
+    reduce_memory_gb: float = 8.0
     min_offset: int = 0
     max_offset: int | None = None
     shard_size: int = 1000
@@ -104,6 +105,8 @@ class RunConfig:
             _check_int("max_offset", self.max_offset, minimum=self.min_offset + 1)
         _check_int("shard_size", self.shard_size, minimum=1)
         _check_int("max_edges_in_memory", self.max_edges_in_memory, minimum=1)
+        if isinstance(self.reduce_memory_gb, bool) or not isinstance(self.reduce_memory_gb, (int, float)) or self.reduce_memory_gb <= 0:
+            raise ConfigError(f"reduce_memory_gb must be a number > 0, got {self.reduce_memory_gb!r}")
         from fastdup_ray.index import factory_string
 
         factory_string(self.nn_provider, self.nnf_mode, self.nnmodel)  # names the bad parameter

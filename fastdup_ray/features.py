@@ -164,6 +164,11 @@ def load_shards(work: WorkDir, prefixes: list[str], d: int) -> tuple[list[str], 
     return names, array
 
 
+def load_names(work: WorkDir, prefixes: list[str]) -> list[str]:
+    """Row names of the given shards, concatenated in order (no vectors read)."""
+    return [name for prefix in prefixes for name in _read_names_csv(io.BytesIO(work.read_bytes(shard_names(prefix)[1])))]
+
+
 def load_bad_lists(work: WorkDir, prefixes: list[str]) -> pl.DataFrame:
     tables = [pl.read_csv(io.BytesIO(work.read_bytes(shard_names(p)[2])), infer_schema=False) for p in prefixes]
     return pl.concat(tables) if tables else pl.DataFrame({"filename": [], "error": []}, schema={"filename": pl.String, "error": pl.String})

@@ -138,32 +138,25 @@ def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.n
     return np.take_along_axis(sims, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
-def knn_against_shard(queries: np.ndarray, query_ids: np.ndarray, shard: np.ndarray, shard_offset: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k of ``queries`` among one shard's vectors, with global ids (self excluded)."""
-    index = build_index(shard, "Flat")
-    fetch = min(len(shard), k + 1)
-    _, found = index.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
-    found = np.where(found >= 0, found + shard_offset, -1)
-    sims = np.full((len(queries), k), -np.inf, dtype=np.float32)
-    ids = np.full((len(queries), k), -1, dtype=np.int64)
-    for row in range(len(queries)):
-        cand = found[row]
-        cand = cand[(cand >= 0) & (cand != query_ids[row])][:k]
-        sims[row, : len(cand)] = shard[cand - shard_offset] @ queries[row]
-        ids[row, : len(cand)] = cand
-    return sims, ids
-
-
-def sharded_knn(shards: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact kNN over vectors split in shards, one shard index at a time: every query's
-    top-k per shard, merged. Equals :func:`knn_search` on the concatenation."""
+def sharded_knn(shards: list[np.ndarray], k: int, spec: str = "Flat", map_tasks=None) -> tuple[np.ndarray, np.ndarray]:
+    """kNN over vectors split in shards, one index shard per task: every query block's
+    top-k in each shard, merged into the global top-k as results arrive. With the exact
+    index it equals :func:`knn_search` on the concatenation. ``map_tasks`` runs
+    :func:`knn_shard_task` calls (locally by default, or as Ray tasks)."""
     offsets = np.cumsum([0] + [len(s) for s in shards])
-    results = []
-    for q, queries in enumerate(shards):
-        query_ids = np.arange(offsets[q], offsets[q + 1])
-        parts = [knn_against_shard(queries, query_ids, shard, offsets[s], k) for s, shard in enumerate(shards)]
-        results.append(merge_topk(parts, k))
-    return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+    n = int(offsets[-1])
+
+    def query_loader():
+        for q, queries in enumerate(shards):
+            yield int(offsets[q]), queries
+
+    calls = [(shard, int(offsets[s]), query_loader, k, spec) for s, shard in enumerate(shards)]
+    map_tasks = map_tasks or (lambda calls: (knn_shard_task(*call) for call in calls))
+    best = (np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64))
+    for blocks in map_tasks(calls):
+        for first, sims, ids in blocks:
+            merge_into(best, first, sims, ids, k)
+    return best
 
 
 def knn_edges(features: np.ndarray, k: int, index=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -173,3 +166,26 @@ def knn_edges(features: np.ndarray, k: int, index=None) -> tuple[np.ndarray, np.
     dst = ids.ravel()
     valid = dst >= 0
     return src[valid], dst[valid], sims.ravel()[valid]
+
+
+def knn_shard_task(index_shard: np.ndarray, index_offset: int, query_loader, k: int, spec: str = "Flat") -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """One index shard against every query block ``query_loader()`` yields as
+    (first global id, vectors): per block, the exact top-k (global ids, self excluded)."""
+    index = build_index(index_shard, spec)
+    fetch = min(len(index_shard), k + 1 if is_exact(index) else max(2 * k, k + 10))
+    results = []
+    for first, queries in query_loader():
+        query_ids = np.arange(first, first + len(queries))
+        _, found = index.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
+        local_ids = np.where(found >= 0, found, -1)
+        local_self = query_ids - index_offset  # a query's own row in this shard, if it is here
+        sims, ids = exact_topk(index_shard, queries, local_self, local_ids, k)
+        results.append((first, sims, np.where(ids >= 0, ids + index_offset, -1)))
+    return results
+
+
+def merge_into(best: tuple[np.ndarray, np.ndarray], first: int, sims: np.ndarray, ids: np.ndarray, k: int) -> None:
+    """Fold one block's top-k into the running global top-k, in place."""
+    rows = slice(first, first + len(sims))
+    merged_sims, merged_ids = merge_topk([(best[0][rows], best[1][rows]), (sims, ids)], k)
+    best[0][rows], best[1][rows] = merged_sims, merged_ids

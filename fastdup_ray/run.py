@@ -28,9 +28,9 @@ from fastdup_ray.config import RunConfig
 from fastdup_ray.embed import Embedder
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.extract import extract_units, write_listing_shard
-from fastdup_ray.features import list_shards, load_binary_features, load_shards, read_marker, shard_is_complete
+from fastdup_ray.features import list_shards, load_binary_features, load_names, load_shards, read_marker, shard_is_complete
 from fastdup_ray.graph import components_in_rounds, connected_components, pagerank, ray_map_partitions
-from fastdup_ray.index import build_index, exact_topk, factory_string, is_exact, knn_edges
+from fastdup_ray.index import build_index, exact_topk, factory_string, is_exact, knn_edges, knn_shard_task, merge_into
 from fastdup_ray.sources import ReadSettings, list_inputs, plan_units
 from fastdup_ray.workdir import WorkDir
 
@@ -228,6 +228,44 @@ def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summar
     summary.similar_pairs, summary.outlier_rows = similarity.height, outliers.height
 
 
+def knn_on_ray(work: WorkDir, prefixes: list[str], rows: list[int], d: int, k: int, spec: str, shard_bytes: int):
+    """Group the feature shards into index shards of at most ``shard_bytes``; one Ray task
+    per index shard searches every query shard (read from work_dir) and returns its top-k;
+    the driver folds the results into the global top-k as they arrive."""
+    import ray
+
+    from fastdup_ray.extract import connect_ray
+
+    connect_ray()
+    offsets = np.cumsum([0] + rows)
+    groups: list[list[int]] = [[]]
+    for i, count in enumerate(rows):
+        if groups[-1] and (sum(rows[j] for j in groups[-1]) + count) * d * 4 > shard_bytes:
+            groups.append([])
+        groups[-1].append(i)
+    query_shards = [(prefixes[i], int(offsets[i])) for i in range(len(prefixes)) if rows[i]]
+
+    @ray.remote(num_cpus=1)
+    def index_shard_task(group: list[int]):
+        _, vectors = load_shards(work, [prefixes[i] for i in group], d)
+
+        def query_loader():
+            for prefix, first in query_shards:
+                yield first, load_shards(work, [prefix], d)[1]
+
+        return knn_shard_task(vectors, int(offsets[group[0]]), query_loader, k, spec)
+
+    n = int(offsets[-1])
+    best = (np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64))
+    pending = [index_shard_task.remote(g) for g in groups if sum(rows[i] for i in g)]
+    log.info("kNN over %d vectors in %d index shards on Ray", n, len(pending))
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        for first, sims, ids in ray.get(done[0]):
+            merge_into(best, first, sims, ids, k)
+    return best
+
+
 def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary) -> None:
     """kNN over the given shards (in order), then every output table."""
     if config.run_mode == 2:
@@ -236,20 +274,36 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
             summary.good += marker.get("good", 0)
             summary.bad += marker.get("bad", 0)
         summary.shards = len(prefixes)
-    with stage_timer(summary, "load"):
-        d = (read_marker(work, prefixes[0]) or {}).get("d", config.d) if config.run_mode == 2 else config.d
-        filenames, features = load_shards(work, prefixes, d)
-    n = len(filenames)
-    with stage_timer(summary, "index"):
-        index = build_index(features, factory_string(config.nn_provider, config.nnf_mode, config.nnmodel)) if n >= 2 else None
-        if index is not None:
-            save_index(index, work)
-    with stage_timer(summary, "knn"):
-        if n >= 2:
-            src, dst, knn_sim = knn_edges(features, config.nearest_neighbors_k, index=index)
-        else:
-            src = dst = np.zeros(0, dtype=np.int64)
-            knn_sim = np.zeros(0, dtype=np.float32)
+    d = (read_marker(work, prefixes[0]) or {}).get("d", config.d) if config.run_mode == 2 else config.d
+    rows = [(read_marker(work, p) or {}).get("good", 0) for p in prefixes]
+    spec = factory_string(config.nn_provider, config.nnf_mode, config.nnmodel)
+    k = config.nearest_neighbors_k
+    if sum(rows) * d * 4 > config.reduce_memory_gb * 2**30:
+        # The vectors do not fit the budget: index shards as Ray tasks, global top-k merged here.
+        with stage_timer(summary, "load"):
+            filenames = load_names(work, prefixes)
+        n = len(filenames)
+        with stage_timer(summary, "knn"):
+            sims, ids = knn_on_ray(work, prefixes, rows, d, k, spec, int(config.reduce_memory_gb * 2**30 // 4))
+            src = np.repeat(np.arange(n, dtype=np.int64), k)
+            dst, knn_sim = ids.ravel(), sims.ravel()
+            valid = dst >= 0
+            src, dst, knn_sim = src[valid], dst[valid], knn_sim[valid]
+    else:
+        with stage_timer(summary, "load"):
+            filenames, features = load_shards(work, prefixes, d)
+        n = len(filenames)
+        with stage_timer(summary, "index"):
+            index = build_index(features, spec) if n >= 2 else None
+            if index is not None:
+                save_index(index, work)
+        with stage_timer(summary, "knn"):
+            if n >= 2:
+                src, dst, knn_sim = knn_edges(features, k, index=index)
+            else:
+                src = dst = np.zeros(0, dtype=np.int64)
+                knn_sim = np.zeros(0, dtype=np.float32)
+    with stage_timer(summary, "pairs"):
         a, b, sim = outputs.unique_pairs(src, dst, knn_sim)
     with stage_timer(summary, "components"):
         joined = sim >= config.ccthreshold

@@ -151,3 +151,12 @@ def test_run_mode_3_and_4_score_test_images_against_the_saved_index(ray_local, s
     assert pl.read_csv(train / "similarity.csv").equals(similarity)
     with pytest.raises(ConfigError, match="test_dir"):
         fastdup_ray.run(str(sample.root), str(train), run_mode=3)
+
+
+def test_reduce_over_budget_runs_sharded_on_ray_with_the_same_outputs(ray_local, sample, tmp_path):
+    in_memory, sharded = tmp_path / "in_memory", tmp_path / "sharded"
+    fastdup_ray.run(str(sample.root), str(in_memory), shard_size=5, k=4)
+    fastdup_ray.run(str(sample.root), str(sharded), shard_size=5, k=4, run_mode=1)
+    # 20 KiB budget: index shards of at most ~1 feature shard each, searched as Ray tasks.
+    fastdup_ray.run("unused", str(sharded), run_mode=2, k=4, reduce_memory_gb=20 / 2**20)
+    assert read_outputs(sharded) == read_outputs(in_memory)
