@@ -76,35 +76,41 @@ def build_index(features: np.ndarray, spec: str = "Flat", train_size: int = 200_
 
 
 def set_search_effort(index, nprobe: int = 32, ef_search: int = 128) -> None:
-    """Search parameters that favour recall: probe more IVF lists, walk more HNSW nodes."""
+    """Search parameters that favour recall: probe more IVF lists, walk more HNSW nodes
+    (through faiss's ParameterSpace, which reaches inside PCA/OPQ wrappers too)."""
     faiss = _faiss()
-    try:
-        faiss.extract_index_ivf(index).nprobe = nprobe
-    except RuntimeError:
-        pass
-    if hasattr(index, "hnsw"):
-        index.hnsw.efSearch = ef_search
+    space = faiss.ParameterSpace()
+    for name, value in (("nprobe", nprobe), ("efSearch", ef_search)):
+        try:
+            space.set_index_parameter(index, name, value)
+        except RuntimeError:
+            pass  # the index has no such parameter
 
 
 def is_exact(index) -> bool:
     return type(index).__name__ in ("IndexFlat", "IndexFlatIP", "IndexFlatL2")
 
 
-def exact_topk(features: np.ndarray, queries: np.ndarray, query_ids: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rescore candidate ids with the exact cosine, drop the query itself and repeats,
-    keep the best k. Returns (sims, ids), -inf / -1 where fewer than k remain."""
+def exact_topk(features: np.ndarray, queries: np.ndarray, query_ids: np.ndarray, candidates: np.ndarray, k: int, block_rows: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Rescore candidate ids with the exact cosine, drop the query itself, keep the best k
+    (ties by smaller id). Returns (sims, ids), -inf / -1 where fewer than k remain.
+    Vectorised in blocks of rows, so memory stays at block_rows x candidates x d."""
     m = len(queries)
     sims = np.full((m, k), -np.inf, dtype=np.float32)
     ids = np.full((m, k), -1, dtype=np.int64)
-    for row in range(m):
-        cand = candidates[row]
-        cand = np.unique(cand[(cand >= 0) & (cand != query_ids[row])])
-        if len(cand) == 0:
-            continue
-        scores = features[cand] @ queries[row]
-        order = np.lexsort((cand, -scores))[:k]
-        sims[row, : len(order)] = scores[order]
-        ids[row, : len(order)] = cand[order]
+    for start in range(0, m, block_rows):
+        stop = min(m, start + block_rows)
+        cand = candidates[start:stop]
+        usable = (cand >= 0) & (cand != query_ids[start:stop, None])
+        safe = np.where(usable, cand, 0)
+        scores = np.einsum("rcd,rd->rc", features[safe], queries[start:stop], dtype=np.float32)
+        scores = np.where(usable, scores, -np.inf).astype(np.float32)
+        order = np.lexsort((np.where(usable, cand, np.iinfo(np.int64).max), -scores), axis=1)[:, :k]
+        top_scores = np.take_along_axis(scores, order, axis=1)
+        top_ids = np.where(np.isfinite(top_scores), np.take_along_axis(cand, order, axis=1), -1)
+        width = top_scores.shape[1]
+        sims[start:stop, :width] = top_scores
+        ids[start:stop, :width] = top_ids
     return sims, ids
 
 
