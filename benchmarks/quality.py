@@ -17,6 +17,7 @@ changes, hue shifts, and pairs of these). Runs fastdup_ray over it, then prints
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=5, help="neighbours per image for the run (groups have up to 4 images)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model-path", default=None)
+    parser.add_argument("--precision", default="auto", choices=("auto", "int8", "fp32"), help="shipped model to test (auto = int8 on CPU)")
     parser.add_argument("--d", type=int, default=1280)
     args = parser.parse_args()
     if not args.photos.is_dir():
@@ -44,7 +46,8 @@ def main() -> int:
 
     truth = build_set(args.photos, args.out, args.seed)
     work = args.out / "work"
-    summary = fastdup_ray.run(str(args.out / "images"), str(work), k=args.k, model_path=args.model_path, d=args.d)
+    shutil.rmtree(work, ignore_errors=True)  # a fresh run, not a resume of the last one
+    summary = fastdup_ray.run(str(args.out / "images"), str(work), k=args.k, model_path=args.model_path, d=args.d, precision=args.precision)
     names, features = fastdup_ray.load_binary_features(work)
     group_of = dict(zip(truth["filename"], truth["group"]))
     groups = np.array([group_of[n] for n in names])

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ import numpy as np
 from photoset import DEFAULT_PHOTOS, build_volume_set
 
 from fastdup_ray.decode import decode_image
-from fastdup_ray.embed import Embedder
+from fastdup_ray.embed import Embedder, default_model_path
 
 
 def decode_rate(paths: list[Path], size: int = 224) -> float:
@@ -47,6 +48,7 @@ def model_rate(embedder: Embedder, batches: int = 8, batch: int = 64) -> float:
 
 
 def end_to_end(folder: Path, work: Path, extra: list[str]) -> dict:
+    shutil.rmtree(work, ignore_errors=True)  # a fresh run, not a resume of the last one
     env = dict(os.environ, RAY_ADDRESS="")
     start = time.perf_counter()
     result = subprocess.run(
@@ -78,7 +80,8 @@ def main() -> int:
     print(f"machine: {cores} cores; {len(paths)} JPEGs in {folder}")
 
     print(f"decode only (1 core): {decode_rate(paths[:400]):.0f} img/s")
-    print(f"model only (1 core, batch 64, fp32): {model_rate(Embedder(d=1280)):.0f} img/s")
+    for precision in ("fp32", "int8"):
+        print(f"model only (1 core, batch 64, {precision}): {model_rate(Embedder(default_model_path(precision), d=1280)):.0f} img/s")
     results = []
     for repeat in range(args.repeats):
         measured = end_to_end(folder, args.out / "work", args.run_args)

@@ -234,7 +234,7 @@ def extract_units(config: RunConfig, units: list[WorkUnit], settings: ReadSettin
     )
     dataset = dataset.map_batches(
         EmbedBatches,
-        fn_constructor_kwargs={"model_path": config.model_path, "d": config.d, "compute": plan.compute},
+        fn_constructor_kwargs={"model_path": config.model_file(), "d": config.d, "compute": plan.compute},
         batch_size=batch,
         compute=ray.data.ActorPoolStrategy(size=plan.actors),
         num_cpus=plan.actor_cpus,

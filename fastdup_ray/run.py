@@ -142,7 +142,7 @@ def extract(config: RunConfig, work: WorkDir, summary: RunSummary, input_dir=Non
         units = plan_units(listing, config.shard_size, config.min_offset, config.max_offset, config.num_images)
     log.info("found %d inputs (%d archives, %d image/video files) -> %d shards", len(listing), len(listing.archives), len(listing.files), len(units))
     # Load the model once on the driver: a wrong model_path or d fails here, before Ray starts.
-    image_size = Embedder(config.model_path, d=config.d, compute="cpu").image_size
+    image_size = Embedder(config.model_file(), d=config.d, compute="cpu").image_size
     check_resume_settings(work, config)
     work.write_bytes(CONFIG_FILE, config.to_json().encode())
     prefixes = [u.name for u in units]

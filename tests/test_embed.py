@@ -9,9 +9,9 @@ from fastdup_ray.errors import ConfigError
 from fastdup_ray.sample import jpeg_bytes, make_scene
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    return Embedder(d=1280)
+@pytest.fixture(scope="module", params=["fp32", "int8"])
+def embedder(request):
+    return Embedder(default_model_path(request.param), d=1280)
 
 
 def test_shipped_model_loads_and_gives_1280_unit_vectors(embedder):
