@@ -6,9 +6,13 @@ edited copies, then measures on this machine:
 - decode only (one core): JPEG bytes -> 224x224 RGB, what each decode task does;
 - model only (one core, one ONNX Runtime thread): batches of 64 through the model;
 - end to end: ``python -m fastdup_ray run`` in a fresh process (Ray start-up included),
-  with the seconds of each stage the run reports.
+  with the seconds of each stage the run reports;
+- with ``--vs-fastdup``: fastdup 2.54 on the same folder, alternating with fastdup_ray,
+  and the ratio. fastdup is installed by this script into its own virtual environment
+  from the registry; its licence is non-commercial, so it is only ever a benchmark peer
+  here, never a dependency.
 
-    python benchmarks/throughput.py [--count 10000] [--photos ../shared/data/imagenet-sample-dev]
+    python benchmarks/throughput.py [--count 10000] [--repeats 2] [--vs-fastdup]
 """
 
 from __future__ import annotations
@@ -63,12 +67,43 @@ def end_to_end(folder: Path, work: Path, extra: list[str]) -> dict:
     return {"wall": wall, "good": good, "stages": {k: float(v) for k, v in stages.items()}}
 
 
+FASTDUP_SCRIPT = """
+import sys, time
+import fastdup
+start = time.perf_counter()
+fastdup.run(input_dir=sys.argv[1], work_dir=sys.argv[2], verbose=False)
+print("seconds", time.perf_counter() - start)
+"""
+
+
+def fastdup_python(out: Path) -> Path:
+    """A virtual environment with fastdup 2.54 (made once, beside the benchmark data)."""
+    venv = out / "fastdup-venv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "fastdup==2.54"], check=True)
+    return python
+
+
+def fastdup_run(python: Path, folder: Path, work: Path, count: int) -> dict:
+    shutil.rmtree(work, ignore_errors=True)
+    start = time.perf_counter()
+    result = subprocess.run([str(python), "-c", FASTDUP_SCRIPT, str(folder), str(work)], capture_output=True, text=True,
+                            env=dict(os.environ, SENTRY_OPT_OUT="1"))
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"fastdup failed:\n{result.stderr[-3000:]}")
+    return {"wall": wall, "good": count}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
     parser.add_argument("--out", type=Path, default=Path("/tmp/fastdup-ray-throughput"))
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--vs-fastdup", action="store_true", help="also run fastdup 2.54 on the same folder, alternating")
     parser.add_argument("run_args", nargs="*", help="extra arguments for fastdup-ray run (after --)")
     args = parser.parse_args()
     if not args.photos.is_dir():
@@ -83,7 +118,13 @@ def main() -> int:
     for precision in ("fp32", "int8"):
         print(f"model only (1 core, batch 64, {precision}): {model_rate(Embedder(default_model_path(precision), d=1280)):.0f} img/s")
     results = []
+    peer = []
+    python = fastdup_python(args.out) if args.vs_fastdup else None
     for repeat in range(args.repeats):
+        if python:
+            timed = fastdup_run(python, folder, args.out / "fastdup-work", len(paths))
+            peer.append(timed)
+            print(f"fastdup 2.54 #{repeat + 1}: {timed['good'] / timed['wall']:.0f} img/s ({timed['wall']:.1f}s wall, process start included)")
         measured = end_to_end(folder, args.out / "work", args.run_args)
         results.append(measured)
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in measured["stages"].items())
@@ -92,6 +133,10 @@ def main() -> int:
               f"({measured['good']} images in {measured['wall']:.1f}s wall, process start included); "
               f"extraction {extract_rate:.0f} img/s (Ray start included); stages: {stages}")
     best = max(results, key=lambda r: r["good"] / r["wall"])
+    if peer:
+        ours = np.median([r["good"] / r["wall"] for r in results])
+        theirs = np.median([r["good"] / r["wall"] for r in peer])
+        print(f"median end to end on {cores} cores: fastdup_ray {ours:.0f} img/s, fastdup {theirs:.0f} img/s, ratio {ours / theirs:.2f}x")
     print(json.dumps({"cores": cores, "images": best["good"], "end_to_end_img_s": round(best["good"] / best["wall"], 1),
                       "extract_img_s": round(best["good"] / best["stages"]["extract"], 1), "stages_s": best["stages"]}))
     return 0
