@@ -155,7 +155,7 @@ def load_shards(work: WorkDir, prefixes: list[str], d: int) -> tuple[list[str], 
     for prefix in prefixes:
         data, csv_name, _, _ = shard_names(prefix)
         shard_names_ = _read_names_csv(io.BytesIO(work.read_bytes(csv_name)))
-        vectors = np.fromfile(work.local_copy(data), dtype="<f4") if not work.remote else np.frombuffer(work.read_bytes(data), dtype="<f4")
+        vectors = np.frombuffer(work.read_bytes(data), dtype="<f4")
         if vectors.size != len(shard_names_) * d:
             raise InputError(f"{work.path(data)} holds {vectors.size * 4} bytes but {len(shard_names_)} names x d={d} x 4 bytes = {len(shard_names_) * d * 4}")
         names.extend(shard_names_)
@@ -167,11 +167,6 @@ def load_shards(work: WorkDir, prefixes: list[str], d: int) -> tuple[list[str], 
 def load_names(work: WorkDir, prefixes: list[str]) -> list[str]:
     """Row names of the given shards, concatenated in order (no vectors read)."""
     return [name for prefix in prefixes for name in _read_names_csv(io.BytesIO(work.read_bytes(shard_names(prefix)[1])))]
-
-
-def load_bad_lists(work: WorkDir, prefixes: list[str]) -> pl.DataFrame:
-    tables = [pl.read_csv(io.BytesIO(work.read_bytes(shard_names(p)[2])), infer_schema=False) for p in prefixes]
-    return pl.concat(tables) if tables else pl.DataFrame({"filename": [], "error": []}, schema={"filename": pl.String, "error": pl.String})
 
 
 def load_binary_features(path: str | Path, d: int | None = None) -> tuple[list[str], np.ndarray]:

@@ -11,7 +11,6 @@ images still go through.
 from __future__ import annotations
 
 import posixpath
-import shutil
 import tarfile
 import zipfile
 import zlib
@@ -167,7 +166,3 @@ def iter_archive(
         yield Item(location, reason=f"cannot read archive: {type(exc).__name__}: {exc}")
     except OSError as exc:
         yield Item(location, reason=f"cannot read archive: {exc}")
-
-
-def clear_cache(cache_dir: Path) -> None:
-    shutil.rmtree(cache_dir, ignore_errors=True)
