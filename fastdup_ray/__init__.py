@@ -5,10 +5,12 @@ Public API (a thin layer over the stage modules):
 - :func:`run` — the whole job over a folder of images, with fastdup's parameter names.
 - :func:`load_binary_features` / :func:`save_binary_feature` — the features.dat format.
 - :class:`RunConfig` — every parameter of a run, validated.
+- :func:`evaluate_run` — precision/recall/F1, average precision, component purity against ground truth.
 """
 
 from fastdup_ray.config import RunConfig
 from fastdup_ray.errors import ConfigError, FastdupRayError, InputError
+from fastdup_ray.evaluate import evaluate_run
 from fastdup_ray.features import load_binary_features, save_binary_feature
 from fastdup_ray.run import RunSummary, run
 
@@ -18,6 +20,7 @@ __all__ = [
     "ConfigError",
     "FastdupRayError",
     "InputError",
+    "evaluate_run",
     "RunConfig",
     "RunSummary",
     "load_binary_features",

@@ -49,12 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="make a small sample with known duplicates and a broken file, and run on it")
     demo.add_argument("out_dir", nargs="?", default=None, help="folder for sample/ and work/ (default: a new temp folder)")
     _add_run_options(demo)
+    evaluate = commands.add_parser("evaluate", help="precision, recall, F1, average precision and component purity against ground truth")
+    evaluate.add_argument("work_dir", help="work dir of a finished run")
+    evaluate.add_argument("--groups", required=True, help="CSV with filename,group columns: images of one group are duplicates of each other")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
+    if command == "evaluate":
+        from fastdup_ray.evaluate import evaluate_run
+
+        try:
+            scores = evaluate_run(args["work_dir"], args["groups"])
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"fastdup-ray: error: {exc}", file=sys.stderr)
+            return 2
+        for name, value in scores.items():
+            print(f"{name}: {value:.4f}" if isinstance(value, float) else f"{name}: {value}")
+        return 0
     try:
         if command == "demo":
             from fastdup_ray.sample import make_sample_dataset

@@ -70,3 +70,71 @@ def precision_recall_at(scores: np.ndarray, is_duplicate: np.ndarray, threshold:
     precision = found / int(chosen.sum()) if chosen.any() else 1.0
     recall = found / total if total else 0.0
     return precision, recall
+
+
+def component_purity(labels: np.ndarray, groups: np.ndarray) -> float:
+    """Share of images whose component's most common ground-truth group is their own
+    (size-weighted purity; singletons are trivially pure)."""
+    if len(labels) == 0:
+        return 1.0
+    pure = 0
+    order = np.lexsort((groups, labels))
+    labels, groups = labels[order], groups[order]
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+    for start, stop in zip(starts, np.r_[starts[1:], len(labels)]):
+        _, counts = np.unique(groups[start:stop], return_counts=True)
+        pure += counts.max()
+    return pure / len(labels)
+
+
+def evaluate_run(work_dir: str, ground_truth_csv: str) -> dict[str, float]:
+    """Score a finished run against ground-truth groups (CSV with ``filename`` and
+    ``group`` columns; images alone in their group may be left out).
+
+    Returns precision, recall and F1 of similarity.csv at the run's threshold, average
+    precision over every kNN pair of the run's features (true pairs never scored count as
+    misses), and the purity of connected components.
+    """
+    import json
+    from pathlib import Path
+
+    import polars as pl
+
+    from fastdup_ray.features import load_binary_features
+    from fastdup_ray.index import knn_edges
+    from fastdup_ray.outputs import unique_pairs
+
+    work = Path(work_dir)
+    config = json.loads((work / "config.json").read_text())
+    truth = pl.read_csv(ground_truth_csv, infer_schema=False)
+    if not {"filename", "group"} <= set(truth.columns):
+        raise ValueError(f"{ground_truth_csv} needs columns filename,group (has {truth.columns})")
+    group_of = dict(zip(truth["filename"], truth["group"]))
+    names, features = load_binary_features(work)
+    # Images without a listed group are groups of their own.
+    groups = np.array([group_of.get(name, f"__alone__{i}") for i, name in enumerate(names)], dtype=object)
+    _, group_ids, sizes = np.unique(groups.astype(str), return_inverse=True, return_counts=True)
+    total_positives = int((sizes * (sizes - 1) // 2).sum())
+
+    src, dst, sim = knn_edges(features, config["nearest_neighbors_k"])
+    a, b, sim = unique_pairs(src, dst, sim)
+    same = group_ids[a] == group_ids[b]
+    metrics = pair_metrics(sim, same, total_positives)
+
+    similarity = pl.read_csv(work / "similarity.csv", infer_schema=False)
+    index = {name: i for i, name in enumerate(names)}
+    found = np.array([group_ids[index[f]] == group_ids[index[t]] for f, t in zip(similarity["from"], similarity["to"])], dtype=bool)
+    precision = float(found.mean()) if len(found) else 1.0
+    recall = float(found.sum()) / total_positives if total_positives else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    labels = pl.read_csv(work / "connected_components.csv")["component_id"].to_numpy()
+    return {
+        "threshold": float(config["threshold"]),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "average_precision": metrics.average_precision,
+        "best_f1": metrics.best_f1,
+        "component_purity": component_purity(labels, group_ids),
+        "true_pairs": total_positives,
+    }

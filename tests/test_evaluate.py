@@ -29,3 +29,11 @@ def test_ties_enter_together():
 
 def test_precision_recall_at_threshold():
     assert precision_recall_at(np.array([0.9, 0.8, 0.1]), np.array([1, 0, 1]), 0.5) == (0.5, 0.5)
+
+
+def test_component_purity():
+    from fastdup_ray.evaluate import component_purity
+
+    labels = np.array([0, 0, 0, 3, 3, 5])
+    groups = np.array([1, 1, 2, 7, 7, 9])
+    assert component_purity(labels, groups) == pytest.approx(5 / 6)

@@ -110,3 +110,16 @@ def test_cli_errors_are_one_clear_line(tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_evaluate_against_the_planted_groups(cli_run, sample, tmp_path):
+    _, work = cli_run
+    truth = tmp_path / "groups.csv"
+    rows = ["filename,group"] + [f"{a},{i}\n{b},{i}" for i, (a, b) in enumerate(sample.duplicate_pairs)]
+    truth.write_text("\n".join(rows) + "\n")
+    result = cli("evaluate", str(work), "--groups", str(truth), timeout=120)
+    assert result.returncode == 0, result.stderr
+    scores = dict(line.split(": ") for line in result.stdout.splitlines())
+    assert float(scores["precision"]) == 1.0 and float(scores["recall"]) == 1.0
+    assert float(scores["average_precision"]) == 1.0 and float(scores["component_purity"]) == 1.0
+    assert scores["true_pairs"] == "6"
