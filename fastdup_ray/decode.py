@@ -24,7 +24,13 @@ class BadImage(Exception):
 
 
 def decode_image(data: bytes, size: int) -> np.ndarray:
-    """Decode ``data`` into a (size, size, 3) uint8 RGB array.
+    """Decode ``data`` into a (size, size, 3) uint8 RGB array (see decode_with_size)."""
+    return decode_with_size(data, size)[0]
+
+
+def decode_with_size(data: bytes, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode ``data`` into a (size, size, 3) uint8 RGB array, and the image's own
+    (width, height) after EXIF orientation.
 
     The whole image is squashed to size x size (no centre crop: a crop would hide
     differences at the borders). EXIF orientation is applied, transparency is laid on
@@ -37,15 +43,18 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
+            width, height = image.size  # before draft mode shrinks it
             if image.format == "JPEG":
                 # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image is large:
                 # it stays at least `size` on each side, and costs a fraction of a full decode.
                 image.draft("RGB", (size, size))
             image.load()
+            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF turns it a quarter
+                width, height = height, width
             image = ImageOps.exif_transpose(image)
             rgb = _to_rgb(image)
             resized = rgb.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(resized, dtype=np.uint8)
+            return np.asarray(resized, dtype=np.uint8), (width, height)
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -63,6 +72,32 @@ def resize_frame(pixels: np.ndarray, size: int) -> np.ndarray:
     """An already decoded RGB frame (a video's) squashed to (size, size, 3) like an image."""
     resized = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB").resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.uint8)
+
+
+STAT_COLUMNS = ("width", "height", "file_size", "blur", "unique_colors", "mean", "min", "max", "std")
+
+
+def image_stats(pixels: np.ndarray, width: int, height: int, file_size: int) -> dict[str, float]:
+    """Statistics of an image from its decoded fixed-size RGB array (no second read).
+
+    blur is the variance of the 4-neighbour Laplacian of the grey image at the fixed
+    decode size, so it does not depend on the original resolution (low = blurry);
+    unique_colors, mean, min, max and std are over the same fixed-size RGB pixels.
+    """
+    grey = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    laplacian = grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4 * grey[1:-1, 1:-1]
+    packed = (pixels[..., 0].astype(np.uint32) << 16) | (pixels[..., 1].astype(np.uint32) << 8) | pixels[..., 2]
+    return {
+        "width": width,
+        "height": height,
+        "file_size": file_size,
+        "blur": float(laplacian.var()),
+        "unique_colors": int(len(np.unique(packed))),
+        "mean": float(pixels.mean()),
+        "min": int(pixels.min()),
+        "max": int(pixels.max()),
+        "std": float(pixels.std()),
+    }
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

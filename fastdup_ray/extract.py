@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastdup_ray.config import RunConfig
-from fastdup_ray.decode import BadImage, decode_image, resize_frame
+from fastdup_ray.decode import STAT_COLUMNS, BadImage, decode_with_size, image_stats, resize_frame
 from fastdup_ray.embed import Embedder
 from fastdup_ray.features import FeatureShardWriter
 from fastdup_ray.sources import Item, ReadSettings, WorkUnit, read_unit
@@ -36,16 +36,24 @@ def decode_items(unit: str, items: list[Item], size: int, first_seq: int, total:
     ok = np.zeros(rows, dtype=bool)
     reasons = np.full(rows, "", dtype=object)
     paths = np.full(rows, "", dtype=object)
+    stats = {name: np.zeros(rows, dtype=np.float64) for name in STAT_COLUMNS}
     for i, item in enumerate(items):
         paths[i] = item.location
         if not item.ok:
             reasons[i] = item.reason
             continue
         try:
-            pixels[i] = resize_frame(item.pixels, size) if item.pixels is not None else decode_image(item.data, size)
+            if item.pixels is not None:  # a video frame: no file of its own
+                pixels[i], (width, height), file_size = resize_frame(item.pixels, size), item.pixels.shape[1::-1], 0
+            else:
+                (pixels[i], (width, height)), file_size = decode_with_size(item.data, size), len(item.data)
             ok[i] = True
         except BadImage as exc:
             reasons[i] = str(exc)
+            continue
+        # Statistics come from the pixels already decoded: no second read of the image.
+        for name, value in image_stats(pixels[i], width, height, file_size).items():
+            stats[name][i] = value
     end = np.zeros(rows, dtype=bool)
     unit_rows = np.zeros(rows, dtype=np.int64)
     if total is not None:
@@ -60,6 +68,7 @@ def decode_items(unit: str, items: list[Item], size: int, first_seq: int, total:
         "end": end,
         "unit_rows": unit_rows,
         "pixels": pixels,
+        **{f"stat_{name}": values for name, values in stats.items()},
     }
 
 
@@ -117,7 +126,8 @@ class ShardCollector:
             ok = batch["ok"][rows].astype(bool) & ~end
             bad = ~batch["ok"][rows].astype(bool) & ~end
             paths = batch["path"][rows]
-            writer.add_good(paths[ok].tolist(), batch["embedding"][rows][ok])
+            stats = {name: batch[f"stat_{name}"][rows][ok] for name in STAT_COLUMNS if f"stat_{name}" in batch}
+            writer.add_good(paths[ok].tolist(), batch["embedding"][rows][ok], stats or None)
             writer.add_bad(paths[bad].tolist(), batch["reason"][rows][bad].tolist())
             if end.any():
                 self.expected[unit] = int(batch["unit_rows"][rows][end][0])

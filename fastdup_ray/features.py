@@ -31,6 +31,7 @@ FEATURES_FILE = "features.dat"
 NAMES_SUFFIX = ".csv"
 BAD_FILE = "features.bad.csv"
 DONE_FILE = "features.done"
+STATS_FILE = "features.stats.csv"
 
 
 def shard_names(prefix: str = "") -> tuple[str, str, str, str]:
@@ -63,6 +64,8 @@ class FeatureShardWriter:
         self._bad_csv = csv.writer(self._bad)
         self._names_csv.writerow(["filename"])
         self._bad_csv.writerow(["filename", "error"])
+        self._stats_path = self.work.staging / f".{prefix}{STATS_FILE}.tmp-{token}"
+        self._stats = None  # opened on the first image that has statistics
         self.good = 0
         self.bad = 0
 
@@ -70,12 +73,19 @@ class FeatureShardWriter:
     def final_paths(self) -> tuple[Path, Path, Path]:
         return shard_paths(self.work.location, self.prefix)
 
-    def add_good(self, filenames: list[str], vectors: np.ndarray) -> None:
+    def add_good(self, filenames: list[str], vectors: np.ndarray, stats: dict[str, np.ndarray] | None = None) -> None:
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
         if vectors.shape != (len(filenames), self.d):
             raise ValueError(f"expected {len(filenames)} x {self.d} vectors, got {vectors.shape}")
         self._data.write(vectors.tobytes())
         self._names_csv.writerows([name] for name in filenames)
+        if stats is not None:
+            if self._stats is None:
+                self._stats = open(self._stats_path, "w", newline="", encoding="utf-8")
+                self._stats_csv = csv.writer(self._stats)
+                self._stats_csv.writerow(["filename", *stats])
+            columns = [np.asarray(v).tolist() for v in stats.values()]
+            self._stats_csv.writerows([name, *values] for name, *values in zip(filenames, *columns))
         self.good += len(filenames)
 
     def add_bad(self, filenames: list[str], reasons: list[str]) -> None:
@@ -88,6 +98,9 @@ class FeatureShardWriter:
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()
+        if self._stats is not None:
+            self._stats.close()
+            self.work.put(self._stats_path, f"{self.prefix}{STATS_FILE}")
         for temp, name in zip(self.temp_paths, self.final_names[:3]):
             self.work.put(temp, name)
         marker = {"good": self.good, "bad": self.bad, "d": self.d, **stats}
@@ -95,9 +108,10 @@ class FeatureShardWriter:
         return self.final_paths
 
     def abort(self) -> None:
-        for handle in (self._data, self._names, self._bad):
-            handle.close()
-        for path in self.temp_paths:
+        for handle in (self._data, self._names, self._bad, self._stats):
+            if handle is not None:
+                handle.close()
+        for path in (*self.temp_paths, self._stats_path):
             path.unlink(missing_ok=True)
 
     def __enter__(self) -> "FeatureShardWriter":
@@ -162,6 +176,19 @@ def load_shards(work: WorkDir, prefixes: list[str], d: int) -> tuple[list[str], 
         arrays.append(vectors.reshape(len(shard_names_), d))
     array = np.concatenate(arrays) if arrays else np.zeros((0, d), dtype=np.float32)
     return names, array
+
+
+def load_stats(work: WorkDir, prefixes: list[str]) -> pl.DataFrame | None:
+    """Per-image statistics of the given shards, in row order; None when a shard has none."""
+    tables = []
+    for prefix in prefixes:
+        name = f"{prefix}{STATS_FILE}"
+        if not work.exists(name):
+            if (read_marker(work, prefix) or {}).get("good", 0):
+                return None
+            continue
+        tables.append(pl.read_csv(io.BytesIO(work.read_bytes(name)), schema_overrides={"filename": pl.String}))
+    return pl.concat(tables) if tables else None
 
 
 def load_names(work: WorkDir, prefixes: list[str]) -> list[str]:

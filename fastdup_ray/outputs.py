@@ -14,6 +14,16 @@ SIMILARITY_FILE = "similarity.csv"
 OUTLIERS_FILE = "outliers.csv"
 COMPONENT_INFO_FILE = "component_info.csv"
 CONNECTED_COMPONENTS_FILE = "connected_components.csv"
+STATS_FILE = "stats.csv"
+STATS_PARQUET = "stats.parquet"
+
+# Flags in the spirit of cleanvision's issue types, on the statistics of the 224x224
+# decoded image (colour values 0-255). Defaults, documented in the README.
+DARK_MEAN = 40.0  # mean colour value below this: dark
+BRIGHT_MEAN = 220.0  # above this: bright (washed out)
+BLURRY_LAPLACIAN = 30.0  # variance of the Laplacian below this: blurry
+LOW_INFORMATION_COLORS = 64  # fewer distinct colours than this: low information
+ODD_ASPECT = 3.0  # longer side over shorter side above this: odd aspect ratio
 
 
 def unique_pairs(src: np.ndarray, dst: np.ndarray, sim: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -90,3 +100,17 @@ def component_tables(labels: np.ndarray, rank: np.ndarray, delta: np.ndarray) ->
     order = np.lexsort((ids, -counts))
     info = pl.DataFrame({"component_id": ids[order].astype(np.int64), "Count": counts[order].astype(np.int64)})
     return components, info
+
+
+def stats_table(stats: pl.DataFrame) -> pl.DataFrame:
+    """stats.csv: ``__id`` (row of features.dat.csv) first, the statistics, then flags."""
+    table = stats.with_row_index("__id").with_columns(pl.col("__id").cast(pl.Int64))
+    longer = pl.max_horizontal("width", "height")
+    shorter = pl.min_horizontal("width", "height").clip(lower_bound=1)
+    return table.with_columns(
+        (pl.col("mean") < DARK_MEAN).alias("is_dark"),
+        (pl.col("mean") > BRIGHT_MEAN).alias("is_bright"),
+        (pl.col("blur") < BLURRY_LAPLACIAN).alias("is_blurry"),
+        (pl.col("unique_colors") < LOW_INFORMATION_COLORS).alias("is_low_information"),
+        (longer / shorter > ODD_ASPECT).alias("is_odd_aspect_ratio"),
+    )

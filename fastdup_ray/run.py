@@ -28,7 +28,7 @@ from fastdup_ray.config import RunConfig
 from fastdup_ray.embed import Embedder
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.extract import extract_units, write_listing_shard
-from fastdup_ray.features import list_shards, load_binary_features, load_names, load_shards, read_marker, shard_is_complete
+from fastdup_ray.features import list_shards, load_binary_features, load_names, load_shards, load_stats, read_marker, shard_is_complete
 from fastdup_ray.graph import components_in_rounds, connected_components, pagerank, ray_map_partitions
 from fastdup_ray.index import build_index, exact_topk, factory_string, is_exact, knn_edges, knn_shard_task, merge_into
 from fastdup_ray.sources import ReadSettings, list_inputs, plan_units
@@ -266,6 +266,20 @@ def knn_on_ray(work: WorkDir, prefixes: list[str], rows: list[int], d: int, k: i
     return best
 
 
+def write_stats(work: WorkDir, prefixes: list[str], n: int) -> None:
+    """stats.csv and stats.parquet, when every shard carries the statistics of its images."""
+    import io
+
+    stats = load_stats(work, prefixes)
+    if stats is None or stats.height != n:
+        return
+    table = outputs.stats_table(stats)
+    work.write_bytes(outputs.STATS_FILE, table.write_csv().encode("utf-8"))
+    buffer = io.BytesIO()
+    table.write_parquet(buffer)
+    work.write_bytes(outputs.STATS_PARQUET, buffer.getvalue())
+
+
 def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary) -> None:
     """kNN over the given shards (in order), then every output table."""
     if config.run_mode == 2:
@@ -326,6 +340,7 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
             (components, outputs.CONNECTED_COMPONENTS_FILE),
         ):
             work.write_bytes(name, table.write_csv().encode("utf-8"))
+        write_stats(work, prefixes, n)
     summary.similar_pairs = similarity.height
     summary.outlier_rows = outliers.height
     summary.components = info.height

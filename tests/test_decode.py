@@ -73,3 +73,27 @@ def test_decompression_bomb_is_refused(monkeypatch):
     monkeypatch.setattr(decode.Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(BadImage, match="decompression bomb"):
         decode_image(encode(Image.new("RGB", (100, 100)), "PNG"), 32)
+
+
+def test_stats_blur_does_not_depend_on_resolution_and_flags_blur():
+    from PIL import ImageFilter
+
+    from fastdup_ray.decode import decode_with_size, image_stats
+
+    scene = make_scene(8, material=4)  # a printed page: sharp edges
+    small, big = scene, scene.resize((1280, 960))
+    scores = []
+    for image in (small, big, scene.filter(ImageFilter.GaussianBlur(4))):
+        pixels, (w, h) = decode_with_size(encode(image, "PNG"), 224)
+        scores.append(image_stats(pixels, w, h, 0)["blur"])
+    assert abs(scores[0] - scores[1]) / scores[0] < 0.3  # same picture, 4x the pixels
+    assert scores[2] < scores[0] / 5  # blurred: far lower
+
+
+def test_stats_width_height_follow_exif_orientation():
+    from fastdup_ray.decode import decode_with_size
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    _, size = decode_with_size(encode(Image.new("RGB", (40, 80)), "JPEG", exif=exif), 16)
+    assert size == (80, 40)

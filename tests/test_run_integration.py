@@ -21,6 +21,9 @@ EXPECTED_FILES = {
     "features.bad.csv",
     "features.done",
     "nnf.index",
+    "features.stats.csv",
+    "stats.csv",
+    "stats.parquet",
     "similarity.csv",
     "outliers.csv",
     "component_info.csv",
@@ -123,3 +126,15 @@ def test_cli_evaluate_against_the_planted_groups(cli_run, sample, tmp_path):
     assert float(scores["precision"]) == 1.0 and float(scores["recall"]) == 1.0
     assert float(scores["average_precision"]) == 1.0 and float(scores["component_purity"]) == 1.0
     assert scores["true_pairs"] == "6"
+
+
+def test_stats_one_row_per_image_with_flags(cli_run, sample):
+    _, work = cli_run
+    names, _ = fastdup_ray.load_binary_features(work)
+    stats = pl.read_csv(work / "stats.csv")
+    assert stats.columns[:2] == ["__id", "filename"] and stats["filename"].to_list() == names
+    assert pl.read_parquet(work / "stats.parquet").equals(stats)
+    row = dict(zip(stats.columns, stats.row(names.index(str(sample.images[0])))))
+    assert (row["width"], row["height"]) == (320, 240) and row["file_size"] == sample.images[0].stat().st_size
+    assert 0 <= row["min"] <= row["mean"] <= row["max"] <= 255 and row["unique_colors"] > 1000
+    assert not any(row[c] for c in stats.columns if c.startswith("is_"))
