@@ -52,12 +52,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="precision, recall, F1, average precision and component purity against ground truth")
     evaluate.add_argument("work_dir", help="work dir of a finished run")
     evaluate.add_argument("--groups", required=True, help="CSV with filename,group columns: images of one group are duplicates of each other")
+    dedup = commands.add_parser("dedup", help="keep.csv and remove.csv: one image kept per component")
+    dedup.add_argument("work_dir", help="work dir of a finished run")
+    dedup.add_argument("--keep", choices=("resolution", "file_size", "first"), default="resolution", help="which image of a component to keep (default %(default)s)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
+    if command == "dedup":
+        from fastdup_ray.dedup import write_keep_remove
+
+        try:
+            keep_csv, remove_csv = write_keep_remove(args["work_dir"], args["keep"])
+        except (OSError, ValueError) as exc:
+            print(f"fastdup-ray: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {keep_csv} and {remove_csv}")
+        return 0
     if command == "evaluate":
         from fastdup_ray.evaluate import evaluate_run
 

@@ -138,3 +138,17 @@ def test_stats_one_row_per_image_with_flags(cli_run, sample):
     assert (row["width"], row["height"]) == (320, 240) and row["file_size"] == sample.images[0].stat().st_size
     assert 0 <= row["min"] <= row["mean"] <= row["max"] <= 255 and row["unique_colors"] > 1000
     assert not any(row[c] for c in stats.columns if c.startswith("is_"))
+
+
+def test_cli_dedup_keeps_one_image_per_planted_pair(cli_run, sample, tmp_path):
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(cli_run[1], work)  # keep the shared run's folder as the run left it
+    result = cli("dedup", str(work), "--keep", "resolution", timeout=120)
+    assert result.returncode == 0, result.stderr
+    keep, remove = pl.read_csv(work / "keep.csv"), pl.read_csv(work / "remove.csv")
+    assert remove.height == len(sample.duplicate_pairs) and keep.height == 12
+    # The copies are smaller or equal in resolution, so the originals stay (ties: first in order).
+    originals = {str(a) for a, _ in sample.duplicate_pairs}
+    assert originals <= set(keep["filename"].to_list())
