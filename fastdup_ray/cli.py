@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     dedup = commands.add_parser("dedup", help="keep.csv and remove.csv: one image kept per component")
     dedup.add_argument("work_dir", help="work dir of a finished run")
     dedup.add_argument("--keep", choices=("resolution", "file_size", "first"), default="resolution", help="which image of a component to keep (default %(default)s)")
+    dedup.add_argument("--webdataset-out", dest="webdataset_out", default=None, help="also write the run's tar shards here without the removed samples")
     return parser
 
 
@@ -62,14 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
     if command == "dedup":
-        from fastdup_ray.dedup import write_keep_remove
+        from fastdup_ray.dedup import write_deduplicated_webdataset, write_keep_remove
 
         try:
             keep_csv, remove_csv = write_keep_remove(args["work_dir"], args["keep"])
+            shards = write_deduplicated_webdataset(args["work_dir"], args["webdataset_out"], args["keep"]) if args["webdataset_out"] else []
         except (OSError, ValueError) as exc:
             print(f"fastdup-ray: error: {exc}", file=sys.stderr)
             return 2
         print(f"wrote {keep_csv} and {remove_csv}")
+        if shards:
+            print(f"wrote {len(shards)} deduplicated webdataset shards to {args['webdataset_out']}")
         return 0
     if command == "evaluate":
         from fastdup_ray.evaluate import evaluate_run

@@ -46,3 +46,59 @@ def write_keep_remove(work_dir: str, keep: str = "resolution") -> tuple[Path, Pa
     keepers.write_csv(work / "keep.csv")
     removed.write_csv(work / "remove.csv")
     return work / "keep.csv", work / "remove.csv"
+
+
+def webdataset_key(member: str) -> tuple[str, str]:
+    """(key, extension) of a webdataset member: '000000001.jpg' -> ('000000001', 'jpg');
+    the key runs to the first dot of the file name, as webdataset groups samples."""
+    folder, _, base = member.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext
+
+
+def write_deduplicated_webdataset(work_dir: str, out_dir: str, keep: str = "resolution", storage=None) -> list[Path]:
+    """Copy every tar shard of a finished run to ``out_dir`` without the samples whose
+    image is on the remove list; kept samples keep all their members (.txt, .json, ...).
+    Each shard is written under a temporary name and renamed when complete."""
+    import os
+    import tarfile
+
+    import webdataset
+
+    from fastdup_ray.sources.archives import open_archive_stream
+    from fastdup_ray.sources.items import kind_of
+
+    _, remove_csv = write_keep_remove(work_dir, keep)
+    removed = set(pl.read_csv(remove_csv, infer_schema=False)["filename"].to_list())
+    names, _ = load_binary_features(work_dir)
+    archives = sorted({name.rsplit(".tar/", 1)[0] + ".tar" for name in names if ".tar/" in name})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for archive in archives:
+        target = out / archive.rsplit("/", 1)[-1]
+        temp = target.with_name(f".{target.name}.tmp")
+        with open_archive_stream(archive, storage, None) as stream, tarfile.open(fileobj=stream, mode="r|*") as source, \
+                webdataset.TarWriter(str(temp), encoder=False) as sink:
+            sample: dict[str, bytes] = {}
+            drop = False
+
+            def flush():
+                if sample and not drop:
+                    sink.write(dict(sample))
+
+            for member in source:
+                if not member.isfile():
+                    continue
+                key, ext = webdataset_key(member.name)
+                if sample and key != sample["__key__"]:
+                    flush()
+                    sample, drop = {}, False
+                sample["__key__"] = key
+                sample[ext] = source.extractfile(member).read()
+                if kind_of(member.name) == "image" and f"{archive}/{member.name}" in removed:
+                    drop = True
+            flush()
+        os.replace(temp, target)
+        written.append(target)
+    return written

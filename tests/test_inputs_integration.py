@@ -160,3 +160,31 @@ def test_reduce_over_budget_runs_sharded_on_ray_with_the_same_outputs(ray_local,
     # 20 KiB budget: index shards of at most ~1 feature shard each, searched as Ray tasks.
     fastdup_ray.run("unused", str(sharded), run_mode=2, k=4, reduce_memory_gb=20 / 2**20)
     assert read_outputs(sharded) == read_outputs(in_memory)
+
+
+def test_deduplicated_webdataset_shards_drop_whole_samples(ray_local, tmp_path):
+    import tarfile
+
+    from conftest import write_tar
+
+    from fastdup_ray.dedup import write_deduplicated_webdataset
+    from fastdup_ray.sample import jpeg_bytes
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    scenes = [jpeg_bytes(make_scene(900 + i, material=i)) for i in range(4)]
+    write_tar(shards / "00000.tar", {"000.jpg": scenes[0], "000.txt": b"zero", "000.json": b"{}",
+                                     "001.jpg": scenes[1], "001.txt": b"one"})
+    write_tar(shards / "00001.tar", {"002.jpg": scenes[2], "002.txt": b"two",
+                                     "003.jpg": scenes[0], "003.txt": b"copy of zero", "003.json": b"{}",
+                                     "004.jpg": scenes[3], "004.txt": b"four"})
+    work = tmp_path / "work"
+    fastdup_ray.run(str(shards), str(work), k=2)
+    written = write_deduplicated_webdataset(str(work), str(tmp_path / "dedup"), keep="first")
+    members = {p.name: sorted(tarfile.open(p).getnames()) for p in written}
+    assert members["00000.tar"] == ["000.jpg", "000.json", "000.txt", "001.jpg", "001.txt"]
+    assert members["00001.tar"] == ["002.jpg", "002.txt", "004.jpg", "004.txt"]  # sample 003 left out whole
+    with tarfile.open(tmp_path / "dedup" / "00001.tar") as archive:
+        assert archive.extractfile("004.txt").read() == b"four"
+    remove = pl.read_csv(work / "remove.csv")
+    assert remove["filename"].to_list() == [f"{shards}/00001.tar/003.jpg"]
