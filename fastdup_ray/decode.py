@@ -74,7 +74,7 @@ def resize_frame(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
-STAT_COLUMNS = ("width", "height", "file_size", "blur", "unique_colors", "mean", "min", "max", "std")
+STAT_COLUMNS = ("width", "height", "file_size", "blur", "unique_colors", "mean", "min", "max", "std", "color_spread")
 
 
 def image_stats(pixels: np.ndarray, width: int, height: int, file_size: int) -> dict[str, float]:
@@ -82,7 +82,8 @@ def image_stats(pixels: np.ndarray, width: int, height: int, file_size: int) -> 
 
     blur is the variance of the 4-neighbour Laplacian of the grey image at the fixed
     decode size, so it does not depend on the original resolution (low = blurry);
-    unique_colors, mean, min, max and std are over the same fixed-size RGB pixels.
+    unique_colors, mean, min, max and std are over the same fixed-size RGB pixels;
+    color_spread is the mean absolute difference between channels (0 for a grey image).
     """
     grey = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     laplacian = grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4 * grey[1:-1, 1:-1]
@@ -97,6 +98,7 @@ def image_stats(pixels: np.ndarray, width: int, height: int, file_size: int) -> 
         "min": int(pixels.min()),
         "max": int(pixels.max()),
         "std": float(pixels.std()),
+        "color_spread": float(np.abs(np.diff(pixels.astype(np.int16), axis=2)).mean()),
     }
 
 

@@ -24,6 +24,7 @@ BRIGHT_MEAN = 220.0  # above this: bright (washed out)
 BLURRY_LAPLACIAN = 30.0  # variance of the Laplacian below this: blurry
 LOW_INFORMATION_COLORS = 64  # fewer distinct colours than this: low information
 ODD_ASPECT = 3.0  # longer side over shorter side above this: odd aspect ratio
+GRAYSCALE_SPREAD = 1.0  # mean difference between colour channels below this: greyscale
 
 
 def unique_pairs(src: np.ndarray, dst: np.ndarray, sim: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -113,4 +114,5 @@ def stats_table(stats: pl.DataFrame) -> pl.DataFrame:
         (pl.col("blur") < BLURRY_LAPLACIAN).alias("is_blurry"),
         (pl.col("unique_colors") < LOW_INFORMATION_COLORS).alias("is_low_information"),
         (longer / shorter > ODD_ASPECT).alias("is_odd_aspect_ratio"),
+        (pl.col("color_spread") < GRAYSCALE_SPREAD).alias("is_grayscale"),
     )

@@ -97,3 +97,12 @@ def test_stats_width_height_follow_exif_orientation():
     exif[0x0112] = 6
     _, size = decode_with_size(encode(Image.new("RGB", (40, 80)), "JPEG", exif=exif), 16)
     assert size == (80, 40)
+
+
+def test_stats_color_spread_tells_greyscale_from_colour():
+    from fastdup_ray.decode import decode_with_size, image_stats
+
+    scene = make_scene(9, material=0)
+    grey_pixels, (w, h) = decode_with_size(encode(scene.convert("L").convert("RGB"), "PNG"), 64)
+    colour_pixels, _ = decode_with_size(encode(scene, "PNG"), 64)
+    assert image_stats(grey_pixels, w, h, 0)["color_spread"] < 1 < image_stats(colour_pixels, w, h, 0)["color_spread"]

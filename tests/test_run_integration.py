@@ -138,6 +138,7 @@ def test_stats_one_row_per_image_with_flags(cli_run, sample):
     assert (row["width"], row["height"]) == (320, 240) and row["file_size"] == sample.images[0].stat().st_size
     assert 0 <= row["min"] <= row["mean"] <= row["max"] <= 255 and row["unique_colors"] > 1000
     assert not any(row[c] for c in stats.columns if c.startswith("is_"))
+    assert "is_grayscale" in stats.columns
 
 
 def test_cli_dedup_keeps_one_image_per_planted_pair(cli_run, sample, tmp_path):
