@@ -8,43 +8,73 @@ import tempfile
 from pathlib import Path
 
 from fastdup_ray.config import DEFAULT_CCTHRESHOLD, DEFAULT_D, DEFAULT_THRESHOLD, RunConfig
-from fastdup_ray.errors import FastdupRayError
+from fastdup_ray.errors import ConfigError, FastdupRayError
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="similarity.csv keeps pairs at or above this cosine similarity (default %(default)s)")
-    parser.add_argument("--lower-threshold", dest="lower_threshold", type=float, default=0.05, help="fraction of kNN pairs, least similar first, written to outliers.csv (default %(default)s)")
-    parser.add_argument("-k", "--nearest-neighbors-k", dest="nearest_neighbors_k", type=int, default=2, help="neighbours per image (default %(default)s)")
-    parser.add_argument("--turi-param", dest="turi_param", default="", help=f"fastdup's comma list, e.g. 'ccthreshold=0.9' (default ccthreshold={DEFAULT_CCTHRESHOLD})")
-    parser.add_argument("--num-images", dest="num_images", type=int, default=0, help="only the first N images of the sorted listing (0 = all)")
-    parser.add_argument("--d", type=int, default=DEFAULT_D, help="feature width of the model (default %(default)s)")
-    parser.add_argument("--model-path", dest="model_path", default=None, help="your own ONNX model instead of the shipped EfficientNet-Lite0")
-    parser.add_argument("--precision", choices=("auto", "int8", "fp32"), default="auto", help="shipped model: int8 (CPU default, ~1.5x faster) or fp32 (GPU default)")
-    parser.add_argument("--compute", choices=("cpu", "gpu"), default="cpu", help="where to embed (gpu falls back to cpu when none is found)")
-    parser.add_argument("--batch-size", dest="batch_size", type=int, default=64, help="images per batch (default %(default)s)")
-    parser.add_argument("--num-threads", dest="num_threads", type=int, default=0, help="embedding actors; 0 = one per CPU of the Ray cluster")
-    parser.add_argument("--nn-provider", dest="nn_provider", choices=("nnf", "turi"), default="nnf", help="index family, fastdup's names (default %(default)s)")
-    parser.add_argument("--nnf-mode", dest="nnf_mode", default="Flat", help="faiss factory string for nn_provider=nnf: Flat (exact, default), HNSW32, IVF4096,Flat, IVF16384,PQ64, ...")
-    parser.add_argument("--nnmodel", default="brute_force", choices=("brute_force", "ball_tree", "lsh"), help="index for nn_provider=turi")
-    parser.add_argument("--run-mode", dest="run_mode", type=int, choices=(0, 1, 2, 3, 4), default=0, help="0 extract + neighbours (default), 1 extract features only, 2 neighbours from the shards in work-dir, 3 score test-dir images against work-dir's index, 4 the same with test-dir features")
-    parser.add_argument("--test-dir", dest="test_dir", default=None, help="run_mode 3: images, run_mode 4: extracted features, to score against work-dir's index")
-    parser.add_argument("--min-offset", dest="min_offset", type=int, default=0, help="first input (archive or image) of the sorted listing to process")
-    parser.add_argument("--max-offset", dest="max_offset", type=int, default=None, help="process inputs before this offset (exclusive)")
-    parser.add_argument("--shard-size", dest="shard_size", type=int, default=1000, help="loose images per features shard (default %(default)s)")
-    parser.add_argument("--video-fps", dest="video_fps", type=float, default=1.0, help="frames taken per second of video (default %(default)s)")
-    parser.add_argument("--cache-dir", dest="cache_dir", default=None, help="where delete_tar=0 / delete_img=0 keep archives and images (default: system temp dir)")
-    parser.add_argument("--s3-endpoint-url", dest="s3_endpoint_url", default=None, help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
-    parser.add_argument("--s3-region", dest="s3_region", default=None, help="S3 region (default: AWS_REGION / AWS config)")
-    parser.add_argument("--s3-profile", dest="s3_profile", default=None, help="profile of ~/.aws/credentials; keys themselves only via AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
-    parser.add_argument("--verbose", action="store_true", help="debug logging and Ray Data progress bars")
+    """Run options carry no defaults here: RunConfig holds them, and an option given on the
+    command line overrides the same key of --config."""
+    parser.add_argument("--config", help="YAML file of run parameters (RunConfig names); options given here override it")
+    parser.add_argument("--threshold", type=float, help=f"similarity.csv keeps pairs at or above this cosine similarity (default {DEFAULT_THRESHOLD})")
+    parser.add_argument("--lower-threshold", dest="lower_threshold", type=float, help="fraction of kNN edges, least similar first, written to outliers.csv (default 0.05)")
+    parser.add_argument("-k", "--nearest-neighbors-k", dest="nearest_neighbors_k", type=int, help="neighbours per image (default 2)")
+    parser.add_argument("--turi-param", dest="turi_param", help=f"fastdup's comma list, e.g. 'ccthreshold=0.9,delete_tar=0' (default ccthreshold={DEFAULT_CCTHRESHOLD})")
+    parser.add_argument("--num-images", dest="num_images", type=int, help="only the first N images of the sorted listing (0 = all)")
+    parser.add_argument("--d", type=int, help=f"feature width of the model (default {DEFAULT_D})")
+    parser.add_argument("--model-path", dest="model_path", help="your own ONNX model instead of the shipped EfficientNet-Lite0")
+    parser.add_argument("--precision", choices=("auto", "int8", "fp32"), help="shipped model: int8 (CPU default, ~1.5x faster) or fp32 (GPU default)")
+    parser.add_argument("--compute", choices=("cpu", "gpu"), help="where to embed (gpu falls back to cpu when none is found)")
+    parser.add_argument("--batch-size", dest="batch_size", type=int, help="images per batch (default 64)")
+    parser.add_argument("--num-threads", dest="num_threads", type=int, help="embedding actors; 0 = one per CPU of the Ray cluster")
+    parser.add_argument("--nn-provider", dest="nn_provider", choices=("nnf", "turi"), help="index family, fastdup's names (default nnf)")
+    parser.add_argument("--nnf-mode", dest="nnf_mode", help="faiss factory string for nn_provider=nnf: Flat (exact, default), HNSW32, IVF4096,Flat, IVF16384,PQ64, ...")
+    parser.add_argument("--nnmodel", choices=("brute_force", "ball_tree", "lsh"), help="index for nn_provider=turi")
+    parser.add_argument("--reduce-memory-gb", dest="reduce_memory_gb", type=float, help="above this many GiB of vectors, kNN runs as Ray tasks over index shards (default 8)")
+    parser.add_argument("--run-mode", dest="run_mode", type=int, choices=(0, 1, 2, 3, 4), help="0 extract + neighbours (default), 1 extract features only, 2 neighbours from the shards in work-dir, 3 score test-dir images against work-dir's index, 4 the same with test-dir features")
+    parser.add_argument("--test-dir", dest="test_dir", help="run_mode 3: images, run_mode 4: extracted features, to score against work-dir's index")
+    parser.add_argument("--min-offset", dest="min_offset", type=int, help="first input (archive or image) of the sorted listing to process")
+    parser.add_argument("--max-offset", dest="max_offset", type=int, help="process inputs before this offset (exclusive)")
+    parser.add_argument("--shard-size", dest="shard_size", type=int, help="loose images per features shard (default 1000)")
+    parser.add_argument("--video-fps", dest="video_fps", type=float, help="frames taken per second of video (default 1)")
+    parser.add_argument("--cache-dir", dest="cache_dir", help="where delete_tar=0 / delete_img=0 keep archives and images (default: system temp dir)")
+    parser.add_argument("--s3-endpoint-url", dest="s3_endpoint_url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
+    parser.add_argument("--s3-region", dest="s3_region", help="S3 region (default: AWS_REGION / AWS config)")
+    parser.add_argument("--s3-profile", dest="s3_profile", help="profile of ~/.aws/credentials; keys themselves only via AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+    parser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging and Ray Data progress bars")
+
+
+def load_config_file(path: str) -> dict:
+    """Run parameters from a YAML file: a mapping of RunConfig names ('-' or '_')."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path!r}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path!r} is not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path!r} must hold a mapping of parameter: value")
+    return {str(key).replace("-", "_"): value for key, value in values.items()}
+
+
+def config_from_args(args: dict) -> RunConfig:
+    """--config file first, then every option given on the command line over it."""
+    values = load_config_file(args.pop("config")) if args.get("config") else {}
+    values.update({key: value for key, value in args.items() if value is not None})
+    missing = [name for name in ("input_dir", "work_dir") if not values.get(name)]
+    if missing:
+        raise ConfigError(f"{' and '.join(missing)} must be given, as an argument or in --config")
+    return RunConfig.from_kwargs(values.pop("input_dir"), values.pop("work_dir"), **values)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastdup-ray", description="Find duplicates, near-duplicates, outliers and clusters in image datasets, on Ray.")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the whole job over a folder, archive(s), bucket prefix, file list or video")
-    run.add_argument("input_dir", help="folder (recursive), s3://bucket/prefix, minio://host/bucket/prefix, tar/tgz/zip, video, or a .txt/.csv file list")
-    run.add_argument("--work-dir", dest="work_dir", required=True, help="where the outputs go")
+    run.add_argument("input_dir", nargs="?", help="folder (recursive), s3://bucket/prefix, minio://host/bucket/prefix, s3://b/{00000..00099}.tar, tar/tgz/zip, video, or a .txt/.csv file list")
+    run.add_argument("--work-dir", dest="work_dir", help="where the outputs go")
     _add_run_options(run)
     demo = commands.add_parser("demo", help="make a small sample with known duplicates and a broken file, and run on it")
     demo.add_argument("out_dir", nargs="?", default=None, help="folder for sample/ and work/ (default: a new temp folder)")
@@ -96,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             args["input_dir"], args["work_dir"] = str(sample.root), str(out_dir / "work")
         from fastdup_ray.run import run_config
 
-        summary = run_config(RunConfig(**args))  # logs its own summary
+        summary = run_config(config_from_args(args))  # logs its own summary
     except FastdupRayError as exc:
         print(f"fastdup-ray: error: {exc}", file=sys.stderr)
         return 2

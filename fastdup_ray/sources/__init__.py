@@ -2,7 +2,8 @@
 
 ``input_dir`` is a local folder (recursive), an ``s3://`` or ``minio://`` prefix
 (recursive), a single image / archive / video, a file list (``.txt`` with one location
-per line, ``.csv`` with a ``filename`` column), or a Python list of locations.
+per line, ``.csv`` with a ``filename`` column), a brace pattern
+(``s3://bucket/laion/{00000..41454}.tar``), or a Python list of locations.
 
 A *unit* is what one task reads and what one features shard holds: each archive is a
 unit (shard named after the archive); loose images and videos are cut, in sorted order,
@@ -115,6 +116,11 @@ def read_file_list(location: str, options: StorageOptions | None = None) -> list
 def list_inputs(input_dir, options: StorageOptions | None = None) -> Listing:
     """Everything ``input_dir`` names, sorted and classified."""
     listing = Listing()
+    if isinstance(input_dir, str) and "{" in input_dir and ".." in input_dir:
+        # webdataset's shard notation, s3://bucket/laion/{00000..41454}.tar: a list of archives
+        from braceexpand import braceexpand
+
+        input_dir = list(braceexpand(input_dir))
     if isinstance(input_dir, (list, tuple)):
         _classify([str(x) for x in input_dir], listing, from_list=True)
     elif is_remote(input_dir):
