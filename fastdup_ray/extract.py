@@ -121,7 +121,9 @@ class ShardCollector:
         units = batch["unit"]
         for unit in dict.fromkeys(units.tolist()):
             rows = units == unit
-            writer = self.writers.get(unit) or self.writers.setdefault(unit, FeatureShardWriter(self.work, self.d, prefix=unit))
+            if unit not in self.writers:
+                self.writers[unit] = FeatureShardWriter(self.work, self.d, prefix=unit)
+            writer = self.writers[unit]
             end = batch["end"][rows].astype(bool)
             ok = batch["ok"][rows].astype(bool) & ~end
             bad = ~batch["ok"][rows].astype(bool) & ~end
