@@ -14,28 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import socket
-import subprocess
-import sys
 import tarfile
-import time
 from pathlib import Path
 
 from photoset import DEFAULT_PHOTOS, build_volume_set
+from throughput import end_to_end
 
 KEY, SECRET = "bench", "bench-secret"
-
-
-def run_cli(args: list[str], env: dict) -> tuple[float, int]:
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "fastdup_ray", "run", *args], capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"run failed: {' '.join(args)}\n{result.stderr[-3000:]}")
-    good = int(re.search(r"images: (\d+) good", result.stderr).group(1))
-    return wall, good
 
 
 def make_tars(paths: list[Path], out: Path, per_tar: int) -> list[Path]:
@@ -82,14 +69,13 @@ def main() -> int:
     s3_args = ["--s3-endpoint-url", endpoint, "--s3-region", "us-east-1"]
 
     variants = {
-        "folder": [str(folder)],
-        "local tars": [str(tars[0].parent)],
-        "s3 tars (loopback)": ["s3://bench/tars", *s3_args],
+        "folder": (str(folder), []),
+        "local tars": (str(tars[0].parent), []),
+        "s3 tars (loopback)": ("s3://bench/tars", s3_args),
     }
-    for name, inputs in variants.items():
-        work = args.out / "work"
-        shutil.rmtree(work, ignore_errors=True)
-        wall, good = run_cli([*inputs, "--work-dir", str(work), "--run-mode", "1"], env)
+    for name, (inputs, extra) in variants.items():
+        measured = end_to_end(inputs, args.out / "work", [*extra, "--run-mode", "1"], env)
+        wall, good = measured["wall"], measured["good"]
         print(f"{name:20s}: {good / wall:6.1f} img/s extraction ({good} images, {wall:.1f}s wall incl. process + Ray start)")
 
     one_go, split = args.out / "one_go", args.out / "split"
@@ -97,10 +83,10 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     tar_dir = str(tars[0].parent)
     half = len(tars) // 2
-    run_cli([tar_dir, "--work-dir", str(one_go)], env)
-    run_cli([tar_dir, "--work-dir", str(split), "--run-mode", "1", "--max-offset", str(half)], env)
-    run_cli([tar_dir, "--work-dir", str(split), "--run-mode", "1", "--min-offset", str(half)], env)
-    run_cli(["unused", "--work-dir", str(split), "--run-mode", "2"], env)
+    end_to_end(tar_dir, one_go, [], env)
+    end_to_end(tar_dir, split, ["--run-mode", "1", "--max-offset", str(half)], env)
+    end_to_end(tar_dir, split, ["--run-mode", "1", "--min-offset", str(half)], env, fresh=False)
+    end_to_end("unused", split, ["--run-mode", "2"], env, fresh=False)
     for name in ("similarity.csv", "outliers.csv", "component_info.csv", "connected_components.csv"):
         same = (one_go / name).read_bytes() == (split / name).read_bytes()
         print(f"run_mode 0 vs run_mode 1 (two offset halves) + 2: {name} {'identical' if same else 'DIFFERENT'}")

@@ -51,9 +51,11 @@ def model_rate(embedder: Embedder, batches: int = 8, batch: int = 64) -> float:
     return batches * batch / (time.perf_counter() - start)
 
 
-def end_to_end(folder: Path, work: Path, extra: list[str]) -> dict:
-    shutil.rmtree(work, ignore_errors=True)  # a fresh run, not a resume of the last one
-    env = dict(os.environ, RAY_ADDRESS="")
+def end_to_end(folder, work: Path, extra: list[str], env: dict | None = None, fresh: bool = True) -> dict:
+    """``python -m fastdup_ray run`` in a fresh process: wall seconds, good images, stage seconds."""
+    if fresh:
+        shutil.rmtree(work, ignore_errors=True)  # a fresh run, not a resume of the last one
+    env = dict(env or os.environ, RAY_ADDRESS="")
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "fastdup_ray", "run", str(folder), "--work-dir", str(work), *extra],

@@ -81,24 +81,29 @@ def image_stats(pixels: np.ndarray, width: int, height: int, file_size: int) -> 
     """Statistics of an image from its decoded fixed-size RGB array (no second read).
 
     blur is the variance of the 4-neighbour Laplacian of the grey image at the fixed
-    decode size, so it does not depend on the original resolution (low = blurry);
-    unique_colors, mean, min, max and std are over the same fixed-size RGB pixels;
-    color_spread is the mean absolute difference between channels (0 for a grey image).
+    decode size, so it does not depend on the original resolution (low = blurry); mean,
+    min, max and std are over the same fixed-size RGB pixels; unique_colors and
+    color_spread (mean absolute difference between channels, 0 for a grey image) are
+    over every other pixel of it in each direction, which keeps the whole computation
+    near a millisecond (an exact count of distinct colours over all of them costs more
+    than the model).
     """
     grey = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     laplacian = grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4 * grey[1:-1, 1:-1]
-    packed = (pixels[..., 0].astype(np.uint32) << 16) | (pixels[..., 1].astype(np.uint32) << 8) | pixels[..., 2]
+    sample = pixels[::2, ::2]
+    packed = ((sample[..., 0].astype(np.uint32) << 16) | (sample[..., 1].astype(np.uint32) << 8) | sample[..., 2]).ravel()
+    packed.sort(kind="stable")  # radix sort for integers: faster than np.unique's
     return {
         "width": width,
         "height": height,
         "file_size": file_size,
         "blur": float(laplacian.var()),
-        "unique_colors": int(len(np.unique(packed))),
+        "unique_colors": int(1 + np.count_nonzero(packed[1:] != packed[:-1])),
         "mean": float(pixels.mean()),
         "min": int(pixels.min()),
         "max": int(pixels.max()),
         "std": float(pixels.std()),
-        "color_spread": float(np.abs(np.diff(pixels.astype(np.int16), axis=2)).mean()),
+        "color_spread": float(np.abs(np.diff(sample.astype(np.int16), axis=2)).mean()),
     }
 
 
