@@ -167,11 +167,14 @@ def extract(config: RunConfig, work: WorkDir, summary: RunSummary, input_dir=Non
     if not config.delete_tar or not config.delete_img:
         log.info("kept downloaded archives / extracted images under %s", cache_dir)
     prefixes.sort()
-    for prefix in prefixes:
-        marker = read_marker(work, prefix) or {}
-        summary.good += marker.get("good", 0)
-        summary.bad += marker.get("bad", 0)
+    count_images(summary, [read_marker(work, p) or {} for p in prefixes])
     return prefixes
+
+
+def count_images(summary: RunSummary, markers: list[dict]) -> None:
+    """Good and bad images of a run, from its shards' completion markers."""
+    summary.good += sum(m.get("good", 0) for m in markers)
+    summary.bad += sum(m.get("bad", 0) for m in markers)
 
 
 def save_index(index, work: WorkDir) -> None:
@@ -282,14 +285,13 @@ def write_stats(work: WorkDir, prefixes: list[str], n: int) -> None:
 
 def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary) -> None:
     """kNN over the given shards (in order), then every output table."""
+    # One read of each marker serves the counts, d and the rows per shard.
+    markers = [read_marker(work, p) or {} for p in prefixes]
     if config.run_mode == 2:
-        for prefix in prefixes:
-            marker = read_marker(work, prefix) or {}
-            summary.good += marker.get("good", 0)
-            summary.bad += marker.get("bad", 0)
+        count_images(summary, markers)
         summary.shards = len(prefixes)
-    d = (read_marker(work, prefixes[0]) or {}).get("d", config.d) if config.run_mode == 2 else config.d
-    rows = [(read_marker(work, p) or {}).get("good", 0) for p in prefixes]
+    d = markers[0].get("d", config.d) if config.run_mode == 2 else config.d
+    rows = [m.get("good", 0) for m in markers]
     spec = factory_string(config.nn_provider, config.nnf_mode, config.nnmodel)
     k = config.nearest_neighbors_k
     if sum(rows) * d * 4 > config.reduce_memory_gb * 2**30:
