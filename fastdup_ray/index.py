@@ -91,6 +91,14 @@ def is_exact(index) -> bool:
     return type(index).__name__ in ("IndexFlat", "IndexFlatIP", "IndexFlatL2")
 
 
+def candidates_to_fetch(index, size: int, k: int, queries_in_index: bool = True) -> int:
+    """How many candidates to ask the index for: k (+1 for the query itself when it is in
+    the index) from an exact index; 2k (at least k+10) from an approximate one, since they
+    are rescored exactly and the best k kept."""
+    wanted = k + queries_in_index if is_exact(index) else max(2 * k, k + 10)
+    return min(size, wanted)
+
+
 def exact_topk(features: np.ndarray, queries: np.ndarray, query_ids: np.ndarray, candidates: np.ndarray, k: int, block_rows: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """Rescore candidate ids with the exact cosine, drop the query itself, keep the best k
     (ties by smaller id). Returns (sims, ids), -inf / -1 where fewer than k remain.
@@ -126,7 +134,7 @@ def knn_search(features: np.ndarray, k: int, batch_rows: int = 65_536, index=Non
     n = len(features)
     if index is None:
         index = build_index(features, "Flat")
-    fetch = min(n, k + 1 if is_exact(index) else max(2 * k, k + 10))
+    fetch = candidates_to_fetch(index, n, k)
     sims = np.empty((n, k), dtype=np.float32)
     ids = np.empty((n, k), dtype=np.int64)
     for start in range(0, n, batch_rows):
@@ -178,7 +186,7 @@ def knn_shard_task(index_shard: np.ndarray, index_offset: int, query_loader, k: 
     """One index shard against every query block ``query_loader()`` yields as
     (first global id, vectors): per block, the exact top-k (global ids, self excluded)."""
     index = build_index(index_shard, spec)
-    fetch = min(len(index_shard), k + 1 if is_exact(index) else max(2 * k, k + 10))
+    fetch = candidates_to_fetch(index, len(index_shard), k)
     results = []
     for first, queries in query_loader():
         query_ids = np.arange(first, first + len(queries))

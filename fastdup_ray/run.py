@@ -30,7 +30,7 @@ from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.extract import extract_units, write_listing_shard
 from fastdup_ray.features import list_shards, load_binary_features, load_names, load_shards, load_stats, read_marker, shard_is_complete
 from fastdup_ray.graph import components_in_rounds, connected_components, pagerank, ray_map_partitions
-from fastdup_ray.index import build_index, exact_topk, factory_string, is_exact, knn_edges, knn_shard_task, merge_into
+from fastdup_ray.index import build_index, candidates_to_fetch, exact_topk, factory_string, knn_edges, knn_shard_task, merge_into
 from fastdup_ray.sources import ReadSettings, list_inputs, plan_units
 from fastdup_ray.workdir import WorkDir
 
@@ -211,7 +211,7 @@ def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summar
         summary.good = len(test_names)
     k = config.nearest_neighbors_k
     with stage_timer(summary, "knn"):
-        fetch = min(len(train_names), k if is_exact(index) else max(2 * k, k + 10))
+        fetch = candidates_to_fetch(index, len(train_names), k, queries_in_index=False)
         _, candidates = index.search(np.ascontiguousarray(test, dtype=np.float32), fetch)
         sims, ids = exact_topk(train, test, np.full(len(test), -1), candidates, k)
         src = np.repeat(np.arange(len(test)), k)
