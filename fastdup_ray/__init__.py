@@ -6,18 +6,33 @@ Public API (a thin layer over the stage modules):
 - :func:`load_binary_features` / :func:`save_binary_feature` — the features.dat format.
 - :class:`RunConfig` — every parameter of a run, validated.
 - :func:`evaluate_run` — precision/recall/F1, average precision, component purity against ground truth.
+- ``create_*_gallery`` / :func:`export_to_tensorboard_projector` — reports over a finished run.
 """
 
 from fastdup_ray.config import RunConfig
 from fastdup_ray.errors import ConfigError, FastdupRayError, InputError
 from fastdup_ray.evaluate import evaluate_run
 from fastdup_ray.features import load_binary_features, save_binary_feature
+from fastdup_ray.reports import (
+    create_components_gallery,
+    create_duplicates_gallery,
+    create_outliers_gallery,
+    create_similarity_gallery,
+    create_stats_gallery,
+    export_to_tensorboard_projector,
+)
 from fastdup_ray.run import RunSummary, run
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "create_components_gallery",
+    "create_duplicates_gallery",
+    "create_outliers_gallery",
+    "create_similarity_gallery",
+    "create_stats_gallery",
+    "export_to_tensorboard_projector",
     "FastdupRayError",
     "InputError",
     "evaluate_run",

@@ -36,6 +36,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-offset", dest="max_offset", type=int, help="process inputs before this offset (exclusive)")
     parser.add_argument("--shard-size", dest="shard_size", type=int, help="loose images per features shard (default 1000)")
     parser.add_argument("--video-fps", dest="video_fps", type=float, help="frames taken per second of video (default 1)")
+    parser.add_argument("--thumbnail-size", dest="thumbnail_size", type=int, help="longest side of the thumbnails kept for the galleries (default 128; 0 = none)")
     parser.add_argument("--cache-dir", dest="cache_dir", help="where delete_tar=0 / delete_img=0 keep archives and images (default: system temp dir)")
     parser.add_argument("--s3-endpoint-url", dest="s3_endpoint_url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
     parser.add_argument("--s3-region", dest="s3_region", help="S3 region (default: AWS_REGION / AWS config)")
@@ -86,12 +87,57 @@ def build_parser() -> argparse.ArgumentParser:
     dedup.add_argument("work_dir", help="work dir of a finished run")
     dedup.add_argument("--keep", choices=("resolution", "file_size", "first"), default="resolution", help="which image of a component to keep (default %(default)s)")
     dedup.add_argument("--webdataset-out", dest="webdataset_out", default=None, help="also write the run's tar shards here without the removed samples")
+    _add_report_commands(commands)
     return parser
+
+
+GALLERIES = {
+    "create_duplicates_gallery": "pairs of similarity.csv side by side, most similar first",
+    "create_outliers_gallery": "outliers.csv: images far from everything, beside their nearest neighbour",
+    "create_components_gallery": "components of two or more images, largest first",
+    "create_stats_gallery": "images sorted by one statistic of stats.csv",
+    "create_similarity_gallery": "each image followed by the images most similar to it",
+}
+
+
+def _add_report_commands(commands) -> None:
+    """Galleries and the projector export under fastdup's function names (hyphens or underscores)."""
+    for name, help_text in GALLERIES.items():
+        gallery = commands.add_parser(name.replace("_", "-"), aliases=[name], help=f"HTML gallery: {help_text}")
+        gallery.set_defaults(command=name)
+        gallery.add_argument("work_dir", help="work dir of a finished run")
+        gallery.add_argument("save_path", help="folder for the HTML pages and their thumbnails")
+        gallery.add_argument("--num-images", dest="num_images", type=int, default=argparse.SUPPRESS, help="at most this many rows (default: all; stats: 100)")
+        gallery.add_argument("--page-size", dest="page_size", type=int, default=argparse.SUPPRESS, help="rows per HTML page (default 50)")
+        if name in ("create_components_gallery", "create_similarity_gallery"):
+            gallery.add_argument("--max-items", dest="max_items", type=int, default=argparse.SUPPRESS, help="images shown per row")
+        if name == "create_stats_gallery":
+            gallery.add_argument("--metric", default="blur", help="statistic to sort by: blur, mean, min, max, std, width, height, file_size, unique_colors, ... (default %(default)s)")
+            gallery.add_argument("--descending", dest="ascending", action="store_false", help="highest values first (default: lowest first)")
+    projector = commands.add_parser("export-to-tensorboard-projector", aliases=["export_to_tensorboard_projector"], help="write a sample of the features, names and thumbnails for TensorBoard's projector")
+    projector.set_defaults(command="export_to_tensorboard_projector")
+    projector.add_argument("work_dir", help="work dir of a finished run")
+    projector.add_argument("log_dir", help="TensorBoard log dir to write")
+    projector.add_argument("--sample-size", dest="sample_size", type=int, default=900, help="images in the sample (default %(default)s)")
+
+
+def run_report(command: str, args: dict) -> int:
+    from fastdup_ray import reports
+
+    try:
+        written = getattr(reports, command)(**args)
+    except (FastdupRayError, OSError, ValueError) as exc:
+        print(f"fastdup-ray: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {written}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
+    if command in GALLERIES or command == "export_to_tensorboard_projector":
+        return run_report(command, args)
     if command == "dedup":
         from fastdup_ray.dedup import write_deduplicated_webdataset, write_keep_remove
 

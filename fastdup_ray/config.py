@@ -63,6 +63,8 @@ class RunConfig:
     max_offset: int | None = None
     shard_size: int = 1000
     video_fps: float = 1.0
+    # Longest side of the JPEG thumbnails kept per shard for the galleries (0: none).
+    thumbnail_size: int = 128
     cache_dir: str | None = None
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
@@ -105,6 +107,7 @@ class RunConfig:
         if self.max_offset is not None:
             _check_int("max_offset", self.max_offset, minimum=self.min_offset + 1)
         _check_int("shard_size", self.shard_size, minimum=1)
+        _check_int("thumbnail_size", self.thumbnail_size, minimum=0)
         _check_int("max_edges_in_memory", self.max_edges_in_memory, minimum=1)
         if isinstance(self.reduce_memory_gb, bool) or not isinstance(self.reduce_memory_gb, (int, float)) or self.reduce_memory_gb <= 0:
             raise ConfigError(f"reduce_memory_gb must be a number > 0, got {self.reduce_memory_gb!r}")

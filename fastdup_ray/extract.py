@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from fastdup_ray.config import RunConfig
-from fastdup_ray.decode import STAT_COLUMNS, BadImage, decode_with_size, image_stats, resize_frame
+from fastdup_ray.decode import STAT_COLUMNS, BadImage, decode_with_thumbnail, image_stats, make_thumbnail, resize_frame
 from fastdup_ray.embed import Embedder
 from fastdup_ray.features import FeatureShardWriter
 from fastdup_ray.sources import Item, ReadSettings, WorkUnit, read_unit
@@ -29,13 +30,17 @@ from fastdup_ray.workdir import WorkDir
 log = logging.getLogger("fastdup_ray")
 
 
-def decode_items(unit: str, items: list[Item], size: int, first_seq: int, total: int | None = None) -> dict[str, np.ndarray]:
-    """Decode a run of Items of one unit into a batch; with ``total`` an end row closes the unit."""
+def decode_items(unit: str, items: list[Item], size: int, first_seq: int, total: int | None = None, thumbnail_size: int = 0) -> dict[str, np.ndarray]:
+    """Decode a run of Items of one unit into a batch; with ``total`` an end row closes the unit.
+
+    With ``thumbnail_size`` each good row also carries a JPEG thumbnail for the galleries,
+    made from the pixels already decoded, so no report ever re-reads the dataset."""
     rows = len(items) + (total is not None)
     pixels = np.zeros((rows, size, size, 3), dtype=np.uint8)
     ok = np.zeros(rows, dtype=bool)
     reasons = np.full(rows, "", dtype=object)
     paths = np.full(rows, "", dtype=object)
+    thumbnails = np.full(rows, b"", dtype=object)
     stats = {name: np.zeros(rows, dtype=np.float64) for name in STAT_COLUMNS}
     for i, item in enumerate(items):
         paths[i] = item.location
@@ -45,8 +50,10 @@ def decode_items(unit: str, items: list[Item], size: int, first_seq: int, total:
         try:
             if item.pixels is not None:  # a video frame: no file of its own
                 pixels[i], (width, height), file_size = resize_frame(item.pixels, size), item.pixels.shape[1::-1], 0
+                thumbnails[i] = make_thumbnail(Image.fromarray(item.pixels), thumbnail_size)
             else:
-                (pixels[i], (width, height)), file_size = decode_with_size(item.data, size), len(item.data)
+                pixels[i], (width, height), thumbnails[i] = decode_with_thumbnail(item.data, size, thumbnail_size)
+                file_size = len(item.data)
             ok[i] = True
         except BadImage as exc:
             reasons[i] = str(exc)
@@ -68,11 +75,12 @@ def decode_items(unit: str, items: list[Item], size: int, first_seq: int, total:
         "end": end,
         "unit_rows": unit_rows,
         "pixels": pixels,
+        "thumbnail": thumbnails,
         **{f"stat_{name}": values for name, values in stats.items()},
     }
 
 
-def decode_units(batch: dict[str, np.ndarray], size: int, settings: ReadSettings, rows_per_batch: int) -> Iterator[dict[str, np.ndarray]]:
+def decode_units(batch: dict[str, np.ndarray], size: int, settings: ReadSettings, rows_per_batch: int, thumbnail_size: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Ray Data generator: read every unit of the batch and stream its decoded rows out."""
     for name, kind, locations in zip(batch["name"], batch["kind"], batch["locations"]):
         unit = WorkUnit(str(name), str(kind), tuple(json.loads(locations)))
@@ -81,10 +89,10 @@ def decode_units(batch: dict[str, np.ndarray], size: int, settings: ReadSettings
         for item in read_unit(unit, settings):
             pending.append(item)
             if len(pending) == rows_per_batch:
-                yield decode_items(unit.name, pending, size, count)
+                yield decode_items(unit.name, pending, size, count, thumbnail_size=thumbnail_size)
                 count += len(pending)
                 pending = []
-        yield decode_items(unit.name, pending, size, count, total=count + len(pending))
+        yield decode_items(unit.name, pending, size, count, total=count + len(pending), thumbnail_size=thumbnail_size)
 
 
 class EmbedBatches:
@@ -129,7 +137,8 @@ class ShardCollector:
             bad = ~batch["ok"][rows].astype(bool) & ~end
             paths = batch["path"][rows]
             stats = {name: batch[f"stat_{name}"][rows][ok] for name in STAT_COLUMNS if f"stat_{name}" in batch}
-            writer.add_good(paths[ok].tolist(), batch["embedding"][rows][ok], stats or None)
+            thumbnails = batch["thumbnail"][rows][ok].tolist() if "thumbnail" in batch else []
+            writer.add_good(paths[ok].tolist(), batch["embedding"][rows][ok], stats or None, thumbnails if any(thumbnails) else None)
             writer.add_bad(paths[bad].tolist(), batch["reason"][rows][bad].tolist())
             if end.any():
                 self.expected[unit] = int(batch["unit_rows"][rows][end][0])
@@ -240,7 +249,7 @@ def extract_units(config: RunConfig, units: list[WorkUnit], settings: ReadSettin
     )
     dataset = dataset.map_batches(
         decode_units,
-        fn_kwargs={"size": image_size, "settings": settings, "rows_per_batch": batch},
+        fn_kwargs={"size": image_size, "settings": settings, "rows_per_batch": batch, "thumbnail_size": config.thumbnail_size},
         batch_size=1,
         num_cpus=plan.decode_cpus,
     )

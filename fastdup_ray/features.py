@@ -32,6 +32,7 @@ NAMES_SUFFIX = ".csv"
 BAD_FILE = "features.bad.csv"
 DONE_FILE = "features.done"
 STATS_FILE = "features.stats.csv"
+THUMBNAILS_FILE = "features.thumbnails.parquet"
 
 
 def shard_names(prefix: str = "") -> tuple[str, str, str, str]:
@@ -66,6 +67,8 @@ class FeatureShardWriter:
         self._bad_csv.writerow(["filename", "error"])
         self._stats_path = self.work.staging / f".{prefix}{STATS_FILE}.tmp-{token}"
         self._stats = None  # opened on the first image that has statistics
+        self._thumbnails_path = self.work.staging / f".{prefix}{THUMBNAILS_FILE}.tmp-{token}"
+        self._thumbnails = None  # a parquet writer, opened on the first thumbnail
         self.good = 0
         self.bad = 0
 
@@ -73,7 +76,7 @@ class FeatureShardWriter:
     def final_paths(self) -> tuple[Path, Path, Path]:
         return shard_paths(self.work.location, self.prefix)
 
-    def add_good(self, filenames: list[str], vectors: np.ndarray, stats: dict[str, np.ndarray] | None = None) -> None:
+    def add_good(self, filenames: list[str], vectors: np.ndarray, stats: dict[str, np.ndarray] | None = None, thumbnails: list[bytes] | None = None) -> None:
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
         if vectors.shape != (len(filenames), self.d):
             raise ValueError(f"expected {len(filenames)} x {self.d} vectors, got {vectors.shape}")
@@ -86,7 +89,19 @@ class FeatureShardWriter:
                 self._stats_csv.writerow(["filename", *stats])
             columns = [np.asarray(v).tolist() for v in stats.values()]
             self._stats_csv.writerows([name, *values] for name, *values in zip(filenames, *columns))
+        if thumbnails is not None:
+            self._write_thumbnails(filenames, thumbnails)
         self.good += len(filenames)
+
+    def _write_thumbnails(self, filenames: list[str], thumbnails: list[bytes]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        # Row i of the thumbnails file is row good+i of the shard, so the row is the key.
+        table = pa.table({"row": pa.array(range(self.good, self.good + len(filenames)), pa.int64()), "filename": pa.array(filenames, pa.string()), "thumbnail": pa.array(thumbnails, pa.binary())})
+        if self._thumbnails is None:
+            self._thumbnails = pq.ParquetWriter(self._thumbnails_path, table.schema, compression="none")
+        self._thumbnails.write_table(table)
 
     def add_bad(self, filenames: list[str], reasons: list[str]) -> None:
         self._bad_csv.writerows(zip(filenames, reasons))
@@ -101,6 +116,9 @@ class FeatureShardWriter:
         if self._stats is not None:
             self._stats.close()
             self.work.put(self._stats_path, f"{self.prefix}{STATS_FILE}")
+        if self._thumbnails is not None:
+            self._thumbnails.close()
+            self.work.put(self._thumbnails_path, f"{self.prefix}{THUMBNAILS_FILE}")
         for temp, name in zip(self.temp_paths, self.final_names[:3]):
             self.work.put(temp, name)
         marker = {"good": self.good, "bad": self.bad, "d": self.d, **stats}
@@ -108,10 +126,10 @@ class FeatureShardWriter:
         return self.final_paths
 
     def abort(self) -> None:
-        for handle in (self._data, self._names, self._bad, self._stats):
+        for handle in (self._data, self._names, self._bad, self._stats, self._thumbnails):
             if handle is not None:
                 handle.close()
-        for path in (*self.temp_paths, self._stats_path):
+        for path in (*self.temp_paths, self._stats_path, self._thumbnails_path):
             path.unlink(missing_ok=True)
 
     def __enter__(self) -> "FeatureShardWriter":
@@ -189,6 +207,28 @@ def load_stats(work: WorkDir, prefixes: list[str]) -> pl.DataFrame | None:
             continue
         tables.append(pl.read_csv(io.BytesIO(work.read_bytes(name)), schema_overrides={"filename": pl.String}))
     return pl.concat(tables) if tables else None
+
+
+def load_thumbnails(work: WorkDir, prefixes: list[str], ids: list[int] | np.ndarray) -> dict[int, bytes]:
+    """JPEG thumbnails of the given run-wide row ids (``__id``), read only from the shards
+    that hold them; ids without a thumbnail are left out."""
+    import pyarrow.parquet as pq
+
+    wanted = np.unique(np.asarray(ids, dtype=np.int64))
+    found: dict[int, bytes] = {}
+    start = 0
+    for prefix in prefixes:
+        rows = (read_marker(work, prefix) or {}).get("good", 0)
+        inside = wanted[(wanted >= start) & (wanted < start + rows)]
+        name = f"{prefix}{THUMBNAILS_FILE}"
+        if len(inside) and work.exists(name):
+            table = pq.read_table(io.BytesIO(work.read_bytes(name)), columns=["row", "thumbnail"])
+            local = table.column("row").to_numpy()
+            pick = np.flatnonzero(np.isin(local, inside - start))
+            for row, jpeg in zip(local[pick], table.column("thumbnail").take(pick).to_pylist()):
+                found[int(row) + start] = jpeg
+        start += rows
+    return found
 
 
 def load_names(work: WorkDir, prefixes: list[str]) -> list[str]:

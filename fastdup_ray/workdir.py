@@ -16,6 +16,17 @@ from pathlib import Path
 from fastdup_ray.storage import StorageOptions, is_remote, join, resolve, with_retries
 
 
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """Write a local file under a temporary name, then rename it into place, so a reader
+    never sees half of it (no fsync: for reports, which can be rebuilt)."""
+    temp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        temp.write_bytes(data)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
 class WorkDir:
     def __init__(self, location: str, options: StorageOptions | None = None) -> None:
         self.location = location

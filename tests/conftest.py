@@ -74,3 +74,33 @@ def s3_server():
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's headless Chromium driven by Playwright (.ci/run installs both). Without it
+    the browser tests skip on a developer machine and fail under CI."""
+    import os
+    import shutil
+
+    executable = shutil.which("chromium") or (CHROMIUM if os.path.exists(CHROMIUM) else None)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if executable is None or sync_playwright is None:
+        message = "headless Chromium tests need Debian's chromium and the playwright package (.ci/run installs both)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            # The closed network refuses Chromium's background connections; keep it quiet.
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
+        yield browser
+        browser.close()

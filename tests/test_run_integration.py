@@ -20,6 +20,7 @@ EXPECTED_FILES = {
     "features.dat.csv",
     "features.bad.csv",
     "features.done",
+    "features.thumbnails.parquet",
     "nnf.index",
     "features.stats.csv",
     "stats.csv",
