@@ -182,18 +182,30 @@ def knn_edges(features: np.ndarray, k: int, index=None) -> tuple[np.ndarray, np.
     return src[valid], dst[valid], sims.ravel()[valid]
 
 
-def knn_shard_task(index_shard: np.ndarray, index_offset: int, query_loader, k: int, spec: str = "Flat") -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """One index shard against every query block ``query_loader()`` yields as
-    (first global id, vectors): per block, the exact top-k (global ids, self excluded)."""
+def knn_shard_task(index_shard: np.ndarray, index_offset: int, query_loader, k: int, spec: str = "Flat", keep_index=None) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Build the index of one shard (handing it to ``keep_index`` to save, when given) and
+    search it with every query block ``query_loader()`` yields (see search_index_shard)."""
     index = build_index(index_shard, spec)
-    fetch = candidates_to_fetch(index, len(index_shard), k)
+    if keep_index is not None:
+        keep_index(index)
+    return search_index_shard(index, index_shard, index_offset, query_loader, k)
+
+
+def search_index_shard(index, vectors: np.ndarray, index_offset: int, query_loader, k: int, queries_in_index: bool = True) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """One index shard (``index`` over ``vectors``, global rows from ``index_offset``)
+    against every query block ``query_loader()`` yields as (first global id, vectors):
+    per block, the exact top-k with global ids. With ``queries_in_index`` the query ids
+    share the index's id space and a query never finds itself; without, they are test
+    queries scored against the index."""
+    fetch = candidates_to_fetch(index, len(vectors), k, queries_in_index)
     results = []
     for first, queries in query_loader():
-        query_ids = np.arange(first, first + len(queries))
         _, found = index.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
-        local_ids = np.where(found >= 0, found, -1)
-        local_self = query_ids - index_offset  # a query's own row in this shard, if it is here
-        sims, ids = exact_topk(index_shard, queries, local_self, local_ids, k)
+        if queries_in_index:
+            local_self = np.arange(first, first + len(queries)) - index_offset  # a query's own row here, if it is here
+        else:
+            local_self = np.full(len(queries), -1)
+        sims, ids = exact_topk(vectors, queries, local_self, found, k)
         results.append((first, sims, np.where(ids >= 0, ids + index_offset, -1)))
     return results
 

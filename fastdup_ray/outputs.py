@@ -54,19 +54,16 @@ def cross_table(from_names: list[str], to_names: list[str], src: np.ndarray, dst
     )
 
 
-def _pair_table(filenames: list[str], a: np.ndarray, b: np.ndarray, sim: np.ndarray) -> pl.DataFrame:
-    return cross_table(filenames, filenames, a, b, sim)
-
-
-def similarity_table(filenames: list[str], a: np.ndarray, b: np.ndarray, sim: np.ndarray, threshold: float) -> pl.DataFrame:
-    """Pairs with similarity >= threshold, most similar first (``from,to,distance``)."""
+def similarity_table(filenames: list[str], a: np.ndarray, b: np.ndarray, sim: np.ndarray, threshold: float, to_names: list[str] | None = None) -> pl.DataFrame:
+    """Pairs with similarity >= threshold, most similar first (``from,to,distance``).
+    ``to_names`` names ``b`` when it indexes another list (test -> train)."""
     keep = sim >= threshold
     a, b, sim = a[keep], b[keep], sim[keep]
     order = np.lexsort((b, a, -sim))
-    return _pair_table(filenames, a[order], b[order], sim[order])
+    return cross_table(filenames, filenames if to_names is None else to_names, a[order], b[order], sim[order])
 
 
-def outliers_table(filenames: list[str], src: np.ndarray, dst: np.ndarray, sim: np.ndarray, lower_threshold: float) -> pl.DataFrame:
+def outliers_table(filenames: list[str], src: np.ndarray, dst: np.ndarray, sim: np.ndarray, lower_threshold: float, to_names: list[str] | None = None) -> pl.DataFrame:
     """The ``lower_threshold`` fraction of all kNN edges (query -> neighbour) with the lowest similarity.
 
     ``from`` is the query image, far from even its nearest neighbours; ``to`` that
@@ -78,7 +75,7 @@ def outliers_table(filenames: list[str], src: np.ndarray, dst: np.ndarray, sim: 
     lowest = np.lexsort((dst, src, sim))[:count]
     src, dst, sim = src[lowest], dst[lowest], sim[lowest]
     order = np.lexsort((dst, src, -sim))
-    return _pair_table(filenames, src[order], dst[order], sim[order])
+    return cross_table(filenames, filenames if to_names is None else to_names, src[order], dst[order], sim[order])
 
 
 def component_tables(labels: np.ndarray, rank: np.ndarray, delta: np.ndarray) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -30,7 +30,7 @@ from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.extract import extract_units, write_listing_shard
 from fastdup_ray.features import list_shards, load_binary_features, load_names, load_shards, load_stats, read_marker, shard_is_complete
 from fastdup_ray.graph import components_in_rounds, connected_components, pagerank, ray_map_partitions
-from fastdup_ray.index import build_index, candidates_to_fetch, exact_topk, factory_string, knn_edges, knn_shard_task, merge_into
+from fastdup_ray.index import build_index, factory_string, knn_edges, knn_shard_task, merge_into, search_index_shard
 from fastdup_ray.sources import ReadSettings, list_inputs, plan_units
 from fastdup_ray.workdir import WorkDir
 
@@ -38,6 +38,8 @@ log = logging.getLogger("fastdup_ray")
 LISTING_SHARD = "listing."
 CONFIG_FILE = "config.json"
 INDEX_FILE = "nnf.index"
+# A sharded reduce saves one index per shard, named in this manifest, instead of nnf.index.
+INDEX_MANIFEST = "nnf.index.json"
 TEST_FEATURES = "test_features"
 
 
@@ -177,28 +179,56 @@ def count_images(summary: RunSummary, markers: list[dict]) -> None:
     summary.bad += sum(m.get("bad", 0) for m in markers)
 
 
-def save_index(index, work: WorkDir) -> None:
-    """nnf.index beside the features, for later runs to reuse."""
+def save_index(index, work: WorkDir, name: str = INDEX_FILE) -> None:
+    """An index beside the features, for later runs to reuse."""
     import faiss
 
-    local = work.staging / ".nnf.index.tmp"
-    faiss.write_index(index, str(local))
-    work.put(local, "nnf.index")
+    work.write_bytes(name, faiss.serialize_index(index).tobytes())
+
+
+def index_shard_name(number: int) -> str:
+    return f"nnf.shard-{number:05d}.index"
+
+
+def remove_saved_index(work: WorkDir) -> None:
+    """Drop the index an earlier run saved (single or sharded) before saving this run's."""
+    for name in work.names():
+        if name in (INDEX_FILE, INDEX_MANIFEST) or (name.startswith("nnf.shard-") and name.endswith(".index")):
+            work.remove(name)
+
+
+def write_index_manifest(work: WorkDir, spec: str, d: int, shards: list[dict]) -> None:
+    """The sharded index: which file holds which rows of which feature shards."""
+    manifest = {"spec": spec, "d": d, "ntotal": sum(s["rows"] for s in shards), "shards": shards}
+    work.write_bytes(INDEX_MANIFEST, json.dumps(manifest, indent=1).encode())
+
+
+def saved_index_shards(work: WorkDir, prefixes: list[str], rows: list[int]) -> list[dict]:
+    """The run's saved index as shards ({file, first, rows, prefixes}); a single
+    nnf.index is one shard over every feature shard. Checked against the features."""
+    n = sum(rows)
+    if work.exists(INDEX_MANIFEST):
+        manifest = json.loads(work.read_bytes(INDEX_MANIFEST))
+        shards = manifest["shards"]
+        if manifest["ntotal"] != n or [p for s in shards for p in s["prefixes"]] != [p for p, r in zip(prefixes, rows) if r]:
+            raise InputError(f"{work.path(INDEX_MANIFEST)} indexes {manifest['ntotal']} vectors of other shards than work_dir's {n}; rerun run_mode 2")
+        return shards
+    if not work.exists(INDEX_FILE):
+        raise InputError(f"this run mode needs {work.path(INDEX_FILE)} (or a sharded {INDEX_MANIFEST}): run mode 0 or 2 on the train set first")
+    return [{"file": INDEX_FILE, "first": 0, "rows": n, "prefixes": list(prefixes)}]
 
 
 def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary) -> None:
-    """run_mode 3/4: every test image against the saved index; similarity.csv pairs go
+    """run_mode 3/4: every test image against the saved index (one shard at a time when
+    it is sharded, so only one shard's vectors are in memory); similarity.csv pairs go
     from a test image to a train image, outliers.csv lists test images far from all."""
     import faiss
 
-    d = (read_marker(work, prefixes[0]) or {}).get("d", config.d)
+    markers = [read_marker(work, p) or {} for p in prefixes]
+    d = markers[0].get("d", config.d)
     with stage_timer(summary, "load"):
-        train_names, train = load_shards(work, prefixes, d)
-        if not work.exists(INDEX_FILE):
-            raise InputError(f"run_mode={config.run_mode} needs {work.path(INDEX_FILE)}: run mode 0 or 2 on the train set first")
-        index = faiss.read_index(work.local_copy(INDEX_FILE))
-        if index.ntotal != len(train_names):
-            raise InputError(f"{work.path(INDEX_FILE)} holds {index.ntotal} vectors but work_dir has {len(train_names)} features; rerun run_mode 2")
+        train_names = load_names(work, prefixes)
+        shards = saved_index_shards(work, prefixes, [m.get("good", 0) for m in markers])
     if config.run_mode == 3:
         test_work = WorkDir(work.path(TEST_FEATURES), config.storage_options())
         test_summary = RunSummary(work_dir=test_work.location)
@@ -211,21 +241,21 @@ def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summar
         summary.good = len(test_names)
     k = config.nearest_neighbors_k
     with stage_timer(summary, "knn"):
-        fetch = candidates_to_fetch(index, len(train_names), k, queries_in_index=False)
-        _, candidates = index.search(np.ascontiguousarray(test, dtype=np.float32), fetch)
-        sims, ids = exact_topk(train, test, np.full(len(test), -1), candidates, k)
+        best = (np.full((len(test), k), -np.inf, dtype=np.float32), np.full((len(test), k), -1, dtype=np.int64))
+        for shard in shards:
+            index = faiss.deserialize_index(np.frombuffer(work.read_bytes(shard["file"]), dtype=np.uint8))
+            if index.ntotal != shard["rows"]:
+                raise InputError(f"{work.path(shard['file'])} holds {index.ntotal} vectors, not the {shard['rows']} of its feature shards; rerun run_mode 2")
+            _, vectors = load_shards(work, shard["prefixes"], d)
+            for first, sims, ids in search_index_shard(index, vectors, shard["first"], lambda: [(0, test)], k, queries_in_index=False):
+                merge_into(best, first, sims, ids, k)
         src = np.repeat(np.arange(len(test)), k)
-        dst, sim = ids.ravel(), sims.ravel()
+        dst, sim = best[1].ravel(), best[0].ravel()
         valid = dst >= 0
         src, dst, sim = src[valid], dst[valid], np.clip(sim[valid], 0.0, 1.0)
     with stage_timer(summary, "outputs"):
-        keep = sim >= config.threshold
-        order = np.lexsort((dst[keep], src[keep], -sim[keep]))
-        similarity = outputs.cross_table(test_names, train_names, src[keep][order], dst[keep][order], sim[keep][order])
-        count = min(len(sim), int(np.ceil(config.lower_threshold * len(sim))))
-        lowest = np.lexsort((dst, src, sim))[:count]
-        lowest = lowest[np.lexsort((dst[lowest], src[lowest], -sim[lowest]))]
-        outliers = outputs.cross_table(test_names, train_names, src[lowest], dst[lowest], sim[lowest])
+        similarity = outputs.similarity_table(test_names, src, dst, sim, config.threshold, to_names=train_names)
+        outliers = outputs.outliers_table(test_names, src, dst, sim, config.lower_threshold, to_names=train_names)
         work.write_bytes(outputs.SIMILARITY_FILE, similarity.write_csv().encode("utf-8"))
         work.write_bytes(outputs.OUTLIERS_FILE, outliers.write_csv().encode("utf-8"))
     summary.similar_pairs, summary.outlier_rows = similarity.height, outliers.height
@@ -249,23 +279,30 @@ def knn_on_ray(work: WorkDir, prefixes: list[str], rows: list[int], d: int, k: i
     query_shards = [(prefixes[i], int(offsets[i])) for i in range(len(prefixes)) if rows[i]]
 
     @ray.remote(num_cpus=1)
-    def index_shard_task(group: list[int]):
+    def index_shard_task(number: int, group: list[int]):
         _, vectors = load_shards(work, [prefixes[i] for i in group], d)
 
         def query_loader():
             for prefix, first in query_shards:
                 yield first, load_shards(work, [prefix], d)[1]
 
-        return knn_shard_task(vectors, int(offsets[group[0]]), query_loader, k, spec)
+        return knn_shard_task(vectors, int(offsets[group[0]]), query_loader, k, spec, keep_index=lambda index: save_index(index, work, index_shard_name(number)))
 
     n = int(offsets[-1])
     best = (np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64))
-    pending = [index_shard_task.remote(g) for g in groups if sum(rows[i] for i in g)]
+    groups = [g for g in groups if sum(rows[i] for i in g)]
+    remove_saved_index(work)
+    pending = [index_shard_task.remote(number, g) for number, g in enumerate(groups)]
     log.info("kNN over %d vectors in %d index shards on Ray", n, len(pending))
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         for first, sims, ids in ray.get(done[0]):
             merge_into(best, first, sims, ids, k)
+    shards = [
+        {"file": index_shard_name(number), "first": int(offsets[g[0]]), "rows": int(sum(rows[i] for i in g)), "prefixes": [prefixes[i] for i in g if rows[i]]}
+        for number, g in enumerate(groups)
+    ]
+    write_index_manifest(work, spec, d, shards)
     return best
 
 
@@ -312,6 +349,7 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
         with stage_timer(summary, "index"):
             index = build_index(features, spec) if n >= 2 else None
             if index is not None:
+                remove_saved_index(work)
                 save_index(index, work)
         with stage_timer(summary, "knn"):
             if n >= 2:

@@ -85,6 +85,14 @@ class WorkDir:
         finally:
             temp.unlink(missing_ok=True)
 
+    def remove(self, name: str) -> None:
+        """Delete ``name`` if it exists (a stale output of an earlier run)."""
+        if self.remote:
+            if self.exists(name):
+                with_retries(lambda: self.fs.rm_file(self._remote_path(name)), self.path(name))
+            return
+        Path(self.path(name)).unlink(missing_ok=True)
+
     def put(self, local_file: Path, name: str) -> None:
         """Move a finished local file to ``name`` (rename locally, upload remotely)."""
         if self.remote:

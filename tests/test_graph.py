@@ -102,3 +102,40 @@ def test_components_on_ray_match_in_memory(ray_local):
     src, dst = rng.integers(0, n, 6000), rng.integers(0, n, 6000)
     labels = components_in_rounds(n, src, dst, edges_per_task=500, map_partitions=ray_map_partitions)
     np.testing.assert_array_equal(labels, reference_components(n, src, dst))
+
+
+# Property-based: any graph, any partition size, the distributed rounds give the same
+# partition as in-memory union-find and as breadth-first search.
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def graphs(draw):
+    n = draw(st.integers(min_value=0, max_value=60))
+    if n == 0:
+        return 0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    shape = draw(st.sampled_from(["random", "chain", "star", "cliques"]))
+    if shape == "random":
+        pairs = draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=3 * n))
+    elif shape == "chain":
+        order = draw(st.permutations(range(n)))
+        pairs = list(zip(order[:-1], order[1:]))
+    elif shape == "star":
+        centre = draw(st.integers(0, n - 1))
+        pairs = [(centre, i) for i in draw(st.lists(st.integers(0, n - 1), max_size=n))]
+    else:
+        size = draw(st.integers(1, 6))
+        pairs = [(a, b) for start in range(0, n, size) for a in range(start, min(n, start + size)) for b in range(a + 1, min(n, start + size))]
+    src = np.array([a for a, _ in pairs], dtype=np.int64)
+    dst = np.array([b for _, b in pairs], dtype=np.int64)
+    return n, src, dst
+
+
+@settings(max_examples=150, deadline=None)
+@given(graph=graphs(), edges_per_task=st.integers(min_value=1, max_value=40))
+def test_property_partitioned_rounds_equal_union_find(graph, edges_per_task):
+    n, src, dst = graph
+    expected = reference_components(n, src, dst)
+    assert np.array_equal(connected_components(n, src, dst), expected)
+    assert np.array_equal(components_in_rounds(n, src, dst, edges_per_task), expected)

@@ -83,3 +83,34 @@ def test_unknown_index_names_are_clear_errors():
         factory_string("turi", "", "kd_forest")
     with pytest.raises(ConfigError, match="faiss cannot build"):
         build_index(unit_rows(10, 8), "NotAnIndex")
+
+
+# Property-based: however the vectors are cut into index shards, the merged exact top-k
+# equals the unsharded exact top-k.
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(min_value=2, max_value=120),
+    k=st.integers(min_value=1, max_value=8),
+    seed=st.integers(0, 2**16),
+    cut_seeds=st.lists(st.floats(min_value=0.0, max_value=1.0), max_size=5),
+    duplicates=st.integers(min_value=0, max_value=5),
+)
+def test_property_sharded_exact_knn_equals_unsharded(n, k, seed, cut_seeds, duplicates):
+    features = unit_rows(n, 16, seed=seed)
+    features[:duplicates] = features[n - 1]  # exact copies: ties broken by the smaller id everywhere
+    cuts = sorted({int(c * n) for c in cut_seeds} - {0, n})
+    whole_sims, whole_ids = knn_search(features, k=k)
+    sims, ids = sharded_knn(np.split(features, cuts), k=k)
+    np.testing.assert_allclose(sims, whole_sims, atol=1e-5)
+    # Where candidates tie (exact copies, or equal to float precision) either may be kept,
+    # in or beyond the top k; the similarities above agree, so compare ids only at
+    # positions whose score differs from its neighbours' in the full ranking.
+    ranked, _ = brute_force(features, min(n - 1, k + 1))
+    ranked = np.concatenate([np.full((n, 1), np.inf), ranked, np.full((n, k + 2 - ranked.shape[1]), -np.inf)], axis=1)
+    clear = (np.abs(ranked[:, 1 : k + 1] - ranked[:, :k]) > 1e-5) & (np.abs(ranked[:, 1 : k + 1] - ranked[:, 2 : k + 2]) > 1e-5)
+    clear &= whole_ids >= 0
+    assert np.array_equal(ids[clear], whole_ids[clear])

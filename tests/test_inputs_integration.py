@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 
 import numpy as np
@@ -160,6 +162,22 @@ def test_reduce_over_budget_runs_sharded_on_ray_with_the_same_outputs(ray_local,
     # 20 KiB budget: index shards of at most ~1 feature shard each, searched as Ray tasks.
     fastdup_ray.run("unused", str(sharded), run_mode=2, k=4, reduce_memory_gb=20 / 2**20)
     assert read_outputs(sharded) == read_outputs(in_memory)
+    # The index is saved as one file per index shard plus a manifest, and reused.
+    manifest = json.loads((sharded / "nnf.index.json").read_text())
+    assert not (sharded / "nnf.index").exists() and manifest["ntotal"] == 18 and len(manifest["shards"]) >= 3
+    assert sorted(p.name for p in sharded.glob("nnf.shard-*.index")) == [s["file"] for s in manifest["shards"]]
+    names, vectors = fastdup_ray.load_binary_features(in_memory)
+    rng = np.random.default_rng(0)
+    queries = vectors[[1, 8, 15]] + 0.02 * rng.normal(size=(3, vectors.shape[1])).astype(np.float32)
+    fastdup_ray.save_binary_feature(tmp_path / "test", ["q1.jpg", "q8.jpg", "q15.jpg"], queries / np.linalg.norm(queries, axis=1, keepdims=True))
+    for work in (in_memory, sharded):
+        fastdup_ray.run("unused", str(work), run_mode=4, test_dir=str(tmp_path / "test"), k=3, threshold=0.5)
+    scored = pl.read_csv(sharded / "similarity.csv")
+    assert scored.equals(pl.read_csv(in_memory / "similarity.csv"))
+    assert {(a, b) for a, b in zip(scored["from"], scored["to"])} >= {("q1.jpg", names[1]), ("q8.jpg", names[8]), ("q15.jpg", names[15])}
+    # An in-memory reduce over the same work dir replaces the sharded index.
+    fastdup_ray.run("unused", str(sharded), run_mode=2, k=4)
+    assert (sharded / "nnf.index").exists() and not list(sharded.glob("nnf.shard-*")) and not (sharded / "nnf.index.json").exists()
 
 
 def test_deduplicated_webdataset_shards_drop_whole_samples(ray_local, tmp_path):
