@@ -28,6 +28,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-threads", dest="num_threads", type=int, help="embedding actors; 0 = one per CPU of the Ray cluster")
     parser.add_argument("--nn-provider", dest="nn_provider", choices=("nnf", "turi"), help="index family, fastdup's names (default nnf)")
     parser.add_argument("--nnf-mode", dest="nnf_mode", help="faiss factory string for nn_provider=nnf: Flat (exact, default), HNSW32, IVF4096,Flat, IVF16384,PQ64, ...")
+    parser.add_argument("--nprobe", type=int, help="nnf_mode IVF<n>,Flat: lists each image is compared with, exactly (default 2)")
     parser.add_argument("--nnmodel", choices=("brute_force", "ball_tree", "lsh"), help="index for nn_provider=turi")
     parser.add_argument("--reduce-memory-gb", dest="reduce_memory_gb", type=float, help="above this many GiB of vectors, kNN runs as Ray tasks over index shards (default 8)")
     parser.add_argument("--run-mode", dest="run_mode", type=int, choices=(0, 1, 2, 3, 4), help="0 extract + neighbours (default), 1 extract features only, 2 neighbours from the shards in work-dir, 3 score test-dir images against work-dir's index, 4 the same with test-dir features")

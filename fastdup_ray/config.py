@@ -57,6 +57,8 @@ class RunConfig:
     nn_provider: str = "nnf"
     nnf_mode: str = "Flat"
     nnmodel: str = "brute_force"
+    # Lists each image is compared with under nnf_mode 'IVF<n>,Flat' (searched blockwise).
+    nprobe: int = 2
     max_edges_in_memory: int = 50_000_000
     reduce_memory_gb: float = 8.0
     min_offset: int = 0
@@ -108,6 +110,7 @@ class RunConfig:
             _check_int("max_offset", self.max_offset, minimum=self.min_offset + 1)
         _check_int("shard_size", self.shard_size, minimum=1)
         _check_int("thumbnail_size", self.thumbnail_size, minimum=0)
+        _check_int("nprobe", self.nprobe, minimum=1)
         _check_int("max_edges_in_memory", self.max_edges_in_memory, minimum=1)
         if isinstance(self.reduce_memory_gb, bool) or not isinstance(self.reduce_memory_gb, (int, float)) or self.reduce_memory_gb <= 0:
             raise ConfigError(f"reduce_memory_gb must be a number > 0, got {self.reduce_memory_gb!r}")

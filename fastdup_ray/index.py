@@ -15,6 +15,7 @@ fastdup's index names map onto faiss factory strings:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 
@@ -152,7 +153,7 @@ def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.n
     return np.take_along_axis(sims, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
-def sharded_knn(shards: list[np.ndarray], k: int, spec: str = "Flat", map_tasks=None) -> tuple[np.ndarray, np.ndarray]:
+def sharded_knn(shards: list[np.ndarray], k: int, spec: str = "Flat", map_tasks=None, nprobe: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """kNN over vectors split in shards, one index shard per task: every query block's
     top-k in each shard, merged into the global top-k as results arrive. With the exact
     index it equals :func:`knn_search` on the concatenation. ``map_tasks`` runs
@@ -164,7 +165,7 @@ def sharded_knn(shards: list[np.ndarray], k: int, spec: str = "Flat", map_tasks=
         for q, queries in enumerate(shards):
             yield int(offsets[q]), queries
 
-    calls = [(shard, int(offsets[s]), query_loader, k, spec) for s, shard in enumerate(shards)]
+    calls = [(shard, int(offsets[s]), query_loader, k, spec, None, nprobe) for s, shard in enumerate(shards)]
     map_tasks = map_tasks or (lambda calls: (knn_shard_task(*call) for call in calls))
     best = (np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64))
     for blocks in map_tasks(calls):
@@ -182,13 +183,29 @@ def knn_edges(features: np.ndarray, k: int, index=None) -> tuple[np.ndarray, np.
     return src[valid], dst[valid], sims.ravel()[valid]
 
 
-def knn_shard_task(index_shard: np.ndarray, index_offset: int, query_loader, k: int, spec: str = "Flat", keep_index=None) -> list[tuple[int, np.ndarray, np.ndarray]]:
+def knn_shard_task(index_shard: np.ndarray, index_offset: int, query_loader, k: int, spec: str = "Flat", keep_index=None, nprobe: int = 2) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Build the index of one shard (handing it to ``keep_index`` to save, when given) and
-    search it with every query block ``query_loader()`` yields (see search_index_shard)."""
-    index = build_index(index_shard, spec)
+    search it with every query block ``query_loader()`` yields (see search_index_shard).
+    'IVF<n>,Flat' is searched blockwise, each query against its nprobe nearest lists."""
+    nlist = ivf_flat_lists(spec)
+    if nlist is None or len(index_shard) < 2:
+        index = build_index(index_shard, spec)
+        if keep_index is not None:
+            keep_index(index)
+        return search_index_shard(index, index_shard, index_offset, query_loader, k)
+    centroids = train_lists(index_shard[np.sort(np.random.default_rng(0).choice(len(index_shard), min(len(index_shard), 65_536), replace=False))], nlist)
+    listed = ListedVectors(centroids)
+    listed.add(index_offset, index_shard, probe_lists(index_shard, centroids, 1)[:, 0])
+    set_search_effort(listed.index)
     if keep_index is not None:
-        keep_index(index)
-    return search_index_shard(index, index_shard, index_offset, query_loader, k)
+        keep_index(listed.index)
+    results = []
+    for first, queries in query_loader():
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        probes = probe_lists(queries, centroids, nprobe)
+        sims, ids = blocked_ivf_knn(listed, probes, k, lambda rows: queries[rows], np.arange(first, first + len(queries), dtype=np.int64))
+        results.append((first, sims, ids))
+    return results
 
 
 def search_index_shard(index, vectors: np.ndarray, index_offset: int, query_loader, k: int, queries_in_index: bool = True) -> list[tuple[int, np.ndarray, np.ndarray]]:
@@ -215,3 +232,185 @@ def merge_into(best: tuple[np.ndarray, np.ndarray], first: int, sims: np.ndarray
     rows = slice(first, first + len(sims))
     merged_sims, merged_ids = merge_topk([(best[0][rows], best[1][rows]), (sims, ids)], k)
     best[0][rows], best[1][rows] = merged_sims, merged_ids
+
+
+# --- IVF lists searched block by block with BLAS: the all-pairs kNN at scale -----------------
+#
+# For kNN of every vector against all the others, a faiss IVF search scans each probed
+# list once per query, which is memory-bound at d=1280. Grouping the work by list turns it
+# into matrix products: every vector probing list l is scored against all of l's members
+# in one GEMM. The lists are faiss k-means cells (trained on a sample, spherical), each
+# vector is stored once (in its nearest list) and probes its ``nprobe`` nearest lists, so
+# the candidates are exactly those an IVF search with that nprobe would scan, and every
+# similarity is the exact inner product of the two vectors.
+
+_IVF_FLAT = re.compile(r"^IVF(\d+),Flat$")
+
+
+def ivf_flat_lists(spec: str) -> int | None:
+    """The list count of a plain 'IVF<n>,Flat' spec (searched blockwise), else None."""
+    match = _IVF_FLAT.match(spec.replace(" ", ""))
+    return int(match.group(1)) if match else None
+
+
+def train_lists(sample: np.ndarray, nlist: int, seed: int = 0, niter: int = 10) -> np.ndarray:
+    """Spherical k-means centroids (nlist x d) of a sample of the vectors."""
+    faiss = _faiss()
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    nlist = max(1, min(nlist, len(sample) // 39 or 1))
+    kmeans = faiss.Kmeans(sample.shape[1], nlist, niter=niter, spherical=True, seed=seed, max_points_per_centroid=len(sample))
+    kmeans.train(sample)
+    return kmeans.centroids
+
+
+def probe_lists(vectors: np.ndarray, centroids: np.ndarray, nprobe: int) -> np.ndarray:
+    """Each vector's ``nprobe`` nearest lists, nearest first (n x nprobe)."""
+    faiss = _faiss()
+    quantizer = faiss.IndexFlatIP(centroids.shape[1])
+    quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    _, probes = quantizer.search(np.ascontiguousarray(vectors, dtype=np.float32), min(nprobe, len(centroids)))
+    return probes
+
+
+class ListedVectors:
+    """The vectors in a faiss IndexIVFFlat, one copy, in list order: filled shard by shard
+    (each vector into its nearest list), then read back as zero-copy numpy views of the
+    lists for the blockwise search. The same index is what nnf.index saves."""
+
+    def __init__(self, centroids: np.ndarray) -> None:
+        faiss = _faiss()
+        self.d = centroids.shape[1]
+        self.nlist = len(centroids)
+        self.quantizer = faiss.IndexFlatIP(self.d)
+        self.quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+        self.index = faiss.IndexIVFFlat(self.quantizer, self.d, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        self.index.is_trained = True
+        self._views: list[tuple[np.ndarray, np.ndarray]] | None = None
+
+    def add(self, first: int, vectors: np.ndarray, home: np.ndarray) -> None:
+        faiss = _faiss()
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        ids = np.arange(first, first + len(vectors), dtype=np.int64)
+        home = np.ascontiguousarray(home, dtype=np.int64)
+        self.index.add_core(len(vectors), faiss.swig_ptr(vectors), faiss.swig_ptr(ids), faiss.swig_ptr(home))
+
+    def members(self, lst: int) -> tuple[np.ndarray, np.ndarray]:
+        """(global ids, vectors) of list ``lst``: views into the index, not copies."""
+        if self._views is None:
+            faiss = _faiss()
+            lists = self.index.invlists
+            self._views = []
+            for number in range(self.nlist):
+                size = lists.list_size(number)
+                if size == 0:
+                    self._views.append((np.zeros(0, dtype=np.int64), np.zeros((0, self.d), dtype=np.float32)))
+                    continue
+                ids = faiss.rev_swig_ptr(lists.get_ids(number), size).view(np.int64)
+                codes = faiss.rev_swig_ptr(lists.get_codes(number), size * self.d * 4)
+                self._views.append((ids, codes.view(np.float32).reshape(size, self.d)))
+        return self._views[lst]
+
+    def gather(self, ids: np.ndarray, home: np.ndarray) -> np.ndarray:
+        """Vectors of the given global ids, whose lists are ``home``."""
+        if self._where is None:
+            self._where = np.empty(self.index.ntotal, dtype=np.int64)
+            for number in range(self.nlist):
+                member_ids, _ = self.members(number)
+                self._where[member_ids] = np.arange(len(member_ids))
+        out = np.empty((len(ids), self.d), dtype=np.float32)
+        order = np.argsort(home, kind="stable")
+        bounds = np.flatnonzero(np.diff(home[order])) + 1
+        for group in np.split(order, bounds):
+            if len(group):
+                out[group] = self.members(int(home[group[0]]))[1][self._where[ids[group]]]
+        return out
+
+    _where: np.ndarray | None = None
+
+
+def blocked_ivf_knn(listed: ListedVectors, probes: np.ndarray, k: int, query_vectors=None, query_ids: np.ndarray | None = None, max_block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's k nearest vectors among the members of its probed lists, never
+    itself: (similarities, global ids), one row per row of ``probes``, best first, ties by
+    smaller id, -inf / -1 where fewer than k candidates exist. One GEMM per (list, block
+    of queries probing it). By default the queries are the listed vectors themselves
+    (row i = global id i); ``query_vectors(rows)`` and ``query_ids`` give other queries."""
+    m = len(probes)
+    if query_vectors is None:
+        home = probes[:, 0]
+        query_vectors = lambda rows: listed.gather(rows, home[rows])  # noqa: E731
+        query_ids = np.arange(m, dtype=np.int64)
+    best = (np.full((m, k), -np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64))
+    # Group (query, probed list) pairs by list once, so each list gathers its queries in one go.
+    query_of = np.repeat(np.arange(m, dtype=np.int64), probes.shape[1])
+    probed = probes.ravel()
+    keep = probed >= 0
+    query_of, probed = query_of[keep], probed[keep]
+    order = np.argsort(probed, kind="stable")
+    query_of, probed = query_of[order], probed[order]
+    bounds = np.searchsorted(probed, np.arange(listed.nlist + 1))
+    for lst in range(listed.nlist):
+        member_ids, members = listed.members(lst)
+        if len(member_ids) == 0:
+            continue
+        queries_here = query_of[bounds[lst] : bounds[lst + 1]]
+        for start in range(0, len(queries_here), max_block):
+            block = queries_here[start : start + max_block]
+            scores = query_vectors(block) @ members.T
+            scores[query_ids[block][:, None] == member_ids[None, :]] = -np.inf  # never a query's own row
+            sims, ids = _top_k_rows(scores, member_ids, k)
+            merged = merge_topk([(best[0][block], best[1][block]), (sims, ids)], k)
+            best[0][block], best[1][block] = merged
+    return best
+
+
+def _top_k_rows(scores: np.ndarray, column_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best k columns of each row (ties by smaller id), as (scores, ids)."""
+    width = min(k, scores.shape[1])
+    if width < scores.shape[1]:
+        part = np.argpartition(-scores, width - 1, axis=1)[:, :width]
+        # A tie at the cut may hide a smaller id: take everything scoring at least the cut.
+        cut = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
+        if (np.count_nonzero(scores >= cut, axis=1) > width).any():  # rare: exact copies
+            part = np.lexsort((np.broadcast_to(column_ids, scores.shape), -scores), axis=1)[:, :width]
+    else:
+        part = np.broadcast_to(np.arange(width), (len(scores), width))
+    top = np.take_along_axis(scores, part, axis=1)
+    ids = np.where(np.isfinite(top), column_ids[part], -1)
+    order = np.lexsort((np.where(ids >= 0, ids, np.iinfo(np.int64).max), -top), axis=1)[:, :width]
+    return np.take_along_axis(top, order, axis=1).astype(np.float32), np.take_along_axis(ids, order, axis=1)
+
+
+def ivf_knn(load_shard, rows: list[int], d: int, k: int, nlist: int, nprobe: int = 2, train_size: int = 65_536, seed: int = 0, phase=None):
+    """All-pairs kNN over feature shards with IVF lists searched blockwise.
+
+    ``load_shard(i)`` returns shard i's vectors (rows[i] x d); shards are read three
+    times (a training sample from each, probes, then the listed copy), so the vectors are
+    held once, in a faiss IndexIVFFlat (``listed.index``, ready to save). ``phase(name)``,
+    a context manager, times "index" (train, probe, list) and "knn". Returns (sims, ids,
+    listed, centroids). With nprobe equal to the list count the result is the exact kNN.
+    """
+    phase = phase or (lambda name: contextlib.nullcontext())
+    n = sum(rows)
+    offsets = np.cumsum([0] + list(rows))
+    with phase("index"):
+        rng = np.random.default_rng(seed)
+        share = min(1.0, train_size / max(1, n))
+        sample = []
+        for i, count in enumerate(rows):
+            if count:
+                take = np.flatnonzero(rng.random(count) < share)
+                sample.append(np.asarray(load_shard(i))[take])
+        centroids = train_lists(np.concatenate(sample), nlist, seed=seed)
+        del sample
+        probes = np.empty((n, min(nprobe, len(centroids))), dtype=np.int64)
+        for i, count in enumerate(rows):
+            if count:
+                probes[offsets[i] : offsets[i + 1]] = probe_lists(load_shard(i), centroids, nprobe)
+        listed = ListedVectors(centroids)
+        for i, count in enumerate(rows):
+            if count:
+                listed.add(int(offsets[i]), load_shard(i), probes[offsets[i] : offsets[i + 1], 0])
+        set_search_effort(listed.index)
+    with phase("knn"):
+        sims, ids = blocked_ivf_knn(listed, probes, k)
+    return sims, ids, listed, centroids

@@ -30,7 +30,7 @@ from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.extract import extract_units, write_listing_shard
 from fastdup_ray.features import list_shards, load_binary_features, load_names, load_shards, load_stats, read_marker, shard_is_complete
 from fastdup_ray.graph import components_in_rounds, connected_components, pagerank, ray_map_partitions
-from fastdup_ray.index import build_index, factory_string, knn_edges, knn_shard_task, merge_into, search_index_shard
+from fastdup_ray.index import build_index, factory_string, ivf_flat_lists, ivf_knn, knn_edges, knn_shard_task, merge_into, search_index_shard
 from fastdup_ray.sources import ReadSettings, list_inputs, plan_units
 from fastdup_ray.workdir import WorkDir
 
@@ -180,10 +180,18 @@ def count_images(summary: RunSummary, markers: list[dict]) -> None:
 
 
 def save_index(index, work: WorkDir, name: str = INDEX_FILE) -> None:
-    """An index beside the features, for later runs to reuse."""
+    """An index beside the features, for later runs to reuse (written to a local file
+    first, never serialised in memory: an IVF index holds every vector)."""
+    import uuid
+
     import faiss
 
-    work.write_bytes(name, faiss.serialize_index(index).tobytes())
+    local = work.staging / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        faiss.write_index(index, str(local))
+        work.put(local, name)
+    finally:
+        local.unlink(missing_ok=True)
 
 
 def index_shard_name(number: int) -> str:
@@ -261,7 +269,7 @@ def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summar
     summary.similar_pairs, summary.outlier_rows = similarity.height, outliers.height
 
 
-def knn_on_ray(work: WorkDir, prefixes: list[str], rows: list[int], d: int, k: int, spec: str, shard_bytes: int):
+def knn_on_ray(work: WorkDir, prefixes: list[str], rows: list[int], d: int, k: int, spec: str, shard_bytes: int, nprobe: int = 2):
     """Group the feature shards into index shards of at most ``shard_bytes``; one Ray task
     per index shard searches every query shard (read from work_dir) and returns its top-k;
     the driver folds the results into the global top-k as they arrive."""
@@ -286,7 +294,7 @@ def knn_on_ray(work: WorkDir, prefixes: list[str], rows: list[int], d: int, k: i
             for prefix, first in query_shards:
                 yield first, load_shards(work, [prefix], d)[1]
 
-        return knn_shard_task(vectors, int(offsets[group[0]]), query_loader, k, spec, keep_index=lambda index: save_index(index, work, index_shard_name(number)))
+        return knn_shard_task(vectors, int(offsets[group[0]]), query_loader, k, spec, keep_index=lambda index: save_index(index, work, index_shard_name(number)), nprobe=nprobe)
 
     n = int(offsets[-1])
     best = (np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64))
@@ -337,11 +345,26 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
             filenames = load_names(work, prefixes)
         n = len(filenames)
         with stage_timer(summary, "knn"):
-            sims, ids = knn_on_ray(work, prefixes, rows, d, k, spec, int(config.reduce_memory_gb * 2**30 // 4))
+            sims, ids = knn_on_ray(work, prefixes, rows, d, k, spec, int(config.reduce_memory_gb * 2**30 // 4), config.nprobe)
             src = np.repeat(np.arange(n, dtype=np.int64), k)
             dst, knn_sim = ids.ravel(), sims.ravel()
             valid = dst >= 0
             src, dst, knn_sim = src[valid], dst[valid], knn_sim[valid]
+    elif ivf_flat_lists(spec) and sum(rows) >= 2:
+        # IVF<n>,Flat: shards streamed into the index's lists (one copy of the vectors),
+        # every vector scored exactly against its nprobe nearest lists, blockwise.
+        with stage_timer(summary, "load"):
+            filenames = load_names(work, prefixes)
+        n = len(filenames)
+        sims, ids, listed, _ = ivf_knn(lambda i: load_shards(work, [prefixes[i]], d)[1], rows, d, k, ivf_flat_lists(spec), config.nprobe, phase=lambda name: stage_timer(summary, name))
+        with stage_timer(summary, "save_index"):
+            remove_saved_index(work)
+            save_index(listed.index, work)
+        del listed
+        src = np.repeat(np.arange(n, dtype=np.int64), k)
+        dst, knn_sim = ids.ravel(), sims.ravel()
+        valid = dst >= 0
+        src, dst, knn_sim = src[valid], dst[valid], knn_sim[valid]
     else:
         with stage_timer(summary, "load"):
             filenames, features = load_shards(work, prefixes, d)

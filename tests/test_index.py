@@ -2,7 +2,7 @@ import numpy as np
 
 import pytest
 
-from fastdup_ray.index import build_index, factory_string, knn_edges, knn_search, sharded_knn
+from fastdup_ray.index import build_index, factory_string, ivf_flat_lists, ivf_knn, knn_edges, knn_search, sharded_knn
 
 
 def unit_rows(n, d, seed=0):
@@ -114,3 +114,50 @@ def test_property_sharded_exact_knn_equals_unsharded(n, k, seed, cut_seeds, dupl
     clear = (np.abs(ranked[:, 1 : k + 1] - ranked[:, :k]) > 1e-5) & (np.abs(ranked[:, 1 : k + 1] - ranked[:, 2 : k + 2]) > 1e-5)
     clear &= whole_ids >= 0
     assert np.array_equal(ids[clear], whole_ids[clear])
+
+
+def clustered_rows(n, d, clusters, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, d))
+    x = centres[rng.integers(0, clusters, n)] + 0.9 * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_blockwise_ivf_probing_every_list_is_the_exact_knn():
+    features = clustered_rows(900, 24, 6, seed=4)
+    features[10] = features[20] = features[30]  # exact copies tie; smaller ids first
+    shards = np.split(features, [100, 101, 600])
+    sims, ids, _, centroids = ivf_knn(lambda i: shards[i], [len(s) for s in shards], 24, k=5, nlist=8, nprobe=8)
+    whole_sims, whole_ids = knn_search(features, k=5)
+    np.testing.assert_allclose(sims, whole_sims, atol=1e-5)
+    assert (ids == whole_ids).mean() > 0.999 and list(ids[30][:2]) == [10, 20]
+
+
+def test_blockwise_ivf_with_few_probes_reports_exact_similarities_and_high_recall():
+    features = clustered_rows(3000, 32, 10, seed=5)
+    shards = np.array_split(features, 4)
+    sims, ids, listed, centroids = ivf_knn(lambda i: shards[i], [len(s) for s in shards], 32, k=6, nlist=12, nprobe=2)
+    valid = ids >= 0
+    exact = np.einsum("nd,nkd->nk", features, features[np.maximum(ids, 0)])
+    np.testing.assert_allclose(sims[valid], exact[valid], atol=1e-5)  # never an invented similarity
+    assert not (ids == np.arange(3000)[:, None]).any()
+    _, whole_ids = knn_search(features, k=6)
+    recall = np.mean([len(set(a) & set(b)) / 6 for a, b in zip(ids, whole_ids)])
+    assert recall > 0.9
+    index = listed.index  # what nnf.index saves for run modes 3/4
+    assert index.ntotal == 3000 and index.nlist == len(centroids)
+    _, found = index.search(features[:50], 1)
+    assert (found[:, 0] == np.arange(50)).all()
+
+
+def test_only_plain_ivf_flat_specs_are_searched_blockwise():
+    assert ivf_flat_lists("IVF1024,Flat") == 1024 and ivf_flat_lists("IVF16384,PQ64") is None
+    assert ivf_flat_lists("HNSW32") is None and ivf_flat_lists("PCA64,IVF100,Flat") is None
+
+
+def test_sharded_blockwise_ivf_probing_every_list_equals_exact_knn():
+    features = clustered_rows(700, 20, 5, seed=6)
+    whole_sims, whole_ids = knn_search(features, k=4)
+    sims, ids = sharded_knn(np.split(features, [250, 500]), k=4, spec="IVF6,Flat", nprobe=6)
+    np.testing.assert_allclose(sims, whole_sims, atol=1e-5)
+    assert (ids == whole_ids).mean() > 0.999

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 import fastdup_ray
+from fastdup_ray.features import FeatureShardWriter
 from fastdup_ray.errors import ConfigError
 from fastdup_ray.sample import make_scene
 
@@ -206,3 +207,59 @@ def test_deduplicated_webdataset_shards_drop_whole_samples(ray_local, tmp_path):
         assert archive.extractfile("004.txt").read() == b"four"
     remove = pl.read_csv(work / "remove.csv")
     assert remove["filename"].to_list() == [f"{shards}/00001.tar/003.jpg"]
+
+
+def clustered_features(rng):
+    """1,200 unit vectors around 8 centres, rows 100-102 near copies of row 50."""
+    centres = rng.normal(size=(8, 48))
+    vectors = centres[rng.integers(0, 8, 1200)] + 0.9 * rng.normal(size=(1200, 48))
+    vectors[100:103] = vectors[50] + 0.01 * rng.normal(size=(3, 48))  # a planted group
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def assert_same_outputs(got_dir, want_dir):
+    """Same rows; similarities equal up to float32 rounding (a GEMM sums in another order)."""
+    for name in OUTPUTS:
+        got, want = pl.read_csv(got_dir / name), pl.read_csv(want_dir / name)
+        scores = ["distance", "pagerank", "delta"]
+        assert got.drop(scores, strict=False).equals(want.drop(scores, strict=False)), name
+        for column in scores:
+            if column in want.columns:
+                assert (got[column] - want[column]).abs().max() <= 2e-6, (name, column)
+
+
+def test_ivf_flat_reduce_probing_every_list_equals_exact_and_saves_a_reusable_index(tmp_path):
+    vectors = clustered_features(np.random.default_rng(7))
+    names = [f"img{i:05d}.jpg" for i in range(1200)]
+    exact, ivf = tmp_path / "exact", tmp_path / "ivf"
+    for work in (exact, ivf):
+        fastdup_ray.save_binary_feature(work, names, vectors)
+    fastdup_ray.run("unused", str(exact), run_mode=2, k=4, threshold=0.9)
+    fastdup_ray.run("unused", str(ivf), run_mode=2, k=4, threshold=0.9, nnf_mode="IVF16,Flat", nprobe=16)
+    assert_same_outputs(ivf, exact)
+    import faiss
+
+    index = faiss.read_index(str(ivf / "nnf.index"))
+    assert type(index).__name__ == "IndexIVFFlat" and index.ntotal == 1200
+    group = set(pl.read_csv(ivf / "similarity.csv").select("from", "to").iter_rows())
+    assert {("img00050.jpg", "img00100.jpg"), ("img00101.jpg", "img00102.jpg")} <= group
+    # run_mode 4 reuses the IVF index: a test copy of row 50 finds its original.
+    fastdup_ray.save_binary_feature(tmp_path / "test", ["q.jpg"], vectors[[50]])
+    fastdup_ray.run("unused", str(ivf), run_mode=4, test_dir=str(tmp_path / "test"), k=1, threshold=0.99)
+    assert pl.read_csv(ivf / "similarity.csv").rows() == [("q.jpg", "img00050.jpg", 1.0)]
+
+
+def test_ivf_flat_reduce_sharded_on_ray_equals_exact(ray_local, tmp_path):
+    vectors = clustered_features(np.random.default_rng(8))
+    exact, sharded = tmp_path / "exact", tmp_path / "sharded"
+    for work in (exact, sharded):
+        for part in range(3):  # three feature shards, as extraction writes them
+            rows = slice(part * 400, (part + 1) * 400)
+            with FeatureShardWriter(str(work), d=48, prefix=f"part{part}.") as writer:
+                writer.add_good([f"img{i:05d}.jpg" for i in range(1200)][rows], vectors[rows])
+    fastdup_ray.run("unused", str(exact), run_mode=2, k=4, threshold=0.9)
+    # 100 KiB budget: index shards of one feature shard each, IVF lists searched blockwise per task.
+    fastdup_ray.run("unused", str(sharded), run_mode=2, k=4, threshold=0.9, nnf_mode="IVF8,Flat", nprobe=8, reduce_memory_gb=100 / 2**20)
+    assert_same_outputs(sharded, exact)
+    manifest = json.loads((sharded / "nnf.index.json").read_text())
+    assert len(manifest["shards"]) == 3 and manifest["spec"] == "IVF8,Flat"
