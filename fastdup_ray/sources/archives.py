@@ -90,6 +90,7 @@ def _member_item(archive: str, name: str, size: int, read, keep_images: Path | N
 
 def iter_tar(location: str, stream: BinaryIO, keep_images: Path | None, video_items, max_items: int = 0) -> Iterator[Item]:
     count = 0
+    current = None  # the member being read: a cut-off archive names the image it cut
     try:
         with tarfile.open(fileobj=stream, mode="r|*") as archive:
             for member in archive:
@@ -100,13 +101,17 @@ def iter_tar(location: str, stream: BinaryIO, keep_images: Path | None, video_it
                         yield Item(f"{location}/{escape_name(member.name)}", reason="link or special member, not a file")
                     continue
                 reader = archive.extractfile(member)
+                current = member.name
                 for item in _member_item(location, member.name, member.size, reader.read, keep_images, video_items):
+                    current = None
                     yield item
                     count += 1
+                current = None
                 if max_items and count >= max_items:
                     return
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        yield Item(location, reason=f"truncated or corrupt archive after {count} images: {type(exc).__name__}: {exc}")
+        where = f"{location}/{escape_name(current)}" if current and kind_of(current) else location
+        yield Item(where, reason=f"truncated or corrupt archive after {count} images: {type(exc).__name__}: {exc}")
 
 
 def iter_zip(location: str, stream: BinaryIO, keep_images: Path | None, video_items, max_items: int = 0) -> Iterator[Item]:

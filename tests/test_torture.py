@@ -1,0 +1,129 @@
+"""A torture corpus, generated here, through a whole run: no crash, every readable image
+embedded exactly once (EXIF orientation applied), every unreadable one in the bad list
+with its reason, and nothing written outside work_dir and the cache folder."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import zipfile
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+import fastdup_ray
+from fastdup_ray.sample import jpeg_bytes, make_scene
+
+pytestmark = pytest.mark.integration
+
+
+def png(image: Image.Image, **params) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG", **params)
+    return out.getvalue()
+
+
+def build_corpus(root):
+    """Returns (corpus folder, names expected good, {name suffix: reason fragment} expected bad)."""
+    corpus = root / "corpus"
+    corpus.mkdir()
+    scene = make_scene(4242, material=3)
+    files = {
+        "plain.jpg": jpeg_bytes(scene),
+        "truncated.jpg": jpeg_bytes(scene)[:700],
+        "empty.jpg": b"",
+        "text.jpg": b"this is a text file, not a JPEG\n",
+        "bomb.png": png(Image.new("1", (10_000, 10_000))),  # 100 megapixels in a few KB
+        "cmyk.jpg": jpeg_bytes(scene.convert("CMYK")),
+        "deep16.png": png(Image.fromarray((np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20).astype(np.uint16))),
+        "palette_alpha.png": png(scene.convert("P"), transparency=0),
+        "one_pixel.png": png(Image.new("RGB", (1, 1), (10, 200, 30))),
+        "long.png": png(scene.resize((4000, 8))),
+        "with space 'and \"quotes\".jpg": jpeg_bytes(make_scene(4243, material=4)),
+        "naïve café 写真.jpg": jpeg_bytes(make_scene(4244, material=5)),
+    }
+    frames = [make_scene(4245 + i, material=6) for i in range(2)]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    files["animated.gif"] = gif.getvalue()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    rotated = io.BytesIO()
+    Image.new("RGB", (40, 80), (200, 50, 50)).save(rotated, format="JPEG", exif=exif)
+    files["rotated.jpg"] = rotated.getvalue()
+    for name, data in files.items():
+        (corpus / name).write_bytes(data)
+    with open(os.path.join(os.fsencode(corpus), b"caf\xe9.jpg"), "wb") as handle:  # not UTF-8
+        handle.write(jpeg_bytes(scene))
+
+    def tar_with(path, members):
+        with tarfile.open(path, "w") as archive:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+
+    tar_with(corpus / "evil.tar", {"../escape.jpg": jpeg_bytes(scene), "/abs/evil.jpg": jpeg_bytes(scene), "fine/ok.jpg": jpeg_bytes(make_scene(4250, material=7))})
+    whole = io.BytesIO()
+    with tarfile.open(fileobj=whole, mode="w") as archive:
+        for name, data in (("first.jpg", jpeg_bytes(make_scene(4251, material=8))), ("second.jpg", os.urandom(60_000))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    (corpus / "cut.tar").write_bytes(whole.getvalue()[:40_000])  # ends inside second.jpg
+    with zipfile.ZipFile(corpus / "bomb.zip", "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        archive.writestr("inner_ok.jpg", jpeg_bytes(make_scene(4252, material=9)))
+        with archive.open("zeros.png", "w", force_zip64=True) as member:  # 300 MB of zeros, ~300 KB zipped
+            block = b"\0" * (1 << 20)
+            for _ in range(300):
+                member.write(block)
+
+    good = [
+        "plain.jpg", "cmyk.jpg", "deep16.png", "palette_alpha.png", "one_pixel.png", "long.png",
+        "with space 'and \"quotes\".jpg", "naïve café 写真.jpg", "animated.gif", "rotated.jpg",
+        "evil.tar/fine/ok.jpg", "cut.tar/first.jpg", "bomb.zip/inner_ok.jpg",
+    ]
+    bad = {
+        "truncated.jpg": "truncated", "empty.jpg": "empty file", "text.jpg": "not an image",
+        "bomb.png": "decompression bomb", "caf\\xe9.jpg": "UTF-8",
+        "evil.tar/../escape.jpg": "contains ..", "evil.tar//abs/evil.jpg": "absolute",
+        "cut.tar/second.jpg": "truncated or corrupt archive", "bomb.zip/zeros.png": "too large",
+    }
+    # Plain string joins: a member named "/abs/evil.jpg" is listed as "evil.tar//abs/evil.jpg".
+    return corpus, [f"{corpus}/{name}" for name in good], {f"{corpus}/{name}": why for name, why in bad.items()}
+
+
+def every_file(root):
+    return {os.path.join(folder, name) for folder, _, names in os.walk(os.fsencode(root)) for name in names}
+
+
+def test_torture_corpus(ray_local, tmp_path):
+    corpus, good, bad = build_corpus(tmp_path)
+    before = every_file(tmp_path)
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    summary = fastdup_ray.run(str(corpus), str(work), cache_dir=str(cache), turi_param="delete_tar=0,delete_img=0", k=3)
+
+    names, vectors = fastdup_ray.load_binary_features(work)
+    assert sorted(names) == sorted(good) and len(set(names)) == len(names)  # each readable image once
+    assert np.isfinite(vectors).all() and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    bad_rows = pl.concat([pl.read_csv(f, infer_schema=False) for f in sorted(work.glob("*features.bad.csv"))])
+    reasons = dict(zip(bad_rows["filename"], bad_rows["error"]))
+    assert set(reasons) == set(bad), sorted(set(reasons) ^ set(bad))
+    for location, fragment in bad.items():
+        assert fragment in reasons[location], (location, reasons[location])
+    assert (summary.good, summary.bad) == (len(good), len(bad))
+
+    stats = pl.read_csv(work / "stats.csv").join(pl.DataFrame({"filename": names}).with_row_index("__id").with_columns(pl.col("__id").cast(pl.Int64)), on="__id")
+    size = {row["filename_right"] if "filename_right" in row else row["filename"]: (row["width"], row["height"]) for row in stats.iter_rows(named=True)}
+    assert size[str(corpus / "rotated.jpg")] == (80, 40)  # EXIF orientation applied
+    assert size[str(corpus / "long.png")] == (4000, 8) and size[str(corpus / "one_pixel.png")] == (1, 1)
+
+    created = {os.fsdecode(p) for p in every_file(tmp_path) - before}
+    outside = [p for p in created if not (p.startswith(str(work) + os.sep) or p.startswith(str(cache) + os.sep))]
+    assert outside == []
+    assert not (tmp_path / "escape.jpg").exists() and not (corpus.parent / "abs").exists()
+    kept = {os.path.relpath(p, cache) for p in created if p.startswith(str(cache) + os.sep)}
+    assert {"images/evil.tar/fine/ok.jpg", "images/cut.tar/first.jpg", "images/bomb.zip/inner_ok.jpg"} <= kept
