@@ -79,7 +79,23 @@ def test_plan_uses_every_cpu_and_falls_back_from_gpu(caplog):
     config = RunConfig("in", "out", compute="gpu")
     plan = plan_embedding(config, cluster_cpus=2, cluster_gpus=0)
     assert plan.compute == "cpu" and plan.actors == 2
-    assert plan.actors * plan.actor_cpus + plan.decode_cpus <= 2
+    assert plan.actors * plan.actor_cpus + plan.decode_tasks * plan.decode_cpus <= 2
     assert "no GPU" in caplog.text
     gpu = plan_embedding(config, cluster_cpus=16, cluster_gpus=1)
-    assert gpu.compute == "gpu" and gpu.actor_gpus == 1
+    assert gpu.compute == "gpu" and gpu.actor_gpus == 1 and gpu.decode_tasks == 15
+
+
+@pytest.mark.parametrize("node_cpus", [[2], [16], [1, 2], [1, 1, 1], [16, 16, 16, 16], [4, 1], [3, 5, 2]])
+def test_plan_leaves_room_to_decode_however_actors_are_packed(node_cpus):
+    """Place the actors first-fit onto the nodes, in the worst order for decoding (fullest
+    first): some node must still fit a decode task, and decoding gets about a quarter."""
+    plan = plan_embedding(RunConfig("in", "out"), cluster_cpus=sum(node_cpus), cluster_gpus=0, nodes=len(node_cpus))
+    assert plan.actors == sum(node_cpus)
+    for order in (sorted(node_cpus), sorted(node_cpus, reverse=True)):
+        free = list(map(float, order))
+        for _ in range(plan.actors):
+            slot = next((i for i, f in enumerate(free) if f >= plan.actor_cpus - 1e-9), None)
+            assert slot is not None, (order, free)  # every actor finds a place
+            free[slot] -= plan.actor_cpus
+        assert max(free) >= plan.decode_cpus - 1e-9, (order, free)
+    assert plan.decode_tasks * 0.5 >= 0.2 * sum(node_cpus) or plan.decode_tasks >= len(node_cpus)
