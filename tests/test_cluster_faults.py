@@ -59,16 +59,24 @@ class LoopbackCluster:
         # Token authentication is for clusters reachable from a network; this one is loopback only.
         self.env = dict(os.environ, PATH=f"{bin_dir}:{os.environ.get('PATH', '')}", RAY_AUTH_MODE="disabled", RAY_ADDRESS="")
         self.ray = os.path.join(bin_dir, "ray")
-        common = ["--disable-usage-stats", f"--temp-dir={self.temp_dir}"]
-        self._ray("start", "--head", f"--port={self.port}", "--num-cpus=1", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}", *common)
+        self._ray("start", "--head", f"--port={self.port}", "--num-cpus=1", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}", *self.node_ports())
         self.start_worker()
+
+    def node_ports(self) -> list[str]:
+        """Ports of one node's agents: two nodes on one machine must not share the defaults
+        (the job agent of the second would fail to bind, and job submission wait forever)."""
+        return [
+            "--disable-usage-stats", f"--temp-dir={self.temp_dir}",
+            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+        ]
 
     def _ray(self, *args: str) -> None:
         done = subprocess.run([self.ray, *args], env=self.env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
 
     def start_worker(self) -> None:
-        self._ray("start", f"--address=127.0.0.1:{self.port}", "--num-cpus=2", f"--node-manager-port={self.worker_port}", "--disable-usage-stats", f"--temp-dir={self.temp_dir}")
+        self._ray("start", f"--address=127.0.0.1:{self.port}", "--num-cpus=2", f"--node-manager-port={self.worker_port}", *self.node_ports())
 
     def kill_worker_node(self) -> int:
         """SIGKILL the worker node's raylet: the node dies with every task and actor on it."""
@@ -100,9 +108,9 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    """440 generated photos, 40 of them with a near-duplicate copy, and a broken JPEG: 481 inputs, 61 shards of 8."""
+    """240 generated photos, 22 of them with a near-duplicate copy, and a broken JPEG: 263 inputs, 14 shards of 20."""
     root = tmp_path_factory.mktemp("photos")
-    for i in range(440):
+    for i in range(240):
         scene = make_scene(20_000 + i, material=i % 12)
         (root / f"p{i:04d}.jpg").write_bytes(jpeg_bytes(scene))
         if i % 11 == 0:
@@ -130,7 +138,7 @@ def finish(process: subprocess.Popen, timeout: float = 300) -> str:
 @pytest.fixture(scope="module")
 def undisturbed(cluster, photos, tmp_path_factory):
     work = tmp_path_factory.mktemp("undisturbed") / "work"
-    finish(cluster.run(str(photos), "--work-dir", str(work), "--shard-size", "8"))
+    finish(cluster.run(str(photos), "--work-dir", str(work), "--shard-size", "20"))
     return work
 
 
@@ -150,7 +158,7 @@ def test_ray_job_submit_runs_the_cli_on_the_cluster(cluster, tmp_path):
 
     sample = make_sample_dataset(tmp_path / "sample")
     work = tmp_path / "work"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 60
     while True:  # the head's job agent takes a few seconds to come up after `ray start`
         done = subprocess.run(
             [cluster.ray, "job", "submit", "--address", f"http://127.0.0.1:{cluster.dashboard_port}", "--working-dir", str(REPO),
@@ -168,28 +176,28 @@ def test_ray_job_submit_runs_the_cli_on_the_cluster(cluster, tmp_path):
 
 def test_worker_node_killed_during_extraction(cluster, photos, undisturbed, tmp_path):
     work = tmp_path / "work"
-    run = cluster.run(str(photos), "--work-dir", str(work), "--shard-size", "8")
+    run = cluster.run(str(photos), "--work-dir", str(work), "--shard-size", "20")
     try:
         finished_before = wait_for_shards(work, run, 1)
         assert cluster.kill_worker_node() == 1
-        assert finished_before < 61 and run.poll() is None  # the node died mid-extraction
+        assert finished_before < 14 and run.poll() is None  # the node died mid-extraction
         finish(run)
     finally:
         run.kill()
         cluster.start_worker()  # for the tests after this one
     assert outputs_of(work) == outputs_of(undisturbed)
-    assert accounted(work) == accounted(undisturbed) and len(set(accounted(work))) == 481
+    assert accounted(work) == accounted(undisturbed) and len(set(accounted(work))) == 263
 
 
 def test_driver_killed_then_the_same_command_resumes(cluster, photos, undisturbed, tmp_path):
     work = tmp_path / "work"
-    run = cluster.run(str(photos), "--work-dir", str(work), "--shard-size", "8")
-    wait_for_shards(work, run, 3)
+    run = cluster.run(str(photos), "--work-dir", str(work), "--shard-size", "20")
+    wait_for_shards(work, run, 2)
     run.send_signal(signal.SIGKILL)  # no cleanup, no finally blocks: a crashed driver
     run.wait()
     finished = len(list(work.glob("*features.done")))
-    assert 3 <= finished < 61
-    err = finish(cluster.run(str(photos), "--work-dir", str(work), "--shard-size", "8"))
+    assert 2 <= finished < 14
+    err = finish(cluster.run(str(photos), "--work-dir", str(work), "--shard-size", "20"))
     skipped = int(err.split("already finished, skipped")[0].rsplit("(", 1)[1].strip())
     assert skipped >= finished - 1 and skipped > 0  # finished shards are not redone
     assert outputs_of(work) == outputs_of(undisturbed)
