@@ -154,6 +154,9 @@ def list_files(location: str, options: StorageOptions | None = None) -> list[str
     fs, path = resolve(location, options)
     scheme = location.split("://", 1)[0]
     prefix = location[: len(location) - len(path)] if location.endswith(path) else f"{scheme}://"
+    # fsspec reuses one filesystem per process with its listings cached: a second run in
+    # the same process must see what was uploaded since the first.
+    fs.invalidate_cache(path)
     try:
         if with_retries(lambda: fs.isfile(path), location):
             return [location]

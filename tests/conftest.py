@@ -72,8 +72,31 @@ def s3_server():
         port = probe.getsockname()[1]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    url = f"http://127.0.0.1:{port}"
+    S3_SERVERS[url] = server
+    yield url
+    S3_SERVERS.pop(url).stop()
+
+
+# The running moto server behind each s3_server URL, for tests that take it away a while.
+S3_SERVERS: dict = {}
+
+
+def s3_outage(url: str, seconds: float) -> None:
+    """Stop the S3 server at ``url`` and bring it back on the same port after ``seconds``
+    (moto keeps its buckets in the process, so nothing is lost)."""
+    import time
+
+    from moto.server import ThreadedMotoServer
+
+    try:
+        S3_SERVERS[url].stop()
+    except Exception:  # noqa: BLE001 - already stopped
+        pass
+    time.sleep(seconds)
+    host, port = url.removeprefix("http://").split(":")
+    S3_SERVERS[url] = ThreadedMotoServer(ip_address=host, port=int(port), verbose=False)
+    S3_SERVERS[url].start()
 
 
 CHROMIUM = "/usr/bin/chromium"

@@ -100,3 +100,55 @@ def test_storage_errors_are_explained_and_transient_ones_retried():
     assert with_retries(flaky, "s3://b/k", base_delay=0.01) == "ok" and len(calls) == 3
     with pytest.raises(FileNotFoundError):
         with_retries(lambda: (_ for _ in ()).throw(FileNotFoundError("gone")), "s3://b/k", base_delay=0.01)
+
+
+def test_s3_server_gone_for_seconds_mid_run(ray_local, s3_server, bucket, tmp_path):
+    """The server goes away for three seconds as the run starts listing, and again for
+    four once the first shard is written: failed requests are retried, the run completes,
+    and its outputs equal those of an undisturbed run."""
+    import threading
+    import time
+
+    from conftest import s3_outage, write_tar
+
+    from fastdup_ray.sample import jpeg_bytes, make_scene
+
+    for t in range(6):
+        path = write_tar(tmp_path / f"{t:05d}.tar", {f"{t:02d}{i:03d}.jpg": jpeg_bytes(make_scene(30_000 + 40 * t + i, material=(t + i) % 12)) for i in range(40)})
+        bucket.put_file(str(path), f"fdr-test/outage/{path.name}")
+    reference, work = tmp_path / "reference", tmp_path / "work"
+    fastdup_ray.run("s3://fdr-test/outage", str(reference), **s3_options(s3_server))
+
+    from conftest import S3_SERVERS
+
+    back = {}
+
+    def take_the_server_away():
+        time.sleep(3.0)
+        s3_outage(s3_server, 0.0)  # back after 3 s
+        back["at"] = time.monotonic()
+        wait_for(lambda: any(work.glob("*features.done")))
+        s3_outage(s3_server, 4.0)
+
+    S3_SERVERS[s3_server].stop()
+    outages = threading.Thread(target=take_the_server_away)
+    started = time.monotonic()
+    outages.start()
+    summary = fastdup_ray.run("s3://fdr-test/outage", str(work), **s3_options(s3_server))
+    outages.join()
+    # Listing waited (botocore's and our retries) until the server came back.
+    assert summary.seconds["list"] >= back["at"] - started - 0.5
+    assert (summary.good, summary.bad) == (240, 0)
+    for name in ("similarity.csv", "outliers.csv", "connected_components.csv", "stats.csv"):
+        assert (work / name).read_text() == (reference / name).read_text(), name
+    names, _ = fastdup_ray.load_binary_features(work)
+    assert len(names) == len(set(names)) == 240
+
+
+def wait_for(condition, timeout: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)

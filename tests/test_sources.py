@@ -146,3 +146,33 @@ def test_zip_members_and_zip_bomb(tmp_path, monkeypatch):
     items = list(read_unit(WorkUnit("photos.zip", "archive", (str(path),)), ReadSettings()))
     assert items[0].location == f"{path}/x/1.jpg" and items[0].data == b"one"
     assert "too large" in items[1].reason
+
+
+def test_a_dropped_connection_reads_the_archive_again_without_repeating_images(tmp_path, monkeypatch):
+    import contextlib
+
+    import fastdup_ray.sources.archives as archives
+
+    data = tar_bytes({f"{i:03d}.jpg": bytes([i]) * 3000 for i in range(6)})
+    opened = []
+
+    class DropsOnce(io.BytesIO):
+        def read(self, size=-1):
+            if len(opened) == 1 and self.tell() > len(data) // 2:
+                raise ConnectionError("Connection reset by peer")
+            return super().read(size)
+
+    @contextlib.contextmanager
+    def flaky_stream(location, options, keep_dir):
+        opened.append(location)
+        yield DropsOnce(data)
+
+    monkeypatch.setattr(archives, "open_archive_stream", flaky_stream)
+    monkeypatch.setattr(archives.time, "sleep", lambda seconds: None)
+    items = list(archives.iter_archive("s3://bucket/00000.tar"))
+    assert len(opened) == 2  # read again after the drop
+    assert [i.location.rsplit("/", 1)[1] for i in items] == [f"{i:03d}.jpg" for i in range(6)] and all(i.ok for i in items)
+    # A drop that never ends is reported, once, after the last attempt.
+    monkeypatch.setattr(archives, "open_archive_stream", lambda *a: (_ for _ in ()).throw(ConnectionError("Connection refused")))
+    [item] = list(archives.iter_archive("s3://bucket/00001.tar"))
+    assert "after 6 attempts" in item.reason

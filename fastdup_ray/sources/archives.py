@@ -10,8 +10,10 @@ images still go through.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import tarfile
+import time
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -20,7 +22,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fastdup_ray.sources.items import Item, escape_name, is_utf8, kind_of
-from fastdup_ray.storage import StorageOptions, is_remote, resolve, with_retries
+from fastdup_ray.storage import StorageOptions, is_remote, is_transient, resolve, with_retries
+
+log = logging.getLogger("fastdup_ray")
+
+# A remote archive whose connection drops is read again from the start (its order is
+# fixed, so the images already passed on are skipped), up to this many times.
+ARCHIVE_ATTEMPTS = 6
 
 # A member bigger than this is refused, whatever its header claims: a zip or tar bomb
 # must not fill memory.
@@ -110,6 +118,8 @@ def iter_tar(location: str, stream: BinaryIO, keep_images: Path | None, video_it
                 if max_items and count >= max_items:
                     return
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        if is_transient(exc):
+            raise  # the connection dropped, the archive is fine: iter_archive reads it again
         where = f"{location}/{escape_name(current)}" if current and kind_of(current) else location
         yield Item(where, reason=f"truncated or corrupt archive after {count} images: {type(exc).__name__}: {exc}")
 
@@ -119,6 +129,8 @@ def iter_zip(location: str, stream: BinaryIO, keep_images: Path | None, video_it
     try:
         archive = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        if is_transient(exc):
+            raise
         yield Item(location, reason=f"corrupt zip archive: {exc}")
         return
     with archive:
@@ -138,6 +150,8 @@ def iter_zip(location: str, stream: BinaryIO, keep_images: Path | None, video_it
                     yield item
                     count += 1
             except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
+                if is_transient(exc):
+                    raise
                 yield Item(f"{location}/{info.filename}", reason=f"corrupt archive member: {exc}")
                 count += 1
             if max_items and count >= max_items:
@@ -164,10 +178,27 @@ def iter_archive(
     keep_images_dir = (cache_dir / "images" / name) if keep_images and cache_dir else None
     keep_archive_dir = (cache_dir / "archives") if keep_archives and cache_dir and is_remote(location) else None
     reader = iter_zip if location.lower().endswith(".zip") else iter_tar
-    try:
-        with open_archive_stream(location, options, keep_archive_dir) as stream:
-            yield from reader(location, stream, keep_images_dir, video_items, max_items)
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        yield Item(location, reason=f"cannot read archive: {type(exc).__name__}: {exc}")
-    except OSError as exc:
-        yield Item(location, reason=f"cannot read archive: {exc}")
+    passed = 0  # items already given out: a read that starts over skips them
+    for attempt in range(1, ARCHIVE_ATTEMPTS + 1):
+        try:
+            with open_archive_stream(location, options, keep_archive_dir) as stream:
+                for number, item in enumerate(reader(location, stream, keep_images_dir, video_items, max_items)):
+                    if number >= passed:
+                        yield item
+                        passed += 1
+            return
+        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+            yield Item(location, reason=f"cannot read archive: {type(exc).__name__}: {exc}")
+            return
+        except Exception as exc:  # noqa: BLE001 - transient ones are retried, the rest reported
+            if not is_transient(exc):
+                if isinstance(exc, OSError):
+                    yield Item(location, reason=f"cannot read archive: {exc}")
+                    return
+                raise
+            if attempt == ARCHIVE_ATTEMPTS:
+                yield Item(location, reason=f"cannot read archive after {attempt} attempts ({passed} images read): {type(exc).__name__}: {exc}")
+                return
+            delay = 0.5 * 2 ** (attempt - 1)
+            log.warning("connection to %s dropped after %d images (%s); reading it again in %.1fs", location, passed, type(exc).__name__, delay)
+            time.sleep(delay)
