@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -51,22 +52,61 @@ def model_rate(embedder: Embedder, batches: int = 8, batch: int = 64) -> float:
     return batches * batch / (time.perf_counter() - start)
 
 
+class MemorySampler:
+    """Peak resident memory by role while a run goes: its driver, and each kind of Ray
+    worker (Ray titles worker processes ``ray::<task or actor>``), read from /proc."""
+
+    def __init__(self, driver_pid: int) -> None:
+        self.driver_pid = driver_pid
+        self.peaks: dict[str, int] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        while not self.stop.wait(0.2):
+            for status in Path("/proc").glob("[0-9]*/status"):
+                try:
+                    pid = int(status.parent.name)
+                    title = (status.parent / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+                    rss = next(int(line.split()[1]) * 1024 for line in status.read_text().splitlines() if line.startswith("VmRSS:"))
+                except (OSError, StopIteration, ValueError):
+                    continue
+                role = "driver" if pid == self.driver_pid else title.split(" ")[0] if title.startswith("ray::") else None
+                if role and role != "ray::IDLE":
+                    self.peaks[role] = max(self.peaks.get(role, 0), rss)
+
+    def finish(self) -> dict[str, int]:
+        self.stop.set()
+        self.thread.join()
+        return self.peaks
+
+
 def end_to_end(folder, work: Path, extra: list[str], env: dict | None = None, fresh: bool = True) -> dict:
-    """``python -m fastdup_ray run`` in a fresh process: wall seconds, good images, stage seconds."""
+    """``python -m fastdup_ray run`` in a fresh process: wall seconds, good images, stage
+    seconds, and peak memory of the driver and of each kind of Ray worker."""
     if fresh:
         shutil.rmtree(work, ignore_errors=True)  # a fresh run, not a resume of the last one
     env = dict(env or os.environ, RAY_ADDRESS="")
     start = time.perf_counter()
-    result = subprocess.run(
+    process = subprocess.Popen(
         [sys.executable, "-m", "fastdup_ray", "run", str(folder), "--work-dir", str(work), *extra],
-        capture_output=True, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
+    sampler = MemorySampler(process.pid)
+    stdout, stderr = process.communicate()
+    memory = sampler.finish()
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"run failed:\n{result.stderr[-3000:]}")
     good = int(re.search(r"images: (\d+) good", result.stderr).group(1))
     stages = dict(re.findall(r"(\w+) ([\d.]+)s", re.search(r"time: (.*)", result.stderr).group(1)))
-    return {"wall": wall, "good": good, "stages": {k: float(v) for k, v in stages.items()}}
+    return {"wall": wall, "good": good, "stages": {k: float(v) for k, v in stages.items()}, "memory": memory}
+
+
+def memory_line(memory: dict[str, int]) -> str:
+    return ", ".join(f"{role} {rss / 2**20:.0f} MiB" for role, rss in sorted(memory.items(), key=lambda kv: -kv[1]))
 
 
 FASTDUP_SCRIPT = """
@@ -106,6 +146,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--vs-fastdup", action="store_true", help="also run fastdup 2.54 on the same folder, alternating")
+    parser.add_argument("--memory-sizes", default="", help="comma list of image counts (e.g. 2000,10000): one run each, peak memory per worker kind, to show it does not grow with the dataset")
     parser.add_argument("run_args", nargs="*", help="extra arguments for fastdup-ray run (after --)")
     args = parser.parse_args()
     if not args.photos.is_dir():
@@ -134,6 +175,11 @@ def main() -> int:
         print(f"end to end #{repeat + 1}: {measured['good'] / measured['wall']:.0f} img/s "
               f"({measured['good']} images in {measured['wall']:.1f}s wall, process start included); "
               f"extraction {extract_rate:.0f} img/s (Ray start included); stages: {stages}")
+        print(f"  peak memory: {memory_line(measured['memory'])}")
+    for count in [int(c) for c in args.memory_sizes.split(",") if c]:
+        subset = build_volume_set(args.photos, args.out / f"images-{count}", count)
+        measured = end_to_end(args.out / f"images-{count}", args.out / "work-memory", args.run_args)
+        print(f"memory at {len(subset)} images: {memory_line(measured['memory'])}")
     best = max(results, key=lambda r: r["good"] / r["wall"])
     if peer:
         ours = np.median([r["good"] / r["wall"] for r in results])
