@@ -24,7 +24,7 @@ import numpy as np
 from fastdup_ray import outputs
 from fastdup_ray.features import FeatureShardWriter, list_shards, load_names, load_shards, read_marker
 from fastdup_ray.graph import connected_components, pagerank
-from fastdup_ray.index import build_index, ivf_flat_lists, ivf_knn, knn_search, merge_topk
+from fastdup_ray.index import build_index, ivf_flat_lists, ivf_knn, knn_search, merge_topk, topk_edges
 from fastdup_ray.workdir import WorkDir
 
 
@@ -119,9 +119,7 @@ def main() -> int:
         blocks = lambda: [(np.arange(args.n), stored)]  # noqa: E731
         index = phase("index", lambda: build_index(stored, args.nnf_mode))
         sims, ids = phase("knn", lambda: knn_search(stored, args.k, index=index))
-    src = np.repeat(np.arange(args.n), args.k)
-    valid = ids.ravel() >= 0
-    src, dst, knn_sim = src[valid], ids.ravel()[valid], sims.ravel()[valid]
+    src, dst, knn_sim = topk_edges(sims, ids)
     a, b, sim = phase("pairs", lambda: outputs.unique_pairs(src, dst, knn_sim))
     joined = sim >= args.ccthreshold
     labels = phase("components", lambda: connected_components(args.n, a[joined], b[joined]))

@@ -176,8 +176,12 @@ def sharded_knn(shards: list[np.ndarray], k: int, spec: str = "Flat", map_tasks=
 
 def knn_edges(features: np.ndarray, k: int, index=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """kNN as an edge list (src, dst, similarity), one edge per (query, neighbour)."""
-    sims, ids = knn_search(features, k, index=index)
-    src = np.repeat(np.arange(len(features), dtype=np.int64), ids.shape[1])
+    return topk_edges(*knn_search(features, k, index=index))
+
+
+def topk_edges(sims: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-query top-k (n x k, -1 where missing) as an edge list (src, dst, similarity)."""
+    src = np.repeat(np.arange(len(ids), dtype=np.int64), ids.shape[1])
     dst = ids.ravel()
     valid = dst >= 0
     return src[valid], dst[valid], sims.ravel()[valid]
@@ -193,10 +197,7 @@ def knn_shard_task(index_shard: np.ndarray, index_offset: int, query_loader, k: 
         if keep_index is not None:
             keep_index(index)
         return search_index_shard(index, index_shard, index_offset, query_loader, k)
-    centroids = train_lists(index_shard[np.sort(np.random.default_rng(0).choice(len(index_shard), min(len(index_shard), 65_536), replace=False))], nlist)
-    listed = ListedVectors(centroids)
-    listed.add(index_offset, index_shard, probe_lists(index_shard, centroids, 1)[:, 0])
-    set_search_effort(listed.index)
+    listed, _, centroids = list_vectors(lambda i: index_shard, [len(index_shard)], nlist, nprobe=1, first_id=index_offset)
     if keep_index is not None:
         keep_index(listed.index)
     results = []
@@ -285,7 +286,8 @@ class ListedVectors:
         self.quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
         self.index = faiss.IndexIVFFlat(self.quantizer, self.d, self.nlist, faiss.METRIC_INNER_PRODUCT)
         self.index.is_trained = True
-        self._views: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._views: list[tuple[np.ndarray, np.ndarray]] | None = None  # per list, once filled
+        self._where: np.ndarray | None = None  # each global id's row inside its list
 
     def add(self, first: int, vectors: np.ndarray, home: np.ndarray) -> None:
         faiss = _faiss()
@@ -324,8 +326,6 @@ class ListedVectors:
             if len(group):
                 out[group] = self.members(int(home[group[0]]))[1][self._where[ids[group]]]
         return out
-
-    _where: np.ndarray | None = None
 
 
 def blocked_ivf_knn(listed: ListedVectors, probes: np.ndarray, k: int, query_vectors=None, query_ids: np.ndarray | None = None, max_block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -380,37 +380,45 @@ def _top_k_rows(scores: np.ndarray, column_ids: np.ndarray, k: int) -> tuple[np.
     return np.take_along_axis(top, order, axis=1).astype(np.float32), np.take_along_axis(ids, order, axis=1)
 
 
-def ivf_knn(load_shard, rows: list[int], d: int, k: int, nlist: int, nprobe: int = 2, train_size: int = 65_536, seed: int = 0, phase=None):
-    """All-pairs kNN over feature shards with IVF lists searched blockwise.
+def list_vectors(load_shard, rows: list[int], nlist: int, nprobe: int, first_id: int = 0, train_size: int = 65_536, seed: int = 0):
+    """Train IVF lists on a sample of every shard, then stream the shards into them.
 
     ``load_shard(i)`` returns shard i's vectors (rows[i] x d); shards are read three
-    times (a training sample from each, probes, then the listed copy), so the vectors are
-    held once, in a faiss IndexIVFFlat (``listed.index``, ready to save). ``phase(name)``,
-    a context manager, times "index" (train, probe, list) and "knn". Returns (sims, ids,
-    listed, centroids). With nprobe equal to the list count the result is the exact kNN.
-    """
-    phase = phase or (lambda name: contextlib.nullcontext())
+    times (a training sample from each, probes, then into the lists), so the vectors are
+    held once, in a faiss IndexIVFFlat (``listed.index``, ready to save); global ids
+    start at ``first_id``. Returns (listed, probes: each vector's nprobe nearest lists,
+    centroids)."""
     n = sum(rows)
     offsets = np.cumsum([0] + list(rows))
+    rng = np.random.default_rng(seed)
+    share = min(1.0, train_size / max(1, n))
+    sample = []
+    for i, count in enumerate(rows):
+        if count:
+            take = np.flatnonzero(rng.random(count) < share)
+            sample.append(np.asarray(load_shard(i))[take])
+    centroids = train_lists(np.concatenate(sample), nlist, seed=seed)
+    del sample
+    probes = np.empty((n, min(nprobe, len(centroids))), dtype=np.int64)
+    for i, count in enumerate(rows):
+        if count:
+            probes[offsets[i] : offsets[i + 1]] = probe_lists(load_shard(i), centroids, nprobe)
+    listed = ListedVectors(centroids)
+    for i, count in enumerate(rows):
+        if count:
+            listed.add(first_id + int(offsets[i]), load_shard(i), probes[offsets[i] : offsets[i + 1], 0])
+    set_search_effort(listed.index)
+    return listed, probes, centroids
+
+
+def ivf_knn(load_shard, rows: list[int], d: int, k: int, nlist: int, nprobe: int = 2, train_size: int = 65_536, seed: int = 0, phase=None):
+    """All-pairs kNN over feature shards with IVF lists searched blockwise (see
+    list_vectors). ``phase(name)``, a context manager, times "index" (train, probe, list)
+    and "knn". Returns (sims, ids, listed, centroids). With nprobe equal to the list
+    count the result is the exact kNN."""
+    phase = phase or (lambda name: contextlib.nullcontext())
     with phase("index"):
-        rng = np.random.default_rng(seed)
-        share = min(1.0, train_size / max(1, n))
-        sample = []
-        for i, count in enumerate(rows):
-            if count:
-                take = np.flatnonzero(rng.random(count) < share)
-                sample.append(np.asarray(load_shard(i))[take])
-        centroids = train_lists(np.concatenate(sample), nlist, seed=seed)
-        del sample
-        probes = np.empty((n, min(nprobe, len(centroids))), dtype=np.int64)
-        for i, count in enumerate(rows):
-            if count:
-                probes[offsets[i] : offsets[i + 1]] = probe_lists(load_shard(i), centroids, nprobe)
-        listed = ListedVectors(centroids)
-        for i, count in enumerate(rows):
-            if count:
-                listed.add(int(offsets[i]), load_shard(i), probes[offsets[i] : offsets[i + 1], 0])
-        set_search_effort(listed.index)
+        listed, probes, centroids = list_vectors(load_shard, rows, nlist, nprobe, train_size=train_size, seed=seed)
     with phase("knn"):
         sims, ids = blocked_ivf_knn(listed, probes, k)
     return sims, ids, listed, centroids

@@ -30,7 +30,7 @@ from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.extract import extract_units, write_listing_shard
 from fastdup_ray.features import list_shards, load_binary_features, load_names, load_shards, load_stats, read_marker, shard_is_complete
 from fastdup_ray.graph import components_in_rounds, connected_components, pagerank, ray_map_partitions
-from fastdup_ray.index import build_index, factory_string, ivf_flat_lists, ivf_knn, knn_edges, knn_shard_task, merge_into, search_index_shard
+from fastdup_ray.index import build_index, factory_string, ivf_flat_lists, ivf_knn, knn_edges, knn_shard_task, merge_into, search_index_shard, topk_edges
 from fastdup_ray.sources import ReadSettings, list_inputs, plan_units
 from fastdup_ray.workdir import WorkDir
 
@@ -257,10 +257,8 @@ def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summar
             _, vectors = load_shards(work, shard["prefixes"], d)
             for first, sims, ids in search_index_shard(index, vectors, shard["first"], lambda: [(0, test)], k, queries_in_index=False):
                 merge_into(best, first, sims, ids, k)
-        src = np.repeat(np.arange(len(test)), k)
-        dst, sim = best[1].ravel(), best[0].ravel()
-        valid = dst >= 0
-        src, dst, sim = src[valid], dst[valid], np.clip(sim[valid], 0.0, 1.0)
+        src, dst, sim = topk_edges(*best)
+        sim = np.clip(sim, 0.0, 1.0)
     with stage_timer(summary, "outputs"):
         similarity = outputs.similarity_table(test_names, src, dst, sim, config.threshold, to_names=train_names)
         outliers = outputs.outliers_table(test_names, src, dst, sim, config.lower_threshold, to_names=train_names)
@@ -345,11 +343,7 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
             filenames = load_names(work, prefixes)
         n = len(filenames)
         with stage_timer(summary, "knn"):
-            sims, ids = knn_on_ray(work, prefixes, rows, d, k, spec, int(config.reduce_memory_gb * 2**30 // 4), config.nprobe)
-            src = np.repeat(np.arange(n, dtype=np.int64), k)
-            dst, knn_sim = ids.ravel(), sims.ravel()
-            valid = dst >= 0
-            src, dst, knn_sim = src[valid], dst[valid], knn_sim[valid]
+            src, dst, knn_sim = topk_edges(*knn_on_ray(work, prefixes, rows, d, k, spec, int(config.reduce_memory_gb * 2**30 // 4), config.nprobe))
     elif ivf_flat_lists(spec) and sum(rows) >= 2:
         # IVF<n>,Flat: shards streamed into the index's lists (one copy of the vectors),
         # every vector scored exactly against its nprobe nearest lists, blockwise.
@@ -361,10 +355,7 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
             remove_saved_index(work)
             save_index(listed.index, work)
         del listed
-        src = np.repeat(np.arange(n, dtype=np.int64), k)
-        dst, knn_sim = ids.ravel(), sims.ravel()
-        valid = dst >= 0
-        src, dst, knn_sim = src[valid], dst[valid], knn_sim[valid]
+        src, dst, knn_sim = topk_edges(sims, ids)
     else:
         with stage_timer(summary, "load"):
             filenames, features = load_shards(work, prefixes, d)

@@ -60,16 +60,21 @@ def archive_dataset(tmp_path_factory):
     return root, planted, corrupt, 9
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    """moto's S3 server on loopback: a real HTTP S3 endpoint, no mocked calls."""
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
     import socket
-
-    from moto.server import ThreadedMotoServer
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on loopback: a real HTTP S3 endpoint, no mocked calls."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"

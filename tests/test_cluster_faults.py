@@ -10,7 +10,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,17 +20,12 @@ import polars as pl
 import pytest
 
 import fastdup_ray
+from conftest import free_port
 from fastdup_ray.sample import jpeg_bytes, make_scene, near_duplicate
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
 OUTPUTS = ("similarity.csv", "outliers.csv", "component_info.csv", "connected_components.csv", "stats.csv")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def processes_matching(text: str) -> list[int]:

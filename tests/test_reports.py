@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from fastdup_ray.reports.projector import choose_sample, sprite_image
 from fastdup_ray.sample import jpeg_bytes, make_scene, near_duplicate
 from fastdup_ray.workdir import WorkDir
 
-from conftest import write_tar
+from conftest import free_port, write_tar
 
 EVIL = '<script>window.__pwned = 1</script> & "quotes".jpg'
 
@@ -217,12 +216,6 @@ def test_gallery_and_projector_commands(gallery_run, tmp_path):
     assert (tmp_path / "g" / "components.html").exists() and len(list((tmp_path / "g" / "thumbnails").glob("*.jpg"))) == 3
     bad = subprocess.run([sys.executable, "-m", "fastdup_ray", "create_stats_gallery", str(work), str(tmp_path / "g"), "--metric", "sharpness"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown statistic 'sharpness'" in bad.stderr and "blur" in bad.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.integration

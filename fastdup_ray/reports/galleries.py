@@ -85,12 +85,13 @@ class RunTables:
         pairs = pairs.join(ids.rename({"filename": "from", "__id": "from_id"}), on="from", how="left", maintain_order="left")
         return pairs.join(ids.rename({"filename": "to", "__id": "to_id"}), on="to", how="left", maintain_order="left")
 
-    def component_sizes(self) -> pl.DataFrame | None:
-        """``__id, component_id, Count`` when the run wrote its component tables."""
+    def component_sizes(self) -> dict[int, tuple[int, int]]:
+        """__id -> (component_id, images in it); empty when the run wrote no components."""
         if not (self.work.exists(outputs.CONNECTED_COMPONENTS_FILE) and self.work.exists(outputs.COMPONENT_INFO_FILE)):
-            return None
+            return {}
         members = self.table(outputs.CONNECTED_COMPONENTS_FILE).select("__id", "component_id")
-        return members.join(self.table(outputs.COMPONENT_INFO_FILE).select("component_id", "Count"), on="component_id", how="left")
+        sizes = members.join(self.table(outputs.COMPONENT_INFO_FILE).select("component_id", "Count"), on="component_id", how="left")
+        return {i: (c, n) for i, c, n in sizes.iter_rows()}
 
 
 def render_pages(title: str, description: str, cards: list[Card], page_size: int, thumbnails: set[int], stem: str) -> list[tuple[str, str]]:
@@ -204,13 +205,6 @@ def _limit(table: pl.DataFrame, num_images: int | None) -> pl.DataFrame:
     return table if num_images is None else table.head(num_images)
 
 
-def _size_lookup(tables: RunTables) -> dict[int, tuple[int, int]]:
-    sizes = tables.component_sizes()
-    if sizes is None:
-        return {}
-    return {i: (c, n) for i, c, n in sizes.iter_rows()}
-
-
 def _component_caption(sizes: dict[int, tuple[int, int]], image_id: int | None) -> list[str]:
     if image_id is None or image_id not in sizes:
         return []
@@ -227,7 +221,7 @@ def create_duplicates_gallery(work_dir, save_path, num_images: int | None = None
     and the size of the component each image is in."""
     tables = RunTables(work_dir)
     pairs = _limit(tables.with_ids(tables.table(outputs.SIMILARITY_FILE)).sort("distance", descending=True, maintain_order=True), num_images)
-    sizes = _size_lookup(tables)
+    sizes = tables.component_sizes()
     cards = [
         Card(
             heading=f"similarity {distance:.4f}",
@@ -249,7 +243,7 @@ def create_outliers_gallery(work_dir, save_path, num_images: int | None = None, 
     # One card per outlier: its least similar kNN edge decides how far out it is.
     rows = rows.sort("distance", maintain_order=True).unique("from", keep="first", maintain_order=True)
     rows = _limit(rows, num_images)
-    sizes = _size_lookup(tables)
+    sizes = tables.component_sizes()
     cards = [
         Card(
             heading=f"outlier {rank}: similarity to its neighbour {distance:.4f}",

@@ -102,8 +102,7 @@ def export_to_tensorboard_projector(work_dir, log_dir, sample_size: int = 900, s
     ids = choose_sample(names.height, sample_size, seed)
     vectors = read_rows(tables, ids)
     filenames = names["filename"].gather(ids).to_list()
-    sizes = tables.component_sizes()
-    component = {i: (c, n) for i, c, n in sizes.iter_rows()} if sizes is not None else {}
+    component = tables.component_sizes()
     thumbs = load_thumbnails(tables.work, tables.prefixes, ids)
 
     folder = Path(log_dir)
