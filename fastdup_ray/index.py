@@ -105,8 +105,7 @@ def exact_topk(features: np.ndarray, queries: np.ndarray, query_ids: np.ndarray,
     (ties by smaller id). Returns (sims, ids), -inf / -1 where fewer than k remain.
     Vectorised in blocks of rows, so memory stays at block_rows x candidates x d."""
     m = len(queries)
-    sims = np.full((m, k), -np.inf, dtype=np.float32)
-    ids = np.full((m, k), -1, dtype=np.int64)
+    sims, ids = empty_topk(m, k)
     for start in range(0, m, block_rows):
         stop = min(m, start + block_rows)
         cand = candidates[start:stop]
@@ -167,7 +166,7 @@ def sharded_knn(shards: list[np.ndarray], k: int, spec: str = "Flat", map_tasks=
 
     calls = [(shard, int(offsets[s]), query_loader, k, spec, None, nprobe) for s, shard in enumerate(shards)]
     map_tasks = map_tasks or (lambda calls: (knn_shard_task(*call) for call in calls))
-    best = (np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64))
+    best = empty_topk(n, k)
     for blocks in map_tasks(calls):
         for first, sims, ids in blocks:
             merge_into(best, first, sims, ids, k)
@@ -197,13 +196,13 @@ def knn_shard_task(index_shard: np.ndarray, index_offset: int, query_loader, k: 
         if keep_index is not None:
             keep_index(index)
         return search_index_shard(index, index_shard, index_offset, query_loader, k)
-    listed, _, centroids = list_vectors(lambda i: index_shard, [len(index_shard)], nlist, nprobe=1, first_id=index_offset)
+    listed, _, _ = list_vectors(lambda i: index_shard, [len(index_shard)], nlist, nprobe=1, first_id=index_offset)
     if keep_index is not None:
         keep_index(listed.index)
     results = []
     for first, queries in query_loader():
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        probes = probe_lists(queries, centroids, nprobe)
+        probes = listed.probe(queries, nprobe)
         sims, ids = blocked_ivf_knn(listed, probes, k, lambda rows: queries[rows], np.arange(first, first + len(queries), dtype=np.int64))
         results.append((first, sims, ids))
     return results
@@ -226,6 +225,11 @@ def search_index_shard(index, vectors: np.ndarray, index_offset: int, query_load
         sims, ids = exact_topk(vectors, queries, local_self, found, k)
         results.append((first, sims, np.where(ids >= 0, ids + index_offset, -1)))
     return results
+
+
+def empty_topk(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """A running top-k for n queries with nothing found yet: -inf similarities, -1 ids."""
+    return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
 
 
 def merge_into(best: tuple[np.ndarray, np.ndarray], first: int, sims: np.ndarray, ids: np.ndarray, k: int) -> None:
@@ -262,15 +266,6 @@ def train_lists(sample: np.ndarray, nlist: int, seed: int = 0, niter: int = 10) 
     kmeans = faiss.Kmeans(sample.shape[1], nlist, niter=niter, spherical=True, seed=seed, max_points_per_centroid=len(sample))
     kmeans.train(sample)
     return kmeans.centroids
-
-
-def probe_lists(vectors: np.ndarray, centroids: np.ndarray, nprobe: int) -> np.ndarray:
-    """Each vector's ``nprobe`` nearest lists, nearest first (n x nprobe)."""
-    faiss = _faiss()
-    quantizer = faiss.IndexFlatIP(centroids.shape[1])
-    quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
-    _, probes = quantizer.search(np.ascontiguousarray(vectors, dtype=np.float32), min(nprobe, len(centroids)))
-    return probes
 
 
 class ListedVectors:
@@ -312,6 +307,12 @@ class ListedVectors:
                 self._views.append((ids, codes.view(np.float32).reshape(size, self.d)))
         return self._views[lst]
 
+    def probe(self, vectors: np.ndarray, nprobe: int) -> np.ndarray:
+        """Each vector's ``nprobe`` nearest lists, nearest first (n x nprobe), from the
+        index's own quantizer."""
+        _, probes = self.quantizer.search(np.ascontiguousarray(vectors, dtype=np.float32), min(nprobe, self.nlist))
+        return probes
+
     def gather(self, ids: np.ndarray, home: np.ndarray) -> np.ndarray:
         """Vectors of the given global ids, whose lists are ``home``."""
         if self._where is None:
@@ -339,7 +340,7 @@ def blocked_ivf_knn(listed: ListedVectors, probes: np.ndarray, k: int, query_vec
         home = probes[:, 0]
         query_vectors = lambda rows: listed.gather(rows, home[rows])  # noqa: E731
         query_ids = np.arange(m, dtype=np.int64)
-    best = (np.full((m, k), -np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64))
+    best = empty_topk(m, k)
     # Group (query, probed list) pairs by list once, so each list gathers its queries in one go.
     query_of = np.repeat(np.arange(m, dtype=np.int64), probes.shape[1])
     probed = probes.ravel()
@@ -399,11 +400,11 @@ def list_vectors(load_shard, rows: list[int], nlist: int, nprobe: int, first_id:
             sample.append(np.asarray(load_shard(i))[take])
     centroids = train_lists(np.concatenate(sample), nlist, seed=seed)
     del sample
+    listed = ListedVectors(centroids)
     probes = np.empty((n, min(nprobe, len(centroids))), dtype=np.int64)
     for i, count in enumerate(rows):
         if count:
-            probes[offsets[i] : offsets[i + 1]] = probe_lists(load_shard(i), centroids, nprobe)
-    listed = ListedVectors(centroids)
+            probes[offsets[i] : offsets[i + 1]] = listed.probe(load_shard(i), nprobe)
     for i, count in enumerate(rows):
         if count:
             listed.add(first_id + int(offsets[i]), load_shard(i), probes[offsets[i] : offsets[i + 1], 0])

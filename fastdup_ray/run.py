@@ -30,7 +30,7 @@ from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.extract import extract_units, write_listing_shard
 from fastdup_ray.features import list_shards, load_binary_features, load_names, load_shards, load_stats, read_marker, shard_is_complete
 from fastdup_ray.graph import components_in_rounds, connected_components, pagerank, ray_map_partitions
-from fastdup_ray.index import build_index, factory_string, ivf_flat_lists, ivf_knn, knn_edges, knn_shard_task, merge_into, search_index_shard, topk_edges
+from fastdup_ray.index import build_index, empty_topk, factory_string, ivf_flat_lists, ivf_knn, knn_edges, knn_shard_task, merge_into, search_index_shard, topk_edges
 from fastdup_ray.sources import ReadSettings, list_inputs, plan_units
 from fastdup_ray.workdir import WorkDir
 
@@ -249,9 +249,9 @@ def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summar
         summary.good = len(test_names)
     k = config.nearest_neighbors_k
     with stage_timer(summary, "knn"):
-        best = (np.full((len(test), k), -np.inf, dtype=np.float32), np.full((len(test), k), -1, dtype=np.int64))
+        best = empty_topk(len(test), k)
         for shard in shards:
-            index = faiss.deserialize_index(np.frombuffer(work.read_bytes(shard["file"]), dtype=np.uint8))
+            index = faiss.read_index(work.local_copy(shard["file"]))
             if index.ntotal != shard["rows"]:
                 raise InputError(f"{work.path(shard['file'])} holds {index.ntotal} vectors, not the {shard['rows']} of its feature shards; rerun run_mode 2")
             _, vectors = load_shards(work, shard["prefixes"], d)
@@ -295,7 +295,7 @@ def knn_on_ray(work: WorkDir, prefixes: list[str], rows: list[int], d: int, k: i
         return knn_shard_task(vectors, int(offsets[group[0]]), query_loader, k, spec, keep_index=lambda index: save_index(index, work, index_shard_name(number)), nprobe=nprobe)
 
     n = int(offsets[-1])
-    best = (np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64))
+    best = empty_topk(n, k)
     groups = [g for g in groups if sum(rows[i] for i in g)]
     remove_saved_index(work)
     pending = [index_shard_task.remote(number, g) for number, g in enumerate(groups)]
