@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fastdup_ray import outputs
-from fastdup_ray.features import FeatureShardWriter, list_shards, load_names, load_shards, read_marker
+from fastdup_ray.features import FeatureShardWriter, list_shards, load_names, load_rows, load_shards, read_marker
 from fastdup_ray.graph import connected_components, pagerank
 from fastdup_ray.index import build_index, ivf_flat_lists, ivf_knn, knn_search, merge_topk, topk_edges
 from fastdup_ray.workdir import WorkDir
@@ -55,18 +55,6 @@ def write_dataset(work: Path, n: int, d: int, shard_rows: int, seed: int = 0) ->
             writer.add_good([f"synthetic/{row + j:09d}.jpg" for j in range(count)], background)
         row += count
     return groups
-
-
-def load_rows(work: WorkDir, prefixes: list[str], d: int, rows: np.ndarray) -> np.ndarray:
-    """The vectors of the given global rows, read shard by shard."""
-    out = np.empty((len(rows), d), dtype=np.float32)
-    first = 0
-    for prefix in prefixes:
-        _, vectors = load_shards(work, [prefix], d)
-        inside = np.flatnonzero((rows >= first) & (rows < first + len(vectors)))
-        out[inside] = vectors[rows[inside] - first]
-        first += len(vectors)
-    return out
 
 
 def main() -> int:
@@ -145,7 +133,7 @@ def main() -> int:
 
     rng = np.random.default_rng(1)
     sample = rng.choice(args.n, size=min(args.queries, args.n), replace=False)
-    queries = load_rows(work, prefixes, args.d, sample)
+    queries = load_rows(work, prefixes, sample, args.d)
     truth_sims = np.full((len(sample), args.k), -np.inf, dtype=np.float32)
     truth = np.full((len(sample), args.k), -1, dtype=np.int64)
     for block_ids, vectors in blocks():  # exact search, block by block

@@ -209,6 +209,29 @@ def load_stats(work: WorkDir, prefixes: list[str]) -> pl.DataFrame | None:
     return pl.concat(tables) if tables else None
 
 
+def shard_row_ranges(work: WorkDir, prefixes: list[str]) -> list[tuple[str, int, int]]:
+    """(prefix, first run-wide row, rows) of each shard, in order, from its marker."""
+    ranges = []
+    start = 0
+    for prefix in prefixes:
+        rows = (read_marker(work, prefix) or {}).get("good", 0)
+        ranges.append((prefix, start, rows))
+        start += rows
+    return ranges
+
+
+def load_rows(work: WorkDir, prefixes: list[str], ids: np.ndarray, d: int) -> np.ndarray:
+    """Vectors of the given run-wide row ids, reading only the shards that hold them."""
+    ids = np.asarray(ids, dtype=np.int64)
+    out = np.zeros((len(ids), d), dtype=np.float32)
+    for prefix, start, rows in shard_row_ranges(work, prefixes):
+        inside = np.flatnonzero((ids >= start) & (ids < start + rows))
+        if len(inside):
+            vectors = np.frombuffer(work.read_bytes(shard_names(prefix)[0]), dtype="<f4").reshape(rows, d)
+            out[inside] = vectors[ids[inside] - start]
+    return out
+
+
 def load_thumbnails(work: WorkDir, prefixes: list[str], ids: list[int] | np.ndarray) -> dict[int, bytes]:
     """JPEG thumbnails of the given run-wide row ids (``__id``), read only from the shards
     that hold them; ids without a thumbnail are left out."""
@@ -216,9 +239,7 @@ def load_thumbnails(work: WorkDir, prefixes: list[str], ids: list[int] | np.ndar
 
     wanted = np.unique(np.asarray(ids, dtype=np.int64))
     found: dict[int, bytes] = {}
-    start = 0
-    for prefix in prefixes:
-        rows = (read_marker(work, prefix) or {}).get("good", 0)
+    for prefix, start, rows in shard_row_ranges(work, prefixes):
         inside = wanted[(wanted >= start) & (wanted < start + rows)]
         name = f"{prefix}{THUMBNAILS_FILE}"
         if len(inside) and work.exists(name):
@@ -227,7 +248,6 @@ def load_thumbnails(work: WorkDir, prefixes: list[str], ids: list[int] | np.ndar
             pick = np.flatnonzero(np.isin(local, inside - start))
             for row, jpeg in zip(local[pick], table.column("thumbnail").take(pick).to_pylist()):
                 found[int(row) + start] = jpeg
-        start += rows
     return found
 
 

@@ -126,7 +126,15 @@ def is_transient(exc: BaseException) -> bool:
     )
 
 
-def with_retries(action: Callable[[], T], what: str, attempts: int = 6, base_delay: float = 0.5) -> T:
+RETRY_ATTEMPTS = 6
+
+
+def retry_delay(attempt: int, base_delay: float = 0.5) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (from 1): exponential, with jitter."""
+    return base_delay * 2 ** (attempt - 1) * (0.5 + random.random())
+
+
+def with_retries(action: Callable[[], T], what: str, attempts: int = RETRY_ATTEMPTS, base_delay: float = 0.5) -> T:
     """Run ``action``; retry transient failures with exponential backoff and jitter."""
     for attempt in range(1, attempts + 1):
         try:
@@ -134,7 +142,7 @@ def with_retries(action: Callable[[], T], what: str, attempts: int = 6, base_del
         except Exception as exc:  # noqa: BLE001 - classified below
             if attempt == attempts or not is_transient(exc):
                 raise
-            delay = base_delay * 2 ** (attempt - 1) * (0.5 + random.random())
+            delay = retry_delay(attempt, base_delay)
             log.warning("transient error on %s (%s); retry %d/%d in %.1fs", what, type(exc).__name__, attempt, attempts - 1, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")

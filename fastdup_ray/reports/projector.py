@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fastdup_ray.features import load_thumbnails, read_marker, shard_names
+from fastdup_ray.features import load_rows, load_thumbnails, read_marker
 from fastdup_ray.reports.galleries import RunTables
 from fastdup_ray.workdir import write_file_atomically
 
@@ -72,22 +72,6 @@ def _tsv_field(text: str) -> str:
     return text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
 
 
-def read_rows(tables: RunTables, ids: np.ndarray) -> np.ndarray:
-    """Vectors of the given run-wide row ids, reading only the shards that hold them."""
-    first = read_marker(tables.work, tables.prefixes[0]) or {}
-    d = int(first.get("d", 0))
-    out = np.zeros((len(ids), d), dtype=np.float32)
-    start = 0
-    for prefix in tables.prefixes:
-        rows = (read_marker(tables.work, prefix) or {}).get("good", 0)
-        inside = np.flatnonzero((ids >= start) & (ids < start + rows))
-        if len(inside):
-            vectors = np.frombuffer(tables.work.read_bytes(shard_names(prefix)[0]), dtype="<f4").reshape(rows, d)
-            out[inside] = vectors[ids[inside] - start]
-        start += rows
-    return out
-
-
 def export_to_tensorboard_projector(work_dir, log_dir, sample_size: int = 900, sprite_cell: int = 64, seed: int = 0) -> Path:
     """Write a projector log dir for a uniform sample of ``sample_size`` images of a run;
     returns the config's path. Open it with ``%tensorboard --logdir LOG_DIR``."""
@@ -100,7 +84,8 @@ def export_to_tensorboard_projector(work_dir, log_dir, sample_size: int = 900, s
     tables = RunTables(work_dir)
     names = tables.names
     ids = choose_sample(names.height, sample_size, seed)
-    vectors = read_rows(tables, ids)
+    d = int((read_marker(tables.work, tables.prefixes[0]) or {}).get("d", 0))
+    vectors = load_rows(tables.work, tables.prefixes, ids, d)
     filenames = names["filename"].gather(ids).to_list()
     component = tables.component_sizes()
     thumbs = load_thumbnails(tables.work, tables.prefixes, ids)

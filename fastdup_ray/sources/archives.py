@@ -22,13 +22,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fastdup_ray.sources.items import Item, escape_name, is_utf8, kind_of
-from fastdup_ray.storage import StorageOptions, is_remote, is_transient, resolve, with_retries
+from fastdup_ray.storage import RETRY_ATTEMPTS, StorageOptions, is_remote, is_transient, resolve, retry_delay, with_retries
 
 log = logging.getLogger("fastdup_ray")
-
-# A remote archive whose connection drops is read again from the start (its order is
-# fixed, so the images already passed on are skipped), up to this many times.
-ARCHIVE_ATTEMPTS = 6
 
 # A member bigger than this is refused, whatever its header claims: a zip or tar bomb
 # must not fill memory.
@@ -179,7 +175,9 @@ def iter_archive(
     keep_archive_dir = (cache_dir / "archives") if keep_archives and cache_dir and is_remote(location) else None
     reader = iter_zip if location.lower().endswith(".zip") else iter_tar
     passed = 0  # items already given out: a read that starts over skips them
-    for attempt in range(1, ARCHIVE_ATTEMPTS + 1):
+    # A connection that drops reads the archive again from the start: its order is fixed,
+    # so the images already passed on are skipped.
+    for attempt in range(1, RETRY_ATTEMPTS + 1):
         try:
             with open_archive_stream(location, options, keep_archive_dir) as stream:
                 for number, item in enumerate(reader(location, stream, keep_images_dir, video_items, max_items)):
@@ -196,9 +194,9 @@ def iter_archive(
                     yield Item(location, reason=f"cannot read archive: {exc}")
                     return
                 raise
-            if attempt == ARCHIVE_ATTEMPTS:
+            if attempt == RETRY_ATTEMPTS:
                 yield Item(location, reason=f"cannot read archive after {attempt} attempts ({passed} images read): {type(exc).__name__}: {exc}")
                 return
-            delay = 0.5 * 2 ** (attempt - 1)
+            delay = retry_delay(attempt)
             log.warning("connection to %s dropped after %d images (%s); reading it again in %.1fs", location, passed, type(exc).__name__, delay)
             time.sleep(delay)
