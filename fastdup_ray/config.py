@@ -26,6 +26,7 @@ DEFAULT_CCTHRESHOLD = 0.80
 
 DEFAULT_D = 1280
 COMPUTE_CHOICES = ("cpu", "gpu")
+EXECUTOR_CHOICES = ("auto", "local", "ray")
 RUN_MODES = (0, 1, 2, 3, 4)
 TURI_PARAM_KEYS = ("ccthreshold", "delete_tar", "delete_img")
 # fastdup's short names for its parameters.
@@ -54,6 +55,9 @@ class RunConfig:
     run_mode: int = 0
     batch_size: int = 64
     num_threads: int = 0
+    # Where extraction runs: 'local' (threads in this process, no Ray start-up), 'ray'
+    # (Ray Data; a cluster when RAY_ADDRESS names one), or 'auto' (see extract.choose_executor).
+    executor: str = "auto"
     nn_provider: str = "nnf"
     nnf_mode: str = "Flat"
     nnmodel: str = "brute_force"
@@ -121,6 +125,8 @@ class RunConfig:
             raise ConfigError(f"video_fps must be a number > 0, got {self.video_fps!r}")
         if self.compute not in COMPUTE_CHOICES:
             raise ConfigError(f"compute must be one of {COMPUTE_CHOICES}, got {self.compute!r}")
+        if self.executor not in EXECUTOR_CHOICES:
+            raise ConfigError(f"executor must be one of {EXECUTOR_CHOICES}, got {self.executor!r}")
         if self.run_mode not in RUN_MODES:
             raise ConfigError(f"run_mode must be one of {RUN_MODES}, got {self.run_mode!r}")
         if self.run_mode in (3, 4) and not self.test_dir:

@@ -1,15 +1,26 @@
-"""The batch functions of the map side and the shard collector, without Ray."""
+"""The batch functions of the map side, the shard collector and the local executor, without Ray."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 
 from fastdup_ray.config import RunConfig
-from fastdup_ray.extract import EmbedBatches, ShardCollector, decode_items, decode_units, plan_embedding
+from fastdup_ray.extract import (
+    EmbedBatches,
+    ShardCollector,
+    available_cpus,
+    choose_executor,
+    decode_items,
+    decode_units,
+    extract_units_locally,
+    plan_embedding,
+    unit_chunks,
+)
 from fastdup_ray.features import list_shards, load_shards, read_bad_list, shard_is_complete
 from fastdup_ray.sample import jpeg_bytes, make_scene
-from fastdup_ray.sources import Item, ReadSettings
+from fastdup_ray.sources import Item, ReadSettings, WorkUnit
 from fastdup_ray.workdir import WorkDir
 
 
@@ -99,3 +110,77 @@ def test_plan_leaves_room_to_decode_however_actors_are_packed(node_cpus):
             free[slot] -= plan.actor_cpus
         assert max(free) >= plan.decode_cpus - 1e-9, (order, free)
     assert plan.decode_tasks * 0.5 >= 0.2 * sum(node_cpus) or plan.decode_tasks >= len(node_cpus)
+
+
+def test_auto_executor_is_local_unless_the_run_asks_for_ray(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if Ray were not started here
+    local_units = [WorkUnit("", "files", ("/data/a.jpg",)), WorkUnit("t.", "archive", ("/data/t.tar",))]
+    assert choose_executor(RunConfig("in", "out"), local_units) == "local"
+    assert choose_executor(RunConfig("in", "out", compute="gpu"), local_units) == "ray"
+    assert choose_executor(RunConfig("in", "out"), [WorkUnit("t.", "archive", ("s3://b/t.tar",))]) == "ray"
+    assert choose_executor(RunConfig("in", "out", executor="local"), [WorkUnit("t.", "archive", ("s3://b/t.tar",))]) == "local"
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert choose_executor(RunConfig("in", "out"), local_units) == "ray"
+    assert 1 <= available_cpus() <= (os.cpu_count() or 1)
+
+
+def test_unit_chunks_cut_files_for_the_threads_and_stream_archive_members(tmp_path):
+    files = WorkUnit("u.", "files", tuple(f"/x/{i}.jpg" for i in range(5)))
+    chunks = list(unit_chunks(files, ReadSettings(), 2))
+    assert [c.locations for c in chunks] == [("/x/0.jpg", "/x/1.jpg"), ("/x/2.jpg", "/x/3.jpg"), ("/x/4.jpg",)]
+    from conftest import write_tar
+
+    tar = write_tar(tmp_path / "t.tar", {f"{i}.jpg": b"x" * (i + 1) for i in range(3)})
+    chunks = list(unit_chunks(WorkUnit("t.", "archive", (str(tar),)), ReadSettings(), 2))
+    assert [[item.location.rsplit("/", 1)[-1] for item in c] for c in chunks] == [["0.jpg", "1.jpg"], ["2.jpg"]]
+
+
+def scene_files(folder, count):
+    folder.mkdir()
+    for i in range(count):
+        (folder / f"{i:02d}.jpg").write_bytes(jpeg_bytes(make_scene(i)))
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    return sorted(str(p) for p in folder.iterdir())
+
+
+def model_size(config: RunConfig) -> int:
+    from fastdup_ray.embed import Embedder
+
+    return Embedder(config.model_file()).image_size
+
+
+def test_local_executor_writes_every_input_once_in_listing_order(tmp_path):
+    locations = scene_files(tmp_path / "in", 9)
+    units = [WorkUnit("a.", "files", tuple(locations[:6])), WorkUnit("b.", "files", tuple(locations[6:])), WorkUnit("empty.", "files", ())]
+    work = WorkDir(str(tmp_path / "work"))
+    config = RunConfig("in", str(tmp_path / "work"), batch_size=4, num_threads=2, thumbnail_size=32)
+    result = extract_units_locally(config, units, ReadSettings(), model_size(config), work)
+    assert (result.good, result.bad) == (9, 1) and sorted(result.shards) == ["a.", "b.", "empty."]
+    names, vectors = load_shards(work, ["a.", "b.", "empty."], config.d)
+    assert names == [p for p in locations if not p.endswith("broken.jpg")]
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert read_bad_list(tmp_path / "work", "b.")["filename"].to_list() == [locations[-1]]
+    # One session per thread and batches cut differently: the same vectors.
+    one = WorkDir(str(tmp_path / "one"))
+    extract_units_locally(RunConfig("in", str(tmp_path / "one"), batch_size=64, num_threads=1), units, ReadSettings(), model_size(config), one)
+    assert np.allclose(load_shards(one, ["a.", "b.", "empty."], config.d)[1], vectors, atol=1e-6)
+
+
+def test_local_executor_commits_nothing_when_a_batch_fails(tmp_path, monkeypatch):
+    locations = scene_files(tmp_path / "in", 6)
+    from fastdup_ray import extract
+
+    real = extract.decode_items
+
+    def failing(unit, items, *args, **kwargs):
+        if any(item.location.endswith("04.jpg") for item in items):
+            raise RuntimeError("disk on fire")
+        return real(unit, items, *args, **kwargs)
+
+    monkeypatch.setattr(extract, "decode_items", failing)
+    work = WorkDir(str(tmp_path / "work"))
+    config = RunConfig("in", str(tmp_path / "work"), batch_size=2, num_threads=2)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        extract_units_locally(config, [WorkUnit("a.", "files", tuple(locations))], ReadSettings(), model_size(config), work)
+    assert list_shards(work) == [] and not shard_is_complete(work, "a.", 1280)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import os
+import shutil
 
 import numpy as np
 import polars as pl
@@ -42,6 +43,22 @@ def test_archives_write_one_shard_each_and_find_cross_archive_duplicates(ray_loc
     assert bad.rows() == [(corrupt, bad["error"][0])] and "truncated" in bad["error"][0]
     similarity = pl.read_csv(tmp_path / "similarity.csv")
     assert {frozenset(p) for p in zip(similarity["from"], similarity["to"])} == {frozenset(planted)}
+
+
+def test_local_executor_and_ray_write_the_same_shards_and_outputs(ray_local, archive_dataset, sample, tmp_path):
+    """Archives, loose files and broken inputs, once in threads in this process and once on Ray."""
+    root, _, _, count = archive_dataset
+    inputs = str(tmp_path / "inputs")
+    shutil.copytree(root, f"{inputs}/archives")
+    shutil.copytree(sample.root, f"{inputs}/files")
+    local = fastdup_ray.run(inputs, str(tmp_path / "local"), executor="local", k=3)
+    on_ray = fastdup_ray.run(inputs, str(tmp_path / "ray"), executor="ray", k=3)
+    assert (local.good, local.bad) == (on_ray.good, on_ray.bad) and local.good + local.bad == count + len(sample.images) + len(sample.corrupt)
+    names, vectors = fastdup_ray.load_binary_features(tmp_path / "local")
+    ray_names, ray_vectors = fastdup_ray.load_binary_features(tmp_path / "ray")
+    assert names == ray_names and np.allclose(vectors, ray_vectors, atol=1e-6)
+    assert read_outputs(tmp_path / "local") == read_outputs(tmp_path / "ray")
+    assert sorted(all_listed(tmp_path / "local")) == sorted(all_listed(tmp_path / "ray"))
 
 
 def test_run_mode_1_slices_then_run_mode_2_equals_run_mode_0(ray_local, archive_dataset, sample, tmp_path):
