@@ -103,6 +103,7 @@ def resize_frame(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
+GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 STAT_COLUMNS = ("width", "height", "file_size", "blur", "unique_colors", "mean", "min", "max", "std", "color_spread")
 
 
@@ -117,22 +118,29 @@ def image_stats(pixels: np.ndarray, width: int, height: int, file_size: int) -> 
     near a millisecond (an exact count of distinct colours over all of them costs more
     than the model).
     """
-    grey = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    values = pixels.astype(np.float32)
+    grey = values @ GREY_WEIGHTS
     laplacian = grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4 * grey[1:-1, 1:-1]
     sample = pixels[::2, ::2]
     packed = ((sample[..., 0].astype(np.uint32) << 16) | (sample[..., 1].astype(np.uint32) << 8) | sample[..., 2]).ravel()
-    packed.sort(kind="stable")  # radix sort for integers: faster than np.unique's
+    packed.sort()
+    # Mean and spread from one pass each (np.std would convert to float64 and pass twice).
+    flat = values.reshape(-1)
+    mean = float(flat.mean(dtype=np.float64))
+    centred = flat - np.float32(mean)
+    channels = sample.astype(np.int16)
+    spread = np.abs(channels[..., 1] - channels[..., 0]).sum() + np.abs(channels[..., 2] - channels[..., 1]).sum()
     return {
         "width": width,
         "height": height,
         "file_size": file_size,
         "blur": float(laplacian.var()),
         "unique_colors": int(1 + np.count_nonzero(packed[1:] != packed[:-1])),
-        "mean": float(pixels.mean()),
+        "mean": mean,
         "min": int(pixels.min()),
         "max": int(pixels.max()),
-        "std": float(pixels.std()),
-        "color_spread": float(np.abs(np.diff(sample.astype(np.int16), axis=2)).mean()),
+        "std": float(np.sqrt(max(0.0, float(centred @ centred) / flat.size))),
+        "color_spread": float(spread) / (2 * channels[..., 0].size),
     }
 
 
