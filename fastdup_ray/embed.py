@@ -24,13 +24,13 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-SHIPPED_MODELS = {"fp32": "efficientnet_lite0.onnx", "int8": "efficientnet_lite0_int8.onnx"}
+SHIPPED_MODELS = {"fp32": "efficientnet_lite0.onnx", "int8": "efficientnet_lite0_160_int8.onnx"}
 
 
 def default_model_path(precision: str = "fp32") -> str:
-    """Path of the shipped EfficientNet-Lite0 ONNX model: fp32, or its int8 quantisation
-    (static QDQ, per-channel; built by models/quantize_int8.py; ~1.5x faster on CPU with
-    the same near-duplicate accuracy)."""
+    """Path of the shipped EfficientNet-Lite0 ONNX model: fp32 at 224 px, or int8 at 160 px
+    (static QDQ, per-channel; built by models/quantize_int8.py): about 4.5x the fp32
+    model's speed on CPU, with near-duplicate average precision 0.9940 against 0.9978."""
     return str(resources.files("fastdup_ray.models").joinpath(SHIPPED_MODELS[precision]))
 
 

@@ -17,7 +17,7 @@ def embedder(request):
 def test_shipped_model_loads_and_gives_1280_unit_vectors(embedder):
     session = ort.InferenceSession(default_model_path(), providers=["CPUExecutionProvider"])
     assert session.get_outputs()[0].shape[1] == 1280
-    vectors = embedder.embed(np.stack([decode_image(jpeg_bytes(make_scene(s)), 224) for s in range(3)]))
+    vectors = embedder.embed(np.stack([decode_image(jpeg_bytes(make_scene(s)), embedder.image_size) for s in range(3)]))
     assert vectors.shape == (3, 1280) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
@@ -27,7 +27,7 @@ def test_edited_copy_scores_far_closer_than_unrelated_image(embedder):
     small = photo.resize((200, 150))
     copy = jpeg_bytes(small, quality=40)  # recompressed hard and resized
     unrelated = jpeg_bytes(make_scene(11, material=0))
-    vectors = embedder.embed(np.stack([decode_image(b, 224) for b in (jpeg_bytes(photo), copy, unrelated)]))
+    vectors = embedder.embed(np.stack([decode_image(b, embedder.image_size) for b in (jpeg_bytes(photo), copy, unrelated)]))
     to_copy, to_unrelated = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
     assert to_copy > 0.9
     assert to_copy - to_unrelated > 0.3
@@ -59,3 +59,21 @@ def test_users_float_nchw_model(tmp_path):
     assert embedder.image_size == 64
     vectors = embedder.embed(np.stack([decode_image(jpeg_bytes(make_scene(s)), 64) for s in range(2)]))
     assert vectors.shape == (2, 8)
+
+
+def test_int8_model_keeps_the_fp32_neighbourhoods_of_edited_copies():
+    """The fast int8 model (160 px) ranks copies like the fp32 model (224 px): the same
+    nearest neighbour for every image of a set of scenes and their edited copies."""
+    from fastdup_ray.sample import near_duplicate
+
+    scenes = [make_scene(40 + i, material=i % 8) for i in range(8)]
+    images = [jpeg_bytes(s) for s in scenes] + [jpeg_bytes(near_duplicate(s, i % 4)) for i, s in enumerate(scenes)]
+    neighbours = []
+    for precision in ("fp32", "int8"):
+        model = Embedder(default_model_path(precision), d=1280)
+        vectors = model.embed(np.stack([decode_image(b, model.image_size) for b in images]))
+        sims = vectors @ vectors.T
+        np.fill_diagonal(sims, -1)
+        neighbours.append(sims.argmax(axis=1))
+    assert Embedder(default_model_path("int8")).image_size == 160
+    assert (neighbours[0] == neighbours[1]).all() and (neighbours[1] == np.r_[np.arange(8, 16), np.arange(8)]).all()
