@@ -3,16 +3,17 @@
 Builds (once) a folder of ``--count`` JPEGs from a folder of photos, most of them
 edited copies, then measures on this machine:
 
-- decode only (one core): JPEG bytes -> 224x224 RGB, what each decode task does;
-- model only (one core, one ONNX Runtime thread): batches of 64 through the model;
-- end to end: ``python -m fastdup_ray run`` in a fresh process (Ray start-up included),
-  with the seconds of each stage the run reports;
+- where an image's CPU time goes, on one core, for each shipped model at its input size:
+  decode + resize, thumbnail, statistics, model (batches of 64, one ONNX Runtime thread);
+- end to end: ``python -m fastdup_ray run`` in a fresh process (process start-up, and Ray's
+  with ``--executors ray``, included), with the seconds of each stage the run reports and
+  how much of the cores' time extraction spent outside decode, statistics and model;
 - with ``--vs-fastdup``: fastdup 2.54 on the same folder, alternating with fastdup_ray,
   and the ratio. fastdup is installed by this script into its own virtual environment
   from the registry; its licence is non-commercial, so it is only ever a benchmark peer
   here, never a dependency.
 
-    python benchmarks/throughput.py [--count 10000] [--repeats 2] [--vs-fastdup]
+    python benchmarks/throughput.py [--count 10000] [--repeats 2] [--vs-fastdup] [--executors auto,ray]
 """
 
 from __future__ import annotations
@@ -31,25 +32,35 @@ from pathlib import Path
 import numpy as np
 from photoset import DEFAULT_PHOTOS, build_volume_set
 
-from fastdup_ray.decode import decode_image
+from fastdup_ray.decode import decode_with_thumbnail, image_stats, open_rgb
 from fastdup_ray.embed import Embedder, default_model_path
+from fastdup_ray.extract import available_cpus
 
 
-def decode_rate(paths: list[Path], size: int = 224) -> float:
+def per_image_costs(paths: list[Path], model: Embedder, thumbnail_size: int = 128, batch: int = 64) -> dict[str, float]:
+    """Milliseconds of one core per image for each step of extraction, at the model's size."""
     blobs = [p.read_bytes() for p in paths]
-    start = time.perf_counter()
-    for blob in blobs:
-        decode_image(blob, size)
-    return len(blobs) / (time.perf_counter() - start)
+    size = model.image_size
 
+    def timed(step) -> tuple[float, list]:
+        start = time.perf_counter()
+        out = [step(blob) for blob in blobs]
+        return (time.perf_counter() - start) * 1000 / len(blobs), out
 
-def model_rate(embedder: Embedder, batches: int = 8, batch: int = 64) -> float:
-    images = np.random.default_rng(0).integers(0, 256, (batch, 224, 224, 3), dtype=np.uint8)
-    embedder.embed(images)  # warm-up
+    decode_ms, decoded = timed(lambda blob: decode_with_thumbnail(blob, size, 0))
+    with_thumb_ms, _ = timed(lambda blob: decode_with_thumbnail(blob, size, thumbnail_size))
+    open_ms, _ = timed(lambda blob: open_rgb(blob, size))
     start = time.perf_counter()
-    for _ in range(batches):
-        embedder.embed(images)
-    return batches * batch / (time.perf_counter() - start)
+    for pixels, (width, height), _ in decoded:
+        image_stats(pixels, width, height, 0)
+    stats_ms = (time.perf_counter() - start) * 1000 / len(decoded)
+    stacked = np.stack([pixels for pixels, _, _ in decoded])
+    model.embed(stacked[:batch])  # warm-up
+    start = time.perf_counter()
+    for first in range(0, len(stacked), batch):
+        model.embed(stacked[first : first + batch])
+    model_ms = (time.perf_counter() - start) * 1000 / len(stacked)
+    return {"decode": open_ms, "resize": decode_ms - open_ms, "thumbnail": with_thumb_ms - decode_ms, "stats": stats_ms, "model": model_ms}
 
 
 class MemorySampler:
@@ -146,6 +157,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--vs-fastdup", action="store_true", help="also run fastdup 2.54 on the same folder, alternating")
+    parser.add_argument("--executors", default="auto", help="comma list of fastdup-ray executors to time each round (auto, local, ray)")
     parser.add_argument("--memory-sizes", default="", help="comma list of image counts (e.g. 2000,10000): one run each, peak memory per worker kind, to show it does not grow with the dataset")
     parser.add_argument("run_args", nargs="*", help="extra arguments for fastdup-ray run (after --)")
     args = parser.parse_args()
@@ -154,37 +166,48 @@ def main() -> int:
         return 2
     folder = args.out / f"images-{args.count}"
     paths = build_volume_set(args.photos, folder, args.count)
-    cores = os.cpu_count()
+    cores = available_cpus()
     print(f"machine: {cores} cores; {len(paths)} JPEGs in {folder}")
 
-    print(f"decode only (1 core): {decode_rate(paths[:400]):.0f} img/s")
+    costs = {}
     for precision in ("fp32", "int8"):
-        print(f"model only (1 core, batch 64, {precision}): {model_rate(Embedder(default_model_path(precision), d=1280)):.0f} img/s")
+        model = Embedder(default_model_path(precision), d=1280)
+        costs[precision] = per_image_costs(paths[:640], model)
+        total = sum(costs[precision].values())
+        steps = ", ".join(f"{k} {v:.2f}" for k, v in costs[precision].items())
+        print(f"one core, {precision} model at {model.image_size} px: {steps} ms an image; {total:.2f} ms = {1000 / total:.0f} img/s per core")
     results = []
     peer = []
     python = fastdup_python(args.out) if args.vs_fastdup else None
+    executors = args.executors.split(",")
     for repeat in range(args.repeats):
         if python:
             timed = fastdup_run(python, folder, args.out / "fastdup-work", len(paths))
             peer.append(timed)
             print(f"fastdup 2.54 #{repeat + 1}: {timed['good'] / timed['wall']:.0f} img/s ({timed['wall']:.1f}s wall, process start included)")
-        measured = end_to_end(folder, args.out / "work", args.run_args)
-        results.append(measured)
-        stages = ", ".join(f"{k} {v:.1f}s" for k, v in measured["stages"].items())
-        extract_rate = measured["good"] / measured["stages"]["extract"]
-        print(f"end to end #{repeat + 1}: {measured['good'] / measured['wall']:.0f} img/s "
-              f"({measured['good']} images in {measured['wall']:.1f}s wall, process start included); "
-              f"extraction {extract_rate:.0f} img/s (Ray start included); stages: {stages}")
-        print(f"  peak memory: {memory_line(measured['memory'])}")
+        for executor in executors:
+            measured = end_to_end(folder, args.out / "work", ["--executor", executor, *args.run_args])
+            measured["executor"] = executor
+            results.append(measured)
+            stages = ", ".join(f"{k} {v:.1f}s" for k, v in measured["stages"].items())
+            extract_s = measured["stages"]["extract"]
+            startup = measured["wall"] - sum(measured["stages"].values())
+            # The cores' time in extraction against what decode + stats + model need alone.
+            busy = measured["good"] * sum(costs["int8"].values()) / 1000 if not args.run_args else float("nan")
+            print(f"end to end #{repeat + 1} ({executor}): {measured['good'] / measured['wall']:.0f} img/s "
+                  f"({measured['good']} images in {measured['wall']:.1f}s wall: process start {startup:.1f}s, stages {stages}); "
+                  f"extraction {measured['good'] / extract_s:.0f} img/s, {busy / (extract_s * cores):.0%} of {cores} cores' time in decode + stats + model")
+            print(f"  peak memory: {memory_line(measured['memory'])}")
     for count in [int(c) for c in args.memory_sizes.split(",") if c]:
         subset = build_volume_set(args.photos, args.out / f"images-{count}", count)
-        measured = end_to_end(args.out / f"images-{count}", args.out / "work-memory", args.run_args)
+        measured = end_to_end(args.out / f"images-{count}", args.out / "work-memory", ["--executor", executors[0], *args.run_args])
         print(f"memory at {len(subset)} images: {memory_line(measured['memory'])}")
     best = max(results, key=lambda r: r["good"] / r["wall"])
     if peer:
-        ours = np.median([r["good"] / r["wall"] for r in results])
         theirs = np.median([r["good"] / r["wall"] for r in peer])
-        print(f"median end to end on {cores} cores: fastdup_ray {ours:.0f} img/s, fastdup {theirs:.0f} img/s, ratio {ours / theirs:.2f}x")
+        for executor in executors:
+            ours = np.median([r["good"] / r["wall"] for r in results if r["executor"] == executor])
+            print(f"median end to end on {cores} cores: fastdup_ray ({executor}) {ours:.0f} img/s, fastdup {theirs:.0f} img/s, ratio {ours / theirs:.2f}x")
     print(json.dumps({"cores": cores, "images": best["good"], "end_to_end_img_s": round(best["good"] / best["wall"], 1),
                       "extract_img_s": round(best["good"] / best["stages"]["extract"], 1), "stages_s": best["stages"]}))
     return 0
