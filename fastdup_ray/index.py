@@ -89,7 +89,24 @@ def set_search_effort(index, nprobe: int = 32, ef_search: int = 128) -> None:
 
 
 def is_exact(index) -> bool:
-    return type(index).__name__ in ("IndexFlat", "IndexFlatIP", "IndexFlatL2")
+    return type(index).__name__ in ("IndexFlat", "IndexFlatIP", "IndexFlatL2", "GpuIndexFlat", "GpuIndexFlatIP", "GpuIndexFlatL2")
+
+
+def searcher_for(index, compute: str):
+    """The index to search with: with compute='gpu', a copy on every GPU when faiss has
+    GPU support (faiss-gpu, the gpu extra); otherwise the index itself, after one log line
+    saying why. The CPU index is still the one saved as nnf.index."""
+    if compute != "gpu" or index is None:
+        return index
+    faiss = _faiss()
+    if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
+        log.warning("compute='gpu' but faiss sees no GPU (install fastdup_ray[gpu] on a machine with a CUDA GPU); searching on CPU")
+        return index
+    try:
+        return faiss.index_cpu_to_all_gpus(index)
+    except RuntimeError as exc:  # an index type with no GPU version (HNSW, LSH)
+        log.warning("faiss cannot move %s to the GPU (%s); searching on CPU", type(index).__name__, str(exc).splitlines()[-1])
+        return index
 
 
 def candidates_to_fetch(index, size: int, k: int, queries_in_index: bool = True) -> int:

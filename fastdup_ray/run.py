@@ -30,7 +30,19 @@ from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.extract import extract_units, write_listing_shard
 from fastdup_ray.features import list_shards, load_binary_features, load_names, load_shards, load_stats, read_marker, shard_is_complete
 from fastdup_ray.graph import components_in_rounds, connected_components, pagerank, ray_map_partitions
-from fastdup_ray.index import build_index, empty_topk, factory_string, ivf_flat_lists, ivf_knn, knn_edges, knn_shard_task, merge_into, search_index_shard, topk_edges
+from fastdup_ray.index import (
+    build_index,
+    empty_topk,
+    factory_string,
+    ivf_flat_lists,
+    ivf_knn,
+    knn_edges,
+    knn_shard_task,
+    merge_into,
+    search_index_shard,
+    searcher_for,
+    topk_edges,
+)
 from fastdup_ray.sources import ReadSettings, list_inputs, plan_units
 from fastdup_ray.workdir import WorkDir
 
@@ -367,7 +379,7 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
                 save_index(index, work)
         with stage_timer(summary, "knn"):
             if n >= 2:
-                src, dst, knn_sim = knn_edges(features, k, index=index)
+                src, dst, knn_sim = knn_edges(features, k, index=searcher_for(index, config.compute))
             else:
                 src = dst = np.zeros(0, dtype=np.int64)
                 knn_sim = np.zeros(0, dtype=np.float32)

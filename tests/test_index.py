@@ -2,7 +2,7 @@ import numpy as np
 
 import pytest
 
-from fastdup_ray.index import build_index, factory_string, ivf_flat_lists, ivf_knn, knn_edges, knn_search, sharded_knn
+from fastdup_ray.index import build_index, factory_string, ivf_flat_lists, ivf_knn, knn_edges, knn_search, searcher_for, sharded_knn
 
 
 def unit_rows(n, d, seed=0):
@@ -161,3 +161,19 @@ def test_sharded_blockwise_ivf_probing_every_list_equals_exact_knn():
     sims, ids = sharded_knn(np.split(features, [250, 500]), k=4, spec="IVF6,Flat", nprobe=6)
     np.testing.assert_allclose(sims, whole_sims, atol=1e-5)
     assert (ids == whole_ids).mean() > 0.999
+
+
+def test_gpu_search_falls_back_to_the_cpu_index_with_one_log_line(caplog):
+    """faiss-cpu here: compute='gpu' searches the same index on CPU and says so; 'cpu' is silent."""
+    import faiss
+
+    features = np.random.default_rng(3).standard_normal((50, 8)).astype(np.float32)
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    index = build_index(features, "Flat")
+    assert searcher_for(index, "cpu") is index and not caplog.records
+    searcher = searcher_for(index, "gpu")
+    if faiss.get_num_gpus() == 0:
+        assert searcher is index
+        assert [r.message for r in caplog.records if "faiss sees no GPU" in r.message] and len(caplog.records) == 1
+    sims, ids = knn_search(features, 3, index=searcher)
+    assert np.array_equal(ids, knn_search(features, 3)[1])
