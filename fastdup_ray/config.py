@@ -27,6 +27,7 @@ DEFAULT_CCTHRESHOLD = 0.80
 DEFAULT_D = 1280
 COMPUTE_CHOICES = ("cpu", "gpu")
 EXECUTOR_CHOICES = ("auto", "local", "ray")
+PRECISION_CHOICES = ("auto", "int8", "fp32", "fp16")
 RUN_MODES = (0, 1, 2, 3, 4)
 TURI_PARAM_KEYS = ("ccthreshold", "delete_tar", "delete_img")
 # fastdup's short names for its parameters.
@@ -131,8 +132,8 @@ class RunConfig:
             raise ConfigError(f"run_mode must be one of {RUN_MODES}, got {self.run_mode!r}")
         if self.run_mode in (3, 4) and not self.test_dir:
             raise ConfigError(f"run_mode={self.run_mode} needs test_dir: the images (3) or features (4) to score against work_dir's index")
-        if self.precision not in ("auto", "int8", "fp32"):
-            raise ConfigError(f"precision must be 'auto', 'int8' or 'fp32', got {self.precision!r}")
+        if self.precision not in PRECISION_CHOICES:
+            raise ConfigError(f"precision must be one of {PRECISION_CHOICES}, got {self.precision!r}")
         if self.model_path is not None and not os.path.isfile(self.model_path):
             raise ConfigError(f"model_path {self.model_path!r} is not a file")
         if not self.work_dir:
@@ -166,12 +167,12 @@ class RunConfig:
 
     def model_file(self) -> str:
         """The ONNX file to embed with: the user's, or the shipped model at ``precision``
-        ('auto': int8 at 160 px on CPU, where it is ~4.5x faster; fp32 at 224 px on GPU)."""
+        ('auto': int8 at 160 px on CPU, where it is ~4.5x faster; fp16 at 224 px on GPU)."""
         if self.model_path:
             return self.model_path
         from fastdup_ray.embed import default_model_path
 
-        precision = self.precision if self.precision != "auto" else ("fp32" if self.compute == "gpu" else "int8")
+        precision = self.precision if self.precision != "auto" else ("fp16" if self.compute == "gpu" else "int8")
         return default_model_path(precision)
 
 

@@ -24,13 +24,15 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-SHIPPED_MODELS = {"fp32": "efficientnet_lite0.onnx", "int8": "efficientnet_lite0_160_int8.onnx"}
+SHIPPED_MODELS = {"fp32": "efficientnet_lite0.onnx", "int8": "efficientnet_lite0_160_int8.onnx", "fp16": "efficientnet_lite0_fp16.onnx"}
 
 
 def default_model_path(precision: str = "fp32") -> str:
-    """Path of the shipped EfficientNet-Lite0 ONNX model: fp32 at 224 px, or int8 at 160 px
-    (static QDQ, per-channel; built by models/quantize_int8.py): about 4.5x the fp32
-    model's speed on CPU, with near-duplicate average precision 0.9940 against 0.9978."""
+    """Path of the shipped EfficientNet-Lite0 ONNX model: fp32 at 224 px; int8 at 160 px
+    (static QDQ, per-channel; built by models/quantize_int8.py), the CPU default, about
+    4.5x the fp32 model's speed on CPU with near-duplicate average precision 0.9940
+    against 0.9978; or fp16 at 224 px (models/convert_fp16.py), the GPU default, which
+    scores as fp32 does."""
     return str(resources.files("fastdup_ray.models").joinpath(SHIPPED_MODELS[precision]))
 
 
@@ -70,11 +72,14 @@ def read_model_input(session) -> ModelInput:
     return ModelInput(name=meta.name, size=size, layout=layout, dtype=dtype)
 
 
+def cuda_available() -> bool:
+    return "CUDAExecutionProvider" in _onnxruntime().get_available_providers()
+
+
 def onnx_providers(compute: str) -> list[str]:
     """ONNX Runtime providers for ``compute``; falls back to CPU with one log line when CUDA is absent."""
     if compute == "gpu":
-        available = _onnxruntime().get_available_providers()
-        if "CUDAExecutionProvider" in available:
+        if cuda_available():
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
         log.warning(
             "compute='gpu' but onnxruntime has no CUDAExecutionProvider (install fastdup_ray[gpu] "

@@ -274,6 +274,24 @@ def choose_executor(config: RunConfig, units: list[WorkUnit]) -> str:
     return "local"
 
 
+def gpus_for_run(config: RunConfig, units: list[WorkUnit]) -> int:
+    """GPUs the run can embed on: the Ray cluster's when it runs on Ray, else 1 when this
+    process's onnxruntime has the CUDA provider (onnxruntime-gpu, the gpu extra)."""
+    from fastdup_ray.embed import cuda_available
+
+    if choose_executor(config, units) == "ray":
+        import sys
+
+        started = sys.modules.get("ray") is not None and sys.modules["ray"].is_initialized()
+        if not (os.environ.get("RAY_ADDRESS") or started or cuda_available()):
+            return 0  # no cluster, and this machine cannot run CUDA sessions: no Ray start to learn that
+        import ray
+
+        connect_ray()
+        return int(ray.cluster_resources().get("GPU", 0))
+    return int(cuda_available())
+
+
 def unit_chunks(unit: WorkUnit, settings: ReadSettings, rows_per_batch: int) -> Iterator[WorkUnit | list[Item]]:
     """A unit cut into batches for the local executor: loose files as sub-units that the
     worker thread reads itself (reads run in parallel), archive members as Items read
@@ -311,10 +329,14 @@ def extract_units_locally(config: RunConfig, units: list[WorkUnit], settings: Re
     log.info("extracting on %d threads in this process (executor 'local')", threads)
     collector = ShardCollector(work, config.d)
     sessions = threading.local()
+    # On a GPU the threads decode and share one CUDA session (its run() is thread-safe).
+    shared = EmbedBatches(config.model_file(), config.d, "gpu") if config.compute == "gpu" else None
 
     def embed_chunk(unit: str, chunk: WorkUnit | list[Item], first_seq: int) -> dict[str, np.ndarray]:
         items = list(read_unit(chunk, settings)) if isinstance(chunk, WorkUnit) else chunk
         decoded = decode_items(unit, items, image_size, first_seq, thumbnail_size=config.thumbnail_size)
+        if shared is not None:
+            return shared(decoded)
         if not hasattr(sessions, "embed"):
             sessions.embed = EmbedBatches(config.model_file(), config.d, "cpu")
         return sessions.embed(decoded)

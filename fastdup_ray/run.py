@@ -27,7 +27,7 @@ from fastdup_ray import outputs
 from fastdup_ray.config import RunConfig
 from fastdup_ray.embed import Embedder
 from fastdup_ray.errors import ConfigError, InputError
-from fastdup_ray.extract import extract_units, write_listing_shard
+from fastdup_ray.extract import extract_units, gpus_for_run, write_listing_shard
 from fastdup_ray.features import list_shards, load_binary_features, load_names, load_shards, load_stats, read_marker, shard_is_complete
 from fastdup_ray.graph import components_in_rounds, connected_components, pagerank, ray_map_partitions
 from fastdup_ray.index import (
@@ -155,6 +155,12 @@ def extract(config: RunConfig, work: WorkDir, summary: RunSummary, input_dir=Non
         listing = list_inputs(input_dir or config.input_dir, config.storage_options())
         units = plan_units(listing, config.shard_size, config.min_offset, config.max_offset, config.num_images)
     log.info("found %d inputs (%d archives, %d image/video files) -> %d shards", len(listing), len(listing.archives), len(listing.files), len(units))
+    if config.compute == "gpu" and units and not gpus_for_run(config, units):
+        # Decided once for the whole run, before config.json records the model: every
+        # shard is embedded by the same model, the CPU default rather than a slow fp16 one.
+        config.compute = "cpu"
+        log.warning("compute='gpu' but no GPU was found (install fastdup_ray[gpu] on a machine with a CUDA GPU, "
+                    "or give Ray a node with one); embedding on CPU with %s", os.path.basename(config.model_file()))
     # Load the model once on the driver: a wrong model_path or d fails here, before Ray starts.
     image_size = Embedder(config.model_file(), d=config.d, compute="cpu").image_size
     check_resume_settings(work, config)

@@ -100,6 +100,25 @@ def test_api_run_on_a_ray_cluster_with_num_images(ray_local, sample, tmp_path):
     assert '"nearest_neighbors_k": 3' in config and '"ccthreshold": 0.9' in config
 
 
+def test_gpu_asked_without_a_gpu_runs_on_cpu_with_the_cpu_model_and_says_so_once(sample, tmp_path, caplog):
+    """This machine has no CUDA: the run embeds every shard with the int8 CPU model (not the
+    fp16 GPU model on CPU), searches with faiss on CPU, and one warning line says why."""
+    import logging
+
+    from fastdup_ray.embed import cuda_available
+
+    if cuda_available():
+        pytest.skip("this machine has a CUDA GPU")
+    with caplog.at_level(logging.WARNING, logger="fastdup_ray"):
+        summary = fastdup_ray.run(str(sample.root), str(tmp_path), compute="gpu", k=3)
+    warnings = [r.message for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "no GPU was found" in warnings[0] and "efficientnet_lite0_160_int8.onnx" in warnings[0]
+    assert '"model_file": "efficientnet_lite0_160_int8.onnx"' in (tmp_path / "config.json").read_text()
+    pairs = pl.read_csv(tmp_path / "similarity.csv")
+    assert summary.good == len(sample.images) and {frozenset(p) for p in zip(pairs["from"], pairs["to"])} >= {
+        frozenset((str(a), str(b))) for a, b in sample.duplicate_pairs}
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
