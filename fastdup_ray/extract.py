@@ -209,8 +209,11 @@ class EmbedPlan:
     decode_tasks: int = 1
 
 
-# Decoding (+ statistics, thumbnail) runs ~2.7x faster per core than the int8 model, so
-# about a quarter of the cores keep the embedding actors fed.
+GPU_BATCH = 256
+# CPUs reserved in Ray's accounting for decode tasks. Decoding (+ statistics, thumbnail)
+# now takes ~0.8x the int8 model's time per image, ~44% of the work; the operating system
+# shares the cores between the processes, and with two decode tasks per reserved CPU
+# decoding can use up to ~55% of them. (0.27 and 0.45 timed the same on 2 cores.)
 DECODE_SHARE = 0.27
 
 
@@ -404,6 +407,10 @@ def extract_units_on_ray(config: RunConfig, units: list[WorkUnit], settings: Rea
     largest = max(len(u.locations) for u in units)
     # Small runs get smaller batches, so that every actor has work from the start.
     batch = max(1, min(config.batch_size, -(-largest // (2 * plan.actors)) if len(units) == 1 else config.batch_size))
+    if plan.compute == "gpu":
+        # A GPU wants large batches (per-call overhead, kernel occupancy); CPU decode tasks
+        # fill them, so a GPU batch is never smaller than GPU_BATCH unless a unit is.
+        batch = max(batch, min(GPU_BATCH, largest))
     # Ray Data merges a generator's yields into blocks of up to 128 MiB (~850 decoded
     # images) by default; blocks of about one batch keep the pipeline streaming and the
     # embedding actors' memory flat.
