@@ -106,3 +106,15 @@ def test_stats_color_spread_tells_greyscale_from_colour():
     grey_pixels, (w, h) = decode_with_size(encode(scene.convert("L").convert("RGB"), "PNG"), 64)
     colour_pixels, _ = decode_with_size(encode(scene, "PNG"), 64)
     assert image_stats(grey_pixels, w, h, 0)["color_spread"] < 1 < image_stats(colour_pixels, w, h, 0)["color_spread"]
+
+
+@pytest.mark.parametrize("original, thumbnail_size, expected", [((400, 200), 128, (128, 64)), ((200, 400), 128, (64, 128)), ((60, 40), 128, (60, 40)), ((1000, 500), 256, (256, 128))])
+def test_thumbnail_keeps_the_aspect_never_enlarges_and_looks_like_the_image(original, thumbnail_size, expected):
+    from fastdup_ray.decode import decode_with_thumbnail
+
+    picture = make_scene(3).resize(original)
+    _, shape, thumbnail = decode_with_thumbnail(jpeg_bytes(picture), 160, thumbnail_size)
+    small = Image.open(io.BytesIO(thumbnail))
+    assert shape == original and small.format == "JPEG" and small.size == expected
+    reference = np.asarray(picture.resize(expected, Image.Resampling.BOX), np.float32)
+    assert np.abs(np.asarray(small.convert("RGB"), np.float32) - reference).mean() < 6
