@@ -17,6 +17,9 @@ Why these choices (measured with benchmarks/quality.py and one ONNX Runtime thre
   the uint8 range of its convolution's output, and ONNX Runtime runs convolution after
   convolution in int8. Quantising only Conv left a dequantise/requantise pair around every
   Clip, 47% of the run time: 251 -> 434 img/s at 160 px.
+- The uint8 pixels go straight into the first convolution's dequantisation (scale 1/127.5,
+  zero point 128) instead of through Cast, x/127.5 - 1 and a quantisation step, which
+  rounded them to the same grid anyway: 4% faster, average precision 0.9939 (0.9940).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -62,6 +66,32 @@ def with_input_size(source: Path, out: Path, size: int) -> None:
     onnx.save(model, str(out))
 
 
+def feed_pixels_to_first_convolution(model: onnx.ModelProto) -> None:
+    """Replace Cast -> Div(127.5) -> Sub(1) -> QuantizeLinear -> DequantizeLinear after the
+    input transpose by one DequantizeLinear of the uint8 pixels: (x - 128) / 127.5."""
+    graph = model.graph
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    transpose = next(n for n in graph.node if n.op_type == "Transpose" and n.input[0] == graph.input[0].name)
+    chain = [consumers[transpose.output[0]][0]]
+    while chain[-1].op_type != "DequantizeLinear":
+        chain.append(consumers[chain[-1].output[0]][0])
+    kinds = [n.op_type for n in chain]
+    if kinds != ["Cast", "Div", "Sub", "QuantizeLinear", "DequantizeLinear"]:
+        raise SystemExit(f"unexpected input chain {kinds}; the export changed")
+    graph.initializer.extend([numpy_helper.from_array(np.array(1 / 127.5, np.float32), "images_scale"),
+                              numpy_helper.from_array(np.array(128, np.uint8), "images_zero_point")])
+    chain[-1].input[:] = [transpose.output[0], "images_scale", "images_zero_point"]
+    for node in chain[:-1]:
+        graph.node.remove(node)
+    used = {name for node in graph.node for name in node.input}
+    for initializer in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(initializer)
+    onnx.checker.check_model(model)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=HERE / "efficientnet_lite0.onnx")
@@ -87,6 +117,9 @@ def main() -> None:
         calibrate_method=CalibrationMethod.Percentile,
         extra_options={"CalibPercentile": 99.99},
     )
+    quantized = onnx.load(str(args.out))
+    feed_pixels_to_first_convolution(quantized)
+    onnx.save(quantized, str(args.out))
     resized.unlink()
     prepared.unlink()
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
