@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -31,7 +32,14 @@ import numpy as np
 from PIL import Image
 
 from fastdup_ray.config import RunConfig
-from fastdup_ray.decode import STAT_COLUMNS, BadImage, decode_with_thumbnail, image_stats, make_thumbnail, resize_frame
+from fastdup_ray.decode import (
+    STAT_COLUMNS,
+    BadImage,
+    decode_with_thumbnail,
+    image_stats,
+    make_thumbnail,
+    resize_frame,
+)
 from fastdup_ray.embed import Embedder
 from fastdup_ray.features import FeatureShardWriter
 from fastdup_ray.sources import Item, ReadSettings, WorkUnit, read_unit
@@ -259,16 +267,20 @@ def available_cpus() -> int:
     return max(1, cpus)
 
 
+def ray_cluster_given() -> bool:
+    """A cluster to join (RAY_ADDRESS, as `ray job submit` sets it) or Ray already started
+    by the caller; checked without importing Ray."""
+    ray = sys.modules.get("ray")
+    return bool(os.environ.get("RAY_ADDRESS")) or (ray is not None and ray.is_initialized())
+
+
 def choose_executor(config: RunConfig, units: list[WorkUnit]) -> str:
-    """'local' unless the run asks for Ray: a cluster to join (RAY_ADDRESS, or Ray already
-    started by the caller), GPU embedding (decode tasks feeding GPU actors), or remote
-    inputs (read by many Ray tasks at once rather than one archive at a time)."""
+    """'local' unless the run asks for Ray: a cluster given (ray_cluster_given), GPU
+    embedding (decode tasks feeding GPU actors), or remote inputs (read by many Ray tasks
+    at once rather than one archive at a time)."""
     if config.executor != "auto":
         return config.executor
-    import sys
-
-    ray = sys.modules.get("ray")
-    if os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized()):
+    if ray_cluster_given():
         return "ray"
     if config.compute == "gpu":
         return "ray"
@@ -283,10 +295,7 @@ def gpus_for_run(config: RunConfig, units: list[WorkUnit]) -> int:
     from fastdup_ray.embed import cuda_available
 
     if choose_executor(config, units) == "ray":
-        import sys
-
-        started = sys.modules.get("ray") is not None and sys.modules["ray"].is_initialized()
-        if not (os.environ.get("RAY_ADDRESS") or started or cuda_available()):
+        if not (ray_cluster_given() or cuda_available()):
             return 0  # no cluster, and this machine cannot run CUDA sessions: no Ray start to learn that
         import ray
 
