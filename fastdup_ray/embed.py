@@ -31,7 +31,7 @@ SHIPPED_MODELS = {"fp32": "efficientnet_lite0.onnx", "int8": "efficientnet_lite0
 def default_model_path(precision: str = "fp32") -> str:
     """Path of the shipped EfficientNet-Lite0 ONNX model: fp32 at 224 px; int8 at 160 px
     (static QDQ, per-channel; built by models/quantize_int8.py), the CPU default, about
-    4.5x the fp32 model's speed on CPU with near-duplicate average precision 0.9940
+    4.5x the fp32 model's speed on CPU with near-duplicate average precision 0.9939
     against 0.9978; or fp16 at 224 px (models/convert_fp16.py), the GPU default, which
     scores as fp32 does."""
     return str(resources.files("fastdup_ray.models").joinpath(SHIPPED_MODELS[precision]))

@@ -304,6 +304,14 @@ def gpus_for_run(config: RunConfig, units: list[WorkUnit]) -> int:
     return int(cuda_available())
 
 
+def rows_per_batch(config: RunConfig, units: list[WorkUnit], parts: int) -> int:
+    """config.batch_size, but a run of one unit is cut into at least ``parts`` batches:
+    small runs get smaller batches, so that every worker has work from the start."""
+    if len(units) != 1:
+        return config.batch_size
+    return max(1, min(config.batch_size, -(-len(units[0].locations) // parts)))
+
+
 def unit_chunks(unit: WorkUnit, settings: ReadSettings, rows_per_batch: int) -> Iterator[WorkUnit | list[Item]]:
     """A unit cut into batches for the local executor: loose files as sub-units that the
     worker thread reads itself (reads run in parallel), archive members as Items read
@@ -337,7 +345,7 @@ def extract_units_locally(config: RunConfig, units: list[WorkUnit], settings: Re
     Batches are handed back in the order they were cut, with a bounded number in flight,
     so shards hold rows in listing order and memory does not grow with the dataset."""
     threads = config.num_threads or available_cpus()
-    batch = max(1, min(config.batch_size, -(-max(len(u.locations) for u in units) // threads) if len(units) == 1 else config.batch_size))
+    batch = rows_per_batch(config, units, threads)
     log.info("extracting on %d threads in this process (executor 'local')", threads)
     collector = ShardCollector(work, config.d)
     sessions = threading.local()
@@ -414,8 +422,7 @@ def extract_units_on_ray(config: RunConfig, units: list[WorkUnit], settings: Rea
     context.execution_options.preserve_order = True
     context.enable_progress_bars = config.verbose
     largest = max(len(u.locations) for u in units)
-    # Small runs get smaller batches, so that every actor has work from the start.
-    batch = max(1, min(config.batch_size, -(-largest // (2 * plan.actors)) if len(units) == 1 else config.batch_size))
+    batch = rows_per_batch(config, units, 2 * plan.actors)
     if plan.compute == "gpu":
         # A GPU wants large batches (per-call overhead, kernel occupancy); CPU decode tasks
         # fill them, so a GPU batch is never smaller than GPU_BATCH unless a unit is.
