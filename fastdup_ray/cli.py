@@ -43,6 +43,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--s3-endpoint-url", dest="s3_endpoint_url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
     parser.add_argument("--s3-region", dest="s3_region", help="S3 region (default: AWS_REGION / AWS config)")
     parser.add_argument("--s3-profile", dest="s3_profile", help="profile of ~/.aws/credentials; keys themselves only via AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+    parser.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS, help="clear an earlier run in --work-dir first (needed to reuse a work dir for another input)")
     parser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging and Ray Data progress bars")
 
 

@@ -54,6 +54,8 @@ class RunConfig:
     precision: str = "auto"
     compute: str = "cpu"
     run_mode: int = 0
+    # fastdup's name: clear an earlier run in work_dir (its shards, outputs and index) first.
+    overwrite: bool = False
     batch_size: int = 64
     num_threads: int = 0
     # Where extraction runs: 'local' (threads in this process, no Ray start-up), 'ray'
@@ -128,6 +130,8 @@ class RunConfig:
             raise ConfigError(f"compute must be one of {COMPUTE_CHOICES}, got {self.compute!r}")
         if self.executor not in EXECUTOR_CHOICES:
             raise ConfigError(f"executor must be one of {EXECUTOR_CHOICES}, got {self.executor!r}")
+        if not isinstance(self.overwrite, bool):
+            raise ConfigError(f"overwrite must be True or False, got {self.overwrite!r}")
         if self.run_mode not in RUN_MODES:
             raise ConfigError(f"run_mode must be one of {RUN_MODES}, got {self.run_mode!r}")
         if self.run_mode in (3, 4) and not self.test_dir:

@@ -101,7 +101,11 @@ class Embedder:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(self.model_path, options, providers=onnx_providers(compute))
+        try:
+            self.session = ort.InferenceSession(self.model_path, options, providers=onnx_providers(compute))
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own classes for a bad file
+            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"model_path {self.model_path!r} is not an ONNX model onnxruntime can load: {detail}") from None
         # On CPU, runs of 16 images keep a convolution's activations in the core's cache:
         # the int8 model does 466 img/s per core in runs of 16 against 426 in runs of 64.
         # A GPU takes the whole batch at once.

@@ -134,9 +134,10 @@ class ShardCollector:
     """Driver side: one FeatureShardWriter per unit in flight; commits a unit once all
     the rows its end row announced have arrived."""
 
-    def __init__(self, work: WorkDir, d: int) -> None:
+    def __init__(self, work: WorkDir, d: int, markers: dict[str, dict] | None = None) -> None:
         self.work = work
         self.d = d
+        self.markers = markers or {}  # unit name -> what its marker records about its inputs
         self.writers: dict[str, FeatureShardWriter] = {}
         self.expected: dict[str, int] = {}
         self.good = 0
@@ -165,7 +166,7 @@ class ShardCollector:
 
     def commit(self, unit: str) -> None:
         writer = self.writers.pop(unit)
-        writer.commit()
+        writer.commit(**self.markers.get(unit, {}))
         self.expected.pop(unit, None)
         self.good += writer.good
         self.bad += writer.bad
@@ -347,7 +348,7 @@ def extract_units_locally(config: RunConfig, units: list[WorkUnit], settings: Re
     threads = config.num_threads or available_cpus()
     batch = rows_per_batch(config, units, threads)
     log.info("extracting on %d threads in this process (executor 'local')", threads)
-    collector = ShardCollector(work, config.d)
+    collector = ShardCollector(work, config.d, {u.name: u.marker_fields() for u in units})
     sessions = threading.local()
     # On a GPU the threads decode and share one CUDA session (its run() is thread-safe).
     shared = EmbedBatches(config.model_file(), config.d, "gpu") if config.compute == "gpu" else None
@@ -406,7 +407,7 @@ def extract_units(config: RunConfig, units: list[WorkUnit], settings: ReadSettin
 
 def extract_units_on_ray(config: RunConfig, units: list[WorkUnit], settings: ReadSettings, image_size: int, work: WorkDir) -> ExtractResult:
     """Run read + decode + embed over ``units`` on Ray Data; one committed shard per unit."""
-    collector = ShardCollector(work, config.d)
+    collector = ShardCollector(work, config.d, {u.name: u.marker_fields() for u in units})
     import ray
     import ray.data  # configures its loggers on import, so import before adjusting them
 

@@ -7,9 +7,12 @@ inputs that gave no vector. ``prefix`` is the shard's name: empty for a single f
 shard, the archive's name for an archive (``00000.tarfeatures.dat``).
 
 A shard is finished when its marker ``<prefix>features.done`` exists (written last,
-atomically, with the shard's counts) *and* the data file holds exactly rows x d x 4
-bytes. Rows are streamed to temporary files and moved into place on commit, so a crash
-never leaves a half-written shard that looks finished.
+atomically, with the shard's counts and the fingerprint of its inputs) *and* the data
+file holds exactly rows x d x 4 bytes. Rows are streamed to temporary files and moved
+into place on commit, so a crash never leaves a half-written shard that looks finished.
+
+Vectors are compared by cosine: the reduce reads them with ``normalize=True`` (unit
+length), so users' own features from ``save_binary_feature`` mean what ours mean.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ BAD_FILE = "features.bad.csv"
 DONE_FILE = "features.done"
 STATS_FILE = "features.stats.csv"
 THUMBNAILS_FILE = "features.thumbnails.parquet"
+# Every file a shard may have, after its prefix: what removing a stale shard removes.
+SHARD_SUFFIXES = (FEATURES_FILE, f"{FEATURES_FILE}{NAMES_SUFFIX}", BAD_FILE, DONE_FILE, STATS_FILE, THUMBNAILS_FILE)
 
 
 def shard_names(prefix: str = "") -> tuple[str, str, str, str]:
@@ -80,6 +85,8 @@ class FeatureShardWriter:
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
         if vectors.shape != (len(filenames), self.d):
             raise ValueError(f"expected {len(filenames)} x {self.d} vectors, got {vectors.shape}")
+        if not filenames:
+            return  # a batch of only bad rows: no header-only statistics file
         self._data.write(vectors.tobytes())
         self._names_csv.writerows([name] for name in filenames)
         if stats is not None:
@@ -152,15 +159,50 @@ def read_marker(work: WorkDir, prefix: str) -> dict | None:
         return None
 
 
-def shard_is_complete(work: WorkDir, prefix: str, d: int) -> bool:
-    """Marker present, same d, and the data file exactly rows x d x 4 bytes."""
-    marker = read_marker(work, prefix)
+def shard_is_complete(work: WorkDir, prefix: str, d: int, inputs: str | None = None, marker: dict | None = None) -> bool:
+    """Marker present, same d, the data file exactly rows x d x 4 bytes, and, when
+    ``inputs`` is given, cut from inputs with that fingerprint."""
+    marker = marker if marker is not None else read_marker(work, prefix)
     if marker is None or marker.get("d") != d:
+        return False
+    if inputs is not None and marker.get("inputs") != inputs:
         return False
     data, names, bad, _ = shard_names(prefix)
     if not (work.exists(names) and work.exists(bad) and work.exists(data)):
         return False
     return work.size(data) == marker["good"] * d * 4
+
+
+def remove_shard(work: WorkDir, prefix: str) -> None:
+    """Every file of a shard, the marker first: a half-removed shard never looks finished."""
+    for suffix in (DONE_FILE, *SHARD_SUFFIXES):
+        work.remove(f"{prefix}{suffix}")
+
+
+def adopt_plain_features(work: WorkDir) -> list[str]:
+    """A features.dat + features.dat.csv with no marker (fastdup's own, or copied in)
+    becomes a finished shard: its d comes from the file size. Returns [""] or []."""
+    data, names, bad, _ = shard_names("")
+    if read_marker(work, "") is not None or not (work.exists(data) and work.exists(names)):
+        return []
+    filenames, vectors = load_binary_features(work.local_copy(data))
+    if not work.exists(bad):
+        work.write_bytes(bad, b"filename,error\n")
+    work.write_bytes(shard_names("")[3], json.dumps({"good": len(filenames), "bad": 0, "d": int(vectors.shape[1]) if len(filenames) else 0}).encode())
+    return [""]
+
+
+def write_merged_bad_list(work: WorkDir, prefixes: list[str]) -> None:
+    """features.bad.csv at the top of a run of named shards: every shard's bad rows, in
+    shard order, so one file answers "what was skipped and why" (streamed, not parsed)."""
+    if "" in prefixes:
+        return  # the single unnamed shard's own list is already that file
+    parts = [b"filename,error\n"]
+    for prefix in prefixes:
+        name = shard_names(prefix)[2]
+        if work.exists(name):
+            parts.append(work.read_bytes(name).partition(b"\n")[2])  # the rows, without the header
+    work.write_bytes(BAD_FILE, b"".join(parts))
 
 
 def list_shards(work: WorkDir) -> list[str]:
@@ -180,8 +222,15 @@ def read_filenames(csv_path: str | Path) -> list[str]:
     return _read_names_csv(csv_path)
 
 
-def load_shards(work: WorkDir, prefixes: list[str], d: int) -> tuple[list[str], np.ndarray]:
-    """Names and vectors of the given shards, concatenated in the order given."""
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (zero rows stay zero): inner products become cosines."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+
+
+def load_shards(work: WorkDir, prefixes: list[str], d: int, normalize: bool = False) -> tuple[list[str], np.ndarray]:
+    """Names and vectors of the given shards, concatenated in the order given; with
+    ``normalize`` each vector at unit length (what the reduce compares)."""
     names: list[str] = []
     arrays: list[np.ndarray] = []
     for prefix in prefixes:
@@ -193,7 +242,7 @@ def load_shards(work: WorkDir, prefixes: list[str], d: int) -> tuple[list[str], 
         names.extend(shard_names_)
         arrays.append(vectors.reshape(len(shard_names_), d))
     array = np.concatenate(arrays) if arrays else np.zeros((0, d), dtype=np.float32)
-    return names, array
+    return names, unit_rows(array) if normalize else array
 
 
 def load_stats(work: WorkDir, prefixes: list[str]) -> pl.DataFrame | None:
@@ -205,7 +254,9 @@ def load_stats(work: WorkDir, prefixes: list[str]) -> pl.DataFrame | None:
             if (read_marker(work, prefix) or {}).get("good", 0):
                 return None
             continue
-        tables.append(pl.read_csv(io.BytesIO(work.read_bytes(name)), schema_overrides={"filename": pl.String}))
+        table = pl.read_csv(io.BytesIO(work.read_bytes(name)), infer_schema=False)
+        # Read as text, typed here: a shard of few rows must not infer other types than another.
+        tables.append(table.with_columns(pl.exclude("filename").cast(pl.Float64)))
     return pl.concat(tables) if tables else None
 
 

@@ -47,6 +47,17 @@ def factory_string(nn_provider: str, nnf_mode: str, nnmodel: str) -> str:
     raise ConfigError(f"nn_provider must be 'nnf' or 'turi', got {nn_provider!r}")
 
 
+def check_index_spec(spec: str, d: int, parameter: str = "nnf_mode") -> None:
+    """Refuse a factory string faiss cannot build for d, before any work is done
+    (an untrained index of the spec costs nothing to make)."""
+    faiss = _faiss()
+    metric = faiss.METRIC_L2 if spec.startswith("LSH") else faiss.METRIC_INNER_PRODUCT
+    try:
+        faiss.index_factory(d, spec, metric)
+    except RuntimeError as exc:
+        raise ConfigError(f"{parameter} {spec!r} is not an index faiss can build for d={d}: {str(exc).strip().splitlines()[-1]}") from None
+
+
 def fit_to_size(spec: str, n: int) -> str:
     """Shrink an IVF list count that the data cannot train (faiss wants ~39 points per list)."""
     match = re.search(r"IVF(\d+)", spec)

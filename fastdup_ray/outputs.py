@@ -16,6 +16,7 @@ COMPONENT_INFO_FILE = "component_info.csv"
 CONNECTED_COMPONENTS_FILE = "connected_components.csv"
 STATS_FILE = "stats.csv"
 STATS_PARQUET = "stats.parquet"
+OUTPUT_FILES = (SIMILARITY_FILE, OUTLIERS_FILE, COMPONENT_INFO_FILE, CONNECTED_COMPONENTS_FILE, STATS_FILE, STATS_PARQUET)
 
 # Flags in the spirit of cleanvision's issue types, on the statistics of the 224x224
 # decoded image (colour values 0-255). Defaults, documented in the README.
@@ -44,14 +45,16 @@ def unique_pairs(src: np.ndarray, dst: np.ndarray, sim: np.ndarray) -> tuple[np.
 
 
 def cross_table(from_names: list[str], to_names: list[str], src: np.ndarray, dst: np.ndarray, sim: np.ndarray) -> pl.DataFrame:
-    """``from,to,distance`` where from and to index two different name lists (test -> train)."""
-    return pl.DataFrame(
+    """``from,to,distance`` where from and to index two different name lists (test -> train).
+    A row from an image to itself (a test image that is also a train image) is left out."""
+    table = pl.DataFrame(
         {
             "from": pl.Series(from_names, dtype=pl.String).gather(src) if len(src) else pl.Series([], dtype=pl.String),
             "to": pl.Series(to_names, dtype=pl.String).gather(dst) if len(dst) else pl.Series([], dtype=pl.String),
             "distance": np.round(sim.astype(np.float64), 6),
         }
     )
+    return table.filter(pl.col("from") != pl.col("to"))
 
 
 def similarity_table(filenames: list[str], a: np.ndarray, b: np.ndarray, sim: np.ndarray, threshold: float, to_names: list[str] | None = None) -> pl.DataFrame:
@@ -64,24 +67,36 @@ def similarity_table(filenames: list[str], a: np.ndarray, b: np.ndarray, sim: np
 
 
 def outliers_table(filenames: list[str], src: np.ndarray, dst: np.ndarray, sim: np.ndarray, lower_threshold: float, to_names: list[str] | None = None) -> pl.DataFrame:
-    """The ``lower_threshold`` fraction of all kNN edges (query -> neighbour) with the lowest similarity.
+    """Images far from everything: those whose *nearest* neighbour is least similar, one
+    row per image (``from`` the image, ``to`` that nearest neighbour), so an image with a
+    close copy is never an outlier.
 
-    ``from`` is the query image, far from even its nearest neighbours; ``to`` that
-    neighbour. Rows go from least to most outlying (similarity descending), as fastdup
-    writes them. More neighbours k means more edges, so more rows.
+    How many rows follows the run guide: the ``lower_threshold`` fraction of the kNN edges
+    computed (more neighbours k, more rows), at most one per image. Rows go from least to
+    most outlying (similarity descending), as fastdup writes them.
     """
     sim = np.clip(sim, 0.0, 1.0)
-    count = min(len(sim), math.ceil(lower_threshold * len(sim)))
-    lowest = np.lexsort((dst, src, sim))[:count]
+    if to_names is None:
+        mine = src != dst
+        src, dst, sim = src[mine], dst[mine], sim[mine]
+    # Each image's nearest neighbour: its most similar edge (ties to the lower id).
+    order = np.lexsort((dst, -sim, src))
+    src, dst, sim = src[order], dst[order], sim[order]
+    first = np.ones(len(src), dtype=bool)
+    first[1:] = src[1:] != src[:-1]
+    src, dst, sim = src[first], dst[first], sim[first]
+    count = min(len(src), math.ceil(lower_threshold * len(order)))
+    lowest = np.lexsort((src, sim))[:count]
     src, dst, sim = src[lowest], dst[lowest], sim[lowest]
-    order = np.lexsort((dst, src, -sim))
+    order = np.lexsort((src, -sim))
     return cross_table(filenames, filenames if to_names is None else to_names, src[order], dst[order], sim[order])
 
 
-def component_tables(labels: np.ndarray, rank: np.ndarray, delta: np.ndarray) -> tuple[pl.DataFrame, pl.DataFrame]:
+def component_tables(labels: np.ndarray, rank: np.ndarray, delta: np.ndarray, filenames: list[str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(connected_components, component_info).
 
-    connected_components: ``__id,component_id,pagerank,delta``, one row per image by __id.
+    connected_components: ``__id,component_id,pagerank,delta`` (then ``filename`` when
+    given), one row per image by __id.
     component_info: ``component_id,Count``, largest components first. A component's id is
     the smallest __id in it, so ids are stable across runs over the same features.
     """
@@ -94,6 +109,8 @@ def component_tables(labels: np.ndarray, rank: np.ndarray, delta: np.ndarray) ->
             "delta": np.round(delta, 6),
         }
     )
+    if filenames is not None:
+        components = components.with_columns(pl.Series("filename", filenames, dtype=pl.String))
     ids, counts = np.unique(labels, return_counts=True)
     order = np.lexsort((ids, -counts))
     info = pl.DataFrame({"component_id": ids[order].astype(np.int64), "Count": counts[order].astype(np.int64)})

@@ -4,16 +4,21 @@ Only wiring lives here; each stage is its own module.
 
 run_mode 0: extract, then reduce over this run's shards. run_mode 1: extract only (the
 per-node step of a big run, sliced with min_offset/max_offset). run_mode 2: reduce over
-every finished shard in work_dir. run_mode 3: extract the images of test_dir (into
-work_dir/test_features) and score them against work_dir's saved index; run_mode 4: the
-same with features already extracted in test_dir. A rerun skips finished shards.
+every finished shard in work_dir (or a features.dat named as work_dir). run_mode 3:
+extract the images of test_dir (into work_dir/test_features) and score them against
+work_dir's saved index; run_mode 4: the same with features already extracted in
+test_dir; both write their tables to work_dir/test_results, leaving the train run's as
+they are. A rerun reuses the shards whose inputs are unchanged (see resume.py); a
+rerun on another input_dir is refused unless ``overwrite``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -28,10 +33,25 @@ from fastdup_ray.config import RunConfig
 from fastdup_ray.embed import Embedder
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.extract import extract_units, gpus_for_run, write_listing_shard
-from fastdup_ray.features import list_shards, load_binary_features, load_names, load_shards, load_stats, read_marker, shard_is_complete
+from fastdup_ray.features import (
+    SHARD_SUFFIXES,
+    adopt_plain_features,
+    list_shards,
+    load_binary_features,
+    load_names,
+    load_shards,
+    load_stats,
+    read_marker,
+    remove_shard,
+    shard_is_complete,
+    shard_names,
+    unit_rows,
+    write_merged_bad_list,
+)
 from fastdup_ray.graph import components_in_rounds, connected_components, pagerank, ray_map_partitions
 from fastdup_ray.index import (
     build_index,
+    check_index_spec,
     empty_topk,
     factory_string,
     ivf_flat_lists,
@@ -43,8 +63,10 @@ from fastdup_ray.index import (
     searcher_for,
     topk_edges,
 )
+from fastdup_ray.resume import check_no_overlap, plan_resume
 from fastdup_ray.sources import ReadSettings, list_inputs, plan_units
-from fastdup_ray.workdir import WorkDir
+from fastdup_ray.storage import is_remote
+from fastdup_ray.workdir import WorkDir, run_lock
 
 log = logging.getLogger("fastdup_ray")
 LISTING_SHARD = "listing."
@@ -53,6 +75,10 @@ INDEX_FILE = "nnf.index"
 # A sharded reduce saves one index per shard, named in this manifest, instead of nnf.index.
 INDEX_MANIFEST = "nnf.index.json"
 TEST_FEATURES = "test_features"
+# run modes 3 and 4 write here: the train run's own tables stay as they were.
+TEST_RESULTS = "test_results"
+TEST_RUN_FILE = "test_run.json"
+KEEP_FILES = ("keep.csv", "remove.csv")
 
 
 @dataclass
@@ -110,38 +136,103 @@ def run(input_dir: str | list[str], work_dir: str, **params: Any) -> RunSummary:
     return run_config(RunConfig.from_kwargs(input_dir, work_dir, **params))
 
 
+def comparable_input(input_dir) -> str | list[str]:
+    """input_dir as a rerun compares it: local paths made absolute."""
+    def one(location: str) -> str:
+        return location.rstrip("/") if is_remote(location) else os.path.abspath(location)
+
+    return [one(str(x)) for x in input_dir] if isinstance(input_dir, (list, tuple)) else one(str(input_dir))
+
+
 def check_resume_settings(work: WorkDir, config: RunConfig) -> None:
-    """A work_dir holds shards of one model and settings; mixing them would corrupt the kNN."""
-    if not work.exists(CONFIG_FILE):
+    """A work_dir holds the shards of one input_dir, one model and one set of settings;
+    mixing them would corrupt the kNN. ``overwrite`` clears an earlier run instead."""
+    if config.overwrite:
+        clear_run(work)
         return
-    try:
-        previous = json.loads(work.read_bytes(CONFIG_FILE))
-    except ValueError:
+    previous = None
+    if work.exists(CONFIG_FILE):
+        try:
+            previous = json.loads(work.read_bytes(CONFIG_FILE))
+        except ValueError:
+            previous = None
+    if previous is None:
+        if list_shards(work):
+            raise ConfigError(f"work_dir {work.location} holds features shards of no recorded run (your own features?); use another work_dir, or overwrite=True (--overwrite) to clear them")
         return
+    if "input_dir" in previous and comparable_input(previous["input_dir"]) != comparable_input(config.input_dir):
+        raise ConfigError(
+            f"work_dir {work.location} holds a run of input_dir {previous['input_dir']!r}, not {config.input_dir!r}: "
+            "use another work_dir, or overwrite=True (--overwrite) to clear that run first"
+        )
     current = config.extraction_settings()
     different = {k: (previous.get(k), v) for k, v in current.items() if k in previous and previous.get(k) != v}
     if different:
         text = ", ".join(f"{k}: {old!r} in {work.path(CONFIG_FILE)} but {new!r} now" for k, (old, new) in different.items())
-        raise ConfigError(f"work_dir already holds shards made with other settings ({text}); use a new work_dir")
+        raise ConfigError(f"work_dir already holds shards made with other settings ({text}); use a new work_dir, or overwrite=True (--overwrite)")
+
+
+def clear_run(work: WorkDir) -> None:
+    """Remove everything an earlier run wrote to work_dir (and nothing else of the folder)."""
+    outputs_of_a_run = {CONFIG_FILE, *outputs.OUTPUT_FILES, *KEEP_FILES}
+    for name in work.names():
+        if name in outputs_of_a_run or name.endswith(SHARD_SUFFIXES) or name.startswith("nnf.") and name.endswith((".index", ".index.json")):
+            work.remove(name)
+    for folder in (TEST_FEATURES, TEST_RESULTS):
+        work.remove_tree(folder)
+    log.info("overwrite: cleared the earlier run in %s", work.location)
+
+
+def default_cache_dir() -> str:
+    """``<temp>/fastdup_ray_cache-<uid>``, private to this user (mode 0700). A path there
+    that is a link, or not this user's private folder, is refused: someone could have
+    planted it to read or redirect what delete_img=0 writes."""
+    path = os.path.join(tempfile.gettempdir(), f"fastdup_ray_cache-{os.getuid()}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+        raise InputError(f"the default cache folder {path} is not a private folder of this user (a link, another owner, or open to others); remove it, or give cache_dir")
+    return path
+
+
+def prepare_cache_dir(config: RunConfig) -> str:
+    """The cache folder of delete_tar=0 / delete_img=0: the user's, created private, or the default."""
+    if not config.cache_dir:
+        return default_cache_dir()
+    os.makedirs(config.cache_dir, mode=0o700, exist_ok=True)
+    return config.cache_dir
+
+
+def work_dir_of(config: RunConfig) -> tuple[str, list[str] | None]:
+    """(folder, shard prefixes) for work_dir: a path to a features file (fastdup's own
+    ``run_mode=2, work_dir='x/features.dat'``) names its folder and that one shard."""
+    location = config.work_dir
+    if config.run_mode == 2 and location.endswith("features.dat") and not location.endswith("/"):
+        folder, name = os.path.split(location) if not is_remote(location) else location.rsplit("/", 1)
+        if is_remote(location) or os.path.isfile(location):
+            return folder or ".", [name[: -len("features.dat")]]
+    return location, None
+
+
+def check_index_settings(config: RunConfig, d: int) -> None:
+    """An index faiss cannot build is refused before extraction, not after it."""
+    check_index_spec(factory_string(config.nn_provider, config.nnf_mode, config.nnmodel), d, "nnmodel" if config.nn_provider == "turi" else "nnf_mode")
 
 
 def run_config(config: RunConfig) -> RunSummary:
     setup_logging(config.verbose)
-    work = WorkDir(config.work_dir, config.storage_options())
-    summary = RunSummary(work_dir=work.location if work.remote else os.path.abspath(config.work_dir))
+    location, named = work_dir_of(config)
+    if config.run_mode != 2:
+        check_index_settings(config, config.d)
+    work = WorkDir(location, config.storage_options())
+    summary = RunSummary(work_dir=work.location if work.remote else os.path.abspath(location))
     try:
-        if config.run_mode in (2, 3, 4):
-            prefixes = list_shards(work)
-            if not prefixes:
-                raise InputError(f"run_mode={config.run_mode} needs finished features shards in {work.location}, found none")
-            if config.run_mode == 2:
-                reduce_shards(config, work, prefixes, summary)
-            else:
-                score_test_set(config, work, prefixes, summary)
-        else:
-            prefixes = extract(config, work, summary)
-            if config.run_mode == 0:
-                reduce_shards(config, work, prefixes, summary)
+        with run_lock(work):
+            work.remove_leftovers()
+            run_mode(config, work, summary, named)
     finally:
         work.close()
     for line in summary.lines():
@@ -149,10 +240,32 @@ def run_config(config: RunConfig) -> RunSummary:
     return summary
 
 
-def extract(config: RunConfig, work: WorkDir, summary: RunSummary, input_dir=None) -> list[str]:
-    """Plan the units, skip finished shards, extract the rest; returns this run's shard prefixes."""
+def run_mode(config: RunConfig, work: WorkDir, summary: RunSummary, named: list[str] | None) -> None:
+    """The stages of the run mode asked for."""
+    if config.run_mode in (2, 3, 4):
+        prefixes = named if named is not None else (list_shards(work) or adopt_plain_features(work))
+        if not prefixes:
+            raise InputError(f"run_mode={config.run_mode} needs finished features shards in {work.location}, found none")
+        check_no_overlap({p: read_marker(work, p) or {} for p in prefixes})
+        if config.run_mode == 2:
+            reduce_shards(config, work, prefixes, summary)
+        else:
+            score_test_set(config, work, prefixes, summary)
+        return
+    prefixes = extract(config, work, summary)
+    if config.run_mode == 0:
+        reduce_shards(config, work, prefixes, summary)
+    else:
+        write_merged_bad_list(work, list_shards(work))
+
+
+def extract(config: RunConfig, work: WorkDir, summary: RunSummary) -> list[str]:
+    """Plan the units, reuse the shards of unchanged inputs, remove stale ones, extract
+    the rest; returns this run's shard prefixes."""
+    cache_dir = prepare_cache_dir(config)
     with stage_timer(summary, "list"):
-        listing = list_inputs(input_dir or config.input_dir, config.storage_options())
+        exclude = [] if work.remote else [work.location, cache_dir]
+        listing = list_inputs(config.input_dir, config.storage_options(), exclude=exclude)
         units = plan_units(listing, config.shard_size, config.min_offset, config.max_offset, config.num_images)
     log.info("found %d inputs (%d archives, %d image/video files) -> %d shards", len(listing), len(listing.archives), len(listing.files), len(units))
     if config.compute == "gpu" and units and not gpus_for_run(config, units):
@@ -165,15 +278,22 @@ def extract(config: RunConfig, work: WorkDir, summary: RunSummary, input_dir=Non
     image_size = Embedder(config.model_file(), d=config.d, compute="cpu").image_size
     check_resume_settings(work, config)
     work.write_bytes(CONFIG_FILE, config.to_json().encode())
+    markers = {p: read_marker(work, p) or {} for p in list_shards(work)}
+    complete = {p for p, m in markers.items() if shard_is_complete(work, p, config.d, marker=m)}
+    whole_run = config.min_offset == 0 and config.max_offset is None
+    resume = plan_resume(units, markers, complete, whole_run, keep=frozenset({LISTING_SHARD}))
+    for prefix in resume.stale + [u.name for u in resume.todo if u.name in markers]:
+        remove_shard(work, prefix)  # the marker first: never a finished-looking stale shard
+    if resume.stale:
+        log.info("removed %d shards of inputs that are gone or now in other shards", len(resume.stale))
     prefixes = [u.name for u in units]
+    remove_shard(work, LISTING_SHARD)
     if listing.bad:
         write_listing_shard(work, config.d, LISTING_SHARD, listing.bad)
         prefixes.append(LISTING_SHARD)
-    todo = [u for u in units if not shard_is_complete(work, u.name, config.d)]
-    summary.shards, summary.skipped_shards = len(prefixes), len(units) - len(todo)
-    if summary.skipped_shards:
-        log.info("%d of %d shards already finished in %s; skipping them", summary.skipped_shards, len(units), work.location)
-    cache_dir = config.cache_dir or os.path.join(tempfile.gettempdir(), "fastdup_ray_cache")
+    summary.shards, summary.skipped_shards = len(prefixes), len(resume.reused)
+    if resume.reused:
+        log.info("%d of %d shards already finished from the same inputs in %s; skipping them", len(resume.reused), len(units), work.location)
     settings = ReadSettings(
         storage=config.storage_options(),
         cache_dir=cache_dir,
@@ -183,7 +303,7 @@ def extract(config: RunConfig, work: WorkDir, summary: RunSummary, input_dir=Non
         max_items_per_archive=config.num_images,
     )
     with stage_timer(summary, "extract"):
-        extract_units(config, todo, settings, image_size, work)
+        extract_units(config, resume.todo, settings, image_size, work)
     if not config.delete_tar or not config.delete_img:
         log.info("kept downloaded archives / extracted images under %s", cache_dir)
     prefixes.sort()
@@ -244,10 +364,32 @@ def saved_index_shards(work: WorkDir, prefixes: list[str], rows: list[int]) -> l
     return [{"file": INDEX_FILE, "first": 0, "rows": n, "prefixes": list(prefixes)}]
 
 
+def test_features(config: RunConfig, work: WorkDir, summary: RunSummary, d: int) -> tuple[list[str], np.ndarray, str]:
+    """(names, unit vectors, location) of the test set: run_mode 3 extracts test_dir into
+    work_dir/test_features (a cache that follows the resume rule; another test_dir
+    replaces it), run_mode 4 reads the features already in test_dir."""
+    if config.run_mode == 4:
+        names, vectors = load_binary_features(config.test_dir, d=d)
+        summary.good = len(names)
+        return names, unit_rows(vectors), config.test_dir
+    test_work = WorkDir(work.path(TEST_FEATURES), config.storage_options())
+    previous = json.loads(test_work.read_bytes(CONFIG_FILE)) if test_work.exists(CONFIG_FILE) else {}
+    replaced = comparable_input(previous.get("input_dir", config.test_dir)) != comparable_input(config.test_dir)
+    test_config = dataclasses.replace(config, input_dir=config.test_dir, run_mode=1, min_offset=0, max_offset=None, overwrite=replaced or config.overwrite)
+    test_summary = RunSummary(work_dir=test_work.location)
+    test_prefixes = extract(test_config, test_work, test_summary)
+    write_merged_bad_list(test_work, test_prefixes)
+    summary.seconds.update({f"test_{k}": v for k, v in test_summary.seconds.items()})
+    summary.good, summary.bad = test_summary.good, test_summary.bad
+    names, vectors = load_shards(test_work, test_prefixes, d, normalize=True)
+    return names, vectors, test_work.location
+
+
 def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary) -> None:
     """run_mode 3/4: every test image against the saved index (one shard at a time when
-    it is sharded, so only one shard's vectors are in memory); similarity.csv pairs go
-    from a test image to a train image, outliers.csv lists test images far from all."""
+    it is sharded, so only one shard's vectors are in memory). Writes test_results/:
+    similarity.csv pairs go from a test image to a train image, outliers.csv lists test
+    images far from all; the train run's own tables are left as they are."""
     import faiss
 
     markers = [read_marker(work, p) or {} for p in prefixes]
@@ -255,16 +397,7 @@ def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summar
     with stage_timer(summary, "load"):
         train_names = load_names(work, prefixes)
         shards = saved_index_shards(work, prefixes, [m.get("good", 0) for m in markers])
-    if config.run_mode == 3:
-        test_work = WorkDir(work.path(TEST_FEATURES), config.storage_options())
-        test_summary = RunSummary(work_dir=test_work.location)
-        test_prefixes = extract(config, test_work, test_summary, input_dir=config.test_dir)
-        summary.seconds.update({f"test_{k}": v for k, v in test_summary.seconds.items()})
-        test_names, test = load_shards(test_work, test_prefixes, d)
-        summary.good, summary.bad = test_summary.good, test_summary.bad
-    else:
-        test_names, test = load_binary_features(config.test_dir, d=d)
-        summary.good = len(test_names)
+    test_names, test, test_location = test_features(config, work, summary, d)
     k = config.nearest_neighbors_k
     with stage_timer(summary, "knn"):
         best = empty_topk(len(test), k)
@@ -272,7 +405,7 @@ def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summar
             index = faiss.read_index(work.local_copy(shard["file"]))
             if index.ntotal != shard["rows"]:
                 raise InputError(f"{work.path(shard['file'])} holds {index.ntotal} vectors, not the {shard['rows']} of its feature shards; rerun run_mode 2")
-            _, vectors = load_shards(work, shard["prefixes"], d)
+            _, vectors = load_shards(work, shard["prefixes"], d, normalize=True)
             for first, sims, ids in search_index_shard(index, vectors, shard["first"], lambda: [(0, test)], k, queries_in_index=False):
                 merge_into(best, first, sims, ids, k)
         src, dst, sim = topk_edges(*best)
@@ -280,9 +413,14 @@ def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summar
     with stage_timer(summary, "outputs"):
         similarity = outputs.similarity_table(test_names, src, dst, sim, config.threshold, to_names=train_names)
         outliers = outputs.outliers_table(test_names, src, dst, sim, config.lower_threshold, to_names=train_names)
-        work.write_bytes(outputs.SIMILARITY_FILE, similarity.write_csv().encode("utf-8"))
-        work.write_bytes(outputs.OUTLIERS_FILE, outliers.write_csv().encode("utf-8"))
+        results = WorkDir(work.path(TEST_RESULTS), config.storage_options())
+        results.write_bytes(outputs.SIMILARITY_FILE, similarity.write_csv().encode("utf-8"))
+        results.write_bytes(outputs.OUTLIERS_FILE, outliers.write_csv().encode("utf-8"))
+        train_location = work.location if work.remote else os.path.abspath(work.location)
+        test_location = test_location if is_remote(test_location) else os.path.abspath(test_location)
+        results.write_bytes(TEST_RUN_FILE, json.dumps({"train_work_dir": train_location, "test_features": test_location, "run_mode": config.run_mode}, indent=1).encode())
     summary.similar_pairs, summary.outlier_rows = similarity.height, outliers.height
+    log.info("test results in %s", results.location)
 
 
 def knn_on_ray(work: WorkDir, prefixes: list[str], rows: list[int], d: int, k: int, spec: str, shard_bytes: int, nprobe: int = 2):
@@ -304,11 +442,11 @@ def knn_on_ray(work: WorkDir, prefixes: list[str], rows: list[int], d: int, k: i
 
     @ray.remote(num_cpus=1)
     def index_shard_task(number: int, group: list[int]):
-        _, vectors = load_shards(work, [prefixes[i] for i in group], d)
+        _, vectors = load_shards(work, [prefixes[i] for i in group], d, normalize=True)
 
         def query_loader():
             for prefix, first in query_shards:
-                yield first, load_shards(work, [prefix], d)[1]
+                yield first, load_shards(work, [prefix], d, normalize=True)[1]
 
         return knn_shard_task(vectors, int(offsets[group[0]]), query_loader, k, spec, keep_index=lambda index: save_index(index, work, index_shard_name(number)), nprobe=nprobe)
 
@@ -368,7 +506,7 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
         with stage_timer(summary, "load"):
             filenames = load_names(work, prefixes)
         n = len(filenames)
-        sims, ids, listed, _ = ivf_knn(lambda i: load_shards(work, [prefixes[i]], d)[1], rows, d, k, ivf_flat_lists(spec), config.nprobe, phase=lambda name: stage_timer(summary, name))
+        sims, ids, listed, _ = ivf_knn(lambda i: load_shards(work, [prefixes[i]], d, normalize=True)[1], rows, d, k, ivf_flat_lists(spec), config.nprobe, phase=lambda name: stage_timer(summary, name))
         with stage_timer(summary, "save_index"):
             remove_saved_index(work)
             save_index(listed.index, work)
@@ -376,7 +514,7 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
         src, dst, knn_sim = topk_edges(sims, ids)
     else:
         with stage_timer(summary, "load"):
-            filenames, features = load_shards(work, prefixes, d)
+            filenames, features = load_shards(work, prefixes, d, normalize=True)
         n = len(filenames)
         with stage_timer(summary, "index"):
             index = build_index(features, spec) if n >= 2 else None
@@ -392,7 +530,9 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
     with stage_timer(summary, "pairs"):
         a, b, sim = outputs.unique_pairs(src, dst, knn_sim)
     with stage_timer(summary, "components"):
-        joined = sim >= config.ccthreshold
+        # The run guide builds components from the pairs of similarity.csv: an edge joins
+        # two images only when it is at or above both threshold and ccthreshold.
+        joined = sim >= max(config.threshold, config.ccthreshold)
         if joined.sum() > config.max_edges_in_memory:
             from fastdup_ray.extract import connect_ray
 
@@ -404,7 +544,7 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
     with stage_timer(summary, "outputs"):
         similarity = outputs.similarity_table(filenames, a, b, sim, config.threshold)
         outliers = outputs.outliers_table(filenames, src, dst, knn_sim, config.lower_threshold)
-        components, info = outputs.component_tables(labels, rank, delta)
+        components, info = outputs.component_tables(labels, rank, delta, filenames)
         for table, name in (
             (similarity, outputs.SIMILARITY_FILE),
             (outliers, outputs.OUTLIERS_FILE),
@@ -413,6 +553,7 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
         ):
             work.write_bytes(name, table.write_csv().encode("utf-8"))
         write_stats(work, prefixes, n)
+        write_merged_bad_list(work, prefixes)
     summary.similar_pairs = similarity.height
     summary.outlier_rows = outliers.height
     summary.components = info.height

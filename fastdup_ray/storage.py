@@ -157,8 +157,16 @@ def read_bytes(location: str, options: StorageOptions | None = None) -> bytes:
     return with_retries(lambda: fs.cat_file(path), location)
 
 
-def list_files(location: str, options: StorageOptions | None = None) -> list[str]:
-    """Every file under a remote prefix (recursive), as full locations; or the location itself if it is a file."""
+def object_version(info: dict) -> str:
+    """``size:ETag`` of a listed object (its last-modified time where a store has no ETag):
+    what tells a rerun that an object changed."""
+    tag = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or ""
+    return f"{info.get('size', '')}:{str(tag).strip(chr(34))}"
+
+
+def list_files_with_versions(location: str, options: StorageOptions | None = None, recursive: bool = True) -> dict[str, str]:
+    """Every file under a remote prefix (recursive, or directly in it), as full locations
+    mapped to their version (object_version); or the location itself if it is a file."""
     fs, path = resolve(location, options)
     scheme = location.split("://", 1)[0]
     prefix = location[: len(location) - len(path)] if location.endswith(path) else f"{scheme}://"
@@ -167,10 +175,13 @@ def list_files(location: str, options: StorageOptions | None = None) -> list[str
     fs.invalidate_cache(path)
     try:
         if with_retries(lambda: fs.isfile(path), location):
-            return [location]
-        found = with_retries(lambda: fs.find(path), location)
+            return {location: object_version(with_retries(lambda: fs.info(path), location))}
+        if recursive:
+            found = with_retries(lambda: fs.find(path, detail=True), location)
+        else:
+            found = {e["name"]: e for e in with_retries(lambda: fs.ls(path, detail=True), location) if e.get("type") == "file"}
     except Exception as exc:  # noqa: BLE001 - reported with the location
         raise explain(location, exc) from None
     if not found and not with_retries(lambda: fs.exists(path), location):
         raise InputError(f"{location} does not exist (no such bucket, prefix or file)")
-    return [f"{prefix}{p}" for p in sorted(found)]
+    return {f"{prefix}{p}": object_version(info) for p, info in sorted(found.items())}

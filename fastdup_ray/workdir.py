@@ -2,18 +2,28 @@
 
 Locally a file is written under a temporary name and renamed; on S3 an object appears
 only once its upload completes, so a single PUT is already atomic. Either way a reader
-never sees half a file under its final name.
+never sees half a file under its final name. A local work dir is held by one run at a
+time (:func:`run_lock`), which also clears the temporary files a killed run left.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from fastdup_ray.errors import InputError
 from fastdup_ray.storage import StorageOptions, is_remote, join, resolve, with_retries
+
+LOCK_FILE = ".fastdup_ray.lock"
+# What every temporary name of this package looks like: ".<final name>.tmp-<8 hex>".
+TEMPORARY_PATTERN = ".*.tmp-*"
 
 
 def write_file_atomically(path: Path, data: bytes) -> None:
@@ -36,7 +46,10 @@ class WorkDir:
             self.fs, self.root = resolve(location, options)
             self._staging = None
         else:
-            Path(location).mkdir(parents=True, exist_ok=True)
+            try:
+                Path(location).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"work_dir {location!r} cannot be created: {exc.strerror or exc}") from None
 
     def __reduce__(self):
         return (WorkDir, (self.location, self.options))
@@ -93,6 +106,24 @@ class WorkDir:
             return
         Path(self.path(name)).unlink(missing_ok=True)
 
+    def remove_tree(self, name: str) -> None:
+        """Delete the folder ``name`` and everything in it, if it exists."""
+        if self.remote:
+            if self.exists(name):
+                with_retries(lambda: self.fs.rm(self._remote_path(name), recursive=True), self.path(name))
+            return
+        shutil.rmtree(self.path(name), ignore_errors=True)
+
+    def remove_leftovers(self) -> int:
+        """Remove the temporary files a killed run left here (and in its sub-folders, such
+        as test_features); call only while holding run_lock. Returns how many."""
+        if self.remote:
+            return 0  # nothing is staged remotely: an upload appears whole or not at all
+        leftovers = list(Path(self.location).rglob(TEMPORARY_PATTERN))
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return len(leftovers)
+
     def put(self, local_file: Path, name: str) -> None:
         """Move a finished local file to ``name`` (rename locally, upload remotely)."""
         if self.remote:
@@ -124,3 +155,40 @@ class WorkDir:
         if self.remote and self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
+
+
+@contextmanager
+def run_lock(work: WorkDir) -> Iterator[None]:
+    """Hold the work dir for one run: a second run on it is refused at once, naming the
+    holder's pid, rather than interleaving shards. Remote work dirs have no lock (S3 has
+    none); their writes are whole objects."""
+    if work.remote:
+        yield
+        return
+    path = Path(work.location) / LOCK_FILE
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise InputError(f"another fastdup_ray run (pid {holder}) is using work_dir {work.location}; wait for it to finish, or use another work_dir") from None
+        try:
+            if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
+                break  # still the lock file: a run that just ended did not remove it under us
+        except FileNotFoundError:
+            pass
+        handle.close()
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()

@@ -23,23 +23,30 @@ def test_similarity_table_threshold_and_order():
     assert table.rows() == [(NAMES[2], NAMES[4], 0.99), (NAMES[0], NAMES[1], 0.95), (NAMES[3], NAMES[5], 0.8)]
 
 
-def test_outliers_are_the_lowest_fraction_of_all_knn_edges():
+def test_outliers_are_the_images_whose_nearest_neighbour_is_least_similar():
     rng = np.random.default_rng(0)
     features = rng.normal(size=(50, 8)).astype(np.float32)
+    features[1] = features[0] + 0.01  # 0 and 1 are near copies: neither is an outlier
     features /= np.linalg.norm(features, axis=1, keepdims=True)
-    for k in (2, 5):
+    names = [f"img{i}.jpg" for i in range(50)]
+    for k, fraction in ((2, 0.1), (5, 0.1), (5, 0.5)):
         src, dst, sim = knn_edges(features, k)
-        table = outputs.outliers_table(NAMES * 9, src, dst, sim, lower_threshold=0.1)
-        assert table.height == int(np.ceil(0.1 * 50 * k))  # more k, more rows
-        cut = np.sort(np.clip(sim, 0, 1))[table.height - 1]
-        assert (table["distance"].to_numpy() <= cut + 1e-6).all()
+        table = outputs.outliers_table(names, src, dst, sim, lower_threshold=fraction)
+        assert table.height == min(50, int(np.ceil(fraction * 50 * k)))  # more k, more rows, one per image at most
+        assert table["from"].n_unique() == table.height
+        nearest = {i: max((s, j) for a, j, s in zip(src, dst, sim) if a == i and j != i) for i in range(50)}
+        ranked = sorted(range(50), key=lambda i: (nearest[i][0], i))[: table.height]
+        assert set(table["from"]) == {names[i] for i in ranked}
+        assert {(r[0], r[1]) for r in table.rows()} == {(names[i], names[nearest[i][1]]) for i in ranked}
+        assert "img0.jpg" not in set(table["from"]) or table.height >= 49
         assert table["distance"].is_sorted(descending=True)
 
 
 def test_component_tables():
     labels = np.array([0, 0, 2, 0, 4])
     rank = np.array([1.2, 0.9, 0.15, 0.9, 0.15])
-    components, info = outputs.component_tables(labels, rank, np.zeros(5))
-    assert components.columns == ["__id", "component_id", "pagerank", "delta"]
+    components, info = outputs.component_tables(labels, rank, np.zeros(5), [f"{i}.jpg" for i in range(5)])
+    assert components.columns == ["__id", "component_id", "pagerank", "delta", "filename"]
+    assert components["filename"].to_list() == ["0.jpg", "1.jpg", "2.jpg", "3.jpg", "4.jpg"]
     assert components["__id"].to_list() == [0, 1, 2, 3, 4]
     assert info.rows() == [(0, 3), (2, 1), (4, 1)]

@@ -74,7 +74,10 @@ def test_units_shards_and_offsets(tmp_path):
     archives = ["/d/a.tar", "/d/b.tar"]
     listing = Listing(archives=archives, files=files)
     whole = plan_units(listing, shard_size=100)
-    assert [u.name for u in whole] == ["", "a.tar", "b.tar"]
+    # Beside archives the loose files get a named shard: the top-level features.bad.csv
+    # is then the merged list of every shard's, not one shard's own.
+    assert [u.name for u in whole] == ["a.tar", "b.tar", "images-000000000-000000010."]
+    assert [u.name for u in plan_units(Listing(files=files), shard_size=100)] == [""]
     sharded = plan_units(listing, shard_size=4)
     assert [u.name for u in sharded] == ["a.tar", "b.tar", "images-000000000-000000004.", "images-000000004-000000008.", "images-000000008-000000010."]
     # Offsets slice the sorted inputs (archives and loose files together), max exclusive.
@@ -85,6 +88,59 @@ def test_units_shards_and_offsets(tmp_path):
     assert [u.name for u in first] == ["a.tar", "b.tar", "images-000000000-000000003."]
     assert [u.name for u in second][0] == "images-000000003-000000004."
     assert plan_units(listing, 4, 0, 1)[0].name == "a.tar"
+
+
+def test_shard_and_cache_names_are_unique_and_short_for_any_locations():
+    from fastdup_ray.sources import Listing, cache_key
+
+    archives = ["/r/x/data.tar", "/r/y/data.tar", "/r/x__data.tar", "/r/" + "L" * 240 + ".tar"]
+    names = [u.name for u in plan_units(Listing(archives=archives), shard_size=10)]
+    assert len(set(names)) == 4 and "x__data.tar" in names
+    assert all(len(f".{name}features.thumbnails.parquet.tmp-12345678".encode()) <= 255 for name in names)
+    keys = {cache_key(loc) for loc in ["s3://b/a/00000.tar", "s3://b/b/00000.tar", "/r/00000.tar"]}
+    assert len(keys) == 3 and all(key.startswith("00000.tar-") for key in keys)
+
+
+def test_fingerprints_change_with_the_inputs(tmp_path):
+    touch(tmp_path / "a.jpg", b"one")
+    before = plan_units(list_inputs(str(tmp_path)), shard_size=10)[0].fingerprint
+    touch(tmp_path / "a.jpg", b"two!")
+    after = plan_units(list_inputs(str(tmp_path)), shard_size=10)[0].fingerprint
+    assert before and after and before != after
+    assert plan_units(list_inputs(str(tmp_path)), shard_size=10)[0].fingerprint == after
+
+
+def test_special_files_symlink_loops_and_excluded_folders(tmp_path):
+    touch(tmp_path / "in" / "a.jpg")
+    touch(tmp_path / "in" / "work" / "thumbnails" / "1.jpg")
+    os.mkfifo(tmp_path / "in" / "pipe.jpg")
+    os.symlink(tmp_path / "in", tmp_path / "in" / "loop")
+    listing = list_inputs(str(tmp_path / "in"), exclude=[str(tmp_path / "in" / "work")])
+    assert listing.files == [str(tmp_path / "in" / "a.jpg")]
+    assert listing.bad == [(str(tmp_path / "in" / "pipe.jpg"), "not a regular file (FIFO): skipped, a read could block or never end")]
+
+
+def test_nested_repeated_and_empty_archive_members(tmp_path):
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w") as archive:
+        for name, data in (("deep.jpg", b"D"),):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    outer = tmp_path / "outer.tar"
+    with tarfile.open(outer, "w") as archive:
+        for name, data in (("a.jpg", b"A"), ("inner.tar", inner.getvalue()), ("a.jpg", b"A2"), ("notes.txt", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    items = list(read_unit(WorkUnit("outer.tar", "archive", (str(outer),)), ReadSettings()))
+    assert [(i.location.removeprefix(str(outer)), i.data, i.ok) for i in items] == [("/a.jpg", b"A", True), ("/inner.tar/deep.jpg", b"D", True), ("/a.jpg#2", None, False)]
+    assert "repeated" in items[2].reason
+    empty = tmp_path / "empty.tar"
+    with tarfile.open(empty, "w"):
+        pass
+    (only,) = read_unit(WorkUnit("empty.tar", "archive", (str(empty),)), ReadSettings())
+    assert only.location == str(empty) and "no images" in only.reason
 
 
 def test_unsafe_member_names():
@@ -131,7 +187,9 @@ def test_unsafe_members_are_never_written_outside_the_cache(tmp_path):
     assert "contains .." in reasons["escape.jpg"] and "absolute" in reasons["evil.jpg"]
     assert reasons["ok.jpg"] is None and "UTF-8" in reasons["caf\\xe9.jpg"]
     kept = [p.relative_to(cache) for p in cache.rglob("*") if p.is_file()]
-    assert [str(p) for p in kept] == ["images/evil.tar/fine/ok.jpg"]
+    from fastdup_ray.sources import cache_key
+
+    assert [str(p) for p in kept] == [f"images/{cache_key(str(path))}/fine/ok.jpg"]
     assert not (tmp_path / "escape.jpg").exists()
 
 

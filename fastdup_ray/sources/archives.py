@@ -3,15 +3,17 @@
 Tars are read front to back (``r|*``), so a remote tar is never downloaded whole unless
 the run keeps archives (``delete_tar=0``). Webdataset shards need nothing special: the
 image member of each sample is used, its ``.txt``/``.json`` members are ignored.
-Unsafe members (absolute names, ``..``), non-UTF-8 names, oversized members and
-truncated or corrupt archives become bad items with their reason; the archive's other
-images still go through.
+Unsafe members (absolute names, ``..``), non-UTF-8 names, oversized members, a member
+name repeated in one archive, archives with no image at all and truncated or corrupt
+archives become bad items with their reason; the archive's other images still go
+through. An archive inside an archive is read too (``outer.tar/inner.tar/x.jpg``), down
+to MAX_NESTING levels.
 """
 
 from __future__ import annotations
 
+import io
 import logging
-import posixpath
 import tarfile
 import time
 import zipfile
@@ -21,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from fastdup_ray.sources.items import Item, escape_name, is_utf8, kind_of
+from fastdup_ray.sources.items import Item, cache_key, escape_name, is_utf8, kind_of
 from fastdup_ray.storage import RETRY_ATTEMPTS, StorageOptions, is_remote, is_transient, resolve, retry_delay, with_retries
 
 log = logging.getLogger("fastdup_ray")
@@ -29,6 +31,8 @@ log = logging.getLogger("fastdup_ray")
 # A member bigger than this is refused, whatever its header claims: a zip or tar bomb
 # must not fill memory.
 MAX_MEMBER_BYTES = 256 * 1024 * 1024
+# Archives inside archives are opened up to this depth (an archive bomb nests forever).
+MAX_NESTING = 3
 
 
 def unsafe_reason(name: str) -> str | None:
@@ -51,7 +55,7 @@ def open_archive_stream(location: str, options: StorageOptions | None, keep_dir:
     fs, path = resolve(location, options)
     if keep_dir is not None:
         keep_dir.mkdir(parents=True, exist_ok=True)
-        local = keep_dir / posixpath.basename(path)
+        local = keep_dir / cache_key(location)
         if not local.exists():
             partial = local.with_name(local.name + ".part")
             with_retries(lambda: fs.get_file(path, str(partial)), location)
@@ -66,20 +70,39 @@ def open_archive_stream(location: str, options: StorageOptions | None, keep_dir:
         handle.close()
 
 
-def _member_item(archive: str, name: str, size: int, read, keep_images: Path | None, video_items) -> Iterator[Item]:
+class MemberNames:
+    """The member names an archive has shown so far: a repeated name is a second input
+    under one location, listed bad under ``<name>#<n>`` so every row has its own name."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def repeat(self, name: str) -> int:
+        self.counts[name] = self.counts.get(name, 0) + 1
+        return self.counts[name]
+
+
+def _member_item(archive: str, name: str, size: int, read, keep_images: Path | None, video_items, seen: MemberNames, depth: int) -> Iterator[Item]:
     if not is_utf8(name):
         yield Item(f"{archive}/{escape_name(name)}", reason="member name is not valid UTF-8")
         return
     location = f"{archive}/{name}"
     kind = kind_of(name)
-    if kind not in ("image", "video"):
+    if kind is None:
         return  # webdataset's .txt/.json/.cls and other members: not images
+    occurrence = seen.repeat(name)
+    if occurrence > 1:
+        yield Item(f"{location}#{occurrence}", reason=f"member name repeated in the archive (occurrence {occurrence}): only the first {name!r} is used")
+        return
     reason = unsafe_reason(name)
     if reason:
         yield Item(location, reason=reason)
         return
     if size > MAX_MEMBER_BYTES:
         yield Item(location, reason=f"member too large ({size} bytes > {MAX_MEMBER_BYTES})")
+        return
+    if kind == "archive":
+        yield from _nested_archive(location, name, read, keep_images, video_items, depth)
         return
     data = read()
     if keep_images is not None:
@@ -92,9 +115,31 @@ def _member_item(archive: str, name: str, size: int, read, keep_images: Path | N
         yield Item(location, data=data)
 
 
-def iter_tar(location: str, stream: BinaryIO, keep_images: Path | None, video_items, max_items: int = 0) -> Iterator[Item]:
+def _nested_archive(location: str, name: str, read, keep_images: Path | None, video_items, depth: int) -> Iterator[Item]:
+    """The images of an archive member that is itself an archive, named below it."""
+    if depth >= MAX_NESTING:
+        yield Item(location, reason=f"archive nested more than {MAX_NESTING} levels deep: not opened")
+        return
+    reader = iter_zip if name.lower().endswith(".zip") else iter_tar
+    inner_keep = keep_images / name if keep_images is not None else None
+    yield from with_empty_line(location, reader(location, io.BytesIO(read()), inner_keep, video_items, depth=depth + 1))
+
+
+def with_empty_line(location: str, items: Iterator[Item]) -> Iterator[Item]:
+    """The archive's items, or one line saying it holds no image: an archive never
+    vanishes from the run's accounting."""
+    count = 0
+    for item in items:
+        count += 1
+        yield item
+    if count == 0:
+        yield Item(location, reason="archive holds no images (no member is an image, video or archive)")
+
+
+def iter_tar(location: str, stream: BinaryIO, keep_images: Path | None, video_items, max_items: int = 0, depth: int = 0) -> Iterator[Item]:
     count = 0
     current = None  # the member being read: a cut-off archive names the image it cut
+    seen = MemberNames()
     try:
         with tarfile.open(fileobj=stream, mode="r|*") as archive:
             for member in archive:
@@ -106,7 +151,7 @@ def iter_tar(location: str, stream: BinaryIO, keep_images: Path | None, video_it
                     continue
                 reader = archive.extractfile(member)
                 current = member.name
-                for item in _member_item(location, member.name, member.size, reader.read, keep_images, video_items):
+                for item in _member_item(location, member.name, member.size, reader.read, keep_images, video_items, seen, depth):
                     current = None
                     yield item
                     count += 1
@@ -120,8 +165,9 @@ def iter_tar(location: str, stream: BinaryIO, keep_images: Path | None, video_it
         yield Item(where, reason=f"truncated or corrupt archive after {count} images: {type(exc).__name__}: {exc}")
 
 
-def iter_zip(location: str, stream: BinaryIO, keep_images: Path | None, video_items, max_items: int = 0) -> Iterator[Item]:
+def iter_zip(location: str, stream: BinaryIO, keep_images: Path | None, video_items, max_items: int = 0, depth: int = 0) -> Iterator[Item]:
     count = 0
+    seen = MemberNames()
     try:
         archive = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
@@ -142,7 +188,7 @@ def iter_zip(location: str, stream: BinaryIO, keep_images: Path | None, video_it
                 return data
 
             try:
-                for item in _member_item(location, info.filename, info.file_size, read, keep_images, video_items):
+                for item in _member_item(location, info.filename, info.file_size, read, keep_images, video_items, seen, depth):
                     yield item
                     count += 1
             except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
@@ -170,8 +216,7 @@ def iter_archive(
     is written to disk.
     """
     video_items = video_items or (lambda loc, data: iter([Item(loc, reason="video inside an archive needs PyAV")]))
-    name = posixpath.basename(location.rstrip("/"))
-    keep_images_dir = (cache_dir / "images" / name) if keep_images and cache_dir else None
+    keep_images_dir = (cache_dir / "images" / cache_key(location)) if keep_images and cache_dir else None
     keep_archive_dir = (cache_dir / "archives") if keep_archives and cache_dir and is_remote(location) else None
     reader = iter_zip if location.lower().endswith(".zip") else iter_tar
     passed = 0  # items already given out: a read that starts over skips them
@@ -180,7 +225,7 @@ def iter_archive(
     for attempt in range(1, RETRY_ATTEMPTS + 1):
         try:
             with open_archive_stream(location, options, keep_archive_dir) as stream:
-                for number, item in enumerate(reader(location, stream, keep_images_dir, video_items, max_items)):
+                for number, item in enumerate(with_empty_line(location, reader(location, stream, keep_images_dir, video_items, max_items))):
                     if number >= passed:
                         yield item
                         passed += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import posixpath
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,3 +51,19 @@ def is_utf8(name: str) -> bool:
         return True
     except UnicodeEncodeError:
         return False
+
+
+def location_hash(location: str) -> str:
+    """A short stable hash of a full location: names that must not collide carry it."""
+    return hashlib.sha256(location.encode("utf-8", errors="surrogateescape")).hexdigest()[:10]
+
+
+def shorten(name: str, limit: int) -> str:
+    """``name`` cut to at most ``limit`` UTF-8 bytes, never inside a character."""
+    return name.encode("utf-8", errors="surrogateescape")[:limit].decode("utf-8", errors="ignore")
+
+
+def cache_key(location: str) -> str:
+    """A cache entry's name for an archive: unique per full location (two buckets' 00000.tar
+    never share an entry) and short enough for any file system."""
+    return f"{shorten(posixpath.basename(location.rstrip('/')), 100)}-{location_hash(location)}"
