@@ -119,7 +119,7 @@ def outputs_of(work: Path) -> dict[str, str]:
 
 def accounted(work: Path) -> list[str]:
     names, _ = fastdup_ray.load_binary_features(work)
-    bad = [n for f in sorted(work.glob("*features.bad.csv")) for n in pl.read_csv(f, infer_schema=False)["filename"].to_list()]
+    bad = pl.read_csv(work / "features.bad.csv", infer_schema=False)["filename"].to_list()  # every shard's, merged
     return sorted(names + bad)
 
 

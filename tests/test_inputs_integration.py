@@ -26,7 +26,7 @@ def read_outputs(work) -> dict[str, str]:
 
 def all_listed(work) -> list[str]:
     names, _ = fastdup_ray.load_binary_features(work)
-    bad = [n for f in sorted(work.glob("*features.bad.csv")) for n in pl.read_csv(f)["filename"].to_list()]
+    bad = pl.read_csv(work / "features.bad.csv", infer_schema=False)["filename"].to_list()  # every shard's, merged
     return names + bad
 
 
@@ -163,12 +163,12 @@ def test_run_mode_3_and_4_score_test_images_against_the_saved_index(ray_local, s
         originals[str(test_dir / f"planted_{i}.jpg")] = str(original)
     summary = fastdup_ray.run(str(sample.root), str(train), run_mode=3, test_dir=str(test_dir), k=2)
     assert summary.good == 2
-    similarity = pl.read_csv(train / "similarity.csv")
+    similarity = pl.read_csv(train / "test_results" / "similarity.csv")
     assert dict(zip(similarity["from"], similarity["to"])) == originals  # test image -> its train original
     assert (train / "test_features" / "features.dat").exists()
     # run_mode 4: the same test vectors, already extracted.
     fastdup_ray.run(str(sample.root), str(train), run_mode=4, test_dir=str(train / "test_features"), k=2)
-    assert pl.read_csv(train / "similarity.csv").equals(similarity)
+    assert pl.read_csv(train / "test_results" / "similarity.csv").equals(similarity)
     with pytest.raises(ConfigError, match="test_dir"):
         fastdup_ray.run(str(sample.root), str(train), run_mode=3)
 
@@ -190,8 +190,8 @@ def test_reduce_over_budget_runs_sharded_on_ray_with_the_same_outputs(ray_local,
     fastdup_ray.save_binary_feature(tmp_path / "test", ["q1.jpg", "q8.jpg", "q15.jpg"], queries / np.linalg.norm(queries, axis=1, keepdims=True))
     for work in (in_memory, sharded):
         fastdup_ray.run("unused", str(work), run_mode=4, test_dir=str(tmp_path / "test"), k=3, threshold=0.5)
-    scored = pl.read_csv(sharded / "similarity.csv")
-    assert scored.equals(pl.read_csv(in_memory / "similarity.csv"))
+    scored = pl.read_csv(sharded / "test_results" / "similarity.csv")
+    assert scored.equals(pl.read_csv(in_memory / "test_results" / "similarity.csv"))
     assert {(a, b) for a, b in zip(scored["from"], scored["to"])} >= {("q1.jpg", names[1]), ("q8.jpg", names[8]), ("q15.jpg", names[15])}
     # An in-memory reduce over the same work dir replaces the sharded index.
     fastdup_ray.run("unused", str(sharded), run_mode=2, k=4)

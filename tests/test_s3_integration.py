@@ -75,8 +75,11 @@ def test_s3_file_list_with_a_missing_entry(ray_local, s3_server, bucket, tmp_pat
 def test_delete_tar_0_keeps_downloaded_archives_in_the_cache(ray_local, s3_server, bucket, tmp_path):
     cache = tmp_path / "cache"
     fastdup_ray.run("s3://fdr-test/data/00000.tar", str(tmp_path / "work"), turi_param="delete_tar=0,delete_img=0", cache_dir=str(cache), **s3_options(s3_server))
-    assert (cache / "archives" / "00000.tar").stat().st_size == bucket.size("fdr-test/data/00000.tar")
-    assert sorted(p.name for p in (cache / "images" / "00000.tar").iterdir()) == ["000000000.jpg", "000000001.jpg", "000000002.jpg"]
+    from fastdup_ray.sources import cache_key
+
+    entry = cache_key("s3://fdr-test/data/00000.tar")
+    assert (cache / "archives" / entry).stat().st_size == bucket.size("fdr-test/data/00000.tar")
+    assert sorted(p.name for p in (cache / "images" / entry).iterdir()) == ["000000000.jpg", "000000001.jpg", "000000002.jpg"]
     fastdup_ray.run("s3://fdr-test/data/00001.tar", str(tmp_path / "work2"), cache_dir=str(tmp_path / "cache2"), **s3_options(s3_server))
     assert not (tmp_path / "cache2").exists()  # by default nothing is left behind
 
@@ -152,3 +155,30 @@ def wait_for(condition, timeout: float = 120) -> None:
     while not condition():
         assert time.monotonic() < deadline
         time.sleep(0.02)
+
+
+def test_same_named_tars_in_two_prefixes_and_a_changed_object_on_rerun(ray_local, s3_server, bucket, tmp_path):
+    """s3://b/a/00000.tar and s3://b/b/00000.tar: two shards and two cache entries, each
+    from its own bytes; re-uploading one object makes a rerun extract that shard again."""
+    from conftest import write_tar
+
+    from fastdup_ray.sample import jpeg_bytes, make_scene
+
+    def upload(prefix, seeds):
+        local = tmp_path / f"{prefix}.tar"
+        write_tar(local, {f"{seed}.jpg": jpeg_bytes(make_scene(seed, material=seed % 9)) for seed in seeds})
+        bucket.put_file(str(local), f"fdr-test/twins/{prefix}/00000.tar")
+
+    upload("a", [900, 901])
+    upload("b", [902, 903, 904])
+    cache, work = tmp_path / "cache", tmp_path / "work"
+    options = dict(cache_dir=str(cache), turi_param="delete_tar=0", executor="ray", **s3_options(s3_server))
+    first = fastdup_ray.run("s3://fdr-test/twins", str(work), **options)
+    names, _ = fastdup_ray.load_binary_features(work)
+    assert first.good == 5 and sorted(n.rsplit("/", 2)[-2] + "/" + n.rsplit("/", 1)[-1] for n in names) == ["00000.tar/900.jpg", "00000.tar/901.jpg", "00000.tar/902.jpg", "00000.tar/903.jpg", "00000.tar/904.jpg"]
+    kept = [p for p in (cache / "archives").iterdir() if not p.name.endswith(".version")]
+    assert sorted(p.stat().st_size for p in kept) == sorted(bucket.size(f"fdr-test/twins/{x}/00000.tar") for x in "ab")
+    upload("a", [905])
+    again = fastdup_ray.run("s3://fdr-test/twins", str(work), **options)
+    assert (again.skipped_shards, again.good) == (1, 4)
+    assert sorted(n.rsplit("/", 1)[-1] for n in fastdup_ray.load_binary_features(work)[0]) == ["902.jpg", "903.jpg", "904.jpg", "905.jpg"]

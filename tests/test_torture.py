@@ -81,16 +81,47 @@ def build_corpus(root):
             for _ in range(300):
                 member.write(block)
 
+    # Archives that hold nothing usable, and the file system's own oddities.
+    tar_with(corpus / "empty_members.tar", {})
+    (corpus / "zero_bytes.tar").write_bytes(b"")
+    tar_with(corpus / "all_broken.tar", {"a.jpg": b"not a jpeg", "b.png": b""})
+    (corpus / "corrupt.zip").write_bytes(b"PK\x03\x04 not really a zip")
+    whole_zip = io.BytesIO()
+    with zipfile.ZipFile(whole_zip, "w") as archive:
+        archive.writestr("z.jpg", jpeg_bytes(make_scene(4253, material=1)))
+    (corpus / "truncated.zip").write_bytes(whole_zip.getvalue()[:-30])
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w") as archive:
+        data = jpeg_bytes(make_scene(4254, material=2))
+        info = tarfile.TarInfo("in.jpg")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    tar_with(corpus / "nest.tar", {"inner.tar": inner.getvalue(), "dup.jpg": jpeg_bytes(make_scene(4255, material=3)), "x/../../dup.jpg": b""})
+    with tarfile.open(corpus / "repeat.tar", "w") as archive:
+        for data in (jpeg_bytes(make_scene(4256, material=4)), jpeg_bytes(make_scene(4257, material=5))):
+            info = tarfile.TarInfo("same.jpg")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    long_tar = "T" * 236 + ".tar"
+    tar_with(corpus / long_tar, {"long.jpg": jpeg_bytes(make_scene(4258, material=6))})
+    os.mkfifo(corpus / "pipe.jpg")
+    os.symlink("/dev/zero", corpus / "zeros.png")
+
     good = [
         "plain.jpg", "cmyk.jpg", "deep16.png", "palette_alpha.png", "one_pixel.png", "long.png",
         "with space 'and \"quotes\".jpg", "naïve café 写真.jpg", "animated.gif", "rotated.jpg",
         "evil.tar/fine/ok.jpg", "cut.tar/first.jpg", "bomb.zip/inner_ok.jpg",
+        "nest.tar/inner.tar/in.jpg", "nest.tar/dup.jpg", "repeat.tar/same.jpg", f"{long_tar}/long.jpg",
     ]
     bad = {
         "truncated.jpg": "truncated", "empty.jpg": "empty file", "text.jpg": "not an image",
         "bomb.png": "decompression bomb", "caf\\xe9.jpg": "UTF-8",
         "evil.tar/../escape.jpg": "contains ..", "evil.tar//abs/evil.jpg": "absolute",
         "cut.tar/second.jpg": "truncated or corrupt archive", "bomb.zip/zeros.png": "too large",
+        "empty_members.tar": "no images", "zero_bytes.tar": "truncated or corrupt archive", "all_broken.tar/a.jpg": "not an image",
+        "all_broken.tar/b.png": "empty file", "corrupt.zip": "corrupt zip", "truncated.zip": "corrupt zip",
+"nest.tar/x/../../dup.jpg": "contains ..", "repeat.tar/same.jpg#2": "repeated",
+        "pipe.jpg": "not a regular file (FIFO)", "zeros.png": "not a regular file (device)",
     }
     # Plain string joins: a member named "/abs/evil.jpg" is listed as "evil.tar//abs/evil.jpg".
     return corpus, [f"{corpus}/{name}" for name in good], {f"{corpus}/{name}": why for name, why in bad.items()}
@@ -104,12 +135,12 @@ def test_torture_corpus(ray_local, tmp_path):
     corpus, good, bad = build_corpus(tmp_path)
     before = every_file(tmp_path)
     work, cache = tmp_path / "work", tmp_path / "cache"
-    summary = fastdup_ray.run(str(corpus), str(work), cache_dir=str(cache), turi_param="delete_tar=0,delete_img=0", k=3)
+    summary = fastdup_ray.run(str(corpus), str(work), cache_dir=str(cache), turi_param="delete_tar=0,delete_img=0", k=3, executor="ray")
 
     names, vectors = fastdup_ray.load_binary_features(work)
     assert sorted(names) == sorted(good) and len(set(names)) == len(names)  # each readable image once
     assert np.isfinite(vectors).all() and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
-    bad_rows = pl.concat([pl.read_csv(f, infer_schema=False) for f in sorted(work.glob("*features.bad.csv"))])
+    bad_rows = pl.read_csv(work / "features.bad.csv", infer_schema=False)  # every shard's, merged
     reasons = dict(zip(bad_rows["filename"], bad_rows["error"]))
     assert set(reasons) == set(bad), sorted(set(reasons) ^ set(bad))
     for location, fragment in bad.items():
@@ -129,3 +160,22 @@ def test_torture_corpus(ray_local, tmp_path):
     from fastdup_ray.sources import cache_key
 
     assert {f"images/{cache_key(str(corpus / archive))}/{member}" for archive, member in (("evil.tar", "fine/ok.jpg"), ("cut.tar", "first.jpg"), ("bomb.zip", "inner_ok.jpg"))} <= kept
+
+
+def test_torture_corpus_through_the_cli_then_run_mode_2(tmp_path):
+    """The same corpus from the command line (local executor): exit 0, no traceback, one
+    line per input in the merged features.bad.csv, and a reduce on its own reads it back."""
+    import subprocess
+    import sys
+
+    corpus, good, bad = build_corpus(tmp_path)
+    work = tmp_path / "work"
+    env = dict(os.environ, RAY_ADDRESS="")
+    result = subprocess.run([sys.executable, "-m", "fastdup_ray", "run", str(corpus), "--work-dir", str(work), "--run-mode", "1", "--executor", "local"], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    reduce = subprocess.run([sys.executable, "-m", "fastdup_ray", "run", "unused", "--work-dir", str(work), "--run-mode", "2"], capture_output=True, text=True, timeout=300, env=env)
+    assert reduce.returncode == 0 and "Traceback" not in reduce.stderr, reduce.stderr
+    names, _ = fastdup_ray.load_binary_features(work)
+    listed = pl.read_csv(work / "features.bad.csv", infer_schema=False)["filename"].to_list()
+    assert sorted(names) == sorted(good) and sorted(listed) == sorted(bad)
+    assert f"images: {len(good)} good, {len(bad)} bad" in reduce.stderr

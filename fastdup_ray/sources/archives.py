@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fastdup_ray.sources.items import Item, cache_key, escape_name, is_utf8, kind_of
-from fastdup_ray.storage import RETRY_ATTEMPTS, StorageOptions, is_remote, is_transient, resolve, retry_delay, with_retries
+from fastdup_ray.storage import RETRY_ATTEMPTS, StorageOptions, is_remote, is_transient, object_version, resolve, retry_delay, with_retries
 
 log = logging.getLogger("fastdup_ray")
 
@@ -56,10 +56,14 @@ def open_archive_stream(location: str, options: StorageOptions | None, keep_dir:
     if keep_dir is not None:
         keep_dir.mkdir(parents=True, exist_ok=True)
         local = keep_dir / cache_key(location)
-        if not local.exists():
+        # The kept copy is used only while the object is unchanged (size and ETag).
+        version = object_version(with_retries(lambda: fs.info(path), location))
+        stamp = local.with_name(local.name + ".version")
+        if not (local.exists() and stamp.exists() and stamp.read_text() == version):
             partial = local.with_name(local.name + ".part")
             with_retries(lambda: fs.get_file(path, str(partial)), location)
             partial.rename(local)
+            stamp.write_text(version)
         with open(local, "rb") as handle:
             yield handle
         return
