@@ -198,8 +198,11 @@ def default_cache_dir() -> str:
     return path
 
 
-def prepare_cache_dir(config: RunConfig) -> str:
-    """The cache folder of delete_tar=0 / delete_img=0: the user's, created private, or the default."""
+def prepare_cache_dir(config: RunConfig) -> str | None:
+    """The cache folder of delete_tar=0 / delete_img=0 (the user's, created private, or the
+    default); None when the run keeps nothing, so nothing is created."""
+    if config.delete_tar and config.delete_img:
+        return None
     if not config.cache_dir:
         return default_cache_dir()
     os.makedirs(config.cache_dir, mode=0o700, exist_ok=True)
@@ -264,7 +267,7 @@ def extract(config: RunConfig, work: WorkDir, summary: RunSummary) -> list[str]:
     the rest; returns this run's shard prefixes."""
     cache_dir = prepare_cache_dir(config)
     with stage_timer(summary, "list"):
-        exclude = [] if work.remote else [work.location, cache_dir]
+        exclude = ([] if work.remote else [work.location]) + ([cache_dir] if cache_dir else [])
         listing = list_inputs(config.input_dir, config.storage_options(), exclude=exclude)
         units = plan_units(listing, config.shard_size, config.min_offset, config.max_offset, config.num_images)
     log.info("found %d inputs (%d archives, %d image/video files) -> %d shards", len(listing), len(listing.archives), len(listing.files), len(units))

@@ -263,7 +263,7 @@ def test_ivf_flat_reduce_probing_every_list_equals_exact_and_saves_a_reusable_in
     # run_mode 4 reuses the IVF index: a test copy of row 50 finds its original.
     fastdup_ray.save_binary_feature(tmp_path / "test", ["q.jpg"], vectors[[50]])
     fastdup_ray.run("unused", str(ivf), run_mode=4, test_dir=str(tmp_path / "test"), k=1, threshold=0.99)
-    assert pl.read_csv(ivf / "similarity.csv").rows() == [("q.jpg", "img00050.jpg", 1.0)]
+    assert pl.read_csv(ivf / "test_results" / "similarity.csv").rows() == [("q.jpg", "img00050.jpg", 1.0)]
 
 
 def test_ivf_flat_reduce_sharded_on_ray_equals_exact(ray_local, tmp_path):

@@ -78,7 +78,7 @@ def test_components_group_the_planted_pairs_only(cli_run, sample):
     _, work = cli_run
     names, _ = fastdup_ray.load_binary_features(work)
     components = pl.read_csv(work / "connected_components.csv")
-    assert components.columns == ["__id", "component_id", "pagerank", "delta"]
+    assert components.columns == ["__id", "component_id", "pagerank", "delta", "filename"]
     assert components["__id"].to_list() == list(range(len(names)))
     label = dict(zip(names, components["component_id"]))
     for a, b in sample.duplicate_pairs:
