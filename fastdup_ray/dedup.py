@@ -1,8 +1,9 @@
 """Deduplicated outputs: which image of each component to keep, which to remove.
 
 Rules (``keep``): 'resolution' keeps the image with the most pixels, 'file_size' the
-largest file, 'first' the first in features.dat order (the sorted listing). Ties go to
-the first in that order, so the choice is repeatable.
+largest file, 'first' the first in features.dat order (shards in name order, each in
+listing order; two archives of one file name are ordered by the hash in their shard
+names). Ties go to the first in that order, so the choice is repeatable.
 """
 
 from __future__ import annotations
