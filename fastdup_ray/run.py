@@ -44,7 +44,6 @@ from fastdup_ray.features import (
     read_marker,
     remove_shard,
     shard_is_complete,
-    shard_names,
     unit_rows,
     write_merged_bad_list,
 )
