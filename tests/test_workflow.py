@@ -52,8 +52,8 @@ def all_listed(work) -> list[str]:
     """Every location the run accounted for: its feature rows and its bad list (the
     top-level features.bad.csv: a single shard's own, or the merged list of many)."""
     names, _ = fastdup_ray.load_binary_features(work)
-    bad = pl.read_csv(work / "features.bad.csv", infer_schema=False)["filename"].to_list()
-    return names + bad
+    lists = [work / "features.bad.csv"] if (work / "features.bad.csv").exists() else sorted(work.glob("*features.bad.csv"))
+    return names + [n for f in lists for n in pl.read_csv(f, infer_schema=False)["filename"].to_list()]
 
 
 def similarity(work) -> pl.DataFrame:
