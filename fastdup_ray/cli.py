@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from fastdup_ray.config import DEFAULT_CCTHRESHOLD, DEFAULT_D, DEFAULT_THRESHOLD, RunConfig
-from fastdup_ray.errors import ConfigError, FastdupRayError
+from fastdup_ray.errors import ConfigError, FastdupRayError, InputError
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -124,14 +124,33 @@ def _add_report_commands(commands) -> None:
     projector.add_argument("--sample-size", dest="sample_size", type=int, default=900, help="images in the sample (default %(default)s)")
 
 
+# Errors of the report, dedup and evaluate commands that the user can act on.
+USER_ERRORS = (FastdupRayError, OSError, ValueError)
+
+
+def report_error(exc: Exception) -> int:
+    """Print ``exc`` as one line on stderr, without a traceback; the exit status is 2."""
+    message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    print(f"fastdup-ray: error: {message}", file=sys.stderr)
+    return 2
+
+
+def require_folder(work_dir: str) -> str:
+    """``work_dir`` when it is a folder (or remote): a missing one is most likely a typo."""
+    from fastdup_ray.storage import is_remote
+
+    if not is_remote(work_dir) and not Path(work_dir).is_dir():
+        raise InputError(f"no finished run in {work_dir}: no such folder")
+    return work_dir
+
+
 def run_report(command: str, args: dict) -> int:
     from fastdup_ray import reports
 
     try:
         written = getattr(reports, command)(**args)
-    except (FastdupRayError, OSError, ValueError) as exc:
-        print(f"fastdup-ray: error: {exc}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as exc:
+        return report_error(exc)
     print(f"wrote {written}")
     return 0
 
@@ -145,11 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         from fastdup_ray.dedup import write_deduplicated_webdataset, write_keep_remove
 
         try:
-            keep_csv, remove_csv = write_keep_remove(args["work_dir"], args["keep"])
+            keep_csv, remove_csv = write_keep_remove(require_folder(args["work_dir"]), args["keep"])
             shards = write_deduplicated_webdataset(args["work_dir"], args["webdataset_out"], args["keep"]) if args["webdataset_out"] else []
-        except (OSError, ValueError) as exc:
-            print(f"fastdup-ray: error: {exc}", file=sys.stderr)
-            return 2
+        except USER_ERRORS as exc:
+            return report_error(exc)
         print(f"wrote {keep_csv} and {remove_csv}")
         if shards:
             print(f"wrote {len(shards)} deduplicated webdataset shards to {args['webdataset_out']}")
@@ -159,9 +177,8 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             scores = evaluate_run(args["work_dir"], args["groups"])
-        except (OSError, ValueError, KeyError) as exc:
-            print(f"fastdup-ray: error: {exc}", file=sys.stderr)
-            return 2
+        except USER_ERRORS as exc:
+            return report_error(exc)
         for name, value in scores.items():
             print(f"{name}: {value:.4f}" if isinstance(value, float) else f"{name}: {value}")
         return 0

@@ -8,8 +8,11 @@ precision/recall at a threshold.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from fastdup_ray.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,32 @@ def component_purity(labels: np.ndarray, groups: np.ndarray) -> float:
     return pure / len(labels)
 
 
+def read_ground_truth(path: str) -> dict[str, str]:
+    """filename -> group of a ground-truth CSV (columns ``filename,group``)."""
+    import polars as pl
+
+    try:
+        truth = pl.read_csv(path, infer_schema=False)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise InputError(f"cannot read the ground truth {path}: {reason}") from None
+    if not {"filename", "group"} <= set(truth.columns):
+        raise InputError(f"{path} needs columns filename,group (has {','.join(truth.columns)})")
+    return dict(zip(truth["filename"], truth["group"]))
+
+
+def require_run_outputs(work: Path) -> dict:
+    """The run's config.json, once the files evaluation reads are known to be there."""
+    import json
+
+    if not work.is_dir():
+        raise InputError(f"no finished run in {work}: no such folder")
+    missing = [name for name in ("config.json", "similarity.csv", "connected_components.csv") if not (work / name).exists()]
+    if missing:
+        raise InputError(f"no finished run in {work}: {', '.join(missing)} missing (run_mode 0 or 2 writes them)")
+    return json.loads((work / "config.json").read_text())
+
+
 def evaluate_run(work_dir: str, ground_truth_csv: str) -> dict[str, float]:
     """Score a finished run against ground-truth groups (CSV with ``filename`` and
     ``group`` columns; images alone in their group may be left out).
@@ -95,9 +124,6 @@ def evaluate_run(work_dir: str, ground_truth_csv: str) -> dict[str, float]:
     precision over every kNN pair of the run's features (true pairs never scored count as
     misses), and the purity of connected components.
     """
-    import json
-    from pathlib import Path
-
     import polars as pl
 
     from fastdup_ray.features import load_binary_features
@@ -105,11 +131,8 @@ def evaluate_run(work_dir: str, ground_truth_csv: str) -> dict[str, float]:
     from fastdup_ray.outputs import unique_pairs
 
     work = Path(work_dir)
-    config = json.loads((work / "config.json").read_text())
-    truth = pl.read_csv(ground_truth_csv, infer_schema=False)
-    if not {"filename", "group"} <= set(truth.columns):
-        raise ValueError(f"{ground_truth_csv} needs columns filename,group (has {truth.columns})")
-    group_of = dict(zip(truth["filename"], truth["group"]))
+    config = require_run_outputs(work)
+    group_of = read_ground_truth(ground_truth_csv)
     names, features = load_binary_features(work)
     # Images without a listed group are groups of their own.
     groups = np.array([group_of.get(name, f"__alone__{i}") for i, name in enumerate(names)], dtype=object)
@@ -123,6 +146,9 @@ def evaluate_run(work_dir: str, ground_truth_csv: str) -> dict[str, float]:
 
     similarity = pl.read_csv(work / "similarity.csv", infer_schema=False)
     index = {name: i for i, name in enumerate(names)}
+    unknown = set(similarity["from"]).union(similarity["to"]).difference(index)
+    if unknown:
+        raise InputError(f"{work / 'similarity.csv'} names {len(unknown)} images that are not in the run's features (e.g. {min(unknown)})")
     found = np.array([group_ids[index[f]] == group_ids[index[t]] for f, t in zip(similarity["from"], similarity["to"])], dtype=bool)
     precision = float(found.mean()) if len(found) else 1.0
     recall = float(found.sum()) / total_positives if total_positives else 0.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from PIL import Image
 
 import fastdup_ray
 from fastdup_ray.decode import decode_with_thumbnail
+from fastdup_ray.errors import InputError
 from fastdup_ray.features import FeatureShardWriter, load_thumbnails
 from fastdup_ray.reports.galleries import Card, Tile, render_pages
 from fastdup_ray.reports.projector import choose_sample, sprite_image
@@ -53,12 +55,12 @@ def test_thumbnails_are_found_by_run_wide_row_id_across_shards(tmp_path):
 
 
 def _cards(count):
-    return [Card(f"row {i}", [f"fact {i}"], [Tile(i, f"/data/{i}.jpg", [f"caption {i}"]), Tile(None, "s3://b/no-thumb.jpg")]) for i in range(count)]
+    return [Card(f"row {i}", [f"fact {i}"], [Tile(i, f"/data/{i}.jpg", [f"caption {i}"], thumbnail=f"{i}.jpg" if i < 3 else None), Tile(None, "s3://b/no-thumb.jpg")]) for i in range(count)]
 
 
 def test_pages_escape_every_name_and_split_large_results():
-    cards = [Card("<b>bold?</b>", ["<i>fact</i>"], [Tile(0, EVIL, ["<u>cap</u>"])])] + _cards(6)
-    pages = render_pages("T <x>", "desc & more", cards, page_size=3, thumbnails={0, 1, 2}, stem="duplicates")
+    cards = [Card("<b>bold?</b>", ["<i>fact</i>"], [Tile(0, EVIL, ["<u>cap</u>"], thumbnail="0.jpg")])] + _cards(6)
+    pages = render_pages("T <x>", "desc & more", cards, page_size=3, stem="duplicates")
     assert [name for name, _ in pages] == ["duplicates.html", "duplicates_2.html", "duplicates_3.html"]
     first = pages[0][1]
     assert "<script>" not in first and "&lt;script&gt;window.__pwned = 1&lt;/script&gt; &amp; &quot;quotes&quot;.jpg" in first
@@ -255,3 +257,195 @@ def test_projector_export_is_served_by_tensorboard(gallery_run, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# --- galleries of small local runs: thumbnails, table paths, test runs ---------------------
+
+
+def make_folder(folder: Path, scenes: dict[str, Image.Image]) -> Path:
+    folder.mkdir(parents=True)
+    for name, image in scenes.items():
+        (folder / name).write_bytes(jpeg_bytes(image))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_runs(tmp_path_factory):
+    """Three small runs on the local executor: 'train' (four scenes, two planted copies),
+    'other' (four other scenes, one copy) and 'test' (copies of train scenes 1 and 2 and
+    an unrelated scene). Every run numbers its images from 0, so ids collide across runs."""
+    root = tmp_path_factory.mktemp("local_runs")
+    train = {f"train_{i}.jpg": make_scene(300 + i, material=i) for i in range(4)}
+    train["train_0_copy.jpg"] = near_duplicate(train["train_0.jpg"], 0)
+    train["train_3_copy.jpg"] = near_duplicate(train["train_3.jpg"], 2)
+    other = {f"other_{i}.jpg": make_scene(400 + i, material=i + 4) for i in range(4)}
+    other["other_0_copy.jpg"] = near_duplicate(other["other_0.jpg"], 1)
+    test = {"test_1.jpg": near_duplicate(train["train_1.jpg"], 0), "test_2.jpg": near_duplicate(train["train_2.jpg"], 2), "unrelated.jpg": make_scene(777, material=9)}
+    works = {}
+    for name, scenes in (("train", train), ("other", other), ("test", test)):
+        folder = make_folder(root / name, scenes)
+        works[name] = root / f"work_{name}"
+        fastdup_ray.run(str(folder), str(works[name]), executor="local", nearest_neighbors_k=2)
+    return works
+
+
+def run_thumbnails(work: Path) -> dict[str, bytes]:
+    """filename -> thumbnail bytes stored by the run's extraction."""
+    table = pl.read_parquet(work / "features.thumbnails.parquet")
+    return dict(zip(table["filename"], table["thumbnail"]))
+
+
+def shown_tiles(page: Path) -> list[tuple[str, bytes | None]]:
+    """(location, bytes of the thumbnail file it shows, or None for the empty box) of every
+    tile of a gallery page, in page order."""
+    import html as html_lib
+
+    text = page.read_text()
+    tiles = []
+    for picture, location in re.findall(r'<figure>(.*?)<figcaption><div class="location">(.*?)</div>', text):
+        source = re.search(r'<img src="([^"]+)"', picture)
+        assert source or 'class="missing"' in picture, picture
+        tiles.append((html_lib.unescape(location), (page.parent / html_lib.unescape(source.group(1))).read_bytes() if source else None))
+    return tiles
+
+
+def test_a_gallery_shows_only_thumbnails_of_its_own_run_in_a_shared_folder(local_runs, tmp_path):
+    train, other = local_runs["train"], local_runs["other"]
+    out = tmp_path / "shared"
+    fastdup_ray.create_duplicates_gallery(train, out)
+    fastdup_ray.create_stats_gallery(train, out)
+    kept = fastdup_ray.create_similarity_gallery(train, out)
+    # Another run's galleries into the same folder: the same ids, other pictures.
+    stats = fastdup_ray.create_stats_gallery(other, out)
+    duplicates = fastdup_ray.create_duplicates_gallery(other, out)
+    for page, work in ((duplicates, other), (stats, other), (kept, train)):
+        tiles = shown_tiles(page)
+        stored = run_thumbnails(work)
+        assert tiles and all(picture == stored[name] for name, picture in tiles), page
+    assert {name for name, _ in shown_tiles(out / "stats_blur.html")} == set(run_thumbnails(other))
+
+    # A run without thumbnails shows the empty box, whatever older files lie in the folder.
+    bare = tmp_path / "bare"
+    shutil.copytree(other, bare)
+    (bare / "features.thumbnails.parquet").unlink()
+    page = fastdup_ray.create_stats_gallery(bare, out)
+    tiles = shown_tiles(page)
+    assert len(tiles) == 5 and all(picture is None for _, picture in tiles)
+    assert "<img" not in page.read_text()
+
+
+def card_count(page: Path) -> int:
+    return page.read_text().count('<section class="card">')
+
+
+def test_galleries_accept_the_path_of_the_table_they_show(local_runs, tmp_path):
+    """As in fastdup, a path to a file names both the work dir (its folder) and the table
+    read, so a filtered copy of a table in the work dir works too."""
+    work = tmp_path / "work"
+    shutil.copytree(local_runs["train"], work)
+    pairs = pl.read_csv(work / "similarity.csv")
+    assert pairs.height == 2
+    whole = fastdup_ray.create_duplicates_gallery(work / "similarity.csv", tmp_path / "a")
+    assert card_count(whole) == 2 and whole.read_text() == fastdup_ray.create_duplicates_gallery(work, tmp_path / "b").read_text()
+    pairs.head(1).write_csv(work / "top_pair.csv")
+    assert card_count(fastdup_ray.create_duplicates_gallery(work / "top_pair.csv", tmp_path / "c")) == 1
+    assert card_count(fastdup_ray.create_similarity_gallery(str(work / "top_pair.csv"), tmp_path / "c")) == 2  # both images of the pair as queries
+    assert card_count(fastdup_ray.create_outliers_gallery(work / "outliers.csv", tmp_path / "c")) == pl.read_csv(work / "outliers.csv")["from"].n_unique()
+
+    info = pl.read_csv(work / "component_info.csv").filter(pl.col("Count") >= 2)
+    assert info.height == 2
+    assert card_count(fastdup_ray.create_components_gallery(work / "connected_components.csv", tmp_path / "c")) == 2
+    assert card_count(fastdup_ray.create_components_gallery(work / "component_info.csv", tmp_path / "c")) == 2
+    info.head(1).write_csv(work / "biggest_component.csv")
+    assert card_count(fastdup_ray.create_components_gallery(work / "biggest_component.csv", tmp_path / "c")) == 1
+    members = pl.read_csv(work / "connected_components.csv")
+    members.filter(pl.col("component_id") == info["component_id"][1]).write_csv(work / "one_component_members.csv")
+    assert card_count(fastdup_ray.create_components_gallery(work / "one_component_members.csv", tmp_path / "c")) == 1
+
+    stats = pl.read_csv(work / "stats.csv")
+    stats.sort("blur").head(2).write_csv(work / "two_blurriest.csv")
+    page = fastdup_ray.create_stats_gallery(work / "two_blurriest.csv", tmp_path / "c", per_card=1)
+    assert card_count(page) == 2 and len(shown_tiles(page)) == 2
+    assert len(shown_tiles(fastdup_ray.create_stats_gallery(work / "stats.csv", tmp_path / "c"))) == stats.height
+
+    with pytest.raises(InputError, match="nothing.csv"):
+        fastdup_ray.create_duplicates_gallery(work / "nothing.csv", tmp_path / "c")
+    with pytest.raises(InputError, match="stats.csv"):
+        fastdup_ray.create_duplicates_gallery(work / "stats.csv", tmp_path / "c")
+    assert not (work / "nothing.csv").exists()
+
+
+def write_test_results(train: Path, test_features: Path, results: Path) -> pl.DataFrame:
+    """What run_mode 3 or 4 leaves in ``<work_dir>/test_results``: similarity.csv and
+    outliers.csv from test images to train images, and test_run.json saying where each
+    side's features are. Returns every test image's nearest train image."""
+    train_names, train_vectors = fastdup_ray.load_binary_features(train)
+    test_names, test_vectors = fastdup_ray.load_binary_features(test_features)
+    similarity = test_vectors @ train_vectors.T
+    nearest = pl.DataFrame({"from": test_names, "to": [train_names[j] for j in similarity.argmax(1)], "distance": similarity.max(1)})
+    results.mkdir()
+    nearest.filter(pl.col("distance") >= 0.9).sort("distance", descending=True).write_csv(results / "similarity.csv")
+    nearest.sort("distance").head(1).write_csv(results / "outliers.csv")
+    (results / "test_run.json").write_text(json.dumps({"train_work_dir": str(train.resolve()), "test_features": str(test_features.resolve())}))
+    return nearest
+
+
+def plain_features(work: Path, folder: Path) -> Path:
+    """The run's vectors as a bare features.dat + features.dat.csv (fastdup's layout, no
+    completion marker, no thumbnails)."""
+    names, vectors = fastdup_ray.load_binary_features(work)
+    folder.mkdir()
+    vectors.astype("<f4").tofile(folder / "features.dat")
+    pl.DataFrame({"filename": names}).write_csv(folder / "features.dat.csv")
+    return folder
+
+
+def test_galleries_of_a_test_run_show_test_images_beside_train_images(local_runs, tmp_path):
+    train, test = tmp_path / "train", local_runs["test"]
+    shutil.copytree(local_runs["train"], train)
+    results = train / "test_results"
+    nearest = write_test_results(train, test, results)
+    test_folder, train_folder = Path(nearest["from"][0]).parent, Path(nearest["to"][0]).parent
+    assert dict(zip(nearest["from"], nearest["to"])) == {str(test_folder / "test_1.jpg"): str(train_folder / "train_1.jpg"), str(test_folder / "test_2.jpg"): str(train_folder / "train_2.jpg"), str(test_folder / "unrelated.jpg"): nearest["to"][2]}
+    test_thumbs, train_thumbs = run_thumbnails(test), run_thumbnails(train)
+
+    def expected(table: Path, test_thumbs=test_thumbs) -> list:
+        rows = pl.read_csv(table)
+        return [tile for a, b in zip(rows["from"], rows["to"]) for tile in ((a, test_thumbs.get(a)), (b, train_thumbs[b]))]
+
+    duplicates = fastdup_ray.create_duplicates_gallery(results, tmp_path / "g")
+    assert shown_tiles(duplicates) == expected(results / "similarity.csv") and len(shown_tiles(duplicates)) == 4
+    assert "test image" in duplicates.read_text() and "train image" in duplicates.read_text()
+    outliers = fastdup_ray.create_outliers_gallery(results / "outliers.csv", tmp_path / "g")
+    assert shown_tiles(outliers) == expected(results / "outliers.csv") and shown_tiles(outliers)[0][0].endswith("unrelated.jpg")
+    similar = fastdup_ray.create_similarity_gallery(results, tmp_path / "g")
+    assert shown_tiles(similar) == expected(results / "similarity.csv")  # test images are the queries
+    for gallery in (fastdup_ray.create_components_gallery, fastdup_ray.create_stats_gallery):
+        with pytest.raises(InputError, match="test_results.*train work dir"):
+            gallery(results, tmp_path / "g")
+
+    # run_mode 4: the test side is the user's features (shards, or a bare features.dat),
+    # with no thumbnails: its tiles show the empty box, the train side its pictures.
+    bare = plain_features(test, tmp_path / "bare")
+    for number, features in enumerate((bare, bare / "features.dat", tmp_path / "saved")):
+        if number == 2:
+            fastdup_ray.save_binary_feature(features, *fastdup_ray.load_binary_features(test))
+        shutil.rmtree(results)
+        write_test_results(train, features, results)
+        page = fastdup_ray.create_duplicates_gallery(results, tmp_path / f"g{number}")
+        assert shown_tiles(page) == expected(results / "similarity.csv", test_thumbs={}), features
+
+
+def test_run_mode_3_results_make_galleries(local_runs, tmp_path):
+    """The same galleries straight from run_mode 3's own test_results folder."""
+    train = tmp_path / "train"
+    shutil.copytree(local_runs["train"], train)
+    test_images = Path(pl.read_csv(local_runs["test"] / "features.dat.csv")["filename"][0]).parent
+    fastdup_ray.run(str(test_images), str(train), executor="local", run_mode=3, test_dir=str(test_images), nearest_neighbors_k=2)
+    results = train / "test_results"
+    if not (results / "test_run.json").exists():
+        pytest.skip("run_mode 3 does not write test_results/ yet (issue 12)")
+    test_thumbs, train_thumbs = run_thumbnails(train / "test_features"), run_thumbnails(train)
+    page = fastdup_ray.create_duplicates_gallery(results, tmp_path / "g")
+    rows = pl.read_csv(results / "similarity.csv")
+    assert rows.height == 2 and shown_tiles(page) == [tile for a, b in zip(rows["from"], rows["to"]) for tile in ((a, test_thumbs[a]), (b, train_thumbs[b]))]
