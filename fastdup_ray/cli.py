@@ -171,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {keep_csv} and {remove_csv}")
         if shards:
             print(f"wrote {len(shards)} deduplicated webdataset shards to {args['webdataset_out']}")
-        return 0
+        problems = getattr(shards, "problems", [])
+        for problem in problems:
+            print(f"fastdup-ray: not copied whole: {problem}", file=sys.stderr)
+        # Some input could not be copied whole: the output is partial, and the exit status says so.
+        return 1 if problems else 0
     if command == "evaluate":
         from fastdup_ray.evaluate import evaluate_run
 

@@ -16,6 +16,10 @@ COMPONENT_INFO_FILE = "component_info.csv"
 CONNECTED_COMPONENTS_FILE = "connected_components.csv"
 STATS_FILE = "stats.csv"
 STATS_PARQUET = "stats.parquet"
+# Run modes 3 and 4 write their tables to this folder, with this file naming the train
+# run and the test features, so the train run's own tables stay as they were.
+TEST_RESULTS_DIR = "test_results"
+TEST_RUN_FILE = "test_run.json"
 OUTPUT_FILES = (SIMILARITY_FILE, OUTLIERS_FILE, COMPONENT_INFO_FILE, CONNECTED_COMPONENTS_FILE, STATS_FILE, STATS_PARQUET)
 
 # Flags in the spirit of cleanvision's issue types, on the statistics of the 224x224

@@ -188,6 +188,13 @@ def test_cut_off_and_unreadable_archives_are_reported(tmp_path, jpegs, caplog):
     assert not (out / "00002.tar").exists() and not list(out.glob(".*"))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "fastdup_ray"]
     assert all(any(p in w for w in warnings) for p in problems)
+    # The command line says the same and exits 1: the output is partial.
+    import subprocess
+    import sys
+
+    cli = subprocess.run([sys.executable, "-m", "fastdup_ray", "dedup", str(work), "--keep", "first", "--webdataset-out", str(tmp_path / "out2")], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr
+    assert [line for line in cli.stderr.splitlines() if line.startswith("fastdup-ray: not copied whole: ")] == [f"fastdup-ray: not copied whole: {p}" for p in problems]
 
 
 def test_archive_without_a_good_image_is_still_written(tmp_path, jpegs):

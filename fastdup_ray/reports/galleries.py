@@ -45,7 +45,6 @@ THUMBNAILS_DIR = "thumbnails"
 DEFAULT_PAGE_SIZE = 50
 # run_mode 3 and 4 write their tables to <work_dir>/test_results with this file beside
 # them: {"train_work_dir": ..., "test_features": ...}.
-TEST_RUN_FILE = "test_run.json"
 TABLE_SUFFIXES = (".csv", ".parquet")
 # Bare features without shards (save_binary_feature's or fastdup's; fastdup 0.x's name).
 BARE_FEATURES = (FEATURES_FILE, "atrain_features.dat")
@@ -146,13 +145,13 @@ class RunTables:
             self.to_images = ImageSource.at(test_run["train_work_dir"], "train image")
 
     def _test_run(self) -> dict | None:
-        if not self.work.exists(TEST_RUN_FILE):
+        if not self.work.exists(outputs.TEST_RUN_FILE):
             return None
         try:
-            test_run = json.loads(self.work.read_bytes(TEST_RUN_FILE))
+            test_run = json.loads(self.work.read_bytes(outputs.TEST_RUN_FILE))
             return {key: str(test_run[key]) for key in ("train_work_dir", "test_features")}
         except (ValueError, KeyError, TypeError):
-            raise InputError(f"{self.work.path(TEST_RUN_FILE)} must be JSON naming train_work_dir and test_features") from None
+            raise InputError(f"{self.work.path(outputs.TEST_RUN_FILE)} must be JSON naming train_work_dir and test_features") from None
 
     @property
     def is_test_run(self) -> bool:
