@@ -26,7 +26,7 @@ from pathlib import Path
 from photoset import DEFAULT_PHOTOS, list_photos
 from throughput import end_to_end
 
-from fastdup_ray.extract import available_cpus
+from fastdup_ray.engine import available_cpus
 
 
 def cycled_tars(photos: Path, out: Path, count: int, per_tar: int) -> list[Path]:

@@ -13,7 +13,11 @@ edited copies, then measures on this machine:
   from the registry; its licence is non-commercial, so it is only ever a benchmark peer
   here, never a dependency.
 
-    python benchmarks/throughput.py [--count 10000] [--repeats 2] [--vs-fastdup] [--executors auto,ray]
+- with ``--scaling 1,2,4,8,16``: for each worker count, img/s of each engine end to end
+  (``--num-threads N``) beside the ceiling at that count: decode + resize alone and the
+  model alone, each in N processes.
+
+    python benchmarks/throughput.py [--count 10000] [--repeats 2] [--vs-fastdup] [--executors auto,ray] [--scaling 1,2]
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from photoset import DEFAULT_PHOTOS, build_volume_set
 
 from fastdup_ray.decode import decode_with_thumbnail, image_stats, open_rgb
 from fastdup_ray.embed import Embedder, default_model_path
-from fastdup_ray.extract import available_cpus
+from fastdup_ray.engine import available_cpus
 
 
 def per_image_costs(paths: list[Path], model: Embedder, thumbnail_size: int = 128, batch: int = 64) -> dict[str, float]:
@@ -150,6 +154,51 @@ def fastdup_run(python: Path, folder: Path, work: Path, count: int) -> dict:
     return {"wall": wall, "good": count}
 
 
+def _decode_share(paths: list[str], size: int) -> float:
+    start = time.perf_counter()
+    for path in paths:
+        decode_with_thumbnail(Path(path).read_bytes(), size, 0)
+    return time.perf_counter() - start
+
+
+def _model_share(count: int, size: int) -> float:
+    model = Embedder(default_model_path("int8"), d=1280)
+    pixels = np.random.default_rng(0).integers(0, 255, (64, size, size, 3), dtype=np.uint8)
+    model.embed(pixels[:16])  # warm-up
+    start = time.perf_counter()
+    for _ in range(0, count, 64):
+        model.embed(pixels)
+    return time.perf_counter() - start
+
+
+def ceiling(kind: str, workers: int, paths: list[Path], size: int) -> float:
+    """img/s of decode + resize alone, or of the int8 model alone, in ``workers`` processes
+    sharing the images: what extraction could reach if nothing else cost anything."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    shares = [[str(p) for p in paths[i::workers]] for i in range(workers)]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        list(pool.map(_model_share, [16] * workers, [size] * workers))  # start the workers first
+        if kind == "decode":
+            seconds = list(pool.map(_decode_share, shares, [size] * workers))
+        else:
+            seconds = list(pool.map(_model_share, [len(s) for s in shares], [size] * workers))
+    return sum(len(s) for s in shares) / max(seconds)
+
+
+def scaling(folder: Path, paths: list[Path], out: Path, counts: list[int], executors: list[str], extra: list[str]) -> None:
+    """One table: per worker count, each engine end to end and the two ceilings."""
+    size = Embedder(default_model_path("int8"), d=1280).image_size
+    print(f"scaling on {len(paths)} images ({size} px, int8 model); img/s")
+    print("| workers | " + " | ".join(f"{e} end to end" for e in executors) + " | decode alone | model alone |")
+    print("|---|" + "---|" * (len(executors) + 2))
+    for count in counts:
+        runs = [end_to_end(folder, out / "work-scaling", ["--executor", e, "--num-threads", str(count), *extra]) for e in executors]
+        cells = [f"{r['good'] / r['wall']:.0f} (extract {r['good'] / r['stages']['extract']:.0f})" for r in runs]
+        print(f"| {count} | " + " | ".join(cells) + f" | {ceiling('decode', count, paths, size):.0f} | {ceiling('model', count, paths, size):.0f} |", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
@@ -159,6 +208,7 @@ def main() -> int:
     parser.add_argument("--vs-fastdup", action="store_true", help="also run fastdup 2.54 on the same folder, alternating")
     parser.add_argument("--executors", default="auto", help="comma list of fastdup-ray executors to time each round (auto, local, ray)")
     parser.add_argument("--memory-sizes", default="", help="comma list of image counts (e.g. 2000,10000): one run each, peak memory per worker kind, to show it does not grow with the dataset")
+    parser.add_argument("--scaling", default="", help="comma list of worker counts (e.g. 1,2,4,8,16): each engine end to end and the decode / model ceilings at each count")
     parser.add_argument("run_args", nargs="*", help="extra arguments for fastdup-ray run (after --)")
     args = parser.parse_args()
     if not args.photos.is_dir():
@@ -168,6 +218,9 @@ def main() -> int:
     paths = build_volume_set(args.photos, folder, args.count)
     cores = available_cpus()
     print(f"machine: {cores} cores; {len(paths)} JPEGs in {folder}")
+    if args.scaling:
+        scaling(folder, paths, args.out, [int(c) for c in args.scaling.split(",")], args.executors.split(","), args.run_args)
+        return 0
 
     costs = {}
     for precision in ("fp32", "int8"):

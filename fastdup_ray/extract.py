@@ -1,37 +1,25 @@
-"""Map side: work units in, one features shard per unit out, on one of two executors.
+"""Map side: work units in, one features shard per unit out, on whichever engine runs it.
 
-On Ray Data (clusters, remote inputs, GPUs)::
-
-    units ──> read + decode (CPU tasks, one unit each, streaming batches out)
-          ──> embed (actor pool, one ONNX Runtime session per actor)
-          ──> ShardCollector on the driver (one writer per unit, committed when the
-              unit's last row has arrived; marker written last)
-
-Locally (one machine, no cluster given): the same batch functions on a thread pool in
-this process, one ONNX Runtime session per thread. Decoding and inference release the
-GIL, so threads use every core, and a small run does not pay Ray's start-up (about 7 s
-of a 2-core machine before the first batch is embedded).
-
-The batch functions are plain functions of numpy batches and Items, tested without
-Ray; Ray appears only in :func:`extract_units_on_ray` and :func:`connect_ray`.
+The stage is plain functions of Items and numpy batches: :func:`decode_items` (bytes to
+pixels, statistics and thumbnails, or the reason an image is bad), :class:`EmbedBatches`
+(one ONNX Runtime session, reused for every batch), :func:`embed_chunk` (both, for one
+cut of a unit, in whatever process runs it) and :class:`ShardCollector` (one writer per
+unit on this process, committed with its marker once the unit's last row is in). An
+engine (:mod:`fastdup_ray.engine`) decides where the batches are made: worker processes
+of this machine, or Ray Data tasks and actors on a cluster.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
-import threading
-from collections import deque
+import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
-from fastdup_ray.config import RunConfig
 from fastdup_ray.decode import (
     STAT_COLUMNS,
     BadImage,
@@ -132,12 +120,13 @@ class EmbedBatches:
 
 class ShardCollector:
     """Driver side: one FeatureShardWriter per unit in flight; commits a unit once all
-    the rows its end row announced have arrived."""
+    the rows its end row announced have arrived, and tells ``progress`` what came in."""
 
-    def __init__(self, work: WorkDir, d: int, markers: dict[str, dict] | None = None) -> None:
+    def __init__(self, work: WorkDir, d: int, markers: dict[str, dict] | None = None, progress=None) -> None:
         self.work = work
         self.d = d
         self.markers = markers or {}  # unit name -> what its marker records about its inputs
+        self.progress = progress
         self.writers: dict[str, FeatureShardWriter] = {}
         self.expected: dict[str, int] = {}
         self.good = 0
@@ -159,6 +148,8 @@ class ShardCollector:
             thumbnails = batch["thumbnail"][rows][ok].tolist() if "thumbnail" in batch else []
             writer.add_good(paths[ok].tolist(), batch["embedding"][rows][ok], stats or None, thumbnails if any(thumbnails) else None)
             writer.add_bad(paths[bad].tolist(), batch["reason"][rows][bad].tolist())
+            if self.progress is not None:
+                self.progress.images(int(ok.sum() + bad.sum()))
             if end.any():
                 self.expected[unit] = int(batch["unit_rows"][rows][end][0])
             if unit in self.expected and writer.good + writer.bad == self.expected[unit]:
@@ -171,6 +162,8 @@ class ShardCollector:
         self.good += writer.good
         self.bad += writer.bad
         self.committed.append(unit)
+        if self.progress is not None:
+            self.progress.shard_done()
         log.debug("shard %r done: %d good, %d bad", unit, writer.good, writer.bad)
 
     def abort(self) -> None:
@@ -187,64 +180,62 @@ class ShardCollector:
 
 @dataclass
 class ExtractResult:
+    """What extraction did: images good and bad, the shards it committed, its seconds."""
+
     good: int
     bad: int
     shards: list[str]
-
-
-def connect_ray() -> None:
-    """Join the cluster named by RAY_ADDRESS, reuse a running Ray, or start a local one on all cores."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        log.info("joining the Ray cluster at %s", os.environ["RAY_ADDRESS"])
-        ray.init(address=os.environ["RAY_ADDRESS"], logging_level=logging.WARNING)
-    else:
-        ray.init(logging_level=logging.WARNING, include_dashboard=False)
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
-class EmbedPlan:
-    """How many embedding actors, with which resources, and how many decode tasks run at
-    once with how much CPU each."""
+class ExtractJob:
+    """The settings extraction needs, derived once from the run's config (picklable: it
+    travels to worker processes and Ray tasks)."""
 
-    actors: int
-    actor_cpus: float
-    actor_gpus: float
-    decode_cpus: float
-    compute: str
-    decode_tasks: int = 1
-
-
-GPU_BATCH = 256
-# CPUs reserved in Ray's accounting for decode tasks. Decoding (+ statistics, thumbnail)
-# now takes ~0.8x the int8 model's time per image, ~44% of the work; the operating system
-# shares the cores between the processes, and with two decode tasks per reserved CPU
-# decoding can use up to ~55% of them. (0.27 and 0.45 timed the same on 2 cores.)
-DECODE_SHARE = 0.27
+    model_file: str
+    d: int
+    compute: str  # "cpu" or "gpu", decided once for the run
+    image_size: int
+    thumbnail_size: int = 0
+    batch_size: int = 64
+    read: ReadSettings = field(default_factory=ReadSettings)
+    verbose: bool = False
 
 
-def plan_embedding(config: RunConfig, cluster_cpus: float, cluster_gpus: float, nodes: int = 1) -> EmbedPlan:
-    """Size the actor pool for the cluster: one single-threaded session per core on CPU,
-    one actor per GPU on GPU, leaving room for the decode tasks that feed them.
+# Sessions of this process, one per (model, d, compute): a worker loads its model once.
+_sessions: dict[tuple[str, int, str], "EmbedBatches"] = {}
 
-    The CPUs kept for decoding are at least half a CPU per node, and a decode task asks
-    for a quarter CPU, so that however Ray packs the actors onto nodes of any size, some
-    node keeps room for decoding (an actor pool filling every node to the last fraction
-    would wait forever for input)."""
-    if config.compute == "gpu":
-        if cluster_gpus >= 1:
-            decode_tasks = max(1, int(cluster_cpus - cluster_gpus))
-            return EmbedPlan(actors=int(cluster_gpus), actor_cpus=1.0, actor_gpus=1.0, decode_cpus=1.0, compute="gpu", decode_tasks=decode_tasks)
-        log.warning("compute='gpu' but the Ray cluster has no GPU; embedding on CPU instead")
-    cpus = max(1.0, cluster_cpus)
-    actors = config.num_threads or max(1, int(cpus))
-    kept_for_decode = min(cpus / 2, max(0.5 * nodes, DECODE_SHARE * cpus))
-    actor_cpus = max(0.1, (cpus - kept_for_decode) / actors)
-    decode_tasks = max(1, round(kept_for_decode / 0.5))
-    return EmbedPlan(actors=actors, actor_cpus=actor_cpus, actor_gpus=0.0, decode_cpus=0.25, compute="cpu", decode_tasks=decode_tasks)
+
+def session_for(job: ExtractJob) -> "EmbedBatches":
+    key = (job.model_file, job.d, job.compute)
+    if key not in _sessions:
+        _sessions[key] = EmbedBatches(job.model_file, job.d, job.compute)
+    return _sessions[key]
+
+
+def embed_chunk(unit: str, chunk: WorkUnit | list[Item], first_seq: int, job: ExtractJob) -> dict[str, np.ndarray]:
+    """Read (loose files), decode and embed one cut of a unit: a batch ready for the
+    collector. Runs in whatever process the engine gives it."""
+    items = list(read_unit(chunk, job.read)) if isinstance(chunk, WorkUnit) else chunk
+    decoded = decode_items(unit, items, job.image_size, first_seq, thumbnail_size=job.thumbnail_size)
+    return session_for(job)(decoded)
+
+
+def extract_units(engine, units: list[WorkUnit], job: ExtractJob, work: WorkDir, progress=None) -> ExtractResult:
+    """Read + decode + embed ``units`` on ``engine``; one committed shard per unit, its
+    marker written last. Nothing is committed for a unit that did not finish."""
+    start = time.perf_counter()
+    if not units:
+        return ExtractResult(0, 0, [])
+    collector = ShardCollector(work, job.d, {u.name: u.marker_fields() for u in units}, progress)
+    try:
+        engine.extract(units, job, collector)
+        collector.check_finished()
+    except BaseException:
+        collector.abort()
+        raise
+    return ExtractResult(collector.good, collector.bad, collector.committed, time.perf_counter() - start)
 
 
 def write_listing_shard(work: WorkDir, d: int, prefix: str, bad: list[tuple[str, str]]) -> None:
@@ -254,63 +245,12 @@ def write_listing_shard(work: WorkDir, d: int, prefix: str, bad: list[tuple[str,
     writer.commit()
 
 
-def available_cpus() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a
-    container limited to 2 CPUs on a 64-core host must not start 64 sessions)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:  # cgroup v2: "max 100000" or "200000 100000"
-        with open("/sys/fs/cgroup/cpu.max") as limits:
-            quota, period = limits.read().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cpus)
-
-
-def ray_cluster_given() -> bool:
-    """A cluster to join (RAY_ADDRESS, as `ray job submit` sets it) or Ray already started
-    by the caller; checked without importing Ray."""
-    ray = sys.modules.get("ray")
-    return bool(os.environ.get("RAY_ADDRESS")) or (ray is not None and ray.is_initialized())
-
-
-def choose_executor(config: RunConfig, units: list[WorkUnit]) -> str:
-    """'local' unless the run asks for Ray: a cluster given (ray_cluster_given), GPU
-    embedding (decode tasks feeding GPU actors), or remote inputs (read by many Ray tasks
-    at once rather than one archive at a time)."""
-    if config.executor != "auto":
-        return config.executor
-    if ray_cluster_given():
-        return "ray"
-    if config.compute == "gpu":
-        return "ray"
-    if any("://" in location for unit in units for location in unit.locations):
-        return "ray"
-    return "local"
-
-
-def gpus_for_run(config: RunConfig, units: list[WorkUnit]) -> int:
-    """GPUs the run can embed on: the Ray cluster's when it runs on Ray, else 1 when this
-    process's onnxruntime has the CUDA provider (onnxruntime-gpu, the gpu extra)."""
-    from fastdup_ray.embed import cuda_available
-
-    if choose_executor(config, units) == "ray":
-        if not (ray_cluster_given() or cuda_available()):
-            return 0  # no cluster, and this machine cannot run CUDA sessions: no Ray start to learn that
-        import ray
-
-        connect_ray()
-        return int(ray.cluster_resources().get("GPU", 0))
-    return int(cuda_available())
-
-
-def rows_per_batch(config: RunConfig, units: list[WorkUnit], parts: int) -> int:
-    """config.batch_size, but a run of one unit is cut into at least ``parts`` batches:
+def rows_per_batch(batch_size: int, units: list[WorkUnit], parts: int) -> int:
+    """``batch_size``, but a run of one unit is cut into at least ``parts`` batches:
     small runs get smaller batches, so that every worker has work from the start."""
     if len(units) != 1:
-        return config.batch_size
-    return max(1, min(config.batch_size, -(-len(units[0].locations) // parts)))
+        return batch_size
+    return max(1, min(batch_size, -(-len(units[0].locations) // parts)))
 
 
 def unit_chunks(unit: WorkUnit, settings: ReadSettings, rows_per_batch: int) -> Iterator[WorkUnit | list[Item]]:
@@ -339,123 +279,3 @@ def closing_row(unit: str, total: int, d: int) -> dict[str, np.ndarray]:
     return batch
 
 
-def extract_units_locally(config: RunConfig, units: list[WorkUnit], settings: ReadSettings, image_size: int, work: WorkDir) -> ExtractResult:
-    """Read + decode + embed ``units`` on a pool of threads in this process, one
-    single-threaded ONNX Runtime session per thread; one committed shard per unit.
-
-    Batches are handed back in the order they were cut, with a bounded number in flight,
-    so shards hold rows in listing order and memory does not grow with the dataset."""
-    threads = config.num_threads or available_cpus()
-    batch = rows_per_batch(config, units, threads)
-    log.info("extracting on %d threads in this process (executor 'local')", threads)
-    collector = ShardCollector(work, config.d, {u.name: u.marker_fields() for u in units})
-    sessions = threading.local()
-    # On a GPU the threads decode and share one CUDA session (its run() is thread-safe).
-    shared = EmbedBatches(config.model_file(), config.d, "gpu") if config.compute == "gpu" else None
-
-    def embed_chunk(unit: str, chunk: WorkUnit | list[Item], first_seq: int) -> dict[str, np.ndarray]:
-        items = list(read_unit(chunk, settings)) if isinstance(chunk, WorkUnit) else chunk
-        decoded = decode_items(unit, items, image_size, first_seq, thumbnail_size=config.thumbnail_size)
-        if shared is not None:
-            return shared(decoded)
-        if not hasattr(sessions, "embed"):
-            sessions.embed = EmbedBatches(config.model_file(), config.d, "cpu")
-        return sessions.embed(decoded)
-
-    rows: dict[str, int] = {}
-    in_flight: deque[tuple[str, Future | None]] = deque()
-
-    def hand_over_oldest() -> None:
-        unit, future = in_flight.popleft()
-        if future is None:  # every batch of the unit has been handed over: close it
-            collector.add(closing_row(unit, rows.pop(unit, 0), config.d))
-            return
-        result = future.result()
-        rows[unit] = rows.get(unit, 0) + len(result["ok"])
-        collector.add(result)
-
-    with ThreadPoolExecutor(threads, thread_name_prefix="fastdup-extract") as pool:
-        try:
-            for unit in units:
-                seq = 0
-                for chunk in unit_chunks(unit, settings, batch):
-                    in_flight.append((unit.name, pool.submit(embed_chunk, unit.name, chunk, seq)))
-                    seq += len(chunk.locations) if isinstance(chunk, WorkUnit) else len(chunk)
-                    while len(in_flight) > 2 * threads:
-                        hand_over_oldest()
-                in_flight.append((unit.name, None))
-            while in_flight:
-                hand_over_oldest()
-            collector.check_finished()
-        except BaseException:
-            for _, future in in_flight:
-                if future is not None:
-                    future.cancel()
-            collector.abort()
-            raise
-    return ExtractResult(collector.good, collector.bad, collector.committed)
-
-
-def extract_units(config: RunConfig, units: list[WorkUnit], settings: ReadSettings, image_size: int, work: WorkDir) -> ExtractResult:
-    """Read + decode + embed ``units`` on the executor the run asks for (see choose_executor)."""
-    if not units:
-        return ExtractResult(0, 0, [])
-    if choose_executor(config, units) == "local":
-        return extract_units_locally(config, units, settings, image_size, work)
-    return extract_units_on_ray(config, units, settings, image_size, work)
-
-
-def extract_units_on_ray(config: RunConfig, units: list[WorkUnit], settings: ReadSettings, image_size: int, work: WorkDir) -> ExtractResult:
-    """Run read + decode + embed over ``units`` on Ray Data; one committed shard per unit."""
-    collector = ShardCollector(work, config.d, {u.name: u.marker_fields() for u in units})
-    import ray
-    import ray.data  # configures its loggers on import, so import before adjusting them
-
-    connect_ray()
-    # Ray Data logs every execution plan at INFO; our own log says what the run does.
-    logging.getLogger("ray.data").setLevel(logging.INFO if config.verbose else logging.WARNING)
-    resources = ray.cluster_resources()
-    nodes = sum(1 for node in ray.nodes() if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) > 0)
-    plan = plan_embedding(config, resources.get("CPU", 1.0), resources.get("GPU", 0.0), max(1, nodes))
-    log.debug("embedding plan: %s", plan)
-    context = ray.data.DataContext.get_current()
-    # Keep the units' order, so shard rows come out in listing order and runs repeat exactly.
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = config.verbose
-    largest = max(len(u.locations) for u in units)
-    batch = rows_per_batch(config, units, 2 * plan.actors)
-    if plan.compute == "gpu":
-        # A GPU wants large batches (per-call overhead, kernel occupancy); CPU decode tasks
-        # fill them, so a GPU batch is never smaller than GPU_BATCH unless a unit is.
-        batch = max(batch, min(GPU_BATCH, largest))
-    # Ray Data merges a generator's yields into blocks of up to 128 MiB (~850 decoded
-    # images) by default; blocks of about one batch keep the pipeline streaming and the
-    # embedding actors' memory flat.
-    context.target_max_block_size = max(1 << 20, batch * image_size * image_size * 3 * 2)
-    dataset = ray.data.from_items(
-        [{"name": u.name, "kind": u.kind, "locations": json.dumps(list(u.locations))} for u in units],
-        override_num_blocks=len(units),
-    )
-    dataset = dataset.map_batches(
-        decode_units,
-        fn_kwargs={"size": image_size, "settings": settings, "rows_per_batch": batch, "thumbnail_size": config.thumbnail_size},
-        batch_size=1,
-        num_cpus=plan.decode_cpus,
-        compute=ray.data.TaskPoolStrategy(size=plan.decode_tasks),
-    )
-    dataset = dataset.map_batches(
-        EmbedBatches,
-        fn_constructor_kwargs={"model_path": config.model_file(), "d": config.d, "compute": plan.compute},
-        batch_size=batch,
-        compute=ray.data.ActorPoolStrategy(size=plan.actors),
-        num_cpus=plan.actor_cpus,
-        num_gpus=plan.actor_gpus,
-    )
-    try:
-        for result in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            collector.add(result)
-        collector.check_finished()
-    except BaseException:
-        collector.abort()
-        raise
-    return ExtractResult(collector.good, collector.bad, collector.committed)

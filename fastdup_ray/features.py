@@ -22,6 +22,7 @@ import io
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -245,6 +246,18 @@ def load_shards(work: WorkDir, prefixes: list[str], d: int, normalize: bool = Fa
     return names, unit_rows(array) if normalize else array
 
 
+def vectors_of(work: WorkDir, prefixes: list[str], d: int) -> np.ndarray:
+    """Unit vectors of the given shards, concatenated (a loader engines can pickle)."""
+    return load_shards(work, prefixes, d, normalize=True)[1]
+
+
+def query_blocks(work: WorkDir, blocks: list[tuple[str, int]], d: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first run-wide row, unit vectors) of each (shard prefix, first row) given, read
+    one shard at a time."""
+    for prefix, first in blocks:
+        yield first, vectors_of(work, [prefix], d)
+
+
 def load_stats(work: WorkDir, prefixes: list[str]) -> pl.DataFrame | None:
     """Per-image statistics of the given shards, in row order; None when a shard has none."""
     tables = []
@@ -294,7 +307,8 @@ def load_thumbnails(work: WorkDir, prefixes: list[str], ids: list[int] | np.ndar
         inside = wanted[(wanted >= start) & (wanted < start + rows)]
         name = f"{prefix}{THUMBNAILS_FILE}"
         if len(inside) and work.exists(name):
-            table = pq.read_table(io.BytesIO(work.read_bytes(name)), columns=["row", "thumbnail"])
+            # One thread: pyarrow's reader threads can abort the interpreter at exit (apache/arrow#34314).
+            table = pq.read_table(io.BytesIO(work.read_bytes(name)), columns=["row", "thumbnail"], use_threads=False)
             local = table.column("row").to_numpy()
             pick = np.flatnonzero(np.isin(local, inside - start))
             for row, jpeg in zip(local[pick], table.column("thumbnail").take(pick).to_pylist()):

@@ -79,17 +79,21 @@ def local_forest(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return nodes[keep], roots[keep]
 
 
-def components_in_rounds(n: int, src: np.ndarray, dst: np.ndarray, edges_per_task: int, map_partitions=None) -> np.ndarray:
+def forest_of_part(part: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """local_forest of one (src, dst) partition: the function an engine maps."""
+    return local_forest(*part)
+
+
+def components_in_rounds(n: int, src: np.ndarray, dst: np.ndarray, edges_per_task: int, map_fn=map) -> np.ndarray:
     """Connected components of a graph whose edges need not fit one process: partition
-    the edges, reduce each partition to its star forest (``map_partitions`` runs
-    :func:`local_forest` over the partitions, on Ray or locally), repeat while that
-    shrinks the edge set, then finish in memory. Same labels as connected_components."""
-    map_partitions = map_partitions or (lambda parts: [local_forest(s, d) for s, d in parts])
+    the edges, reduce each partition to its star forest (``map_fn(forest_of_part, parts)``,
+    an engine's map: processes or Ray tasks), repeat while that shrinks the edge set,
+    then finish in memory. Same labels as connected_components."""
     src = np.asarray(src, dtype=np.int64)
     dst = np.asarray(dst, dtype=np.int64)
     while len(src) > edges_per_task:
         parts = [(src[i : i + edges_per_task], dst[i : i + edges_per_task]) for i in range(0, len(src), edges_per_task)]
-        forests = map_partitions(parts)
+        forests = list(map_fn(forest_of_part, parts))
         new_src = np.concatenate([f[0] for f in forests])
         new_dst = np.concatenate([f[1] for f in forests])
         shrunk = len(new_src) < 0.9 * len(src)
@@ -99,11 +103,3 @@ def components_in_rounds(n: int, src: np.ndarray, dst: np.ndarray, edges_per_tas
         if not shrunk:
             break
     return connected_components(n, src, dst)
-
-
-def ray_map_partitions(parts: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Run local_forest over edge partitions as Ray tasks."""
-    import ray
-
-    task = ray.remote(num_cpus=1)(local_forest)
-    return ray.get([task.remote(s, d) for s, d in parts])

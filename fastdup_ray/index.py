@@ -18,6 +18,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -180,25 +183,55 @@ def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.n
     return np.take_along_axis(sims, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
-def sharded_knn(shards: list[np.ndarray], k: int, spec: str = "Flat", map_tasks=None, nprobe: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """kNN over vectors split in shards, one index shard per task: every query block's
-    top-k in each shard, merged into the global top-k as results arrive. With the exact
-    index it equals :func:`knn_search` on the concatenation. ``map_tasks`` runs
-    :func:`knn_shard_task` calls (locally by default, or as Ray tasks)."""
-    offsets = np.cumsum([0] + [len(s) for s in shards])
-    n = int(offsets[-1])
+@dataclass(frozen=True)
+class IndexShardTask:
+    """One index shard's kNN job, picklable for any engine: ``load()`` gives its vectors
+    (global rows from ``first``), ``queries()`` yields every query block as (first global
+    id, vectors), ``keep_index(index)`` saves its index when given."""
 
-    def query_loader():
-        for q, queries in enumerate(shards):
-            yield int(offsets[q]), queries
+    first: int
+    load: Callable[[], np.ndarray]
+    queries: Callable[[], Iterator[tuple[int, np.ndarray]]]
+    k: int
+    spec: str = "Flat"
+    nprobe: int = 2
+    keep_index: Callable | None = None
 
-    calls = [(shard, int(offsets[s]), query_loader, k, spec, None, nprobe) for s, shard in enumerate(shards)]
-    map_tasks = map_tasks or (lambda calls: (knn_shard_task(*call) for call in calls))
+
+def search_shard(task: IndexShardTask) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Run one IndexShardTask (see knn_shard_task)."""
+    return knn_shard_task(task.load(), task.first, task.queries, task.k, task.spec, task.keep_index, task.nprobe)
+
+
+def knn_over_shards(tasks: list[IndexShardTask], n: int, k: int, map_fn: Callable = map) -> tuple[np.ndarray, np.ndarray]:
+    """kNN of n vectors split in index shards: ``map_fn(search_shard, tasks)`` runs the
+    shards (an engine's map: processes or Ray tasks), and each shard's top-k of every
+    query block is merged into the global top-k as its results come."""
     best = empty_topk(n, k)
-    for blocks in map_tasks(calls):
+    for blocks in map_fn(search_shard, tasks):
         for first, sims, ids in blocks:
             merge_into(best, first, sims, ids, k)
     return best
+
+
+def _array(vectors: np.ndarray) -> np.ndarray:
+    return vectors
+
+
+def _array_blocks(shards: list[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+    first = 0
+    for queries in shards:
+        yield first, queries
+        first += len(queries)
+
+
+def sharded_knn(shards: list[np.ndarray], k: int, spec: str = "Flat", map_fn: Callable = map, nprobe: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """kNN over vectors split in shards held in memory, one index shard per task: with the
+    exact index it equals :func:`knn_search` on the concatenation."""
+    offsets = np.cumsum([0] + [len(s) for s in shards])
+    queries = partial(_array_blocks, list(shards))
+    tasks = [IndexShardTask(int(offsets[i]), partial(_array, shard), queries, k, spec, nprobe) for i, shard in enumerate(shards)]
+    return knn_over_shards(tasks, int(offsets[-1]), k, map_fn)
 
 
 def knn_edges(features: np.ndarray, k: int, index=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

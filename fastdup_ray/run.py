@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -32,7 +33,8 @@ from fastdup_ray import outputs
 from fastdup_ray.config import RunConfig
 from fastdup_ray.embed import Embedder
 from fastdup_ray.errors import ConfigError, InputError
-from fastdup_ray.extract import extract_units, gpus_for_run, write_listing_shard
+from fastdup_ray.engine import Engine, choose, open_engine, ray_cluster_given
+from fastdup_ray.extract import ExtractJob, extract_units, write_listing_shard
 from fastdup_ray.features import (
     SHARD_SUFFIXES,
     adopt_plain_features,
@@ -41,13 +43,15 @@ from fastdup_ray.features import (
     load_names,
     load_shards,
     load_stats,
+    query_blocks,
     read_marker,
     remove_shard,
     shard_is_complete,
     unit_rows,
+    vectors_of,
     write_merged_bad_list,
 )
-from fastdup_ray.graph import components_in_rounds, connected_components, pagerank, ray_map_partitions
+from fastdup_ray.graph import components_in_rounds, connected_components, pagerank
 from fastdup_ray.index import (
     build_index,
     check_index_spec,
@@ -55,13 +59,15 @@ from fastdup_ray.index import (
     factory_string,
     ivf_flat_lists,
     ivf_knn,
+    IndexShardTask,
     knn_edges,
-    knn_shard_task,
+    knn_over_shards,
     merge_into,
     search_index_shard,
     searcher_for,
     topk_edges,
 )
+from fastdup_ray.progress import Progress
 from fastdup_ray.resume import check_no_overlap, plan_resume
 from fastdup_ray.sources import ReadSettings, list_inputs, plan_units
 from fastdup_ray.storage import is_remote
@@ -74,9 +80,6 @@ INDEX_FILE = "nnf.index"
 # A sharded reduce saves one index per shard, named in this manifest, instead of nnf.index.
 INDEX_MANIFEST = "nnf.index.json"
 TEST_FEATURES = "test_features"
-# run modes 3 and 4 write here: the train run's own tables stay as they were.
-TEST_RESULTS = "test_results"
-TEST_RUN_FILE = "test_run.json"
 KEEP_FILES = ("keep.csv", "remove.csv")
 
 
@@ -177,7 +180,7 @@ def clear_run(work: WorkDir) -> None:
     for name in work.names():
         if name in outputs_of_a_run or name.endswith(SHARD_SUFFIXES) or name.startswith("nnf.") and name.endswith((".index", ".index.json")):
             work.remove(name)
-    for folder in (TEST_FEATURES, TEST_RESULTS):
+    for folder in (TEST_FEATURES, outputs.TEST_RESULTS_DIR):
         work.remove_tree(folder)
     log.info("overwrite: cleared the earlier run in %s", work.location)
 
@@ -224,6 +227,24 @@ def check_index_settings(config: RunConfig, d: int) -> None:
     check_index_spec(factory_string(config.nn_provider, config.nnf_mode, config.nnmodel), d, "nnmodel" if config.nn_provider == "turi" else "nnf_mode")
 
 
+class EngineSlot:
+    """The run's engine, opened the first time a stage needs one and kept for the rest of
+    the run (its workers are started once, not per stage)."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.engine: Engine | None = None
+
+    def get(self, compute: str = "cpu", locations: tuple[str, ...] | list[str] = ()) -> Engine:
+        if self.engine is None:
+            self.engine = open_engine(choose(self.config.executor, compute, locations), self.config.num_threads, self.config.verbose)
+        return self.engine
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+
+
 def run_config(config: RunConfig) -> RunSummary:
     setup_logging(config.verbose)
     location, named = work_dir_of(config)
@@ -231,18 +252,20 @@ def run_config(config: RunConfig) -> RunSummary:
         check_index_settings(config, config.d)
     work = WorkDir(location, config.storage_options())
     summary = RunSummary(work_dir=work.location if work.remote else os.path.abspath(location))
+    engines = EngineSlot(config)
     try:
         with run_lock(work):
             work.remove_leftovers()
-            run_mode(config, work, summary, named)
+            run_mode(config, work, summary, named, engines)
     finally:
+        engines.close()
         work.close()
     for line in summary.lines():
         log.info(line)
     return summary
 
 
-def run_mode(config: RunConfig, work: WorkDir, summary: RunSummary, named: list[str] | None) -> None:
+def run_mode(config: RunConfig, work: WorkDir, summary: RunSummary, named: list[str] | None, engines: EngineSlot) -> None:
     """The stages of the run mode asked for."""
     if config.run_mode in (2, 3, 4):
         prefixes = named if named is not None else (list_shards(work) or adopt_plain_features(work))
@@ -250,40 +273,76 @@ def run_mode(config: RunConfig, work: WorkDir, summary: RunSummary, named: list[
             raise InputError(f"run_mode={config.run_mode} needs finished features shards in {work.location}, found none")
         check_no_overlap({p: read_marker(work, p) or {} for p in prefixes})
         if config.run_mode == 2:
-            reduce_shards(config, work, prefixes, summary)
+            reduce_shards(config, work, prefixes, summary, engines, config.compute)
         else:
-            score_test_set(config, work, prefixes, summary)
+            score_test_set(config, work, prefixes, summary, engines)
         return
-    prefixes = extract(config, work, summary)
+    prefixes, compute = extract(config, work, summary, engines)
     if config.run_mode == 0:
-        reduce_shards(config, work, prefixes, summary)
+        reduce_shards(config, work, prefixes, summary, engines, compute)
     else:
         write_merged_bad_list(work, list_shards(work))
 
 
-def extract(config: RunConfig, work: WorkDir, summary: RunSummary) -> list[str]:
+def decide_compute(config: RunConfig, engines: EngineSlot, locations: list[str]) -> str:
+    """'gpu' only when the engine that will embed has a GPU; decided once for the run,
+    before config.json records the model, so every shard is embedded by the same model
+    (the CPU default rather than a slow fp16 one on CPU)."""
+    if config.compute != "gpu" or not locations:
+        return config.compute
+    from fastdup_ray.embed import cuda_available
+
+    if choose(config.executor, "gpu", locations) == "ray" and not (ray_cluster_given() or cuda_available()):
+        gpus = 0  # no cluster, and this machine cannot run CUDA sessions: no Ray start to learn that
+    else:
+        gpus = engines.get("gpu", locations).resources.gpus
+    if gpus:
+        return "gpu"
+    log.warning("compute='gpu' but no GPU was found (install fastdup_ray[gpu] on a machine with a CUDA GPU, "
+                "or give Ray a node with one); embedding on CPU with %s", os.path.basename(dataclasses.replace(config, compute="cpu").model_file()))
+    return "cpu"
+
+
+def extract(config: RunConfig, work: WorkDir, summary: RunSummary, engines: EngineSlot) -> tuple[list[str], str]:
     """Plan the units, reuse the shards of unchanged inputs, remove stale ones, extract
-    the rest; returns this run's shard prefixes."""
+    the rest on the run's engine; returns this run's shard prefixes and the compute used."""
     cache_dir = prepare_cache_dir(config)
     with stage_timer(summary, "list"):
         exclude = ([] if work.remote else [work.location]) + ([cache_dir] if cache_dir else [])
         listing = list_inputs(config.input_dir, config.storage_options(), exclude=exclude)
         units = plan_units(listing, config.shard_size, config.min_offset, config.max_offset, config.num_images)
     log.info("found %d inputs (%d archives, %d image/video files) -> %d shards", len(listing), len(listing.archives), len(listing.files), len(units))
-    if config.compute == "gpu" and units and not gpus_for_run(config, units):
-        # Decided once for the whole run, before config.json records the model: every
-        # shard is embedded by the same model, the CPU default rather than a slow fp16 one.
-        config.compute = "cpu"
-        log.warning("compute='gpu' but no GPU was found (install fastdup_ray[gpu] on a machine with a CUDA GPU, "
-                    "or give Ray a node with one); embedding on CPU with %s", os.path.basename(config.model_file()))
-    # Load the model once on the driver: a wrong model_path or d fails here, before Ray starts.
-    image_size = Embedder(config.model_file(), d=config.d, compute="cpu").image_size
-    check_resume_settings(work, config)
-    work.write_bytes(CONFIG_FILE, config.to_json().encode())
+    locations = [location for unit in units for location in unit.locations]
+    compute = decide_compute(config, engines, locations)
+    settings = config if compute == config.compute else dataclasses.replace(config, compute=compute)
+    # Load the model once here: a wrong model_path or d fails before any worker starts.
+    image_size = Embedder(settings.model_file(), d=config.d, compute="cpu").image_size
+    check_resume_settings(work, settings)
+    work.write_bytes(CONFIG_FILE, settings.to_json().encode())
     markers = {p: read_marker(work, p) or {} for p in list_shards(work)}
     complete = {p for p, m in markers.items() if shard_is_complete(work, p, config.d, marker=m)}
     whole_run = config.min_offset == 0 and config.max_offset is None
     resume = plan_resume(units, markers, complete, whole_run, keep=frozenset({LISTING_SHARD}))
+    job = ExtractJob(
+        model_file=settings.model_file(),
+        d=config.d,
+        compute=compute,
+        image_size=image_size,
+        thumbnail_size=config.thumbnail_size,
+        batch_size=config.batch_size,
+        read=ReadSettings(
+            storage=config.storage_options(),
+            cache_dir=cache_dir,
+            keep_archives=not config.delete_tar,
+            keep_images=not config.delete_img,
+            video_fps=config.video_fps,
+            max_items_per_archive=config.num_images,
+        ),
+        verbose=config.verbose,
+    )
+    if resume.todo:
+        engine = engines.get(compute, locations)
+        engine.warm_up(job)  # workers start and load the model while stale shards are cleared
     for prefix in resume.stale + [u.name for u in resume.todo if u.name in markers]:
         remove_shard(work, prefix)  # the marker first: never a finished-looking stale shard
     if resume.stale:
@@ -296,21 +355,19 @@ def extract(config: RunConfig, work: WorkDir, summary: RunSummary) -> list[str]:
     summary.shards, summary.skipped_shards = len(prefixes), len(resume.reused)
     if resume.reused:
         log.info("%d of %d shards already finished from the same inputs in %s; skipping them", len(resume.reused), len(units), work.location)
-    settings = ReadSettings(
-        storage=config.storage_options(),
-        cache_dir=cache_dir,
-        keep_archives=not config.delete_tar,
-        keep_images=not config.delete_img,
-        video_fps=config.video_fps,
-        max_items_per_archive=config.num_images,
-    )
-    with stage_timer(summary, "extract"):
-        extract_units(config, resume.todo, settings, image_size, work)
+    if resume.todo:
+        files_only = all(u.kind == "files" for u in resume.todo)
+        progress = Progress(len(resume.todo), len(resume.reused), sum(len(u.locations) for u in resume.todo) if files_only else None)
+        try:
+            with stage_timer(summary, "extract"):
+                extract_units(engines.get(compute, locations), resume.todo, job, work, progress)
+        finally:
+            progress.close()
     if not config.delete_tar or not config.delete_img:
         log.info("kept downloaded archives / extracted images under %s", cache_dir)
     prefixes.sort()
     count_images(summary, [read_marker(work, p) or {} for p in prefixes])
-    return prefixes
+    return prefixes, compute
 
 
 def count_images(summary: RunSummary, markers: list[dict]) -> None:
@@ -366,7 +423,7 @@ def saved_index_shards(work: WorkDir, prefixes: list[str], rows: list[int]) -> l
     return [{"file": INDEX_FILE, "first": 0, "rows": n, "prefixes": list(prefixes)}]
 
 
-def test_features(config: RunConfig, work: WorkDir, summary: RunSummary, d: int) -> tuple[list[str], np.ndarray, str]:
+def test_features(config: RunConfig, work: WorkDir, summary: RunSummary, d: int, engines: EngineSlot) -> tuple[list[str], np.ndarray, str]:
     """(names, unit vectors, location) of the test set: run_mode 3 extracts test_dir into
     work_dir/test_features (a cache that follows the resume rule; another test_dir
     replaces it), run_mode 4 reads the features already in test_dir."""
@@ -379,7 +436,7 @@ def test_features(config: RunConfig, work: WorkDir, summary: RunSummary, d: int)
     replaced = comparable_input(previous.get("input_dir", config.test_dir)) != comparable_input(config.test_dir)
     test_config = dataclasses.replace(config, input_dir=config.test_dir, run_mode=1, min_offset=0, max_offset=None, overwrite=replaced or config.overwrite)
     test_summary = RunSummary(work_dir=test_work.location)
-    test_prefixes = extract(test_config, test_work, test_summary)
+    test_prefixes, _ = extract(test_config, test_work, test_summary, engines)
     write_merged_bad_list(test_work, test_prefixes)
     summary.seconds.update({f"test_{k}": v for k, v in test_summary.seconds.items()})
     summary.good, summary.bad = test_summary.good, test_summary.bad
@@ -387,7 +444,7 @@ def test_features(config: RunConfig, work: WorkDir, summary: RunSummary, d: int)
     return names, vectors, test_work.location
 
 
-def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary) -> None:
+def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary, engines: EngineSlot) -> None:
     """run_mode 3/4: every test image against the saved index (one shard at a time when
     it is sharded, so only one shard's vectors are in memory). Writes test_results/:
     similarity.csv pairs go from a test image to a train image, outliers.csv lists test
@@ -399,7 +456,7 @@ def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summar
     with stage_timer(summary, "load"):
         train_names = load_names(work, prefixes)
         shards = saved_index_shards(work, prefixes, [m.get("good", 0) for m in markers])
-    test_names, test, test_location = test_features(config, work, summary, d)
+    test_names, test, test_location = test_features(config, work, summary, d, engines)
     k = config.nearest_neighbors_k
     with stage_timer(summary, "knn"):
         best = empty_topk(len(test), k)
@@ -415,53 +472,38 @@ def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summar
     with stage_timer(summary, "outputs"):
         similarity = outputs.similarity_table(test_names, src, dst, sim, config.threshold, to_names=train_names)
         outliers = outputs.outliers_table(test_names, src, dst, sim, config.lower_threshold, to_names=train_names)
-        results = WorkDir(work.path(TEST_RESULTS), config.storage_options())
+        results = WorkDir(work.path(outputs.TEST_RESULTS_DIR), config.storage_options())
         results.write_bytes(outputs.SIMILARITY_FILE, similarity.write_csv().encode("utf-8"))
         results.write_bytes(outputs.OUTLIERS_FILE, outliers.write_csv().encode("utf-8"))
         train_location = work.location if work.remote else os.path.abspath(work.location)
         test_location = test_location if is_remote(test_location) else os.path.abspath(test_location)
-        results.write_bytes(TEST_RUN_FILE, json.dumps({"train_work_dir": train_location, "test_features": test_location, "run_mode": config.run_mode}, indent=1).encode())
+        results.write_bytes(outputs.TEST_RUN_FILE, json.dumps({"train_work_dir": train_location, "test_features": test_location, "run_mode": config.run_mode}, indent=1).encode())
     summary.similar_pairs, summary.outlier_rows = similarity.height, outliers.height
     log.info("test results in %s", results.location)
 
 
-def knn_on_ray(work: WorkDir, prefixes: list[str], rows: list[int], d: int, k: int, spec: str, shard_bytes: int, nprobe: int = 2):
-    """Group the feature shards into index shards of at most ``shard_bytes``; one Ray task
-    per index shard searches every query shard (read from work_dir) and returns its top-k;
-    the driver folds the results into the global top-k as they arrive."""
-    import ray
-
-    from fastdup_ray.extract import connect_ray
-
-    connect_ray()
+def knn_over_index_shards(engine: Engine, work: WorkDir, prefixes: list[str], rows: list[int], d: int, k: int, spec: str, shard_bytes: int, nprobe: int = 2):
+    """Group the feature shards into index shards of at most ``shard_bytes``; the engine
+    runs one task per index shard, which searches every query shard (read from work_dir)
+    and returns its top-k; this process folds them into the global top-k."""
     offsets = np.cumsum([0] + rows)
     groups: list[list[int]] = [[]]
     for i, count in enumerate(rows):
         if groups[-1] and (sum(rows[j] for j in groups[-1]) + count) * d * 4 > shard_bytes:
             groups.append([])
         groups[-1].append(i)
-    query_shards = [(prefixes[i], int(offsets[i])) for i in range(len(prefixes)) if rows[i]]
-
-    @ray.remote(num_cpus=1)
-    def index_shard_task(number: int, group: list[int]):
-        _, vectors = load_shards(work, [prefixes[i] for i in group], d, normalize=True)
-
-        def query_loader():
-            for prefix, first in query_shards:
-                yield first, load_shards(work, [prefix], d, normalize=True)[1]
-
-        return knn_shard_task(vectors, int(offsets[group[0]]), query_loader, k, spec, keep_index=lambda index: save_index(index, work, index_shard_name(number)), nprobe=nprobe)
-
-    n = int(offsets[-1])
-    best = empty_topk(n, k)
     groups = [g for g in groups if sum(rows[i] for i in g)]
+    queries = partial(query_blocks, work, [(prefixes[i], int(offsets[i])) for i in range(len(prefixes)) if rows[i]], d)
+    tasks = [
+        IndexShardTask(
+            int(offsets[g[0]]), partial(vectors_of, work, [prefixes[i] for i in g], d), queries, k, spec, nprobe,
+            keep_index=partial(save_index, work=work, name=index_shard_name(number)),
+        )
+        for number, g in enumerate(groups)
+    ]
     remove_saved_index(work)
-    pending = [index_shard_task.remote(number, g) for number, g in enumerate(groups)]
-    log.info("kNN over %d vectors in %d index shards on Ray", n, len(pending))
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        for first, sims, ids in ray.get(done[0]):
-            merge_into(best, first, sims, ids, k)
+    log.info("kNN over %d vectors in %d index shards (engine %s)", int(offsets[-1]), len(tasks), engine.name)
+    best = knn_over_shards(tasks, int(offsets[-1]), k, engine.map)
     shards = [
         {"file": index_shard_name(number), "first": int(offsets[g[0]]), "rows": int(sum(rows[i] for i in g)), "prefixes": [prefixes[i] for i in g if rows[i]]}
         for number, g in enumerate(groups)
@@ -484,7 +526,7 @@ def write_stats(work: WorkDir, prefixes: list[str], n: int) -> None:
     work.write_bytes(outputs.STATS_PARQUET, buffer.getvalue())
 
 
-def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary) -> None:
+def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary, engines: EngineSlot, compute: str) -> None:
     """kNN over the given shards (in order), then every output table."""
     # One read of each marker serves the counts, d and the rows per shard.
     markers = [read_marker(work, p) or {} for p in prefixes]
@@ -501,7 +543,7 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
             filenames = load_names(work, prefixes)
         n = len(filenames)
         with stage_timer(summary, "knn"):
-            src, dst, knn_sim = topk_edges(*knn_on_ray(work, prefixes, rows, d, k, spec, int(config.reduce_memory_gb * 2**30 // 4), config.nprobe))
+            src, dst, knn_sim = topk_edges(*knn_over_index_shards(engines.get(), work, prefixes, rows, d, k, spec, int(config.reduce_memory_gb * 2**30 // 4), config.nprobe))
     elif ivf_flat_lists(spec) and sum(rows) >= 2:
         # IVF<n>,Flat: shards streamed into the index's lists (one copy of the vectors),
         # every vector scored exactly against its nprobe nearest lists, blockwise.
@@ -525,7 +567,7 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
                 save_index(index, work)
         with stage_timer(summary, "knn"):
             if n >= 2:
-                src, dst, knn_sim = knn_edges(features, k, index=searcher_for(index, config.compute))
+                src, dst, knn_sim = knn_edges(features, k, index=searcher_for(index, compute))
             else:
                 src = dst = np.zeros(0, dtype=np.int64)
                 knn_sim = np.zeros(0, dtype=np.float32)
@@ -536,10 +578,7 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
         # two images only when it is at or above both threshold and ccthreshold.
         joined = sim >= max(config.threshold, config.ccthreshold)
         if joined.sum() > config.max_edges_in_memory:
-            from fastdup_ray.extract import connect_ray
-
-            connect_ray()
-            labels = components_in_rounds(n, a[joined], b[joined], config.max_edges_in_memory, ray_map_partitions)
+            labels = components_in_rounds(n, a[joined], b[joined], config.max_edges_in_memory, engines.get().map)
         else:
             labels = connected_components(n, a[joined], b[joined])
         rank, delta = pagerank(n, a[joined], b[joined], sim[joined])

@@ -1,4 +1,5 @@
-"""The batch functions of the map side, the shard collector and the local executor, without Ray."""
+"""The batch functions of the map side, the shard collector, the engine choice and the
+local engine (worker processes), without Ray."""
 
 import json
 import os
@@ -7,15 +8,17 @@ import numpy as np
 import pytest
 
 from fastdup_ray.config import RunConfig
+from fastdup_ray.engine import available_cpus, choose
+from fastdup_ray.engine.local import LocalEngine
+from fastdup_ray.engine.ray import plan_embedding
 from fastdup_ray.extract import (
     EmbedBatches,
+    ExtractJob,
     ShardCollector,
-    available_cpus,
-    choose_executor,
     decode_items,
     decode_units,
-    extract_units_locally,
-    plan_embedding,
+    embed_chunk,
+    extract_units,
     unit_chunks,
 )
 from fastdup_ray.features import list_shards, load_shards, read_bad_list, shard_is_complete
@@ -87,12 +90,11 @@ def test_collector_refuses_to_finish_with_missing_rows(tmp_path):
 
 
 def test_plan_uses_every_cpu_and_falls_back_from_gpu(caplog):
-    config = RunConfig("in", "out", compute="gpu")
-    plan = plan_embedding(config, cluster_cpus=2, cluster_gpus=0)
+    plan = plan_embedding("gpu", 0, cluster_cpus=2, cluster_gpus=0)
     assert plan.compute == "cpu" and plan.actors == 2
     assert plan.actors * plan.actor_cpus + plan.decode_tasks * plan.decode_cpus <= 2
     assert "no GPU" in caplog.text
-    gpu = plan_embedding(config, cluster_cpus=16, cluster_gpus=1)
+    gpu = plan_embedding("gpu", 0, cluster_cpus=16, cluster_gpus=1)
     assert gpu.compute == "gpu" and gpu.actor_gpus == 1 and gpu.decode_tasks == 15
 
 
@@ -100,7 +102,7 @@ def test_plan_uses_every_cpu_and_falls_back_from_gpu(caplog):
 def test_plan_leaves_room_to_decode_however_actors_are_packed(node_cpus):
     """Place the actors first-fit onto the nodes, in the worst order for decoding (fullest
     first): some node must still fit a decode task, and decoding gets about a quarter."""
-    plan = plan_embedding(RunConfig("in", "out"), cluster_cpus=sum(node_cpus), cluster_gpus=0, nodes=len(node_cpus))
+    plan = plan_embedding("cpu", 0, cluster_cpus=sum(node_cpus), cluster_gpus=0, nodes=len(node_cpus))
     assert plan.actors == sum(node_cpus)
     for order in (sorted(node_cpus), sorted(node_cpus, reverse=True)):
         free = list(map(float, order))
@@ -115,13 +117,13 @@ def test_plan_leaves_room_to_decode_however_actors_are_packed(node_cpus):
 def test_auto_executor_is_local_unless_the_run_asks_for_ray(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if Ray were not started here
-    local_units = [WorkUnit("", "files", ("/data/a.jpg",)), WorkUnit("t.", "archive", ("/data/t.tar",))]
-    assert choose_executor(RunConfig("in", "out"), local_units) == "local"
-    assert choose_executor(RunConfig("in", "out", compute="gpu"), local_units) == "ray"
-    assert choose_executor(RunConfig("in", "out"), [WorkUnit("t.", "archive", ("s3://b/t.tar",))]) == "ray"
-    assert choose_executor(RunConfig("in", "out", executor="local"), [WorkUnit("t.", "archive", ("s3://b/t.tar",))]) == "local"
+    local_inputs = ["/data/a.jpg", "/data/t.tar"]
+    assert choose("auto", "cpu", local_inputs) == "local"
+    assert choose("auto", "gpu", local_inputs) == "ray"
+    assert choose("auto", "cpu", ["s3://b/t.tar"]) == "ray"
+    assert choose("local", "cpu", ["s3://b/t.tar"]) == "local"
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
-    assert choose_executor(RunConfig("in", "out"), local_units) == "ray"
+    assert choose("auto", "cpu", local_inputs) == "ray"
     assert 1 <= available_cpus() <= (os.cpu_count() or 1)
 
 
@@ -144,43 +146,68 @@ def scene_files(folder, count):
     return sorted(str(p) for p in folder.iterdir())
 
 
-def model_size(config: RunConfig) -> int:
+def job_for(config: RunConfig) -> ExtractJob:
     from fastdup_ray.embed import Embedder
 
-    return Embedder(config.model_file()).image_size
+    size = Embedder(config.model_file()).image_size
+    return ExtractJob(config.model_file(), config.d, "cpu", size, thumbnail_size=config.thumbnail_size, batch_size=config.batch_size)
 
 
-def test_local_executor_writes_every_input_once_in_listing_order(tmp_path):
+def extract_locally(config: RunConfig, units, work, chunk_fn=embed_chunk):
+    engine = LocalEngine(config.num_threads or 2, chunk_fn=chunk_fn)
+    try:
+        return extract_units(engine, units, job_for(config), work)
+    finally:
+        engine.close()
+
+
+def test_local_engine_writes_every_input_once_in_listing_order(tmp_path):
     locations = scene_files(tmp_path / "in", 9)
     units = [WorkUnit("a.", "files", tuple(locations[:6])), WorkUnit("b.", "files", tuple(locations[6:])), WorkUnit("empty.", "files", ())]
     work = WorkDir(str(tmp_path / "work"))
     config = RunConfig("in", str(tmp_path / "work"), batch_size=4, num_threads=2, thumbnail_size=32)
-    result = extract_units_locally(config, units, ReadSettings(), model_size(config), work)
+    result = extract_locally(config, units, work)
     assert (result.good, result.bad) == (9, 1) and sorted(result.shards) == ["a.", "b.", "empty."]
     names, vectors = load_shards(work, ["a.", "b.", "empty."], config.d)
     assert names == [p for p in locations if not p.endswith("broken.jpg")]
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     assert read_bad_list(tmp_path / "work", "b.")["filename"].to_list() == [locations[-1]]
-    # One session per thread and batches cut differently: the same vectors.
+    # One worker process and batches cut differently: the same vectors.
     one = WorkDir(str(tmp_path / "one"))
-    extract_units_locally(RunConfig("in", str(tmp_path / "one"), batch_size=64, num_threads=1), units, ReadSettings(), model_size(config), one)
+    extract_locally(RunConfig("in", str(tmp_path / "one"), batch_size=64, num_threads=1), units, one)
     assert np.allclose(load_shards(one, ["a.", "b.", "empty."], config.d)[1], vectors, atol=1e-6)
 
 
-def test_local_executor_commits_nothing_when_a_batch_fails(tmp_path, monkeypatch):
+def failing_chunk(unit, chunk, first_seq, job):
+    """embed_chunk, but the batch holding 04.jpg fails in its worker process."""
+    if any(location.endswith("04.jpg") for location in chunk.locations):
+        raise RuntimeError("disk on fire")
+    return embed_chunk(unit, chunk, first_seq, job)
+
+
+def test_local_engine_commits_nothing_when_a_batch_fails(tmp_path):
     locations = scene_files(tmp_path / "in", 6)
-    from fastdup_ray import extract
-
-    real = extract.decode_items
-
-    def failing(unit, items, *args, **kwargs):
-        if any(item.location.endswith("04.jpg") for item in items):
-            raise RuntimeError("disk on fire")
-        return real(unit, items, *args, **kwargs)
-
-    monkeypatch.setattr(extract, "decode_items", failing)
     work = WorkDir(str(tmp_path / "work"))
     config = RunConfig("in", str(tmp_path / "work"), batch_size=2, num_threads=2)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        extract_units_locally(config, [WorkUnit("a.", "files", tuple(locations))], ReadSettings(), model_size(config), work)
+        extract_locally(config, [WorkUnit("a.", "files", tuple(locations))], work, chunk_fn=failing_chunk)
     assert list_shards(work) == [] and not shard_is_complete(work, "a.", 1280)
+
+
+def test_local_engine_embeds_in_worker_processes(tmp_path):
+    """The CPU time of extraction is spent in child processes, not in this one."""
+    import resource
+
+    locations = scene_files(tmp_path / "in", 24)
+    config = RunConfig("in", str(tmp_path / "work"), batch_size=4, num_threads=2)
+    job = job_for(config)
+    before_self, before_children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    engine = LocalEngine(2)
+    try:
+        extract_units(engine, [WorkUnit("a.", "files", tuple(locations))], job, WorkDir(str(tmp_path / "work")))
+    finally:
+        engine.close()  # children are waited for: their times are counted now
+    after_self, after_children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    children = (after_children.ru_utime - before_children.ru_utime) + (after_children.ru_stime - before_children.ru_stime)
+    mine = (after_self.ru_utime - before_self.ru_utime) + (after_self.ru_stime - before_self.ru_stime)
+    assert children > 2 * mine, (children, mine)

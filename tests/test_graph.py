@@ -94,13 +94,18 @@ def test_local_forest_keeps_connectivity_with_one_edge_per_node():
 
 
 @pytest.mark.integration
-def test_components_on_ray_match_in_memory(ray_local):
-    from fastdup_ray.graph import ray_map_partitions
+@pytest.mark.parametrize("engine_name", ["local", "ray"])
+def test_components_on_either_engine_match_in_memory(ray_local, engine_name):
+    from fastdup_ray.engine import open_engine
 
     rng = np.random.default_rng(7)
     n = 5000
     src, dst = rng.integers(0, n, 6000), rng.integers(0, n, 6000)
-    labels = components_in_rounds(n, src, dst, edges_per_task=500, map_partitions=ray_map_partitions)
+    engine = open_engine(engine_name, num_threads=2)
+    try:
+        labels = components_in_rounds(n, src, dst, edges_per_task=500, map_fn=engine.map)
+    finally:
+        engine.close()
     np.testing.assert_array_equal(labels, reference_components(n, src, dst))
 
 

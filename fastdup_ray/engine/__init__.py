@@ -1,0 +1,93 @@
+"""Engines run the stages; the stages never know which one does.
+
+An engine offers three things (datatrove's executors and img2dataset's distributor are
+the models): :meth:`Engine.extract` reads, decodes and embeds work units and hands each
+finished batch to the shard collector on this process; :meth:`Engine.map` runs a plain
+function over a list of items (kNN over index shards, union-find rounds) and returns the
+results in order; :attr:`Engine.resources` says what it has. Two engines implement it:
+
+- ``local`` (:mod:`fastdup_ray.engine.local`): worker processes on this machine, one
+  single-threaded ONNX Runtime session each, no GIL between them, no Ray start-up;
+- ``ray`` (:mod:`fastdup_ray.engine.ray`): Ray Data tasks and actors on a cluster. It is
+  the only module that imports Ray.
+
+The user-facing parameter ``executor`` (auto | local | ray) picks one (:func:`choose`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: int
+    gpus: int
+    nodes: int = 1
+
+
+class Engine(Protocol):
+    name: str
+
+    @property
+    def resources(self) -> Resources: ...
+
+    def warm_up(self, job: Any) -> None:
+        """Start what extraction will need (workers, models) without waiting for it."""
+
+    def extract(self, units: list, job: Any, collector: Any) -> None:
+        """Read + decode + embed ``units`` with the settings of ``job`` (an ExtractJob);
+        every batch goes to ``collector.add`` on this process."""
+
+    def map(self, fn: Callable, items: Sequence) -> list:
+        """``[fn(item) for item in items]``, run in parallel; ``fn`` must be picklable."""
+
+    def close(self) -> None: ...
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a
+    container limited to 2 CPUs on a 64-core host must not start 64 sessions)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:  # cgroup v2: "max 100000" or "200000 100000"
+        with open("/sys/fs/cgroup/cpu.max") as limits:
+            quota, period = limits.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def ray_cluster_given() -> bool:
+    """A cluster to join (RAY_ADDRESS, as `ray job submit` sets it) or Ray already started
+    by the caller; checked without importing Ray."""
+    ray = sys.modules.get("ray")
+    return bool(os.environ.get("RAY_ADDRESS")) or (ray is not None and ray.is_initialized())
+
+
+def choose(executor: str, compute: str, locations: Sequence[str]) -> str:
+    """'local' unless the run asks for Ray: ``executor`` says so, a cluster is given
+    (ray_cluster_given), GPU embedding (decode tasks feeding GPU actors), or remote inputs
+    (read by many Ray tasks at once rather than one archive at a time)."""
+    if executor != "auto":
+        return executor
+    if ray_cluster_given() or compute == "gpu":
+        return "ray"
+    if any("://" in location for location in locations):
+        return "ray"
+    return "local"
+
+
+def open_engine(name: str, num_threads: int = 0, verbose: bool = False) -> Engine:
+    """The engine called ``name``, ready to run (Ray joined or started for 'ray')."""
+    if name == "ray":
+        from fastdup_ray.engine.ray import RayEngine
+
+        return RayEngine(num_threads, verbose=verbose)
+    from fastdup_ray.engine.local import LocalEngine
+
+    return LocalEngine(num_threads or available_cpus())
