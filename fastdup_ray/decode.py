@@ -1,10 +1,12 @@
 """Decode stage: image bytes -> fixed-size RGB array, or the reason the image is bad.
 
-Pure functions on bytes and numpy arrays; the Ray wrapper lives in extract.py.
+Pure functions on bytes and numpy arrays; extract.py runs them in whatever process an
+engine gives it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 
@@ -112,6 +114,11 @@ def resize_frame(pixels: np.ndarray, size: int) -> np.ndarray:
 
 
 GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+def content_hash(data: bytes) -> str:
+    """blake2b (128 bits) of a file's bytes: equal hashes mean byte-identical files."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 STAT_COLUMNS = ("width", "height", "file_size", "blur", "unique_colors", "mean", "min", "max", "std", "color_spread")
 
 

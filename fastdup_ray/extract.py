@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from PIL import Image
 from fastdup_ray.decode import (
     STAT_COLUMNS,
     BadImage,
+    content_hash,
     decode_with_thumbnail,
     image_stats,
     make_thumbnail,
@@ -40,19 +42,33 @@ def decode_items(unit: str, items: list[Item], size: int, first_seq: int, total:
     """Decode a run of Items of one unit into a batch; with ``total`` an end row closes the unit.
 
     With ``thumbnail_size`` each good row also carries a JPEG thumbnail for the galleries,
-    made from the pixels already decoded, so no report ever re-reads the dataset."""
+    made from the pixels already decoded, so no report ever re-reads the dataset. Each
+    file's bytes get a content hash (``hash``); a byte-identical copy of an earlier row of
+    the batch is not decoded again (``copy_of`` names that row, else -1)."""
     rows = len(items) + (total is not None)
     pixels = np.zeros((rows, size, size, 3), dtype=np.uint8)
     ok = np.zeros(rows, dtype=bool)
     reasons = np.full(rows, "", dtype=object)
     paths = np.full(rows, "", dtype=object)
     thumbnails = np.full(rows, b"", dtype=object)
+    hashes = np.full(rows, "", dtype=object)
+    copy_of = np.full(rows, -1, dtype=np.int64)
     stats = {name: np.zeros(rows, dtype=np.float64) for name in STAT_COLUMNS}
+    first_with: dict[str, int] = {}
     for i, item in enumerate(items):
         paths[i] = item.location
         if not item.ok:
             reasons[i] = item.reason
             continue
+        if item.data is not None:
+            hashes[i] = content_hash(item.data)
+            source = first_with.setdefault(hashes[i], i)
+            if source != i:
+                copy_of[i] = source
+                pixels[i], ok[i], reasons[i], thumbnails[i] = pixels[source], ok[source], reasons[source], thumbnails[source]
+                for values in stats.values():
+                    values[i] = values[source]
+                continue
         try:
             if item.pixels is not None:  # a video frame: no file of its own
                 pixels[i], (width, height), file_size = resize_frame(item.pixels, size), item.pixels.shape[1::-1], 0
@@ -82,6 +98,8 @@ def decode_items(unit: str, items: list[Item], size: int, first_seq: int, total:
         "unit_rows": unit_rows,
         "pixels": pixels,
         "thumbnail": thumbnails,
+        "hash": hashes,
+        "copy_of": copy_of,
         **{f"stat_{name}": values for name, values in stats.items()},
     }
 
@@ -101,21 +119,47 @@ def decode_units(batch: dict[str, np.ndarray], size: int, settings: ReadSettings
         yield decode_items(unit.name, pending, size, count, total=count + len(pending), thumbnail_size=thumbnail_size)
 
 
+# Vectors of recently embedded files by content hash, per process: a byte-identical copy
+# in a later batch (common in web crawls) is not run through the model again. 8,192
+# vectors of d=1280 are 40 MiB.
+RECENT_VECTORS = 8192
+
+
 class EmbedBatches:
-    """Ray Data callable class: one ONNX Runtime session per actor, reused for every batch."""
+    """Ray Data callable class: one ONNX Runtime session per actor, reused for every batch.
+    Each distinct file content is embedded once: copies within a batch (``copy_of``) and
+    contents embedded recently by this process take the vector already computed."""
 
     def __init__(self, model_path: str | None, d: int, compute: str) -> None:
         self.embedder = Embedder(model_path, d=d, compute=compute, threads=1)
         self.d = d
+        self.recent: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = batch["ok"].astype(bool)
+        hashes = batch.get("hash", np.full(len(ok), "", dtype=object))
+        copy_of = batch.get("copy_of", np.full(len(ok), -1, dtype=np.int64))
         vectors = np.zeros((len(ok), self.d), dtype=np.float32)
-        if ok.any():
-            vectors[ok] = self.embedder.embed(batch["pixels"][ok])
+        known = np.array([bool(h) and h in self.recent for h in hashes], dtype=bool)
+        for i in np.flatnonzero(ok & known):
+            vectors[i] = self.recent[hashes[i]]
+        fresh = ok & ~known & (copy_of < 0)
+        if fresh.any():
+            vectors[fresh] = self.embedder.embed(batch["pixels"][fresh])
+            self.remember(hashes[fresh], vectors[fresh])
+        copies = np.flatnonzero(ok & ~known & (copy_of >= 0))
+        vectors[copies] = vectors[copy_of[copies]]
         out = {key: value for key, value in batch.items() if key != "pixels"}
         out["embedding"] = vectors
         return out
+
+    def remember(self, hashes: np.ndarray, vectors: np.ndarray) -> None:
+        for content, vector in zip(hashes, vectors):
+            if content:
+                self.recent[content] = vector
+                self.recent.move_to_end(content)
+        while len(self.recent) > RECENT_VECTORS:
+            self.recent.popitem(last=False)
 
 
 class ShardCollector:
@@ -145,6 +189,8 @@ class ShardCollector:
             bad = ~batch["ok"][rows].astype(bool) & ~end
             paths = batch["path"][rows]
             stats = {name: batch[f"stat_{name}"][rows][ok] for name in STAT_COLUMNS if f"stat_{name}" in batch}
+            if stats and "hash" in batch:
+                stats = {"hash": batch["hash"][rows][ok], **stats}  # stats.csv: filename, hash, then the numbers
             thumbnails = batch["thumbnail"][rows][ok].tolist() if "thumbnail" in batch else []
             writer.add_good(paths[ok].tolist(), batch["embedding"][rows][ok], stats or None, thumbnails if any(thumbnails) else None)
             writer.add_bad(paths[bad].tolist(), batch["reason"][rows][bad].tolist())

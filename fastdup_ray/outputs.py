@@ -48,6 +48,39 @@ def unique_pairs(src: np.ndarray, dst: np.ndarray, sim: np.ndarray) -> tuple[np.
     return a[first], b[first], np.clip(sim[first], 0.0, 1.0).astype(np.float32)
 
 
+def exact_pairs(hashes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with byte-identical content (equal non-empty content hashes), as pairs from the
+    first row of each group to every other row: a star, so a group of m copies gives m-1
+    pairs (linear, yet one component), whatever k the kNN used."""
+    none = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if hashes is None:
+        return none
+    hashes = np.asarray(hashes, dtype=object)
+    known = np.flatnonzero(np.array([bool(h) for h in hashes], dtype=bool))
+    if len(known) == 0:
+        return none  # video frames (no file of their own) or features without statistics
+    _, group = np.unique(hashes[known].astype(str), return_inverse=True)
+    order = np.argsort(group, kind="stable")
+    rows, group = known[order], group[order]
+    first = np.r_[True, group[1:] != group[:-1]]
+    leader = rows[np.flatnonzero(first)[np.cumsum(first) - 1]]
+    copy = ~first
+    return leader[copy].astype(np.int64), rows[copy].astype(np.int64)
+
+
+def pairs_with_exact(src: np.ndarray, dst: np.ndarray, sim: np.ndarray, hashes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """unique_pairs of the kNN edges plus every exact-copy pair (exact_pairs), with an
+    ``exact`` flag; an exact pair's similarity is 1.0 exactly."""
+    extra_a, extra_b = exact_pairs(hashes)
+    a, b, sim = unique_pairs(np.concatenate([src, extra_a]), np.concatenate([dst, extra_b]), np.concatenate([sim, np.ones(len(extra_a), dtype=np.float32)]))
+    if hashes is None:
+        return a, b, sim, np.zeros(len(a), dtype=bool)
+    hashes = np.asarray(hashes, dtype=object)
+    exact = np.array([bool(x) and x == y for x, y in zip(hashes[a], hashes[b])], dtype=bool)
+    sim[exact] = 1.0
+    return a, b, sim, exact
+
+
 def cross_table(from_names: list[str], to_names: list[str], src: np.ndarray, dst: np.ndarray, sim: np.ndarray) -> pl.DataFrame:
     """``from,to,distance`` where from and to index two different name lists (test -> train).
     A row from an image to itself (a test image that is also a train image) is left out."""
@@ -61,13 +94,17 @@ def cross_table(from_names: list[str], to_names: list[str], src: np.ndarray, dst
     return table.filter(pl.col("from") != pl.col("to"))
 
 
-def similarity_table(filenames: list[str], a: np.ndarray, b: np.ndarray, sim: np.ndarray, threshold: float, to_names: list[str] | None = None) -> pl.DataFrame:
-    """Pairs with similarity >= threshold, most similar first (``from,to,distance``).
-    ``to_names`` names ``b`` when it indexes another list (test -> train)."""
+def similarity_table(filenames: list[str], a: np.ndarray, b: np.ndarray, sim: np.ndarray, threshold: float, to_names: list[str] | None = None, exact: np.ndarray | None = None) -> pl.DataFrame:
+    """Pairs with similarity >= threshold, most similar first (``from,to,distance``, then
+    ``exact`` when given: true for byte-identical files). ``to_names`` names ``b`` when it
+    indexes another list (test -> train)."""
     keep = sim >= threshold
     a, b, sim = a[keep], b[keep], sim[keep]
     order = np.lexsort((b, a, -sim))
-    return cross_table(filenames, filenames if to_names is None else to_names, a[order], b[order], sim[order])
+    table = cross_table(filenames, filenames if to_names is None else to_names, a[order], b[order], sim[order])
+    if exact is not None:
+        table = table.with_columns(pl.Series("exact", exact[keep][order], dtype=pl.Boolean))
+    return table
 
 
 def outliers_table(filenames: list[str], src: np.ndarray, dst: np.ndarray, sim: np.ndarray, lower_threshold: float, to_names: list[str] | None = None) -> pl.DataFrame:

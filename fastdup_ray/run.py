@@ -512,12 +512,17 @@ def knn_over_index_shards(engine: Engine, work: WorkDir, prefixes: list[str], ro
     return best
 
 
-def write_stats(work: WorkDir, prefixes: list[str], n: int) -> None:
+def run_stats(work: WorkDir, prefixes: list[str], n: int):
+    """The statistics of every row (with its content hash), or None when a shard has none."""
+    stats = load_stats(work, prefixes)
+    return stats if stats is not None and stats.height == n else None
+
+
+def write_stats(work: WorkDir, stats) -> None:
     """stats.csv and stats.parquet, when every shard carries the statistics of its images."""
     import io
 
-    stats = load_stats(work, prefixes)
-    if stats is None or stats.height != n:
+    if stats is None:
         return
     table = outputs.stats_table(stats)
     work.write_bytes(outputs.STATS_FILE, table.write_csv().encode("utf-8"))
@@ -572,7 +577,9 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
                 src = dst = np.zeros(0, dtype=np.int64)
                 knn_sim = np.zeros(0, dtype=np.float32)
     with stage_timer(summary, "pairs"):
-        a, b, sim = outputs.unique_pairs(src, dst, knn_sim)
+        stats = run_stats(work, prefixes, n)
+        hashes = stats["hash"].fill_null("").to_numpy() if stats is not None and "hash" in stats.columns else None
+        a, b, sim, exact = outputs.pairs_with_exact(src, dst, knn_sim, hashes)
     with stage_timer(summary, "components"):
         # The run guide builds components from the pairs of similarity.csv: an edge joins
         # two images only when it is at or above both threshold and ccthreshold.
@@ -583,7 +590,7 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
             labels = connected_components(n, a[joined], b[joined])
         rank, delta = pagerank(n, a[joined], b[joined], sim[joined])
     with stage_timer(summary, "outputs"):
-        similarity = outputs.similarity_table(filenames, a, b, sim, config.threshold)
+        similarity = outputs.similarity_table(filenames, a, b, sim, config.threshold, exact=exact)
         outliers = outputs.outliers_table(filenames, src, dst, knn_sim, config.lower_threshold)
         components, info = outputs.component_tables(labels, rank, delta, filenames)
         for table, name in (
@@ -593,7 +600,7 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
             (components, outputs.CONNECTED_COMPONENTS_FILE),
         ):
             work.write_bytes(name, table.write_csv().encode("utf-8"))
-        write_stats(work, prefixes, n)
+        write_stats(work, stats)
         write_merged_bad_list(work, prefixes)
     summary.similar_pairs = similarity.height
     summary.outlier_rows = outliers.height

@@ -211,3 +211,23 @@ def test_local_engine_embeds_in_worker_processes(tmp_path):
     children = (after_children.ru_utime - before_children.ru_utime) + (after_children.ru_stime - before_children.ru_stime)
     mine = (after_self.ru_utime - before_self.ru_utime) + (after_self.ru_stime - before_self.ru_stime)
     assert children > 2 * mine, (children, mine)
+
+
+def test_byte_identical_files_are_decoded_and_embedded_once():
+    photo, other = jpeg_bytes(make_scene(1)), jpeg_bytes(make_scene(2))
+    items = [Item("a.jpg", data=photo), Item("b.jpg", data=other), Item("a_copy.jpg", data=photo), Item("bad.jpg", data=b"x"), Item("bad_copy.jpg", data=b"x")]
+    batch = decode_items("u.", items, size=224, first_seq=0)  # the fp32 model's size
+    assert batch["hash"][0] == batch["hash"][2] != batch["hash"][1] and len(batch["hash"][0]) == 32
+    assert batch["copy_of"].tolist() == [-1, -1, 0, -1, 3]
+    assert batch["ok"].tolist() == [True, True, True, False, False] and batch["reason"][4] == batch["reason"][3]
+    assert batch["stat_blur"][2] == batch["stat_blur"][0] and batch["thumbnail"][2] == batch["thumbnail"][0]
+    embed = EmbedBatches(None, 1280, "cpu")
+    seen = []
+    real = embed.embedder.embed
+    embed.embedder.embed = lambda pixels: seen.append(len(pixels)) or real(pixels)
+    vectors = embed(batch)["embedding"]
+    assert seen == [2]  # a.jpg and b.jpg; the copy takes a.jpg's vector
+    assert np.array_equal(vectors[2], vectors[0]) and not vectors[3].any()
+    # A later batch with the same content is not run through the model either.
+    again = embed(decode_items("u.", [Item("c.jpg", data=other)], size=224, first_seq=5))["embedding"]
+    assert seen == [2] and np.array_equal(again[0], vectors[1])

@@ -50,3 +50,17 @@ def test_component_tables():
     assert components["filename"].to_list() == ["0.jpg", "1.jpg", "2.jpg", "3.jpg", "4.jpg"]
     assert components["__id"].to_list() == [0, 1, 2, 3, 4]
     assert info.rows() == [(0, 3), (2, 1), (4, 1)]
+
+
+def test_exact_copies_are_paired_as_a_star_and_flagged():
+    hashes = np.array(["h1", "h2", "h1", "", "h1", "h2", None], dtype=object)
+    a, b = outputs.exact_pairs(hashes)
+    assert sorted(zip(a.tolist(), b.tolist())) == [(0, 2), (0, 4), (1, 5)]
+    for nothing in (None, np.array([], dtype=object), np.array(["", "", None], dtype=object)):
+        assert [len(x) for x in outputs.exact_pairs(nothing)] == [0, 0]
+    src, dst, sim = np.array([2, 3]), np.array([0, 6]), np.array([0.9999, 0.5], dtype=np.float32)
+    a, b, sim, exact = outputs.pairs_with_exact(src, dst, sim, hashes)
+    pairs = {(int(x), int(y)): (float(s), bool(e)) for x, y, s, e in zip(a, b, sim, exact)}
+    assert pairs == {(0, 2): (1.0, True), (0, 4): (1.0, True), (1, 5): (1.0, True), (3, 6): (0.5, False)}
+    table = outputs.similarity_table([f"{i}.jpg" for i in range(7)], a, b, sim, 0.75, exact=exact)
+    assert table.columns == ["from", "to", "distance", "exact"] and table["exact"].all() and table.height == 3

@@ -67,7 +67,8 @@ def test_every_input_is_in_exactly_one_list(cli_run, sample):
 def test_similarity_finds_exactly_the_planted_pairs(cli_run, sample):
     _, work = cli_run
     similarity = pl.read_csv(work / "similarity.csv")
-    assert similarity.columns == ["from", "to", "distance"]
+    assert similarity.columns == ["from", "to", "distance", "exact"]
+    assert not similarity["exact"].any()  # the planted copies are edited, none byte-identical
     found = {frozenset(pair) for pair in zip(similarity["from"], similarity["to"])}
     planted = {frozenset((str(a), str(b))) for a, b in sample.duplicate_pairs}
     assert found == planted

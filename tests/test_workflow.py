@@ -392,3 +392,22 @@ def test_default_cache_is_private_and_a_planted_link_is_refused(tmp_path, monkey
 def cli(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
     env = dict(os.environ, RAY_ADDRESS="")
     return subprocess.run([sys.executable, "-m", "fastdup_ray", *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+# Issue 15: exact duplicates before the model.
+
+def test_byte_identical_files_are_reported_as_exact_duplicates(tmp_path):
+    folder, work = tmp_path / "photos", tmp_path / "work"
+    paths = scenes(folder, ["a.jpg", "b.jpg", "c.jpg"])
+    copies = [folder / f"a_copy{i}.jpg" for i in range(3)]
+    for copy in copies:
+        copy.write_bytes((folder / "a.jpg").read_bytes())
+    fastdup_ray.run(str(folder), str(work), executor="local", k=1)  # k=1: the kNN alone cannot pair all four
+    pairs = similarity(work)
+    exact = pairs.filter(pl.col("exact"))
+    group = {paths[0], *map(str, copies)}
+    assert exact.height == 3 and set(exact["from"]) | set(exact["to"]) == group and (exact["distance"] == 1.0).all()
+    components = pl.read_csv(work / "connected_components.csv")
+    assert components.filter(pl.col("filename").is_in(list(group)))["component_id"].n_unique() == 1
+    stats = pl.read_csv(work / "stats.csv")
+    assert "hash" in stats.columns and stats.filter(pl.col("filename").is_in(list(group)))["hash"].n_unique() == 1
