@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fastdup_ray.config import DEFAULT_CCTHRESHOLD, DEFAULT_D, DEFAULT_THRESHOLD, RunConfig
+from fastdup_ray.config import DEFAULT_CCTHRESHOLD, DEFAULT_D, DEFAULT_K, DEFAULT_THRESHOLD, RunConfig
 from fastdup_ray.errors import ConfigError, FastdupRayError, InputError
 
 
@@ -17,7 +17,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file of run parameters (RunConfig names); options given here override it")
     parser.add_argument("--threshold", type=float, help=f"similarity.csv keeps pairs at or above this cosine similarity (default {DEFAULT_THRESHOLD})")
     parser.add_argument("--lower-threshold", dest="lower_threshold", type=float, help="fraction of kNN edges, least similar first, written to outliers.csv (default 0.05)")
-    parser.add_argument("-k", "--nearest-neighbors-k", dest="nearest_neighbors_k", type=int, help="neighbours per image (default 2)")
+    parser.add_argument("-k", "--nearest-neighbors-k", dest="nearest_neighbors_k", type=int, help=f"neighbours per image (default {DEFAULT_K})")
     parser.add_argument("--turi-param", dest="turi_param", help=f"fastdup's comma list, e.g. 'ccthreshold=0.9,delete_tar=0' (default ccthreshold={DEFAULT_CCTHRESHOLD})")
     parser.add_argument("--num-images", dest="num_images", type=int, help="only the first N images of the sorted listing (0 = all)")
     parser.add_argument("--d", type=int, help=f"feature width of the model (default {DEFAULT_D})")

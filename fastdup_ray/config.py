@@ -15,14 +15,17 @@ from typing import Any
 
 from fastdup_ray.errors import ConfigError
 
-# Calibrated for the shipped EfficientNet-Lite0 features on the labelled near-duplicate
-# benchmark (benchmarks/quality.py: 300 real photos + 283 edited copies). There the most
-# similar unrelated pair scores 0.65 and precision reaches 0.95 at 0.62; 0.75 keeps a
-# margin of 0.1 for harder negatives (same-class photos) at 0.92 recall. Components
-# chain edges, so ccthreshold is stricter. See README "Default thresholds". A similarity
-# of 0.9 does not mean the same for two models.
-DEFAULT_THRESHOLD = 0.75
-DEFAULT_CCTHRESHOLD = 0.80
+# Chosen for the shipped int8 EfficientNet-Lite0 features on the tune half of
+# benchmarks/quality.py (150 of the dev photos, 153 edited copies in groups of up to
+# four), never on the half it reports: threshold and ccthreshold each sit in the middle
+# of the band where precision holds at 0.95 (false pairs scaled for a collection 10x
+# larger) and recall at 0.90: 0.58-0.72 for similarity.csv, 0.65-0.74 for components
+# (at least the threshold; purity >= 0.98). k=3 is the least that links every image of
+# a group of four to the other three. See README "Default thresholds". A similarity of
+# 0.9 does not mean the same for two models.
+DEFAULT_THRESHOLD = 0.65
+DEFAULT_CCTHRESHOLD = 0.70
+DEFAULT_K = 3
 
 DEFAULT_D = 1280
 COMPUTE_CHOICES = ("cpu", "gpu")
@@ -43,7 +46,7 @@ class RunConfig:
     test_dir: str | None = None
     threshold: float = DEFAULT_THRESHOLD
     lower_threshold: float = 0.05
-    nearest_neighbors_k: int = 2
+    nearest_neighbors_k: int = DEFAULT_K
     ccthreshold: float = DEFAULT_CCTHRESHOLD
     delete_tar: bool = True
     delete_img: bool = True

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 import fastdup_ray
+from fastdup_ray.config import DEFAULT_K
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +33,11 @@ EXPECTED_FILES = {
 }
 
 
+# The run whose planted pairs and components are checked exactly: two unrelated scenes of
+# the sample score 0.74 (above the default threshold 0.65), its planted copies >= 0.94.
+SAMPLE_THRESHOLD = 0.85
+
+
 def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, RAY_ADDRESS="")  # never join a cluster the test machine may have
     return subprocess.run([sys.executable, "-m", "fastdup_ray", *args], capture_output=True, text=True, timeout=timeout, env=env)
@@ -40,7 +46,7 @@ def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def cli_run(sample, tmp_path_factory):
     work = tmp_path_factory.mktemp("work")
-    result = cli("run", str(sample.root), "--work-dir", str(work))
+    result = cli("run", str(sample.root), "--work-dir", str(work), "--threshold", str(SAMPLE_THRESHOLD))
     return result, work
 
 
@@ -88,7 +94,7 @@ def test_components_group_the_planted_pairs_only(cli_run, sample):
     assert info.columns[:2] == ["component_id", "Count"]
     assert sorted(info["Count"].to_list(), reverse=True) == [2] * 6 + [1] * 6
     outliers = pl.read_csv(work / "outliers.csv")
-    assert outliers.height == int(np.ceil(0.05 * 18 * 2)) and outliers["distance"].max() < 0.75
+    assert outliers.height == int(np.ceil(0.05 * 18 * DEFAULT_K)) and outliers["distance"].max() < 0.75
 
 
 def test_api_run_on_a_ray_cluster_with_num_images(ray_local, sample, tmp_path):
