@@ -41,6 +41,28 @@ def test_a_local_run_never_imports_ray(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "False"
 
 
+def test_a_driver_script_without_a_main_guard_runs_once(tmp_path):
+    """Spawned workers must not run the caller's script again: most driver scripts have
+    no ``if __name__ == "__main__":`` guard."""
+    import subprocess
+    import sys
+
+    from fastdup_ray.sample import jpeg_bytes, make_scene
+
+    (tmp_path / "in").mkdir()
+    for i in range(4):
+        (tmp_path / "in" / f"{i}.jpg").write_bytes(jpeg_bytes(make_scene(i)))
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import fastdup_ray\n"
+        f"summary = fastdup_ray.run({str(tmp_path / 'in')!r}, {str(tmp_path / 'work')!r}, executor='local', num_threads=2)\n"
+        "print('runs finished:', summary.good)\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env={"RAY_ADDRESS": "", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("runs finished:") == 1 and "runs finished: 4" in result.stdout
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("engine_name", ["local", "ray"])
 def test_sharded_knn_through_either_engine_equals_exact(ray_local, engine_name):

@@ -10,17 +10,22 @@ shard writer stays in this process. Processes share no GIL: decode and model sca
 the cores, which threads of one process did not (about 800 img/s on 16 cores).
 
 Workers are started with ``spawn`` (this process may already run threads: forking it
-is unsafe) and load their model as soon as the engine is asked to :meth:`warm_up`,
-while the inputs are still being listed.
+is unsafe) and load their model as soon as the engine is asked to :meth:`warm_up`.
+A spawned worker would normally run the caller's script again to rebuild ``__main__``;
+a driver script without an ``if __name__ == "__main__":`` guard would then start a run
+in every worker. The workers need nothing from ``__main__`` (their functions live in
+this package), so the script is hidden from them while they start.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 
 from fastdup_ray.engine import Resources
 from fastdup_ray.extract import ExtractJob, ShardCollector, closing_row, embed_chunk, rows_per_batch, session_for, unit_chunks
@@ -31,6 +36,27 @@ log = logging.getLogger("fastdup_ray")
 
 def _load_session(job: ExtractJob) -> None:
     session_for(job)
+
+
+def _nothing() -> None:
+    return None
+
+
+@contextmanager
+def main_script_hidden() -> Iterator[None]:
+    """While workers start: no ``__main__.__file__``, so spawn does not run the caller's
+    script in them (multiprocessing reads it only when a module has no import name)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    path = getattr(main, "__file__", None)
+    if main is None or path is None or getattr(spec, "name", None):
+        yield  # `python -m ...` (imported by name), a notebook or an interpreter: nothing to hide
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 class LocalEngine:
@@ -49,8 +75,13 @@ class LocalEngine:
         return Resources(cpus=self.workers, gpus=int(cuda_available()))
 
     def _processes(self) -> ProcessPoolExecutor:
+        """The pool, with every worker already started (the pool starts one per submit
+        while none is idle, so one submit per worker starts them all, here)."""
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            with main_script_hidden():
+                for _ in range(self.workers):
+                    self._pool.submit(_nothing)
         return self._pool
 
     def warm_up(self, job: ExtractJob) -> None:
