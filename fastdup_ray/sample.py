@@ -132,7 +132,13 @@ class SampleDataset:
     corrupt: list[Path] = field(default_factory=list)
 
 
-def make_sample_dataset(root: str | Path, n_scenes: int = MATERIALS, n_duplicated: int = 6, seed: int = 0) -> SampleDataset:
+# Seed 1: its unrelated scenes score at most 0.49 with the shipped int8 model and its
+# planted copies at least 0.97, well apart around the default threshold (0.65); seed 0
+# had two unrelated scenes at 0.74, a false pair at the defaults.
+SAMPLE_SEED = 1
+
+
+def make_sample_dataset(root: str | Path, n_scenes: int = MATERIALS, n_duplicated: int = 6, seed: int = SAMPLE_SEED) -> SampleDataset:
     """Write ``n_scenes`` scenes (JPEG and PNG, every fourth in a nested folder), a
     near-duplicate copy (JPEG, upper-case extension) of the first ``n_duplicated``, and
     one truncated JPEG."""

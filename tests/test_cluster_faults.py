@@ -151,12 +151,12 @@ def test_ray_job_submit_runs_the_cli_on_the_cluster(cluster, tmp_path):
     from fastdup_ray.sample import make_sample_dataset
 
     sample = make_sample_dataset(tmp_path / "sample")
-    work = tmp_path / "work"  # threshold 0.85 below: two unrelated scenes of the sample score 0.74
+    work = tmp_path / "work"
     deadline = time.monotonic() + 60
     while True:  # the head's job agent takes a few seconds to come up after `ray start`
         done = subprocess.run(
             [cluster.ray, "job", "submit", "--address", f"http://127.0.0.1:{cluster.dashboard_port}", "--working-dir", str(REPO),
-             "--", "python", "-m", "fastdup_ray", "run", str(sample.root), "--work-dir", str(work), "--threshold", "0.85"],
+             "--", "python", "-m", "fastdup_ray", "run", str(sample.root), "--work-dir", str(work)],
             env=cluster.env, capture_output=True, text=True, timeout=300,
         )
         if "No available agent" not in done.stderr or time.monotonic() > deadline:

@@ -57,8 +57,7 @@ def test_s3_archives_to_s3_work_dir_and_resume(ray_local, s3_server, bucket, cap
 
 def test_minio_folder_of_images_to_local_work_dir(ray_local, s3_server, bucket, sample, tmp_path):
     host = s3_server.removeprefix("http://")
-    # threshold 0.85: two unrelated scenes of the sample score 0.74, above the default 0.65.
-    summary = fastdup_ray.run(f"minio://{host}/fdr-test/photos", str(tmp_path), s3_key=KEY, s3_secret=SECRET, s3_region="us-east-1", threshold=0.85)
+    summary = fastdup_ray.run(f"minio://{host}/fdr-test/photos", str(tmp_path), s3_key=KEY, s3_secret=SECRET, s3_region="us-east-1")
     assert (summary.good, summary.bad) == (len(sample.images), 1)
     names, _ = fastdup_ray.load_binary_features(tmp_path)
     assert all(n.startswith(f"minio://{host}/fdr-test/photos/") for n in names)
