@@ -21,11 +21,7 @@ import os
 import stat
 import sys
 import tempfile
-import time
-from contextlib import contextmanager
-from functools import partial
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +29,7 @@ from fastdup_ray import outputs
 from fastdup_ray.config import RunConfig
 from fastdup_ray.embed import Embedder
 from fastdup_ray.errors import ConfigError, InputError
-from fastdup_ray.engine import Engine, choose, open_engine, ray_cluster_given
+from fastdup_ray.engine import EngineSlot, choose, ray_cluster_given
 from fastdup_ray.extract import ExtractJob, extract_units, write_listing_shard
 from fastdup_ray.features import (
     SHARD_SUFFIXES,
@@ -42,81 +38,26 @@ from fastdup_ray.features import (
     load_binary_features,
     load_names,
     load_shards,
-    load_stats,
-    query_blocks,
     read_marker,
     remove_shard,
     shard_is_complete,
     unit_rows,
-    vectors_of,
     write_merged_bad_list,
 )
-from fastdup_ray.graph import components_in_rounds, connected_components, pagerank
-from fastdup_ray.index import (
-    build_index,
-    check_index_spec,
-    empty_topk,
-    factory_string,
-    ivf_flat_lists,
-    ivf_knn,
-    IndexShardTask,
-    knn_edges,
-    knn_over_shards,
-    merge_into,
-    search_index_shard,
-    searcher_for,
-    topk_edges,
-)
+from fastdup_ray.index import check_index_spec, factory_string
 from fastdup_ray.progress import Progress
+from fastdup_ray.reduce import reduce_shards, remove_saved_index, saved_index_shards, search_saved_index
 from fastdup_ray.resume import check_no_overlap, plan_resume
 from fastdup_ray.sources import ReadSettings, list_inputs, plan_units
 from fastdup_ray.storage import is_remote
+from fastdup_ray.summary import RunSummary, count_images, stage_timer
 from fastdup_ray.workdir import WorkDir, run_lock
 
 log = logging.getLogger("fastdup_ray")
 LISTING_SHARD = "listing."
 CONFIG_FILE = "config.json"
-INDEX_FILE = "nnf.index"
-# A sharded reduce saves one index per shard, named in this manifest, instead of nnf.index.
-INDEX_MANIFEST = "nnf.index.json"
 TEST_FEATURES = "test_features"
 KEEP_FILES = ("keep.csv", "remove.csv")
-
-
-@dataclass
-class RunSummary:
-    """What a run did: counts, where the outputs are, and seconds per stage."""
-
-    work_dir: str
-    good: int = 0
-    bad: int = 0
-    shards: int = 0
-    skipped_shards: int = 0
-    similar_pairs: int = 0
-    outlier_rows: int = 0
-    components: int = 0
-    grouped_images: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def lines(self) -> list[str]:
-        timing = ", ".join(f"{stage} {secs:.1f}s" for stage, secs in self.seconds.items())
-        lines = [f"images: {self.good} good, {self.bad} bad (reasons in features.bad.csv)"]
-        if self.shards > 1 or self.skipped_shards:
-            lines.append(f"shards: {self.shards} ({self.skipped_shards} already finished, skipped)")
-        if "knn" in self.seconds:
-            lines.append(f"similar pairs: {self.similar_pairs} in similarity.csv; outlier rows: {self.outlier_rows}")
-        if "components" in self.seconds:
-            lines.append(f"components: {self.components} ({self.grouped_images} images in components of 2 or more)")
-        lines += [f"time: {timing}", f"outputs in {self.work_dir}"]
-        return lines
-
-
-@contextmanager
-def stage_timer(summary: RunSummary, stage: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    summary.seconds[stage] = time.perf_counter() - start
-    log.debug("stage %s took %.2fs", stage, summary.seconds[stage])
 
 
 def setup_logging(verbose: bool) -> None:
@@ -178,8 +119,9 @@ def clear_run(work: WorkDir) -> None:
     """Remove everything an earlier run wrote to work_dir (and nothing else of the folder)."""
     outputs_of_a_run = {CONFIG_FILE, *outputs.OUTPUT_FILES, *KEEP_FILES}
     for name in work.names():
-        if name in outputs_of_a_run or name.endswith(SHARD_SUFFIXES) or name.startswith("nnf.") and name.endswith((".index", ".index.json")):
+        if name in outputs_of_a_run or name.endswith(SHARD_SUFFIXES):
             work.remove(name)
+    remove_saved_index(work)
     for folder in (TEST_FEATURES, outputs.TEST_RESULTS_DIR):
         work.remove_tree(folder)
     log.info("overwrite: cleared the earlier run in %s", work.location)
@@ -227,24 +169,6 @@ def check_index_settings(config: RunConfig, d: int) -> None:
     check_index_spec(factory_string(config.nn_provider, config.nnf_mode, config.nnmodel), d, "nnmodel" if config.nn_provider == "turi" else "nnf_mode")
 
 
-class EngineSlot:
-    """The run's engine, opened the first time a stage needs one and kept for the rest of
-    the run (its workers are started once, not per stage)."""
-
-    def __init__(self, config: RunConfig) -> None:
-        self.config = config
-        self.engine: Engine | None = None
-
-    def get(self, compute: str = "cpu", locations: tuple[str, ...] | list[str] = ()) -> Engine:
-        if self.engine is None:
-            self.engine = open_engine(choose(self.config.executor, compute, locations), self.config.num_threads, self.config.verbose)
-        return self.engine
-
-    def close(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
-
-
 def run_config(config: RunConfig) -> RunSummary:
     setup_logging(config.verbose)
     location, named = work_dir_of(config)
@@ -252,7 +176,7 @@ def run_config(config: RunConfig) -> RunSummary:
         check_index_settings(config, config.d)
     work = WorkDir(location, config.storage_options())
     summary = RunSummary(work_dir=work.location if work.remote else os.path.abspath(location))
-    engines = EngineSlot(config)
+    engines = EngineSlot(config.executor, config.num_threads, config.verbose)
     try:
         with run_lock(work):
             work.remove_leftovers()
@@ -271,8 +195,11 @@ def run_mode(config: RunConfig, work: WorkDir, summary: RunSummary, named: list[
         prefixes = named if named is not None else (list_shards(work) or adopt_plain_features(work))
         if not prefixes:
             raise InputError(f"run_mode={config.run_mode} needs finished features shards in {work.location}, found none")
-        check_no_overlap({p: read_marker(work, p) or {} for p in prefixes})
+        markers = {p: read_marker(work, p) or {} for p in prefixes}
+        check_no_overlap(markers)
         if config.run_mode == 2:
+            count_images(summary, list(markers.values()))
+            summary.shards = len(prefixes)
             reduce_shards(config, work, prefixes, summary, engines, config.compute)
         else:
             score_test_set(config, work, prefixes, summary, engines)
@@ -370,59 +297,6 @@ def extract(config: RunConfig, work: WorkDir, summary: RunSummary, engines: Engi
     return prefixes, compute
 
 
-def count_images(summary: RunSummary, markers: list[dict]) -> None:
-    """Good and bad images of a run, from its shards' completion markers."""
-    summary.good += sum(m.get("good", 0) for m in markers)
-    summary.bad += sum(m.get("bad", 0) for m in markers)
-
-
-def save_index(index, work: WorkDir, name: str = INDEX_FILE) -> None:
-    """An index beside the features, for later runs to reuse (written to a local file
-    first, never serialised in memory: an IVF index holds every vector)."""
-    import uuid
-
-    import faiss
-
-    local = work.staging / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        faiss.write_index(index, str(local))
-        work.put(local, name)
-    finally:
-        local.unlink(missing_ok=True)
-
-
-def index_shard_name(number: int) -> str:
-    return f"nnf.shard-{number:05d}.index"
-
-
-def remove_saved_index(work: WorkDir) -> None:
-    """Drop the index an earlier run saved (single or sharded) before saving this run's."""
-    for name in work.names():
-        if name in (INDEX_FILE, INDEX_MANIFEST) or (name.startswith("nnf.shard-") and name.endswith(".index")):
-            work.remove(name)
-
-
-def write_index_manifest(work: WorkDir, spec: str, d: int, shards: list[dict]) -> None:
-    """The sharded index: which file holds which rows of which feature shards."""
-    manifest = {"spec": spec, "d": d, "ntotal": sum(s["rows"] for s in shards), "shards": shards}
-    work.write_bytes(INDEX_MANIFEST, json.dumps(manifest, indent=1).encode())
-
-
-def saved_index_shards(work: WorkDir, prefixes: list[str], rows: list[int]) -> list[dict]:
-    """The run's saved index as shards ({file, first, rows, prefixes}); a single
-    nnf.index is one shard over every feature shard. Checked against the features."""
-    n = sum(rows)
-    if work.exists(INDEX_MANIFEST):
-        manifest = json.loads(work.read_bytes(INDEX_MANIFEST))
-        shards = manifest["shards"]
-        if manifest["ntotal"] != n or [p for s in shards for p in s["prefixes"]] != [p for p, r in zip(prefixes, rows) if r]:
-            raise InputError(f"{work.path(INDEX_MANIFEST)} indexes {manifest['ntotal']} vectors of other shards than work_dir's {n}; rerun run_mode 2")
-        return shards
-    if not work.exists(INDEX_FILE):
-        raise InputError(f"this run mode needs {work.path(INDEX_FILE)} (or a sharded {INDEX_MANIFEST}): run mode 0 or 2 on the train set first")
-    return [{"file": INDEX_FILE, "first": 0, "rows": n, "prefixes": list(prefixes)}]
-
-
 def test_features(config: RunConfig, work: WorkDir, summary: RunSummary, d: int, engines: EngineSlot) -> tuple[list[str], np.ndarray, str]:
     """(names, unit vectors, location) of the test set: run_mode 3 extracts test_dir into
     work_dir/test_features (a cache that follows the resume rule; another test_dir
@@ -449,26 +323,14 @@ def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summar
     it is sharded, so only one shard's vectors are in memory). Writes test_results/:
     similarity.csv pairs go from a test image to a train image, outliers.csv lists test
     images far from all; the train run's own tables are left as they are."""
-    import faiss
-
     markers = [read_marker(work, p) or {} for p in prefixes]
     d = markers[0].get("d", config.d)
     with stage_timer(summary, "load"):
         train_names = load_names(work, prefixes)
-        shards = saved_index_shards(work, prefixes, [m.get("good", 0) for m in markers])
+        saved_index_shards(work, prefixes, [m.get("good", 0) for m in markers])  # no index: say so before extracting
     test_names, test, test_location = test_features(config, work, summary, d, engines)
-    k = config.nearest_neighbors_k
     with stage_timer(summary, "knn"):
-        best = empty_topk(len(test), k)
-        for shard in shards:
-            index = faiss.read_index(work.local_copy(shard["file"]))
-            if index.ntotal != shard["rows"]:
-                raise InputError(f"{work.path(shard['file'])} holds {index.ntotal} vectors, not the {shard['rows']} of its feature shards; rerun run_mode 2")
-            _, vectors = load_shards(work, shard["prefixes"], d, normalize=True)
-            for first, sims, ids in search_index_shard(index, vectors, shard["first"], lambda: [(0, test)], k, queries_in_index=False):
-                merge_into(best, first, sims, ids, k)
-        src, dst, sim = topk_edges(*best)
-        sim = np.clip(sim, 0.0, 1.0)
+        src, dst, sim = search_saved_index(work, prefixes, d, test, config.nearest_neighbors_k)
     with stage_timer(summary, "outputs"):
         similarity = outputs.similarity_table(test_names, src, dst, sim, config.threshold, to_names=train_names)
         outliers = outputs.outliers_table(test_names, src, dst, sim, config.lower_threshold, to_names=train_names)
@@ -480,129 +342,3 @@ def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summar
         results.write_bytes(outputs.TEST_RUN_FILE, json.dumps({"train_work_dir": train_location, "test_features": test_location, "run_mode": config.run_mode}, indent=1).encode())
     summary.similar_pairs, summary.outlier_rows = similarity.height, outliers.height
     log.info("test results in %s", results.location)
-
-
-def knn_over_index_shards(engine: Engine, work: WorkDir, prefixes: list[str], rows: list[int], d: int, k: int, spec: str, shard_bytes: int, nprobe: int = 2):
-    """Group the feature shards into index shards of at most ``shard_bytes``; the engine
-    runs one task per index shard, which searches every query shard (read from work_dir)
-    and returns its top-k; this process folds them into the global top-k."""
-    offsets = np.cumsum([0] + rows)
-    groups: list[list[int]] = [[]]
-    for i, count in enumerate(rows):
-        if groups[-1] and (sum(rows[j] for j in groups[-1]) + count) * d * 4 > shard_bytes:
-            groups.append([])
-        groups[-1].append(i)
-    groups = [g for g in groups if sum(rows[i] for i in g)]
-    queries = partial(query_blocks, work, [(prefixes[i], int(offsets[i])) for i in range(len(prefixes)) if rows[i]], d)
-    tasks = [
-        IndexShardTask(
-            int(offsets[g[0]]), partial(vectors_of, work, [prefixes[i] for i in g], d), queries, k, spec, nprobe,
-            keep_index=partial(save_index, work=work, name=index_shard_name(number)),
-        )
-        for number, g in enumerate(groups)
-    ]
-    remove_saved_index(work)
-    log.info("kNN over %d vectors in %d index shards (engine %s)", int(offsets[-1]), len(tasks), engine.name)
-    best = knn_over_shards(tasks, int(offsets[-1]), k, engine.map)
-    shards = [
-        {"file": index_shard_name(number), "first": int(offsets[g[0]]), "rows": int(sum(rows[i] for i in g)), "prefixes": [prefixes[i] for i in g if rows[i]]}
-        for number, g in enumerate(groups)
-    ]
-    write_index_manifest(work, spec, d, shards)
-    return best
-
-
-def run_stats(work: WorkDir, prefixes: list[str], n: int):
-    """The statistics of every row (with its content hash), or None when a shard has none."""
-    stats = load_stats(work, prefixes)
-    return stats if stats is not None and stats.height == n else None
-
-
-def write_stats(work: WorkDir, stats) -> None:
-    """stats.csv and stats.parquet, when every shard carries the statistics of its images."""
-    import io
-
-    if stats is None:
-        return
-    table = outputs.stats_table(stats)
-    work.write_bytes(outputs.STATS_FILE, table.write_csv().encode("utf-8"))
-    buffer = io.BytesIO()
-    table.write_parquet(buffer)
-    work.write_bytes(outputs.STATS_PARQUET, buffer.getvalue())
-
-
-def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary, engines: EngineSlot, compute: str) -> None:
-    """kNN over the given shards (in order), then every output table."""
-    # One read of each marker serves the counts, d and the rows per shard.
-    markers = [read_marker(work, p) or {} for p in prefixes]
-    if config.run_mode == 2:
-        count_images(summary, markers)
-        summary.shards = len(prefixes)
-    d = markers[0].get("d", config.d) if config.run_mode == 2 else config.d
-    rows = [m.get("good", 0) for m in markers]
-    spec = factory_string(config.nn_provider, config.nnf_mode, config.nnmodel)
-    k = config.nearest_neighbors_k
-    if sum(rows) * d * 4 > config.reduce_memory_gb * 2**30:
-        # The vectors do not fit the budget: index shards as Ray tasks, global top-k merged here.
-        with stage_timer(summary, "load"):
-            filenames = load_names(work, prefixes)
-        n = len(filenames)
-        with stage_timer(summary, "knn"):
-            src, dst, knn_sim = topk_edges(*knn_over_index_shards(engines.get(), work, prefixes, rows, d, k, spec, int(config.reduce_memory_gb * 2**30 // 4), config.nprobe))
-    elif ivf_flat_lists(spec) and sum(rows) >= 2:
-        # IVF<n>,Flat: shards streamed into the index's lists (one copy of the vectors),
-        # every vector scored exactly against its nprobe nearest lists, blockwise.
-        with stage_timer(summary, "load"):
-            filenames = load_names(work, prefixes)
-        n = len(filenames)
-        sims, ids, listed, _ = ivf_knn(lambda i: load_shards(work, [prefixes[i]], d, normalize=True)[1], rows, d, k, ivf_flat_lists(spec), config.nprobe, phase=lambda name: stage_timer(summary, name))
-        with stage_timer(summary, "save_index"):
-            remove_saved_index(work)
-            save_index(listed.index, work)
-        del listed
-        src, dst, knn_sim = topk_edges(sims, ids)
-    else:
-        with stage_timer(summary, "load"):
-            filenames, features = load_shards(work, prefixes, d, normalize=True)
-        n = len(filenames)
-        with stage_timer(summary, "index"):
-            index = build_index(features, spec) if n >= 2 else None
-            if index is not None:
-                remove_saved_index(work)
-                save_index(index, work)
-        with stage_timer(summary, "knn"):
-            if n >= 2:
-                src, dst, knn_sim = knn_edges(features, k, index=searcher_for(index, compute))
-            else:
-                src = dst = np.zeros(0, dtype=np.int64)
-                knn_sim = np.zeros(0, dtype=np.float32)
-    with stage_timer(summary, "pairs"):
-        stats = run_stats(work, prefixes, n)
-        hashes = stats["hash"].fill_null("").to_numpy() if stats is not None and "hash" in stats.columns else None
-        a, b, sim, exact = outputs.pairs_with_exact(src, dst, knn_sim, hashes)
-    with stage_timer(summary, "components"):
-        # The run guide builds components from the pairs of similarity.csv: an edge joins
-        # two images only when it is at or above both threshold and ccthreshold.
-        joined = sim >= max(config.threshold, config.ccthreshold)
-        if joined.sum() > config.max_edges_in_memory:
-            labels = components_in_rounds(n, a[joined], b[joined], config.max_edges_in_memory, engines.get().map)
-        else:
-            labels = connected_components(n, a[joined], b[joined])
-        rank, delta = pagerank(n, a[joined], b[joined], sim[joined])
-    with stage_timer(summary, "outputs"):
-        similarity = outputs.similarity_table(filenames, a, b, sim, config.threshold, exact=exact)
-        outliers = outputs.outliers_table(filenames, src, dst, knn_sim, config.lower_threshold)
-        components, info = outputs.component_tables(labels, rank, delta, filenames)
-        for table, name in (
-            (similarity, outputs.SIMILARITY_FILE),
-            (outliers, outputs.OUTLIERS_FILE),
-            (info, outputs.COMPONENT_INFO_FILE),
-            (components, outputs.CONNECTED_COMPONENTS_FILE),
-        ):
-            work.write_bytes(name, table.write_csv().encode("utf-8"))
-        write_stats(work, stats)
-        write_merged_bad_list(work, prefixes)
-    summary.similar_pairs = similarity.height
-    summary.outlier_rows = outliers.height
-    summary.components = info.height
-    summary.grouped_images = int(info.filter(info["Count"] > 1)["Count"].sum())

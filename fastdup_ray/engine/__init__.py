@@ -91,3 +91,21 @@ def open_engine(name: str, num_threads: int = 0, verbose: bool = False) -> Engin
     from fastdup_ray.engine.local import LocalEngine
 
     return LocalEngine(num_threads or available_cpus())
+
+
+class EngineSlot:
+    """The run's engine, opened the first time a stage needs one and kept for the rest of
+    the run (its workers are started once, not per stage)."""
+
+    def __init__(self, executor: str = "auto", num_threads: int = 0, verbose: bool = False) -> None:
+        self.executor, self.num_threads, self.verbose = executor, num_threads, verbose
+        self.engine: Engine | None = None
+
+    def get(self, compute: str = "cpu", locations: Sequence[str] = ()) -> Engine:
+        if self.engine is None:
+            self.engine = open_engine(choose(self.executor, compute, locations), self.num_threads, self.verbose)
+        return self.engine
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()

@@ -1,0 +1,233 @@
+"""Reduce stage: kNN over a run's feature shards, then pairs, components and the tables.
+
+The strategy is chosen here, by size and index: every vector in memory with a faiss
+index (``Flat`` and the other factory strings); ``IVF<n>,Flat`` with the vectors
+streamed into lists and each scored exactly against its ``nprobe`` nearest lists; or,
+above ``reduce_memory_gb``, index shards searched as tasks of the run's engine with
+their top-k merged here. The saved index (``nnf.index``, or one file per index shard
+and a manifest) lives here too, for run modes 3 and 4.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import partial
+
+import numpy as np
+
+from fastdup_ray import outputs
+from fastdup_ray.config import RunConfig
+from fastdup_ray.engine import Engine, EngineSlot
+from fastdup_ray.errors import InputError
+from fastdup_ray.features import load_names, load_shards, load_stats, query_blocks, read_marker, vectors_of, write_merged_bad_list
+from fastdup_ray.graph import components_in_rounds, connected_components, pagerank
+from fastdup_ray.index import (
+    IndexShardTask,
+    build_index,
+    empty_topk,
+    factory_string,
+    ivf_flat_lists,
+    ivf_knn,
+    knn_edges,
+    knn_over_shards,
+    merge_into,
+    search_index_shard,
+    searcher_for,
+    topk_edges,
+)
+from fastdup_ray.summary import RunSummary, stage_timer
+from fastdup_ray.workdir import WorkDir
+
+log = logging.getLogger("fastdup_ray")
+INDEX_FILE = "nnf.index"
+# A sharded reduce saves one index per shard, named in this manifest, instead of nnf.index.
+INDEX_MANIFEST = "nnf.index.json"
+
+
+def save_index(index, work: WorkDir, name: str = INDEX_FILE) -> None:
+    """An index beside the features, for later runs to reuse (written to a local file
+    first, never serialised in memory: an IVF index holds every vector)."""
+    import uuid
+
+    import faiss
+
+    local = work.staging / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        faiss.write_index(index, str(local))
+        work.put(local, name)
+    finally:
+        local.unlink(missing_ok=True)
+
+
+def index_shard_name(number: int) -> str:
+    return f"nnf.shard-{number:05d}.index"
+
+
+def remove_saved_index(work: WorkDir) -> None:
+    """Drop the index an earlier run saved (single or sharded) before saving this run's."""
+    for name in work.names():
+        if name in (INDEX_FILE, INDEX_MANIFEST) or (name.startswith("nnf.shard-") and name.endswith(".index")):
+            work.remove(name)
+
+
+def write_index_manifest(work: WorkDir, spec: str, d: int, shards: list[dict]) -> None:
+    """The sharded index: which file holds which rows of which feature shards."""
+    manifest = {"spec": spec, "d": d, "ntotal": sum(s["rows"] for s in shards), "shards": shards}
+    work.write_bytes(INDEX_MANIFEST, json.dumps(manifest, indent=1).encode())
+
+
+def saved_index_shards(work: WorkDir, prefixes: list[str], rows: list[int]) -> list[dict]:
+    """The run's saved index as shards ({file, first, rows, prefixes}); a single
+    nnf.index is one shard over every feature shard. Checked against the features."""
+    n = sum(rows)
+    if work.exists(INDEX_MANIFEST):
+        manifest = json.loads(work.read_bytes(INDEX_MANIFEST))
+        shards = manifest["shards"]
+        if manifest["ntotal"] != n or [p for s in shards for p in s["prefixes"]] != [p for p, r in zip(prefixes, rows) if r]:
+            raise InputError(f"{work.path(INDEX_MANIFEST)} indexes {manifest['ntotal']} vectors of other shards than work_dir's {n}; rerun run_mode 2")
+        return shards
+    if not work.exists(INDEX_FILE):
+        raise InputError(f"this run mode needs {work.path(INDEX_FILE)} (or a sharded {INDEX_MANIFEST}): run mode 0 or 2 on the train set first")
+    return [{"file": INDEX_FILE, "first": 0, "rows": n, "prefixes": list(prefixes)}]
+
+
+def search_saved_index(work: WorkDir, prefixes: list[str], d: int, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges (query row, train row, similarity) from each query to its k nearest vectors
+    in the saved index, one index shard in memory at a time."""
+    import faiss
+
+    markers = [read_marker(work, p) or {} for p in prefixes]
+    best = empty_topk(len(queries), k)
+    for shard in saved_index_shards(work, prefixes, [m.get("good", 0) for m in markers]):
+        index = faiss.read_index(work.local_copy(shard["file"]))
+        if index.ntotal != shard["rows"]:
+            raise InputError(f"{work.path(shard['file'])} holds {index.ntotal} vectors, not the {shard['rows']} of its feature shards; rerun run_mode 2")
+        _, vectors = load_shards(work, shard["prefixes"], d, normalize=True)
+        for first, sims, ids in search_index_shard(index, vectors, shard["first"], lambda: [(0, queries)], k, queries_in_index=False):
+            merge_into(best, first, sims, ids, k)
+    src, dst, sim = topk_edges(*best)
+    return src, dst, np.clip(sim, 0.0, 1.0)
+
+
+def knn_over_index_shards(engine: Engine, work: WorkDir, prefixes: list[str], rows: list[int], d: int, k: int, spec: str, shard_bytes: int, nprobe: int = 2):
+    """Group the feature shards into index shards of at most ``shard_bytes``; the engine
+    runs one task per index shard, which searches every query shard (read from work_dir)
+    and returns its top-k; this process folds them into the global top-k."""
+    offsets = np.cumsum([0] + rows)
+    groups: list[list[int]] = [[]]
+    for i, count in enumerate(rows):
+        if groups[-1] and (sum(rows[j] for j in groups[-1]) + count) * d * 4 > shard_bytes:
+            groups.append([])
+        groups[-1].append(i)
+    groups = [g for g in groups if sum(rows[i] for i in g)]
+    queries = partial(query_blocks, work, [(prefixes[i], int(offsets[i])) for i in range(len(prefixes)) if rows[i]], d)
+    tasks = [
+        IndexShardTask(
+            int(offsets[g[0]]), partial(vectors_of, work, [prefixes[i] for i in g], d), queries, k, spec, nprobe,
+            keep_index=partial(save_index, work=work, name=index_shard_name(number)),
+        )
+        for number, g in enumerate(groups)
+    ]
+    remove_saved_index(work)
+    log.info("kNN over %d vectors in %d index shards (engine %s)", int(offsets[-1]), len(tasks), engine.name)
+    best = knn_over_shards(tasks, int(offsets[-1]), k, engine.map)
+    shards = [
+        {"file": index_shard_name(number), "first": int(offsets[g[0]]), "rows": int(sum(rows[i] for i in g)), "prefixes": [prefixes[i] for i in g if rows[i]]}
+        for number, g in enumerate(groups)
+    ]
+    write_index_manifest(work, spec, d, shards)
+    return best
+
+
+def run_stats(work: WorkDir, prefixes: list[str], n: int):
+    """The statistics of every row (with its content hash), or None when a shard has none."""
+    stats = load_stats(work, prefixes)
+    return stats if stats is not None and stats.height == n else None
+
+
+def write_stats(work: WorkDir, stats) -> None:
+    """stats.csv and stats.parquet, when every shard carries the statistics of its images."""
+    import io
+
+    if stats is None:
+        return
+    table = outputs.stats_table(stats)
+    work.write_bytes(outputs.STATS_FILE, table.write_csv().encode("utf-8"))
+    buffer = io.BytesIO()
+    table.write_parquet(buffer)
+    work.write_bytes(outputs.STATS_PARQUET, buffer.getvalue())
+
+
+def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary, engines: EngineSlot, compute: str) -> None:
+    """kNN over the given shards (in order), then every output table."""
+    # One read of each marker serves d and the rows per shard.
+    markers = [read_marker(work, p) or {} for p in prefixes]
+    d = markers[0].get("d", config.d)
+    rows = [m.get("good", 0) for m in markers]
+    spec = factory_string(config.nn_provider, config.nnf_mode, config.nnmodel)
+    k = config.nearest_neighbors_k
+    if sum(rows) * d * 4 > config.reduce_memory_gb * 2**30:
+        # The vectors do not fit the budget: index shards as Ray tasks, global top-k merged here.
+        with stage_timer(summary, "load"):
+            filenames = load_names(work, prefixes)
+        n = len(filenames)
+        with stage_timer(summary, "knn"):
+            src, dst, knn_sim = topk_edges(*knn_over_index_shards(engines.get(), work, prefixes, rows, d, k, spec, int(config.reduce_memory_gb * 2**30 // 4), config.nprobe))
+    elif ivf_flat_lists(spec) and sum(rows) >= 2:
+        # IVF<n>,Flat: shards streamed into the index's lists (one copy of the vectors),
+        # every vector scored exactly against its nprobe nearest lists, blockwise.
+        with stage_timer(summary, "load"):
+            filenames = load_names(work, prefixes)
+        n = len(filenames)
+        sims, ids, listed, _ = ivf_knn(lambda i: load_shards(work, [prefixes[i]], d, normalize=True)[1], rows, d, k, ivf_flat_lists(spec), config.nprobe, phase=lambda name: stage_timer(summary, name))
+        with stage_timer(summary, "save_index"):
+            remove_saved_index(work)
+            save_index(listed.index, work)
+        del listed
+        src, dst, knn_sim = topk_edges(sims, ids)
+    else:
+        with stage_timer(summary, "load"):
+            filenames, features = load_shards(work, prefixes, d, normalize=True)
+        n = len(filenames)
+        with stage_timer(summary, "index"):
+            index = build_index(features, spec) if n >= 2 else None
+            if index is not None:
+                remove_saved_index(work)
+                save_index(index, work)
+        with stage_timer(summary, "knn"):
+            if n >= 2:
+                src, dst, knn_sim = knn_edges(features, k, index=searcher_for(index, compute))
+            else:
+                src = dst = np.zeros(0, dtype=np.int64)
+                knn_sim = np.zeros(0, dtype=np.float32)
+    with stage_timer(summary, "pairs"):
+        stats = run_stats(work, prefixes, n)
+        hashes = stats["hash"].fill_null("").to_numpy() if stats is not None and "hash" in stats.columns else None
+        a, b, sim, exact = outputs.pairs_with_exact(src, dst, knn_sim, hashes)
+    with stage_timer(summary, "components"):
+        # The run guide builds components from the pairs of similarity.csv: an edge joins
+        # two images only when it is at or above both threshold and ccthreshold.
+        joined = sim >= max(config.threshold, config.ccthreshold)
+        if joined.sum() > config.max_edges_in_memory:
+            labels = components_in_rounds(n, a[joined], b[joined], config.max_edges_in_memory, engines.get().map)
+        else:
+            labels = connected_components(n, a[joined], b[joined])
+        rank, delta = pagerank(n, a[joined], b[joined], sim[joined])
+    with stage_timer(summary, "outputs"):
+        similarity = outputs.similarity_table(filenames, a, b, sim, config.threshold, exact=exact)
+        outliers = outputs.outliers_table(filenames, src, dst, knn_sim, config.lower_threshold)
+        components, info = outputs.component_tables(labels, rank, delta, filenames)
+        for table, name in (
+            (similarity, outputs.SIMILARITY_FILE),
+            (outliers, outputs.OUTLIERS_FILE),
+            (info, outputs.COMPONENT_INFO_FILE),
+            (components, outputs.CONNECTED_COMPONENTS_FILE),
+        ):
+            work.write_bytes(name, table.write_csv().encode("utf-8"))
+        write_stats(work, stats)
+        write_merged_bad_list(work, prefixes)
+    summary.similar_pairs = similarity.height
+    summary.outlier_rows = outliers.height
+    summary.components = info.height
+    summary.grouped_images = int(info.filter(info["Count"] > 1)["Count"].sum())
