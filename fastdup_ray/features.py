@@ -37,8 +37,9 @@ BAD_FILE = "features.bad.csv"
 DONE_FILE = "features.done"
 STATS_FILE = "features.stats.csv"
 THUMBNAILS_FILE = "features.thumbnails.parquet"
-# Every file a shard may have, after its prefix: what removing a stale shard removes.
-SHARD_SUFFIXES = (FEATURES_FILE, f"{FEATURES_FILE}{NAMES_SUFFIX}", BAD_FILE, DONE_FILE, STATS_FILE, THUMBNAILS_FILE)
+# Every file a shard may have, after its prefix, the marker first: what removing a stale
+# shard removes, in that order, so a half-removed shard never looks finished.
+SHARD_SUFFIXES = (DONE_FILE, FEATURES_FILE, f"{FEATURES_FILE}{NAMES_SUFFIX}", BAD_FILE, STATS_FILE, THUMBNAILS_FILE)
 
 
 def shard_names(prefix: str = "") -> tuple[str, str, str, str]:
@@ -160,13 +161,11 @@ def read_marker(work: WorkDir, prefix: str) -> dict | None:
         return None
 
 
-def shard_is_complete(work: WorkDir, prefix: str, d: int, inputs: str | None = None, marker: dict | None = None) -> bool:
-    """Marker present, same d, the data file exactly rows x d x 4 bytes, and, when
-    ``inputs`` is given, cut from inputs with that fingerprint."""
+def shard_is_complete(work: WorkDir, prefix: str, d: int, marker: dict | None = None) -> bool:
+    """Marker present (``marker`` when already read), same d, and the data file exactly
+    rows x d x 4 bytes. Whether its inputs are still the same is resume.py's question."""
     marker = marker if marker is not None else read_marker(work, prefix)
     if marker is None or marker.get("d") != d:
-        return False
-    if inputs is not None and marker.get("inputs") != inputs:
         return False
     data, names, bad, _ = shard_names(prefix)
     if not (work.exists(names) and work.exists(bad) and work.exists(data)):
@@ -176,7 +175,7 @@ def shard_is_complete(work: WorkDir, prefix: str, d: int, inputs: str | None = N
 
 def remove_shard(work: WorkDir, prefix: str) -> None:
     """Every file of a shard, the marker first: a half-removed shard never looks finished."""
-    for suffix in (DONE_FILE, *SHARD_SUFFIXES):
+    for suffix in SHARD_SUFFIXES:
         work.remove(f"{prefix}{suffix}")
 
 
