@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -73,9 +75,36 @@ def config_from_args(args: dict) -> RunConfig:
     return RunConfig.from_kwargs(values.pop("input_dir"), values.pop("work_dir"), **values)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, naming the nearest known option when one is mistyped."""
+
+    def error(self, message: str):
+        unknown = re.search(r"unrecognized arguments: (-\S+)", message)
+        if unknown:
+            close = difflib.get_close_matches(unknown.group(1).split("=")[0], known_options(self), n=1)
+            if close:
+                message += f" (did you mean {close[0]}?)"
+        super().error(message)
+
+
+def known_options(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option string of the parser and of its commands."""
+    options = []
+    for action in parser._actions:
+        options += action.option_strings
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                options += known_options(command)
+    return sorted(set(options))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastdup-ray", description="Find duplicates, near-duplicates, outliers and clusters in image datasets, on Ray.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    from fastdup_ray import __version__
+
+    parser = Parser(prog="fastdup-ray", description="Find duplicates, near-duplicates, outliers and clusters in image datasets, on Ray.")
+    parser.add_argument("--version", action="version", version=f"fastdup-ray {__version__}")
+    names = ["run", "demo", "evaluate", "dedup", *(n.replace("_", "-") for n in GALLERIES), "export-to-tensorboard-projector"]
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(names) + "}", parser_class=Parser)
     run = commands.add_parser("run", help="run the whole job over a folder, archive(s), bucket prefix, file list or video")
     run.add_argument("input_dir", nargs="?", help="folder (recursive), s3://bucket/prefix, minio://host/bucket/prefix, s3://b/{00000..00099}.tar, tar/tgz/zip, video, or a .txt/.csv file list")
     run.add_argument("--work-dir", dest="work_dir", help="where the outputs go")
@@ -106,7 +135,7 @@ GALLERIES = {
 def _add_report_commands(commands) -> None:
     """Galleries and the projector export under fastdup's function names (hyphens or underscores)."""
     for name, help_text in GALLERIES.items():
-        gallery = commands.add_parser(name.replace("_", "-"), aliases=[name], help=f"HTML gallery: {help_text}")
+        gallery = commands.add_parser(name.replace("_", "-"), help=f"HTML gallery: {help_text}")
         gallery.set_defaults(command=name)
         gallery.add_argument("work_dir", help="work dir of a finished run")
         gallery.add_argument("save_path", help="folder for the HTML pages and their thumbnails")
@@ -117,7 +146,7 @@ def _add_report_commands(commands) -> None:
         if name == "create_stats_gallery":
             gallery.add_argument("--metric", default="blur", help="statistic to sort by: blur, mean, min, max, std, width, height, file_size, unique_colors, ... (default %(default)s)")
             gallery.add_argument("--descending", dest="ascending", action="store_false", help="highest values first (default: lowest first)")
-    projector = commands.add_parser("export-to-tensorboard-projector", aliases=["export_to_tensorboard_projector"], help="write a sample of the features, names and thumbnails for TensorBoard's projector")
+    projector = commands.add_parser("export-to-tensorboard-projector", help="write a sample of the features, names and thumbnails for TensorBoard's projector")
     projector.set_defaults(command="export_to_tensorboard_projector")
     projector.add_argument("work_dir", help="work dir of a finished run")
     projector.add_argument("log_dir", help="TensorBoard log dir to write")
@@ -156,6 +185,9 @@ def run_report(command: str, args: dict) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and "_" in argv[0]:
+        argv[0] = argv[0].replace("_", "-")  # fastdup's function names work as commands too, unlisted
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
     if command in GALLERIES or command == "export_to_tensorboard_projector":
@@ -200,4 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     except FastdupRayError as exc:
         print(f"fastdup-ray: error: {exc}", file=sys.stderr)
         return 2
+    if command == "demo":
+        work, galleries = (out_dir / "work").resolve(), (out_dir / "galleries").resolve()
+        print(f"outputs in {work}\nnext, look at what it found:\n  fastdup-ray create-duplicates-gallery {work} {galleries}\n  then open file://{galleries}/duplicates.html")
     return 0 if summary.good else 1
