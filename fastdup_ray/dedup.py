@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 import polars as pl
 
+from fastdup_ray import layout
 from fastdup_ray.errors import InputError
 from fastdup_ray.features import list_shards, load_binary_features, load_names, shard_names
 from fastdup_ray.sources.archives import open_archive_stream
@@ -61,12 +62,12 @@ def write_keep_remove(work_dir: str, keep: str = "resolution") -> tuple[Path, Pa
     """keep.csv and remove.csv in ``work_dir`` from a finished run's components."""
     work = Path(work_dir)
     names, _ = load_binary_features(work)
-    components = pl.read_csv(work / "connected_components.csv")
-    stats = pl.read_csv(work / "stats.csv") if (work / "stats.csv").exists() else None
+    components = pl.read_csv(work / layout.CONNECTED_COMPONENTS_FILE)
+    stats = pl.read_csv(work / layout.STATS_FILE) if (work / layout.STATS_FILE).exists() else None
     keepers, removed = choose_keepers(components, names, stats, keep)
-    keepers.write_csv(work / "keep.csv")
-    removed.write_csv(work / "remove.csv")
-    return work / "keep.csv", work / "remove.csv"
+    keepers.write_csv(work / layout.KEEP_FILE)
+    removed.write_csv(work / layout.REMOVE_FILE)
+    return work / layout.KEEP_FILE, work / layout.REMOVE_FILE
 
 
 # The outer archive of a row's name: the shortest prefix ending in an archive extension
@@ -114,8 +115,8 @@ def removed_rows(work_dir: str, keep: str) -> tuple[list[str], list[bool]]:
     apart by position, not name: one name may stand for two rows."""
     work = Path(work_dir)
     names = run_names(work_dir)
-    components = pl.read_csv(work / "connected_components.csv")
-    stats = pl.read_csv(work / "stats.csv") if (work / "stats.csv").exists() else None
+    components = pl.read_csv(work / layout.CONNECTED_COMPONENTS_FILE)
+    stats = pl.read_csv(work / layout.STATS_FILE) if (work / layout.STATS_FILE).exists() else None
     _, removed = choose_keepers(components, [str(row) for row in range(len(names))], stats, keep)
     gone = {int(row) for row in removed["filename"].to_list()}
     return names, [row in gone for row in range(len(names))]

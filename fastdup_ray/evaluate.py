@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fastdup_ray import layout
 from fastdup_ray.errors import InputError
 
 
@@ -110,10 +111,10 @@ def require_run_outputs(work: Path) -> dict:
 
     if not work.is_dir():
         raise InputError(f"no finished run in {work}: no such folder")
-    missing = [name for name in ("config.json", "similarity.csv", "connected_components.csv") if not (work / name).exists()]
+    missing = [name for name in (layout.CONFIG_FILE, layout.SIMILARITY_FILE, layout.CONNECTED_COMPONENTS_FILE) if not (work / name).exists()]
     if missing:
         raise InputError(f"no finished run in {work}: {', '.join(missing)} missing (run_mode 0 or 2 writes them)")
-    return json.loads((work / "config.json").read_text())
+    return json.loads((work / layout.CONFIG_FILE).read_text())
 
 
 def evaluate_run(work_dir: str, ground_truth_csv: str) -> dict[str, float]:
@@ -144,7 +145,7 @@ def evaluate_run(work_dir: str, ground_truth_csv: str) -> dict[str, float]:
     same = group_ids[a] == group_ids[b]
     metrics = pair_metrics(sim, same, total_positives)
 
-    similarity = pl.read_csv(work / "similarity.csv", infer_schema=False)
+    similarity = pl.read_csv(work / layout.SIMILARITY_FILE, infer_schema=False)
     index = {name: i for i, name in enumerate(names)}
     unknown = set(similarity["from"]).union(similarity["to"]).difference(index)
     if unknown:
@@ -153,7 +154,7 @@ def evaluate_run(work_dir: str, ground_truth_csv: str) -> dict[str, float]:
     precision = float(found.mean()) if len(found) else 1.0
     recall = float(found.sum()) / total_positives if total_positives else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    labels = pl.read_csv(work / "connected_components.csv")["component_id"].to_numpy()
+    labels = pl.read_csv(work / layout.CONNECTED_COMPONENTS_FILE)["component_id"].to_numpy()
     return {
         "threshold": float(config["threshold"]),
         "precision": precision,

@@ -1,6 +1,7 @@
 """Output stage: similarity, outliers and component tables in fastdup's CSV formats.
 
-Functions from arrays to polars tables; run.py writes them atomically to the work dir.
+Functions from arrays to polars tables; the reduce writes them atomically to the work dir
+(their names are in layout.py).
 """
 
 from __future__ import annotations
@@ -9,18 +10,6 @@ import math
 
 import numpy as np
 import polars as pl
-
-SIMILARITY_FILE = "similarity.csv"
-OUTLIERS_FILE = "outliers.csv"
-COMPONENT_INFO_FILE = "component_info.csv"
-CONNECTED_COMPONENTS_FILE = "connected_components.csv"
-STATS_FILE = "stats.csv"
-STATS_PARQUET = "stats.parquet"
-# Run modes 3 and 4 write their tables to this folder, with this file naming the train
-# run and the test features, so the train run's own tables stay as they were.
-TEST_RESULTS_DIR = "test_results"
-TEST_RUN_FILE = "test_run.json"
-OUTPUT_FILES = (SIMILARITY_FILE, OUTLIERS_FILE, COMPONENT_INFO_FILE, CONNECTED_COMPONENTS_FILE, STATS_FILE, STATS_PARQUET)
 
 # Flags in the spirit of cleanvision's issue types, on the statistics of the 224x224
 # decoded image (colour values 0-255). Defaults, documented in the README.

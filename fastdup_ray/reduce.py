@@ -16,7 +16,8 @@ from functools import partial
 
 import numpy as np
 
-from fastdup_ray import outputs
+from fastdup_ray import layout, outputs
+from fastdup_ray.layout import INDEX_FILE, INDEX_MANIFEST, index_shard_name
 from fastdup_ray.config import RunConfig
 from fastdup_ray.engine import Engine, EngineSlot
 from fastdup_ray.errors import InputError
@@ -40,9 +41,6 @@ from fastdup_ray.summary import RunSummary, stage_timer
 from fastdup_ray.workdir import WorkDir
 
 log = logging.getLogger("fastdup_ray")
-INDEX_FILE = "nnf.index"
-# A sharded reduce saves one index per shard, named in this manifest, instead of nnf.index.
-INDEX_MANIFEST = "nnf.index.json"
 
 
 def save_index(index, work: WorkDir, name: str = INDEX_FILE) -> None:
@@ -58,10 +56,6 @@ def save_index(index, work: WorkDir, name: str = INDEX_FILE) -> None:
         work.put(local, name)
     finally:
         local.unlink(missing_ok=True)
-
-
-def index_shard_name(number: int) -> str:
-    return f"nnf.shard-{number:05d}.index"
 
 
 def remove_saved_index(work: WorkDir) -> None:
@@ -153,10 +147,10 @@ def write_stats(work: WorkDir, stats) -> None:
     if stats is None:
         return
     table = outputs.stats_table(stats)
-    work.write_bytes(outputs.STATS_FILE, table.write_csv().encode("utf-8"))
+    work.write_bytes(layout.STATS_FILE, table.write_csv().encode("utf-8"))
     buffer = io.BytesIO()
     table.write_parquet(buffer)
-    work.write_bytes(outputs.STATS_PARQUET, buffer.getvalue())
+    work.write_bytes(layout.STATS_PARQUET, buffer.getvalue())
 
 
 def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary, engines: EngineSlot, compute: str) -> None:
@@ -219,10 +213,10 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
         outliers = outputs.outliers_table(filenames, src, dst, knn_sim, config.lower_threshold)
         components, info = outputs.component_tables(labels, rank, delta, filenames)
         for table, name in (
-            (similarity, outputs.SIMILARITY_FILE),
-            (outliers, outputs.OUTLIERS_FILE),
-            (info, outputs.COMPONENT_INFO_FILE),
-            (components, outputs.CONNECTED_COMPONENTS_FILE),
+            (similarity, layout.SIMILARITY_FILE),
+            (outliers, layout.OUTLIERS_FILE),
+            (info, layout.COMPONENT_INFO_FILE),
+            (components, layout.CONNECTED_COMPONENTS_FILE),
         ):
             work.write_bytes(name, table.write_csv().encode("utf-8"))
         write_stats(work, stats)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fastdup_ray import outputs
+from fastdup_ray import layout, outputs
 from fastdup_ray.config import RunConfig
 from fastdup_ray.embed import Embedder
 from fastdup_ray.errors import ConfigError, InputError
@@ -54,10 +54,6 @@ from fastdup_ray.summary import RunSummary, count_images, stage_timer
 from fastdup_ray.workdir import WorkDir, run_lock
 
 log = logging.getLogger("fastdup_ray")
-LISTING_SHARD = "listing."
-CONFIG_FILE = "config.json"
-TEST_FEATURES = "test_features"
-KEEP_FILES = ("keep.csv", "remove.csv")
 
 
 def setup_logging(verbose: bool) -> None:
@@ -94,9 +90,9 @@ def check_resume_settings(work: WorkDir, config: RunConfig) -> None:
         clear_run(work)
         return
     previous = None
-    if work.exists(CONFIG_FILE):
+    if work.exists(layout.CONFIG_FILE):
         try:
-            previous = json.loads(work.read_bytes(CONFIG_FILE))
+            previous = json.loads(work.read_bytes(layout.CONFIG_FILE))
         except ValueError:
             previous = None
     if previous is None:
@@ -111,18 +107,18 @@ def check_resume_settings(work: WorkDir, config: RunConfig) -> None:
     current = config.extraction_settings()
     different = {k: (previous.get(k), v) for k, v in current.items() if k in previous and previous.get(k) != v}
     if different:
-        text = ", ".join(f"{k}: {old!r} in {work.path(CONFIG_FILE)} but {new!r} now" for k, (old, new) in different.items())
+        text = ", ".join(f"{k}: {old!r} in {work.path(layout.CONFIG_FILE)} but {new!r} now" for k, (old, new) in different.items())
         raise ConfigError(f"work_dir already holds shards made with other settings ({text}); use a new work_dir, or overwrite=True (--overwrite)")
 
 
 def clear_run(work: WorkDir) -> None:
     """Remove everything an earlier run wrote to work_dir (and nothing else of the folder)."""
-    outputs_of_a_run = {CONFIG_FILE, *outputs.OUTPUT_FILES, *KEEP_FILES}
+    outputs_of_a_run = {layout.CONFIG_FILE, *layout.OUTPUT_FILES, layout.KEEP_FILE, layout.REMOVE_FILE}
     for name in work.names():
         if name in outputs_of_a_run or name.endswith(SHARD_SUFFIXES):
             work.remove(name)
     remove_saved_index(work)
-    for folder in (TEST_FEATURES, outputs.TEST_RESULTS_DIR):
+    for folder in (layout.TEST_FEATURES_DIR, layout.TEST_RESULTS_DIR):
         work.remove_tree(folder)
     log.info("overwrite: cleared the earlier run in %s", work.location)
 
@@ -245,11 +241,11 @@ def extract(config: RunConfig, work: WorkDir, summary: RunSummary, engines: Engi
     # Load the model once here: a wrong model_path or d fails before any worker starts.
     image_size = Embedder(settings.model_file(), d=config.d, compute="cpu").image_size
     check_resume_settings(work, settings)
-    work.write_bytes(CONFIG_FILE, settings.to_json().encode())
+    work.write_bytes(layout.CONFIG_FILE, settings.to_json().encode())
     markers = {p: read_marker(work, p) or {} for p in list_shards(work)}
     complete = {p for p, m in markers.items() if shard_is_complete(work, p, config.d, marker=m)}
     whole_run = config.min_offset == 0 and config.max_offset is None
-    resume = plan_resume(units, markers, complete, whole_run, keep=frozenset({LISTING_SHARD}))
+    resume = plan_resume(units, markers, complete, whole_run, keep=frozenset({layout.LISTING_SHARD}))
     job = ExtractJob(
         model_file=settings.model_file(),
         d=config.d,
@@ -275,10 +271,10 @@ def extract(config: RunConfig, work: WorkDir, summary: RunSummary, engines: Engi
     if resume.stale:
         log.info("removed %d shards of inputs that are gone or now in other shards", len(resume.stale))
     prefixes = [u.name for u in units]
-    remove_shard(work, LISTING_SHARD)
+    remove_shard(work, layout.LISTING_SHARD)
     if listing.bad:
-        write_listing_shard(work, config.d, LISTING_SHARD, listing.bad)
-        prefixes.append(LISTING_SHARD)
+        write_listing_shard(work, config.d, layout.LISTING_SHARD, listing.bad)
+        prefixes.append(layout.LISTING_SHARD)
     summary.shards, summary.skipped_shards = len(prefixes), len(resume.reused)
     if resume.reused:
         log.info("%d of %d shards already finished from the same inputs in %s; skipping them", len(resume.reused), len(units), work.location)
@@ -305,8 +301,8 @@ def test_features(config: RunConfig, work: WorkDir, summary: RunSummary, d: int,
         names, vectors = load_binary_features(config.test_dir, d=d)
         summary.good = len(names)
         return names, unit_rows(vectors), config.test_dir
-    test_work = WorkDir(work.path(TEST_FEATURES), config.storage_options())
-    previous = json.loads(test_work.read_bytes(CONFIG_FILE)) if test_work.exists(CONFIG_FILE) else {}
+    test_work = WorkDir(work.path(layout.TEST_FEATURES_DIR), config.storage_options())
+    previous = json.loads(test_work.read_bytes(layout.CONFIG_FILE)) if test_work.exists(layout.CONFIG_FILE) else {}
     replaced = comparable_input(previous.get("input_dir", config.test_dir)) != comparable_input(config.test_dir)
     test_config = dataclasses.replace(config, input_dir=config.test_dir, run_mode=1, min_offset=0, max_offset=None, overwrite=replaced or config.overwrite)
     test_summary = RunSummary(work_dir=test_work.location)
@@ -334,11 +330,11 @@ def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summar
     with stage_timer(summary, "outputs"):
         similarity = outputs.similarity_table(test_names, src, dst, sim, config.threshold, to_names=train_names)
         outliers = outputs.outliers_table(test_names, src, dst, sim, config.lower_threshold, to_names=train_names)
-        results = WorkDir(work.path(outputs.TEST_RESULTS_DIR), config.storage_options())
-        results.write_bytes(outputs.SIMILARITY_FILE, similarity.write_csv().encode("utf-8"))
-        results.write_bytes(outputs.OUTLIERS_FILE, outliers.write_csv().encode("utf-8"))
+        results = WorkDir(work.path(layout.TEST_RESULTS_DIR), config.storage_options())
+        results.write_bytes(layout.SIMILARITY_FILE, similarity.write_csv().encode("utf-8"))
+        results.write_bytes(layout.OUTLIERS_FILE, outliers.write_csv().encode("utf-8"))
         train_location = work.location if work.remote else os.path.abspath(work.location)
         test_location = test_location if is_remote(test_location) else os.path.abspath(test_location)
-        results.write_bytes(outputs.TEST_RUN_FILE, json.dumps({"train_work_dir": train_location, "test_features": test_location, "run_mode": config.run_mode}, indent=1).encode())
+        results.write_bytes(layout.TEST_RUN_FILE, json.dumps({"train_work_dir": train_location, "test_features": test_location, "run_mode": config.run_mode}, indent=1).encode())
     summary.similar_pairs, summary.outlier_rows = similarity.height, outliers.height
     log.info("test results in %s", results.location)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from fastdup_ray import outputs
+from fastdup_ray import layout
 from fastdup_ray.errors import InputError
 from fastdup_ray.features import FEATURES_FILE, NAMES_SUFFIX, list_shards, load_names, load_thumbnails, read_filenames
 from fastdup_ray.storage import is_remote
@@ -145,13 +145,13 @@ class RunTables:
             self.to_images = ImageSource.at(test_run["train_work_dir"], "train image")
 
     def _test_run(self) -> dict | None:
-        if not self.work.exists(outputs.TEST_RUN_FILE):
+        if not self.work.exists(layout.TEST_RUN_FILE):
             return None
         try:
-            test_run = json.loads(self.work.read_bytes(outputs.TEST_RUN_FILE))
+            test_run = json.loads(self.work.read_bytes(layout.TEST_RUN_FILE))
             return {key: str(test_run[key]) for key in ("train_work_dir", "test_features")}
         except (ValueError, KeyError, TypeError):
-            raise InputError(f"{self.work.path(outputs.TEST_RUN_FILE)} must be JSON naming train_work_dir and test_features") from None
+            raise InputError(f"{self.work.path(layout.TEST_RUN_FILE)} must be JSON naming train_work_dir and test_features") from None
 
     @property
     def is_test_run(self) -> bool:
@@ -214,10 +214,10 @@ class RunTables:
     def component_sizes(self) -> dict[int, tuple[int, int]]:
         """__id -> (component_id, images in it); empty when the run wrote no components
         (or for a test run, whose ids belong to two sources)."""
-        if self.is_test_run or not (self.work.exists(outputs.CONNECTED_COMPONENTS_FILE) and self.work.exists(outputs.COMPONENT_INFO_FILE)):
+        if self.is_test_run or not (self.work.exists(layout.CONNECTED_COMPONENTS_FILE) and self.work.exists(layout.COMPONENT_INFO_FILE)):
             return {}
-        members = self.table(outputs.CONNECTED_COMPONENTS_FILE).select("__id", "component_id")
-        sizes = members.join(self.table(outputs.COMPONENT_INFO_FILE).select("component_id", "Count"), on="component_id", how="left")
+        members = self.table(layout.CONNECTED_COMPONENTS_FILE).select("__id", "component_id")
+        sizes = members.join(self.table(layout.COMPONENT_INFO_FILE).select("component_id", "Count"), on="component_id", how="left")
         return {i: (c, n) for i, c, n in sizes.iter_rows()}
 
 
@@ -367,7 +367,7 @@ def create_duplicates_gallery(work_dir, save_path, num_images: int | None = None
     """Pairs of similarity.csv side by side, most similar first, with their similarity
     and the size of the component each image is in."""
     tables = RunTables(work_dir)
-    pairs = tables.with_ids(tables.table_for(outputs.SIMILARITY_FILE, PAIR_COLUMNS))
+    pairs = tables.with_ids(tables.table_for(layout.SIMILARITY_FILE, PAIR_COLUMNS))
     pairs = _limit(pairs.sort("distance", descending=True, maintain_order=True), num_images)
     sizes = tables.component_sizes()
     cards = [
@@ -387,7 +387,7 @@ def create_duplicates_gallery(work_dir, save_path, num_images: int | None = None
 def create_outliers_gallery(work_dir, save_path, num_images: int | None = None, page_size: int = DEFAULT_PAGE_SIZE) -> Path:
     """Images of outliers.csv, most outlying first, each beside its nearest neighbour."""
     tables = RunTables(work_dir)
-    rows = tables.with_ids(tables.table_for(outputs.OUTLIERS_FILE, PAIR_COLUMNS))
+    rows = tables.with_ids(tables.table_for(layout.OUTLIERS_FILE, PAIR_COLUMNS))
     # One card per outlier: its least similar kNN edge decides how far out it is.
     rows = rows.sort("distance", maintain_order=True).unique("from", keep="first", maintain_order=True)
     rows = _limit(rows, num_images)
@@ -408,7 +408,7 @@ def create_components_gallery(work_dir, save_path, num_images: int | None = None
     highest pagerank first."""
     tables = RunTables(work_dir)
     images = tables.single_run("components gallery")
-    members, info = tables.tables_for({outputs.CONNECTED_COMPONENTS_FILE: MEMBER_COLUMNS, outputs.COMPONENT_INFO_FILE: INFO_COLUMNS})
+    members, info = tables.tables_for({layout.CONNECTED_COMPONENTS_FILE: MEMBER_COLUMNS, layout.COMPONENT_INFO_FILE: INFO_COLUMNS})
     # Either table may be a user's filtered copy: show the components both still hold.
     info = info.filter(pl.col("Count") >= min_size).join(members.select("component_id"), on="component_id", how="semi", maintain_order="left")
     info = _limit(info, num_images)
@@ -428,7 +428,7 @@ def create_stats_gallery(work_dir, save_path, metric: str = "blur", ascending: b
     """Images sorted by one statistic of stats.csv (blur, mean, width, unique_colors, ...)."""
     tables = RunTables(work_dir)
     images = tables.single_run("statistics gallery")
-    stats = tables.table_for(outputs.STATS_PARQUET, STATS_COLUMNS)
+    stats = tables.table_for(layout.STATS_PARQUET, STATS_COLUMNS)
     if metric not in stats.columns or metric in ("__id", "filename"):
         usable = [c for c in stats.columns if c not in ("__id", "filename")]
         raise ValueError(f"unknown statistic {metric!r}; stats.csv has {', '.join(usable)}")
@@ -452,7 +452,7 @@ def create_similarity_gallery(work_dir, save_path, num_images: int | None = None
     """Each image with similar ones (similarity.csv, both directions), most similar first;
     images with the closest match come first. A test run's queries are its test images."""
     tables = RunTables(work_dir)
-    pairs = tables.with_ids(tables.table_for(outputs.SIMILARITY_FILE, PAIR_COLUMNS))
+    pairs = tables.with_ids(tables.table_for(layout.SIMILARITY_FILE, PAIR_COLUMNS))
     forward = pairs.select(pl.col("from").alias("query"), pl.col("from_id").alias("query_id"), pl.col("to").alias("match"), pl.col("to_id").alias("match_id"), "distance")
     backward = pairs.select(pl.col("to").alias("query"), pl.col("to_id").alias("query_id"), pl.col("from").alias("match"), pl.col("from_id").alias("match_id"), "distance")
     # Within one run both columns name the same images, so a pair counts both ways.

@@ -1,0 +1,31 @@
+"""The names of a work dir: every file and folder a run writes, in one place, read by the
+run, the reduce, the reports, ``dedup`` and ``evaluate`` alike. (A features shard's own
+files are named by ``features.shard_names``.)"""
+
+from __future__ import annotations
+
+CONFIG_FILE = "config.json"
+# The bad list of inputs rejected while listing (names that are not UTF-8, FIFOs, ...).
+LISTING_SHARD = "listing."
+SIMILARITY_FILE = "similarity.csv"
+OUTLIERS_FILE = "outliers.csv"
+COMPONENT_INFO_FILE = "component_info.csv"
+CONNECTED_COMPONENTS_FILE = "connected_components.csv"
+STATS_FILE = "stats.csv"
+STATS_PARQUET = "stats.parquet"
+OUTPUT_FILES = (SIMILARITY_FILE, OUTLIERS_FILE, COMPONENT_INFO_FILE, CONNECTED_COMPONENTS_FILE, STATS_FILE, STATS_PARQUET)
+KEEP_FILE = "keep.csv"
+REMOVE_FILE = "remove.csv"
+INDEX_FILE = "nnf.index"
+# A sharded reduce saves one index per shard, named in this manifest, instead of nnf.index.
+INDEX_MANIFEST = "nnf.index.json"
+# Run mode 3 extracts the test images here (a cache under the resume rule).
+TEST_FEATURES_DIR = "test_features"
+# Run modes 3 and 4 write their tables to this folder, with this file naming the train
+# run and the test features, so the train run's own tables stay as they were.
+TEST_RESULTS_DIR = "test_results"
+TEST_RUN_FILE = "test_run.json"
+
+
+def index_shard_name(number: int) -> str:
+    return f"nnf.shard-{number:05d}.index"
