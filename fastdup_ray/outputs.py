@@ -37,35 +37,40 @@ def unique_pairs(src: np.ndarray, dst: np.ndarray, sim: np.ndarray) -> tuple[np.
     return a[first], b[first], np.clip(sim[first], 0.0, 1.0).astype(np.float32)
 
 
-def exact_pairs(hashes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Rows with byte-identical content (equal non-empty content hashes), as pairs from the
-    first row of each group to every other row: a star, so a group of m copies gives m-1
-    pairs (linear, yet one component), whatever k the kNN used."""
-    none = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    if hashes is None:
-        return none
-    hashes = np.asarray(hashes, dtype=object)
-    known = np.flatnonzero(np.array([bool(h) for h in hashes], dtype=bool))
-    if len(known) == 0:
-        return none  # video frames (no file of their own) or features without statistics
-    _, group = np.unique(hashes[known].astype(str), return_inverse=True)
-    order = np.argsort(group, kind="stable")
-    rows, group = known[order], group[order]
-    first = np.r_[True, group[1:] != group[:-1]]
-    leader = rows[np.flatnonzero(first)[np.cumsum(first) - 1]]
+def content_groups(hashes) -> np.ndarray:
+    """One integer per row for its content hash (equal hashes, equal numbers), -1 where a
+    row has none: pairs of rows are then compared as integers, not 32-character strings."""
+    hashes = np.asarray(["" if h is None else h for h in hashes], dtype="U32")
+    _, groups = np.unique(hashes, return_inverse=True)
+    groups = groups.astype(np.int64)
+    groups[hashes == ""] = -1
+    return groups
+
+
+def exact_pairs(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with byte-identical content (equal content_groups), as pairs from the first row
+    of each group to every other row: a star, so a group of m copies gives m-1 pairs
+    (linear, yet one component), whatever k the kNN used."""
+    known = np.flatnonzero(groups >= 0)
+    order = known[np.argsort(groups[known], kind="stable")]
+    group = groups[order]
+    first = np.r_[True, group[1:] != group[:-1]] if len(order) else np.zeros(0, dtype=bool)
+    leader = order[np.flatnonzero(first)[np.cumsum(first) - 1]]
     copy = ~first
-    return leader[copy].astype(np.int64), rows[copy].astype(np.int64)
+    return leader[copy].astype(np.int64), order[copy].astype(np.int64)
 
 
-def pairs_with_exact(src: np.ndarray, dst: np.ndarray, sim: np.ndarray, hashes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def pairs_with_exact(src: np.ndarray, dst: np.ndarray, sim: np.ndarray, hashes=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """unique_pairs of the kNN edges plus every exact-copy pair (exact_pairs), with an
-    ``exact`` flag; an exact pair's similarity is 1.0 exactly."""
-    extra_a, extra_b = exact_pairs(hashes)
-    a, b, sim = unique_pairs(np.concatenate([src, extra_a]), np.concatenate([dst, extra_b]), np.concatenate([sim, np.ones(len(extra_a), dtype=np.float32)]))
+    ``exact`` flag; an exact pair's similarity is 1.0 exactly. ``hashes``: each row's
+    content hash, or None when the rows have none (users' own features)."""
     if hashes is None:
+        a, b, sim = unique_pairs(src, dst, sim)
         return a, b, sim, np.zeros(len(a), dtype=bool)
-    hashes = np.asarray(hashes, dtype=object)
-    exact = np.array([bool(x) and x == y for x, y in zip(hashes[a], hashes[b])], dtype=bool)
+    groups = content_groups(hashes)
+    extra_a, extra_b = exact_pairs(groups)
+    a, b, sim = unique_pairs(np.concatenate([src, extra_a]), np.concatenate([dst, extra_b]), np.concatenate([sim, np.ones(len(extra_a), dtype=np.float32)]))
+    exact = (groups[a] >= 0) & (groups[a] == groups[b])
     sim[exact] = 1.0
     return a, b, sim, exact
 
