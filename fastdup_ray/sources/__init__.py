@@ -27,6 +27,7 @@ import logging
 import os
 import posixpath
 import stat
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,13 +253,19 @@ def list_inputs(input_dir, options: StorageOptions | None = None, exclude: list[
 MAX_PREFIX_BYTES = 160
 
 
-def archive_shard_name(location: str, all_archives: list[str]) -> str:
+def shared_file_names(archives: list[str]) -> set[str]:
+    """File names that more than one of the archives has (counted once for the run)."""
+    counts = Counter(posixpath.basename(location) for location in archives)
+    return {name for name, count in counts.items() if count > 1}
+
+
+def archive_shard_name(location: str, shared: set[str]) -> str:
     """``<tarname>`` for an archive: its file name when no other archive of the run has
-    that name and it is short enough; else the name (shortened) with a hash of the full
-    location, so shard names are unique for any set of locations."""
+    that name (``shared``, from shared_file_names) and it is short enough; else the name
+    (shortened) with a hash of the full location, so shard names are unique for any set
+    of locations."""
     base = posixpath.basename(location)
-    clash = sum(1 for other in all_archives if posixpath.basename(other) == base) > 1
-    if not clash and len(base.encode("utf-8", errors="surrogateescape")) <= MAX_PREFIX_BYTES:
+    if base not in shared and len(base.encode("utf-8", errors="surrogateescape")) <= MAX_PREFIX_BYTES:
         return base
     return f"{shorten(base, MAX_PREFIX_BYTES - 12)}-{location_hash(location)}."
 
@@ -278,7 +285,8 @@ def plan_units(listing: Listing, shard_size: int, min_offset: int = 0, max_offse
     sliced = ordered[min_offset:max_offset]
     file_index = {loc: i for i, loc in enumerate(files)}
     versions = listing.versions
-    units = [WorkUnit(archive_shard_name(loc, listing.archives), "archive", (loc,), fingerprint((loc,), versions)) for loc, kind in sliced if kind == "archive"]
+    shared = shared_file_names(listing.archives)  # once: a LAION listing has ~41k archives
+    units = [WorkUnit(archive_shard_name(loc, shared), "archive", (loc,), fingerprint((loc,), versions)) for loc, kind in sliced if kind == "archive"]
     chosen = [loc for loc, kind in sliced if kind == "file"]
     # Unnamed (plain features.dat, fastdup's layout) only when this one shard is the whole
     # run: otherwise the top-level features.bad.csv is the merged list of every shard.
