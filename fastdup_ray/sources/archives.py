@@ -18,6 +18,7 @@ import tarfile
 import time
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,19 +75,7 @@ def open_archive_stream(location: str, options: StorageOptions | None, keep_dir:
         handle.close()
 
 
-class MemberNames:
-    """The member names an archive has shown so far: a repeated name is a second input
-    under one location, listed bad under ``<name>#<n>`` so every row has its own name."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-
-    def repeat(self, name: str) -> int:
-        self.counts[name] = self.counts.get(name, 0) + 1
-        return self.counts[name]
-
-
-def _member_item(archive: str, name: str, size: int, read, keep_images: Path | None, video_items, seen: MemberNames, depth: int) -> Iterator[Item]:
+def _member_item(archive: str, name: str, size: int, read, keep_images: Path | None, video_items, seen: Counter, depth: int) -> Iterator[Item]:
     if not is_utf8(name):
         yield Item(f"{archive}/{escape_name(name)}", reason="member name is not valid UTF-8")
         return
@@ -94,7 +83,10 @@ def _member_item(archive: str, name: str, size: int, read, keep_images: Path | N
     kind = kind_of(name)
     if kind is None:
         return  # webdataset's .txt/.json/.cls and other members: not images
-    occurrence = seen.repeat(name)
+    # A repeated name is a second input under one location: it is listed bad under
+    # ``<name>#<n>``, so every row has its own name.
+    seen[name] += 1
+    occurrence = seen[name]
     if occurrence > 1:
         yield Item(f"{location}#{occurrence}", reason=f"member name repeated in the archive (occurrence {occurrence}): only the first {name!r} is used")
         return
@@ -143,7 +135,7 @@ def with_empty_line(location: str, items: Iterator[Item]) -> Iterator[Item]:
 def iter_tar(location: str, stream: BinaryIO, keep_images: Path | None, video_items, max_items: int = 0, depth: int = 0) -> Iterator[Item]:
     count = 0
     current = None  # the member being read: a cut-off archive names the image it cut
-    seen = MemberNames()
+    seen: Counter = Counter()
     try:
         with tarfile.open(fileobj=stream, mode="r|*") as archive:
             for member in archive:
@@ -171,7 +163,7 @@ def iter_tar(location: str, stream: BinaryIO, keep_images: Path | None, video_it
 
 def iter_zip(location: str, stream: BinaryIO, keep_images: Path | None, video_items, max_items: int = 0, depth: int = 0) -> Iterator[Item]:
     count = 0
-    seen = MemberNames()
+    seen: Counter = Counter()
     try:
         archive = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
