@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import tarfile
-import time
 import warnings
 import zipfile
 import zlib
@@ -30,7 +29,7 @@ from fastdup_ray.errors import InputError
 from fastdup_ray.features import list_shards, load_binary_features, load_names, shard_names
 from fastdup_ray.sources.archives import open_archive_stream
 from fastdup_ray.sources.items import kind_of
-from fastdup_ray.storage import RETRY_ATTEMPTS, StorageOptions, is_remote, is_transient, retry_delay
+from fastdup_ray.storage import RETRY_ATTEMPTS, StorageOptions, is_remote, is_transient, with_retries
 from fastdup_ray.workdir import WorkDir
 
 log = logging.getLogger("fastdup_ray")
@@ -288,18 +287,12 @@ def write_zip(path: Path, members: Iterable[Member]) -> None:
 def copy_archive(archive: str, target: Path, removals: dict[str, list[bool]], storage: StorageOptions | None) -> tuple[bool, list[str]]:
     """Write ``archive`` without its removed samples to ``target``, in its own format.
     Returns (written, problems); a dropped connection copies it again from the start."""
-    for attempt in range(1, RETRY_ATTEMPTS + 1):
-        try:
-            return copy_once(archive, target, removals, storage)
-        except Exception as exc:  # noqa: BLE001 - a dropped connection is retried, the rest raised
-            if not is_transient(exc):
-                raise
-            if attempt == RETRY_ATTEMPTS:
-                return False, [f"{archive}: not written, the connection dropped {attempt} times ({type(exc).__name__}: {exc})"]
-            delay = retry_delay(attempt)
-            log.warning("connection to %s dropped (%s); copying it again in %.1fs", archive, type(exc).__name__, delay)
-            time.sleep(delay)
-    return False, []  # not reached: the last attempt returns
+    try:
+        return with_retries(lambda: copy_once(archive, target, removals, storage), archive)
+    except Exception as exc:  # noqa: BLE001 - only a connection that kept dropping is a problem line
+        if not is_transient(exc):
+            raise
+        return False, [f"{archive}: not written, the connection dropped {RETRY_ATTEMPTS} times ({type(exc).__name__}: {exc})"]
 
 
 def copy_once(archive: str, target: Path, removals: dict[str, list[bool]], storage: StorageOptions | None) -> tuple[bool, list[str]]:
