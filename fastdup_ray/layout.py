@@ -14,6 +14,14 @@ CONNECTED_COMPONENTS_FILE = "connected_components.csv"
 STATS_FILE = "stats.csv"
 STATS_PARQUET = "stats.parquet"
 OUTPUT_FILES = (SIMILARITY_FILE, OUTLIERS_FILE, COMPONENT_INFO_FILE, CONNECTED_COMPONENTS_FILE, STATS_FILE, STATS_PARQUET)
+# At scale the workers write each table as Parquet parts in a folder of the table's name
+# (similarity/part-00000.parquet, ...), same columns as the CSV; the CSV is then written
+# from the parts only below csv_row_limit rows. results.py reads either form.
+TABLE_PARTS = {name: name.removesuffix(".csv") for name in (SIMILARITY_FILE, OUTLIERS_FILE, COMPONENT_INFO_FILE, CONNECTED_COMPONENTS_FILE)}
+# Edges of the kNN as Parquet parts (src, dst, similarity; global row ids).
+EDGES_DIR = "edges"
+# Scratch of the distributed reduce (keyed exchanges between its tasks), removed at its end.
+REDUCE_SCRATCH_DIR = "reduce_scratch"
 KEEP_FILE = "keep.csv"
 REMOVE_FILE = "remove.csv"
 INDEX_FILE = "nnf.index"
@@ -29,3 +37,7 @@ TEST_RUN_FILE = "test_run.json"
 
 def index_shard_name(number: int) -> str:
     return f"nnf.shard-{number:05d}.index"
+
+
+def part_name(number: int) -> str:
+    return f"part-{number:05d}.parquet"

@@ -57,6 +57,10 @@ class WorkDir:
     def path(self, name: str) -> str:
         return join(self.location, name)
 
+    def sub(self, name: str) -> "WorkDir":
+        """The folder ``name`` inside this one, as a WorkDir of its own (created locally)."""
+        return WorkDir(join(self.location, name), self.options)
+
     def _remote_path(self, name: str) -> str:
         return f"{self.root.rstrip('/')}/{name}"
 

@@ -1,0 +1,94 @@
+"""The one reader of a finished run: its tables, whichever form the reduce wrote them in.
+
+A small run writes ``similarity.csv`` and the other CSVs of the run guide; a big one writes
+each table as Parquet parts (``similarity/part-00000.parquet``, ...) with the same columns,
+and the CSV too while it stays under ``csv_row_limit`` rows. Galleries, ``dedup``,
+``evaluate`` and the Python API read tables only through here.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import polars as pl
+
+from fastdup_ray import layout
+from fastdup_ray.errors import InputError
+from fastdup_ray.workdir import WorkDir
+
+# Columns that must stay strings whatever they hold (a file named "123.jpg" is no number).
+STRING_COLUMNS = {"from": pl.String, "to": pl.String, "filename": pl.String}
+
+
+def _work(work: WorkDir | str) -> WorkDir:
+    return work if isinstance(work, WorkDir) else WorkDir(str(work))
+
+
+def table_parts(work: WorkDir | str, name: str) -> list[str]:
+    """The Parquet parts of table ``name`` (e.g. 'similarity.csv'), as work-dir names, in order."""
+    work = _work(work)
+    folder = layout.TABLE_PARTS.get(name)
+    if folder is None or not work.exists(folder):
+        return []
+    return [f"{folder}/{part}" for part in work.sub(folder).names() if part.startswith("part-") and part.endswith(".parquet")]
+
+
+def has_table(work: WorkDir | str, name: str) -> bool:
+    """Whether the run wrote table ``name`` in either form."""
+    work = _work(work)
+    return work.exists(name) or bool(table_parts(work, name))
+
+
+def _missing(work: WorkDir, name: str) -> InputError:
+    return InputError(f"{work.path(name)} is missing: run fastdup-ray on this work dir first (run_mode 0 or 2)")
+
+
+def _checked(table: pl.DataFrame, where: str, columns: Sequence[str]) -> pl.DataFrame:
+    missing = [column for column in columns if column not in table.columns]
+    if missing:
+        raise InputError(f"{where} has no column {', '.join(missing)} (it has {', '.join(table.columns)})")
+    return table
+
+
+def read_file_table(work: WorkDir | str, name: str, columns: Sequence[str] = ()) -> pl.DataFrame:
+    """One table file of the work dir (.csv or .parquet), checked to have ``columns``."""
+    work = _work(work)
+    if not work.exists(name):
+        raise _missing(work, name)
+    data = io.BytesIO(work.read_bytes(name))
+    try:
+        if name.endswith(".parquet"):
+            table = pl.read_parquet(data)
+        else:
+            table = pl.read_csv(data, schema_overrides=STRING_COLUMNS)
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read {work.path(name)}: {str(exc).splitlines()[0]}") from None
+    return _checked(table, work.path(name), columns)
+
+
+def scan_table(work: WorkDir | str, name: str) -> pl.LazyFrame:
+    """Table ``name`` as a lazy frame: the CSV when the run wrote it, else its parts
+    (streamed by polars from local parts; remote parts are read one by one)."""
+    work = _work(work)
+    if work.exists(name):
+        if work.remote:
+            return read_file_table(work, name).lazy()
+        return pl.scan_csv(work.path(name), schema_overrides=STRING_COLUMNS)
+    parts = table_parts(work, name)
+    if not parts:
+        raise _missing(work, name)
+    if work.remote:
+        return pl.concat([read_file_table(work, part) for part in parts], how="vertical").lazy()
+    return pl.scan_parquet([work.path(part) for part in parts])
+
+
+def read_table(work: WorkDir | str, name: str, columns: Sequence[str] = ()) -> pl.DataFrame:
+    """Table ``name`` (e.g. layout.SIMILARITY_FILE) in memory, from its CSV or its
+    Parquet parts, checked to have ``columns``."""
+    work = _work(work)
+    try:
+        table = scan_table(work, name).collect()
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read {work.path(name)}: {str(exc).splitlines()[0]}") from None
+    return _checked(table, work.path(name), columns)
