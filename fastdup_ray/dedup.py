@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 import polars as pl
 
-from fastdup_ray import layout
+from fastdup_ray import layout, results
 from fastdup_ray.errors import InputError
 from fastdup_ray.features import list_shards, load_binary_features, load_names, shard_names
 from fastdup_ray.sources.archives import open_archive_stream
@@ -60,13 +60,21 @@ def choose_keepers(components: pl.DataFrame, names: list[str], stats: pl.DataFra
 def write_keep_remove(work_dir: str, keep: str = "resolution") -> tuple[Path, Path]:
     """keep.csv and remove.csv in ``work_dir`` from a finished run's components."""
     work = Path(work_dir)
-    names, _ = load_binary_features(work)
-    components = pl.read_csv(work / layout.CONNECTED_COMPONENTS_FILE)
-    stats = pl.read_csv(work / layout.STATS_FILE) if (work / layout.STATS_FILE).exists() else None
-    keepers, removed = choose_keepers(components, names, stats, keep)
+    keepers, removed = keep_and_remove(work_dir, keep)
     keepers.write_csv(work / layout.KEEP_FILE)
     removed.write_csv(work / layout.REMOVE_FILE)
     return work / layout.KEEP_FILE, work / layout.REMOVE_FILE
+
+
+def keep_and_remove(work_dir: str, keep: str = "resolution", names: list[str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """choose_keepers over a finished run's components (CSV or Parquet parts) and stats;
+    ``names`` stand for the rows (default: the run's row names)."""
+    names = run_names(work_dir) if names is None else names
+    components = results.read_table(work_dir, layout.CONNECTED_COMPONENTS_FILE, ("__id", "component_id")).sort("__id")
+    stats = results.read_file_table(work_dir, layout.STATS_FILE, ("__id", "width", "height", "file_size")) if results.has_table(work_dir, layout.STATS_FILE) else None
+    if len(components) != len(names):
+        raise InputError(f"{layout.CONNECTED_COMPONENTS_FILE} of {work_dir} has {len(components)} rows for {len(names)} images: rerun the neighbours step (run_mode 2)")
+    return choose_keepers(components, names, stats, keep)
 
 
 # The outer archive of a row's name: the shortest prefix ending in an archive extension
@@ -112,11 +120,8 @@ class Member:
 def removed_rows(work_dir: str, keep: str) -> tuple[list[str], list[bool]]:
     """The run's row names and, for each row, whether ``keep`` removes it. Rows are told
     apart by position, not name: one name may stand for two rows."""
-    work = Path(work_dir)
     names = run_names(work_dir)
-    components = pl.read_csv(work / layout.CONNECTED_COMPONENTS_FILE)
-    stats = pl.read_csv(work / layout.STATS_FILE) if (work / layout.STATS_FILE).exists() else None
-    _, removed = choose_keepers(components, [str(row) for row in range(len(names))], stats, keep)
+    _, removed = keep_and_remove(work_dir, keep, [str(row) for row in range(len(names))])
     gone = {int(row) for row in removed["filename"].to_list()}
     return names, [row in gone for row in range(len(names))]
 
