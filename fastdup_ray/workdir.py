@@ -88,6 +88,14 @@ class WorkDir:
             return with_retries(lambda: self.fs.cat_file(self._remote_path(name)), self.path(name))
         return Path(self.path(name)).read_bytes()
 
+    def read_range(self, name: str, start: int, stop: int) -> bytes:
+        """Bytes start..stop-1 of ``name`` (a row range of a features.dat, say)."""
+        if self.remote:
+            return with_retries(lambda: self.fs.cat_file(self._remote_path(name), start=start, end=stop), self.path(name))
+        with open(self.path(name), "rb") as handle:
+            handle.seek(start)
+            return handle.read(stop - start)
+
     def write_bytes(self, name: str, data: bytes) -> None:
         if self.remote:
             with_retries(lambda: self.fs.pipe_file(self._remote_path(name), data), self.path(name))
