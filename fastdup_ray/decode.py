@@ -6,12 +6,16 @@ engine gives it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import logging
 import warnings
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, features
+
+log = logging.getLogger("fastdup_ray")
 
 # Refuse decompression bombs instead of allocating gigabytes: PIL raises
 # DecompressionBombError above twice this many pixels and warns above it; we treat the
@@ -23,6 +27,65 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 class BadImage(Exception):
     """The bytes are not a decodable image; the message is the reason written to features.bad.csv."""
+
+
+# HEIC/HEIF and AVIF files are ISO-BMFF containers: an ``ftyp`` box whose major or
+# compatible brands say what they hold. Pillow reads AVIF itself (its wheels since 11.3),
+# HEIF only through pillow-heif; without the decoder such a file is reported with the
+# line that installs it, not as "cannot identify image format".
+AVIF_BRANDS = frozenset({b"avif", b"avis"})
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"mif2", b"msf1"})
+MISSING_DECODER = {
+    "HEIF": "HEIC/HEIF image skipped: no HEIF decoder installed (pip install 'fastdup_ray[heif]', which adds pillow-heif)",
+    "AVIF": "AVIF image skipped: this Pillow cannot read AVIF (pip install 'fastdup_ray[avif]', Pillow >= 11.3)",
+}
+
+
+def container_format(data: bytes) -> str | None:
+    """'AVIF' or 'HEIF' when ``data`` starts with an ISO-BMFF ftyp box of those brands, else None
+    (MP4 and MOV files have ftyp boxes too, with other brands)."""
+    if len(data) < 16 or data[4:8] != b"ftyp":
+        return None
+    end = min(int.from_bytes(data[:4], "big"), len(data), 256)
+    brands = {data[8:12]} | {data[i : i + 4] for i in range(16, end - 3, 4)}
+    if brands & AVIF_BRANDS:
+        return "AVIF"
+    if brands & HEIF_BRANDS:
+        return "HEIF"
+    return None
+
+
+@functools.cache
+def heif_decoder_ready() -> bool:
+    """Whether Pillow can open HEIF here; registers pillow-heif's opener, once per process,
+    the first time a HEIF file is met (a run without one never imports it)."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+@functools.cache
+def avif_decoder_ready() -> bool:
+    """Whether this Pillow was built with libavif (its wheels are, from 11.3 on)."""
+    return bool(features.check("avif"))
+
+
+def require_decoder(data: bytes) -> None:
+    """Raise BadImage naming the extra to install when ``data`` is a HEIF or AVIF file
+    that no installed decoder reads; the warning is logged once per process and format."""
+    kind = container_format(data)
+    ready = {"HEIF": heif_decoder_ready, "AVIF": avif_decoder_ready}.get(kind)
+    if ready is not None and not ready():
+        _warn_missing_decoder(kind)
+        raise BadImage(MISSING_DECODER[kind])
+
+
+@functools.cache
+def _warn_missing_decoder(kind: str) -> None:
+    log.warning("%s; every such file is listed in features.bad.csv", MISSING_DECODER[kind])
 
 
 def decode_image(data: bytes, size: int) -> np.ndarray:
@@ -59,6 +122,7 @@ def open_rgb(data: bytes, size: int) -> tuple[Image.Image, tuple[int, int]]:
     original is, and the original (width, height) after EXIF orientation."""
     if not data:
         raise BadImage("empty file")
+    require_decoder(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

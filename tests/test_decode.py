@@ -1,10 +1,11 @@
 import io
+import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from fastdup_ray.decode import BadImage, decode_image
+from fastdup_ray.decode import BadImage, container_format, decode_image, decode_with_size
 from fastdup_ray.sample import jpeg_bytes, make_scene
 
 
@@ -65,6 +66,53 @@ def test_exif_orientation_is_applied():
 def test_bad_bytes_give_a_reason(data, reason):
     with pytest.raises(BadImage, match=reason):
         decode_image(data, 224)
+
+
+def encode_heif_or_avif(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    """HEIF through pillow-heif's writer (the test extra installs it), AVIF through Pillow's own."""
+    if fmt == "HEIF":
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    return encode(image, fmt, **kwargs)
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_heic_and_avif_decode_like_the_jpeg_of_the_same_picture(fmt):
+    scene = make_scene(6)
+    data = encode_heif_or_avif(scene, fmt, quality=90)
+    assert container_format(data) == fmt
+    pixels = decode_image(data, 64).astype(np.float32)
+    assert np.abs(pixels - decode_image(encode(scene, "PNG"), 64)).mean() < 6  # lossy, but the same picture
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_heic_and_avif_follow_exif_orientation(fmt):
+    wide = make_scene(7).resize((80, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    assert decode_with_size(encode_heif_or_avif(wide, fmt, exif=exif.tobytes()), 32)[1] == (40, 80)
+
+
+@pytest.mark.parametrize("fmt, extra", [("HEIF", "fastdup_ray[heif]"), ("AVIF", "fastdup_ray[avif]")])
+def test_without_its_decoder_a_heic_or_avif_file_names_the_extra_to_install(fmt, extra, monkeypatch, caplog):
+    import fastdup_ray.decode as decode
+
+    data = encode_heif_or_avif(make_scene(8), fmt)
+    # As if the plugin were not installed (its opener may already be registered in this process).
+    monkeypatch.setattr(decode, "heif_decoder_ready", lambda: False)
+    monkeypatch.setattr(decode, "avif_decoder_ready", lambda: False)
+    with pytest.raises(BadImage, match=r"image skipped: .*pip install '" + re.escape(extra)) as error:
+        decode_image(data, 32)
+    assert "cannot identify" not in str(error.value) and extra in caplog.text
+    assert decode_image(encode(make_scene(8), "PNG"), 32).shape == (32, 32, 3)  # other formats unaffected
+
+
+def test_only_heif_and_avif_brands_are_taken_for_them():
+    mp4_header = b"\0\0\0\x18ftypisom\0\0\x02\0isommp41" + bytes(64)
+    assert container_format(mp4_header) is None and container_format(encode(make_scene(9), "PNG")) is None
+    # An AVIF whose major brand is the generic mif1 is still AVIF (its compatible brands say so).
+    assert container_format(b"\0\0\0\x1cftypmif1\0\0\0\0mif1avifmiaf" + bytes(64)) == "AVIF"
 
 
 def test_decompression_bomb_is_refused(monkeypatch):

@@ -280,3 +280,23 @@ def test_ivf_flat_reduce_sharded_on_ray_equals_exact(ray_local, tmp_path):
     assert_same_outputs(sharded, exact)
     manifest = json.loads((sharded / "nnf.index.json").read_text())
     assert len(manifest["shards"]) == 3 and manifest["spec"] == "IVF8,Flat"
+
+
+def test_heic_and_avif_copies_are_found_as_duplicates_of_their_jpeg(tmp_path):
+    """A phone's HEIC and a web AVIF of two photos: read, embedded and paired with the JPEGs."""
+    import pillow_heif
+
+    from fastdup_ray.sample import jpeg_bytes
+
+    pillow_heif.register_heif_opener()  # to write the HEIC; the run registers it by itself
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        (photos / f"scene_{i}.jpg").write_bytes(jpeg_bytes(make_scene(4100 + i, material=i)))
+    make_scene(4100, material=0).save(photos / "phone.heic", "HEIF", quality=90)
+    make_scene(4101, material=1).save(photos / "web.avif", "AVIF", quality=90)
+    summary = fastdup_ray.run(str(photos), str(tmp_path / "work"), executor="local")
+    assert (summary.good, summary.bad) == (8, 0)
+    similarity = pl.read_csv(tmp_path / "work" / "similarity.csv")
+    pairs = {frozenset(os.path.basename(n) for n in pair) for pair in zip(similarity["from"], similarity["to"])}
+    assert {frozenset(("scene_0.jpg", "phone.heic")), frozenset(("scene_1.jpg", "web.avif"))} <= pairs

@@ -16,12 +16,13 @@ def touch(path, data=b"x"):
 
 
 def test_recursive_any_case_extensions_sorted(tmp_path):
-    for name in ["b.JPG", "a.png", "sub/c.Jpeg", "sub/deep/d.tif", "e.TIFF", "f.gif", "g.bmp", "h.webp", "notes.txt", "sub/x.csv"]:
+    images = ["b.JPG", "a.png", "sub/c.Jpeg", "sub/deep/d.tif", "e.TIFF", "f.gif", "g.bmp", "h.webp", "i.HEIC", "j.heif", "k.hif", "l.avif"]
+    for name in images + ["notes.txt", "sub/x.csv"]:
         touch(tmp_path / name)
     listing = list_inputs(str(tmp_path))
     names = [os.path.relpath(p, tmp_path) for p in listing.files]
     assert names == sorted(names)
-    assert set(names) == {"b.JPG", "a.png", "sub/c.Jpeg", "sub/deep/d.tif", "e.TIFF", "f.gif", "g.bmp", "h.webp"}
+    assert set(names) == set(images)
     assert all(os.path.isabs(p) for p in listing.files)
 
 
@@ -234,3 +235,21 @@ def test_a_dropped_connection_reads_the_archive_again_without_repeating_images(t
     monkeypatch.setattr(archives, "open_archive_stream", lambda *a: (_ for _ in ()).throw(ConnectionError("Connection refused")))
     [item] = list(archives.iter_archive("s3://bucket/00001.tar"))
     assert "after 6 attempts" in item.reason
+
+
+def test_without_pillow_heif_a_heic_photo_is_a_bad_row_that_names_the_extra(tmp_path, monkeypatch):
+    """Listed by its extension, read, then given the reason features.bad.csv records."""
+    import pillow_heif
+
+    import fastdup_ray.decode as decode
+    from fastdup_ray.extract import decode_items
+    from fastdup_ray.sample import jpeg_bytes, make_scene
+
+    pillow_heif.register_heif_opener()  # only to write the file
+    make_scene(1).save(tmp_path / "IMG_0001.HEIC", "HEIF")
+    touch(tmp_path / "IMG_0002.jpg", jpeg_bytes(make_scene(2)))
+    monkeypatch.setattr(decode, "heif_decoder_ready", lambda: False)  # as if pillow-heif were not installed
+    [unit] = plan_units(list_inputs(str(tmp_path)), shard_size=10)
+    batch = decode_items(unit.name, list(read_unit(unit, ReadSettings())), size=32, first_seq=0)
+    assert [os.path.basename(p) for p in batch["path"][:2]] == ["IMG_0001.HEIC", "IMG_0002.jpg"] and batch["ok"][:2].tolist() == [False, True]
+    assert batch["reason"][0] == "HEIC/HEIF image skipped: no HEIF decoder installed (pip install 'fastdup_ray[heif]', which adds pillow-heif)"
