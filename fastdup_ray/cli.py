@@ -115,10 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="precision, recall, F1, average precision and component purity against ground truth")
     evaluate.add_argument("work_dir", help="work dir of a finished run")
     evaluate.add_argument("--groups", required=True, help="CSV with filename,group columns: images of one group are duplicates of each other")
-    dedup = commands.add_parser("dedup", help="keep.csv and remove.csv: one image kept per component")
+    dedup = commands.add_parser("dedup", help="keep.csv and remove.csv: one image kept per component; move, link or delete the others")
     dedup.add_argument("work_dir", help="work dir of a finished run")
     dedup.add_argument("--keep", choices=("resolution", "file_size", "first"), default="resolution", help="which image of a component to keep (default %(default)s)")
-    dedup.add_argument("--webdataset-out", dest="webdataset_out", default=None, help="also write the run's tar shards here without the removed samples")
+    outputs = dedup.add_mutually_exclusive_group()
+    outputs.add_argument("--webdataset-out", dest="webdataset_out", default=None, help="also write the run's tar shards here without the removed samples")
+    outputs.add_argument("--move-to", dest="move_to", metavar="DIR", help="folder inputs: move the images of remove.csv into DIR, keeping their paths below the input folder")
+    outputs.add_argument("--symlink-to", dest="symlink_to", metavar="DIR", help="folder inputs: link the images of remove.csv in DIR the same way; the inputs stay as they are")
+    outputs.add_argument("--delete", action="store_true", help="folder inputs: delete the images of remove.csv")
+    dedup.add_argument("--dry-run", dest="dry_run", action="store_true", help="print what --move-to, --symlink-to or --delete would do, and change nothing")
     _add_report_commands(commands)
     return parser
 
@@ -184,6 +189,45 @@ def run_report(command: str, args: dict) -> int:
     return 0
 
 
+def folder_action(args: dict) -> tuple[str | None, str | None]:
+    """(action, target folder) of dedup's --move-to / --symlink-to / --delete, or (None, None)."""
+    if args["move_to"]:
+        return "move", args["move_to"]
+    if args["symlink_to"]:
+        return "symlink", args["symlink_to"]
+    return ("delete", None) if args["delete"] else (None, None)
+
+
+def run_dedup(args: dict) -> int:
+    from fastdup_ray.dedup import write_deduplicated_webdataset, write_keep_remove
+    from fastdup_ray.dedup_folder import apply_plan, plan_actions
+
+    action, target = folder_action(args)
+    if args["dry_run"] and action is None:
+        return report_error(ConfigError("--dry-run goes with --move-to, --symlink-to or --delete"))
+    try:
+        keep_csv, remove_csv = write_keep_remove(require_folder(args["work_dir"]), args["keep"])
+        plan = plan_actions(args["work_dir"], action, target, args["keep"]) if action else None
+        if plan and not args["dry_run"]:
+            actions_log = apply_plan(args["work_dir"], plan)
+        shards = write_deduplicated_webdataset(args["work_dir"], args["webdataset_out"], args["keep"]) if args["webdataset_out"] else []
+    except USER_ERRORS as exc:
+        return report_error(exc)
+    print(f"wrote {keep_csv} and {remove_csv}")
+    if plan and args["dry_run"]:
+        for step in plan.actions:
+            print({"move": f"would move {step.source} -> {step.target}", "symlink": f"would link {step.target} -> {step.source}", "delete": f"would delete {step.source}"}[step.action])
+    if plan:
+        print(plan.summary(dry_run=args["dry_run"]) + (f"; log: {actions_log}" if plan.actions and not args["dry_run"] else ""))
+    if shards:
+        print(f"wrote {len(shards)} deduplicated webdataset shards to {args['webdataset_out']}")
+    problems = getattr(shards, "problems", [])
+    for problem in problems:
+        print(f"fastdup-ray: not copied whole: {problem}", file=sys.stderr)
+    # Some input could not be copied whole: the output is partial, and the exit status says so.
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and "_" in argv[0]:
@@ -193,21 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     if command in GALLERIES or command == "export_to_tensorboard_projector":
         return run_report(command, args)
     if command == "dedup":
-        from fastdup_ray.dedup import write_deduplicated_webdataset, write_keep_remove
-
-        try:
-            keep_csv, remove_csv = write_keep_remove(require_folder(args["work_dir"]), args["keep"])
-            shards = write_deduplicated_webdataset(args["work_dir"], args["webdataset_out"], args["keep"]) if args["webdataset_out"] else []
-        except USER_ERRORS as exc:
-            return report_error(exc)
-        print(f"wrote {keep_csv} and {remove_csv}")
-        if shards:
-            print(f"wrote {len(shards)} deduplicated webdataset shards to {args['webdataset_out']}")
-        problems = getattr(shards, "problems", [])
-        for problem in problems:
-            print(f"fastdup-ray: not copied whole: {problem}", file=sys.stderr)
-        # Some input could not be copied whole: the output is partial, and the exit status says so.
-        return 1 if problems else 0
+        return run_dedup(args)
     if command == "evaluate":
         from fastdup_ray.evaluate import evaluate_run
 

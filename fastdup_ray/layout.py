@@ -24,6 +24,8 @@ EDGES_DIR = "edges"
 REDUCE_SCRATCH_DIR = "reduce_scratch"
 KEEP_FILE = "keep.csv"
 REMOVE_FILE = "remove.csv"
+# What dedup --move-to / --symlink-to / --delete did: action,source,target,bytes (appended).
+DEDUP_ACTIONS_FILE = "dedup_actions.csv"
 INDEX_FILE = "nnf.index"
 # A sharded reduce saves one index per shard, named in this manifest, instead of nnf.index.
 INDEX_MANIFEST = "nnf.index.json"
