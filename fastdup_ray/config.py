@@ -30,6 +30,7 @@ DEFAULT_K = 3
 DEFAULT_D = 1280
 COMPUTE_CHOICES = ("cpu", "gpu")
 EXECUTOR_CHOICES = ("auto", "local", "ray")
+REDUCE_STRATEGIES = ("auto", "memory", "distributed")
 PRECISION_CHOICES = ("auto", "int8", "fp32", "fp16")
 RUN_MODES = (0, 1, 2, 3, 4)
 TURI_PARAM_KEYS = ("ccthreshold", "delete_tar", "delete_img")
@@ -71,6 +72,13 @@ class RunConfig:
     nprobe: int = 2
     max_edges_in_memory: int = 50_000_000
     reduce_memory_gb: float = 8.0
+    # 'memory' (every vector in one process), 'distributed' (waves of tasks writing Parquet
+    # parts, nothing per image on the driver) or 'auto': distributed above reduce_memory_gb.
+    reduce_strategy: str = "auto"
+    # Rows per task of the distributed reduce (a row range over the feature shards).
+    rows_per_partition: int = 250_000
+    # The distributed reduce writes each table's CSV too while it has at most this many rows.
+    csv_row_limit: int = 50_000_000
     min_offset: int = 0
     max_offset: int | None = None
     shard_size: int = 1000
@@ -122,6 +130,10 @@ class RunConfig:
         _check_int("thumbnail_size", self.thumbnail_size, minimum=0)
         _check_int("nprobe", self.nprobe, minimum=1)
         _check_int("max_edges_in_memory", self.max_edges_in_memory, minimum=1)
+        _check_int("rows_per_partition", self.rows_per_partition, minimum=1)
+        _check_int("csv_row_limit", self.csv_row_limit, minimum=0)
+        if self.reduce_strategy not in REDUCE_STRATEGIES:
+            raise ConfigError(f"reduce_strategy must be one of {REDUCE_STRATEGIES}, got {self.reduce_strategy!r}")
         if isinstance(self.reduce_memory_gb, bool) or not isinstance(self.reduce_memory_gb, (int, float)) or self.reduce_memory_gb <= 0:
             raise ConfigError(f"reduce_memory_gb must be a number > 0, got {self.reduce_memory_gb!r}")
         from fastdup_ray.index import factory_string

@@ -484,3 +484,66 @@ def ivf_knn(load_shard, rows: list[int], d: int, k: int, nlist: int, nprobe: int
     with phase("knn"):
         sims, ids = blocked_ivf_knn(listed, probes, k)
     return sims, ids, listed, centroids
+
+
+# --- Routed kNN: the pure cores of the distributed reduce ------------------------------------
+#
+# At scale the vectors never meet in one process. Each vector is routed to its nprobe
+# nearest lists (its nearest, "home", list holds it as a member; the others only see it
+# as a query), each list is scored in one matrix product (its queries against its
+# members), and each query's candidates from its nprobe lists are merged into its top-k.
+# The candidates are those of an IVF search with that nprobe, scored exactly.
+
+
+def route(vectors: np.ndarray, centroids: np.ndarray, nprobe: int) -> np.ndarray:
+    """Each vector's ``nprobe`` nearest lists (by inner product with the centroids),
+    nearest (its home list) first: n x min(nprobe, lists)."""
+    faiss = _faiss()
+    quantizer = faiss.IndexFlatIP(centroids.shape[1])
+    quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    _, probes = quantizer.search(np.ascontiguousarray(vectors, dtype=np.float32), min(nprobe, len(centroids)))
+    return probes.astype(np.int64)
+
+
+def score_lists(ids: np.ndarray, lists: np.ndarray, is_member: np.ndarray, vectors: np.ndarray, k: int, is_query: np.ndarray | None = None, max_block: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates of one group of lists: every routed entry (global id, list, whether the
+    list is its home, vector) is a query of its list (unless ``is_query`` says not: the
+    saved members searched by test vectors) and, when at home, a member. Per query and
+    list, its best k members other than itself. Returns flat (query id, candidate id,
+    similarity) arrays."""
+    is_query = np.ones(len(ids), dtype=bool) if is_query is None else is_query
+    order = np.argsort(lists, kind="stable")
+    ids, lists, is_member, is_query, vectors = ids[order], lists[order], is_member[order], is_query[order], vectors[order]
+    bounds = np.flatnonzero(np.diff(lists)) + 1
+    found_q, found_c, found_s = [], [], []
+    for entries in np.split(np.arange(len(ids)), bounds):
+        members = entries[is_member[entries]]
+        rows = entries[is_query[entries]]
+        if len(rows) == 0 or len(members) == 0:
+            continue
+        member_ids = ids[members]
+        member_vectors = vectors[members]
+        for start in range(0, len(rows), max_block):
+            block = rows[start : start + max_block]
+            scores = vectors[block] @ member_vectors.T
+            scores[ids[block][:, None] == member_ids[None, :]] = -np.inf
+            sims, cands = _top_k_rows(scores, member_ids, k)
+            valid = cands >= 0
+            found_q.append(np.broadcast_to(ids[block][:, None], cands.shape)[valid])
+            found_c.append(cands[valid])
+            found_s.append(sims[valid])
+    if not found_q:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    return np.concatenate(found_q), np.concatenate(found_c), np.concatenate(found_s)
+
+
+def merge_candidates(query: np.ndarray, candidate: np.ndarray, sim: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each query's best k candidates (ties by smaller id), as edges (src, dst,
+    similarity) sorted by src, best first. A candidate reaches a query at most once: it
+    is a member of one list only (routed) or of one index shard only (exact)."""
+    order = np.lexsort((candidate, -sim, query))
+    query, candidate, sim = query[order], candidate[order], sim[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(query)) + 1] if len(query) else np.zeros(0, dtype=np.int64)
+    rank = np.arange(len(query)) - np.repeat(starts, np.diff(np.r_[starts, len(query)]))
+    keep = rank < k
+    return query[keep], candidate[keep], sim[keep].astype(np.float32)

@@ -17,11 +17,14 @@ OUTPUT_FILES = (SIMILARITY_FILE, OUTLIERS_FILE, COMPONENT_INFO_FILE, CONNECTED_C
 # At scale the workers write each table as Parquet parts in a folder of the table's name
 # (similarity/part-00000.parquet, ...), same columns as the CSV; the CSV is then written
 # from the parts only below csv_row_limit rows. results.py reads either form.
-TABLE_PARTS = {name: name.removesuffix(".csv") for name in (SIMILARITY_FILE, OUTLIERS_FILE, COMPONENT_INFO_FILE, CONNECTED_COMPONENTS_FILE)}
+TABLE_PARTS = {name: name.removesuffix(".csv") for name in (SIMILARITY_FILE, OUTLIERS_FILE, COMPONENT_INFO_FILE, CONNECTED_COMPONENTS_FILE, STATS_FILE)}
 # Edges of the kNN as Parquet parts (src, dst, similarity; global row ids).
 EDGES_DIR = "edges"
 # Scratch of the distributed reduce (keyed exchanges between its tasks), removed at its end.
 REDUCE_SCRATCH_DIR = "reduce_scratch"
+# The user's annotations (filename, label, split, ...) given to the object API's fd.run,
+# kept so a reopened run merges them again.
+ANNOTATIONS_FILE = "annotations.parquet"
 KEEP_FILE = "keep.csv"
 REMOVE_FILE = "remove.csv"
 # What dedup --move-to / --symlink-to / --delete did: action,source,target,bytes (appended).

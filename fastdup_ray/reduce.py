@@ -1,42 +1,42 @@
 """Reduce stage: kNN over a run's feature shards, then pairs, components and the tables.
 
-The strategy is chosen here, by size and index: every vector in memory with a faiss
-index (``Flat`` and the other factory strings); ``IVF<n>,Flat`` with the vectors
-streamed into lists and each scored exactly against its ``nprobe`` nearest lists; or,
-above ``reduce_memory_gb``, index shards searched as tasks of the run's engine with
-their top-k merged here. The saved index (``nnf.index``, or one file per index shard
-and a manifest) lives here too, for run modes 3 and 4.
+The strategy is chosen here, by size (``reduce_strategy``, 'auto' by default): while the
+vectors fit ``reduce_memory_gb``, every vector in memory with a faiss index (``Flat`` and
+the other factory strings) or, for ``IVF<n>,Flat``, streamed into lists and each scored
+exactly against its ``nprobe`` nearest lists; above it, the distributed reduce
+(distributed_reduce.py), waves of tasks on the run's engine that write every table as
+Parquet parts. The saved index (``nnf.index``; ``nnf.routed/`` or a manifest after a
+distributed reduce) lives here too, for run modes 3 and 4.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from functools import partial
+import re
 
 import numpy as np
 
 from fastdup_ray import layout, outputs
-from fastdup_ray.layout import INDEX_FILE, INDEX_MANIFEST, index_shard_name
 from fastdup_ray.config import RunConfig
-from fastdup_ray.engine import Engine, EngineSlot
+from fastdup_ray.distributed_reduce import ROUTED_INDEX_DIR, ReducePlan, clear_outputs, plan_partitions, reduce_in_waves, search_routed_index
+from fastdup_ray.engine import EngineSlot
 from fastdup_ray.errors import InputError
-from fastdup_ray.features import load_names, load_shards, load_stats, query_blocks, read_marker, vectors_of, write_merged_bad_list
+from fastdup_ray.features import load_names, load_shards, load_stats, read_marker, write_merged_bad_list
 from fastdup_ray.graph import components_in_rounds, connected_components, pagerank
 from fastdup_ray.index import (
-    IndexShardTask,
     build_index,
     empty_topk,
     factory_string,
     ivf_flat_lists,
     ivf_knn,
     knn_edges,
-    knn_over_shards,
     merge_into,
     search_index_shard,
     searcher_for,
     topk_edges,
 )
+from fastdup_ray.layout import INDEX_FILE, INDEX_MANIFEST
 from fastdup_ray.summary import RunSummary, stage_timer
 from fastdup_ray.workdir import WorkDir
 
@@ -63,6 +63,7 @@ def remove_saved_index(work: WorkDir) -> None:
     for name in work.names():
         if name in (INDEX_FILE, INDEX_MANIFEST) or (name.startswith("nnf.shard-") and name.endswith(".index")):
             work.remove(name)
+    work.remove_tree(ROUTED_INDEX_DIR)
 
 
 def write_index_manifest(work: WorkDir, spec: str, d: int, shards: list[dict]) -> None:
@@ -73,8 +74,12 @@ def write_index_manifest(work: WorkDir, spec: str, d: int, shards: list[dict]) -
 
 def saved_index_shards(work: WorkDir, prefixes: list[str], rows: list[int]) -> list[dict]:
     """The run's saved index as shards ({file, first, rows, prefixes}); a single
-    nnf.index is one shard over every feature shard. Checked against the features."""
+    nnf.index is one shard over every feature shard; a shard with no file is searched
+    exactly from its features (a distributed Flat reduce saves no copy of the vectors).
+    Checked against the features."""
     n = sum(rows)
+    if work.exists(ROUTED_INDEX_DIR):
+        return []  # searched list by list (search_routed_index)
     if work.exists(INDEX_MANIFEST):
         manifest = json.loads(work.read_bytes(INDEX_MANIFEST))
         shards = manifest["shards"]
@@ -82,56 +87,32 @@ def saved_index_shards(work: WorkDir, prefixes: list[str], rows: list[int]) -> l
             raise InputError(f"{work.path(INDEX_MANIFEST)} indexes {manifest['ntotal']} vectors of other shards than work_dir's {n}; rerun run_mode 2")
         return shards
     if not work.exists(INDEX_FILE):
-        raise InputError(f"this run mode needs {work.path(INDEX_FILE)} (or a sharded {INDEX_MANIFEST}): run mode 0 or 2 on the train set first")
+        raise InputError(f"this run mode needs {work.path(INDEX_FILE)} (or a distributed run's {ROUTED_INDEX_DIR}/ or {INDEX_MANIFEST}): run mode 0 or 2 on the train set first")
     return [{"file": INDEX_FILE, "first": 0, "rows": n, "prefixes": list(prefixes)}]
 
 
-def search_saved_index(work: WorkDir, prefixes: list[str], d: int, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def search_saved_index(work: WorkDir, prefixes: list[str], d: int, queries: np.ndarray, k: int, nprobe: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Edges (query row, train row, similarity) from each query to its k nearest vectors
-    in the saved index, one index shard in memory at a time."""
+    in the saved index, one index shard (or bucket of routed lists, each query meeting
+    only the lists it probes) in memory at a time."""
     import faiss
 
+    if work.exists(ROUTED_INDEX_DIR):
+        return search_routed_index(work, queries, k, nprobe)
     markers = [read_marker(work, p) or {} for p in prefixes]
     best = empty_topk(len(queries), k)
     for shard in saved_index_shards(work, prefixes, [m.get("good", 0) for m in markers]):
-        index = faiss.read_index(work.local_copy(shard["file"]))
+        _, vectors = load_shards(work, shard["prefixes"], d, normalize=True)
+        if shard["file"] is None:
+            index = build_index(vectors, "Flat")
+        else:
+            index = faiss.read_index(work.local_copy(shard["file"]))
         if index.ntotal != shard["rows"]:
             raise InputError(f"{work.path(shard['file'])} holds {index.ntotal} vectors, not the {shard['rows']} of its feature shards; rerun run_mode 2")
-        _, vectors = load_shards(work, shard["prefixes"], d, normalize=True)
         for first, sims, ids in search_index_shard(index, vectors, shard["first"], lambda: [(0, queries)], k, queries_in_index=False):
             merge_into(best, first, sims, ids, k)
     src, dst, sim = topk_edges(*best)
     return src, dst, np.clip(sim, 0.0, 1.0)
-
-
-def knn_over_index_shards(engine: Engine, work: WorkDir, prefixes: list[str], rows: list[int], d: int, k: int, spec: str, shard_bytes: int, nprobe: int = 2):
-    """Group the feature shards into index shards of at most ``shard_bytes``; the engine
-    runs one task per index shard, which searches every query shard (read from work_dir)
-    and returns its top-k; this process folds them into the global top-k."""
-    offsets = np.cumsum([0] + rows)
-    groups: list[list[int]] = [[]]
-    for i, count in enumerate(rows):
-        if groups[-1] and (sum(rows[j] for j in groups[-1]) + count) * d * 4 > shard_bytes:
-            groups.append([])
-        groups[-1].append(i)
-    groups = [g for g in groups if sum(rows[i] for i in g)]
-    queries = partial(query_blocks, work, [(prefixes[i], int(offsets[i])) for i in range(len(prefixes)) if rows[i]], d)
-    tasks = [
-        IndexShardTask(
-            int(offsets[g[0]]), partial(vectors_of, work, [prefixes[i] for i in g], d), queries, k, spec, nprobe,
-            keep_index=partial(save_index, work=work, name=index_shard_name(number)),
-        )
-        for number, g in enumerate(groups)
-    ]
-    remove_saved_index(work)
-    log.info("kNN over %d vectors in %d index shards (engine %s)", int(offsets[-1]), len(tasks), engine.name)
-    best = knn_over_shards(tasks, int(offsets[-1]), k, engine.map)
-    shards = [
-        {"file": index_shard_name(number), "first": int(offsets[g[0]]), "rows": int(sum(rows[i] for i in g)), "prefixes": [prefixes[i] for i in g if rows[i]]}
-        for number, g in enumerate(groups)
-    ]
-    write_index_manifest(work, spec, d, shards)
-    return best
 
 
 def run_stats(work: WorkDir, prefixes: list[str], n: int):
@@ -153,6 +134,60 @@ def write_stats(work: WorkDir, stats) -> None:
     work.write_bytes(layout.STATS_PARQUET, buffer.getvalue())
 
 
+def rows_have_hashes(work: WorkDir, prefixes: list[str], rows: list[int]) -> bool:
+    """Whether the shards carry content hashes (judged by the first shard with rows;
+    features a user brought have none)."""
+    first = next((p for p, r in zip(prefixes, rows) if r), None)
+    stats = load_stats(work, [first]) if first is not None else None
+    return stats is not None and "hash" in stats.columns
+
+
+def choose_strategy(config: RunConfig, n: int, d: int) -> str:
+    """'memory' while the vectors fit reduce_memory_gb, else 'distributed' (or what
+    reduce_strategy names)."""
+    if config.reduce_strategy != "auto":
+        return config.reduce_strategy
+    return "distributed" if n * d * 4 > config.reduce_memory_gb * 2**30 else "memory"
+
+
+def routed_lists(spec: str, n: int, rows_per_list: int = 1000) -> int:
+    """Lists of the routed kNN: the spec's IVF<n> when it names one, else about
+    rows_per_list vectors per list, so the work per vector stays the same at any n."""
+    match = re.search(r"IVF(\d+)", spec)
+    return int(match.group(1)) if match else max(1, n // rows_per_list)
+
+
+def reduce_distributed(config: RunConfig, work: WorkDir, prefixes: list[str], rows: list[int], d: int, summary: RunSummary, engines: EngineSlot, spec: str) -> None:
+    """The reduce as waves of tasks on the run's engine (distributed_reduce.py); the
+    driver keeps the per-shard plan only."""
+    n = sum(rows)
+    nlist = routed_lists(spec, n)
+    plan = ReducePlan(
+        work=work,
+        d=d,
+        k=config.nearest_neighbors_k,
+        partitions=tuple(plan_partitions(prefixes, rows, config.rows_per_partition)),
+        threshold=config.threshold,
+        ccthreshold=config.ccthreshold,
+        nlist=nlist,
+        nprobe=config.nprobe,
+        buckets=max(1, min(nlist, -(-n * config.nprobe // config.rows_per_partition))),
+        spec="Flat" if spec == "Flat" else "routed",
+        has_hashes=rows_have_hashes(work, prefixes, rows),
+    )
+    engine = engines.get()
+    log.info("distributed reduce of %d vectors in %d partitions on the %s engine (%s)", n, len(plan.partitions), engine.name, "exact" if plan.spec == "Flat" else f"{nlist} lists, nprobe {config.nprobe}")
+    remove_saved_index(work)
+    counts = reduce_in_waves(engine, plan, config.lower_threshold, config.csv_row_limit, phase=lambda name: stage_timer(summary, name))
+    if plan.spec == "Flat":
+        offsets = np.cumsum([0] + rows)
+        shards = [{"file": None, "first": int(offsets[i]), "rows": r, "prefixes": [p]} for i, (p, r) in enumerate(zip(prefixes, rows)) if r]
+        write_index_manifest(work, "Flat", d, shards)
+    write_merged_bad_list(work, prefixes)
+    for name, value in counts.items():
+        setattr(summary, name, value)
+
+
 def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary, engines: EngineSlot, compute: str) -> None:
     """kNN over the given shards (in order), then every output table."""
     # One read of each marker serves d and the rows per shard.
@@ -161,14 +196,11 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
     rows = [m.get("good", 0) for m in markers]
     spec = factory_string(config.nn_provider, config.nnf_mode, config.nnmodel)
     k = config.nearest_neighbors_k
-    if sum(rows) * d * 4 > config.reduce_memory_gb * 2**30:
-        # The vectors do not fit the budget: index shards as Ray tasks, global top-k merged here.
-        with stage_timer(summary, "load"):
-            filenames = load_names(work, prefixes)
-        n = len(filenames)
-        with stage_timer(summary, "knn"):
-            src, dst, knn_sim = topk_edges(*knn_over_index_shards(engines.get(), work, prefixes, rows, d, k, spec, int(config.reduce_memory_gb * 2**30 // 4), config.nprobe))
-    elif ivf_flat_lists(spec) and sum(rows) >= 2:
+    if choose_strategy(config, sum(rows), d) == "distributed":
+        reduce_distributed(config, work, prefixes, rows, d, summary, engines, spec)
+        return
+    clear_outputs(work)
+    if ivf_flat_lists(spec) and sum(rows) >= 2:
         # IVF<n>,Flat: shards streamed into the index's lists (one copy of the vectors),
         # every vector scored exactly against its nprobe nearest lists, blockwise.
         with stage_timer(summary, "load"):
@@ -207,7 +239,7 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
             labels = components_in_rounds(n, a[joined], b[joined], config.max_edges_in_memory, engines.get().map)
         else:
             labels = connected_components(n, a[joined], b[joined])
-        rank, delta = pagerank(n, a[joined], b[joined], sim[joined])
+        rank, delta = pagerank(n, a[joined], b[joined], sim[joined], labels=labels)
     with stage_timer(summary, "outputs"):
         similarity = outputs.similarity_table(filenames, a, b, sim, config.threshold, exact=exact)
         outliers = outputs.outliers_table(filenames, src, dst, knn_sim, config.lower_threshold)

@@ -326,7 +326,7 @@ def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summar
         saved_index_shards(work, prefixes, [m.get("good", 0) for m in markers])  # no index: say so before extracting
     test_names, test, test_location = test_features(config, work, summary, d, engines)
     with stage_timer(summary, "knn"):
-        src, dst, sim = search_saved_index(work, prefixes, d, test, config.nearest_neighbors_k)
+        src, dst, sim = search_saved_index(work, prefixes, d, test, config.nearest_neighbors_k, config.nprobe)
     with stage_timer(summary, "outputs"):
         similarity = outputs.similarity_table(test_names, src, dst, sim, config.threshold, to_names=train_names)
         outliers = outputs.outliers_table(test_names, src, dst, sim, config.lower_threshold, to_names=train_names)
