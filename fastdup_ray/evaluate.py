@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastdup_ray import layout
+from fastdup_ray import layout, results
 from fastdup_ray.errors import InputError
 
 
@@ -111,7 +111,9 @@ def require_run_outputs(work: Path) -> dict:
 
     if not work.is_dir():
         raise InputError(f"no finished run in {work}: no such folder")
-    missing = [name for name in (layout.CONFIG_FILE, layout.SIMILARITY_FILE, layout.CONNECTED_COMPONENTS_FILE) if not (work / name).exists()]
+    missing = [layout.CONFIG_FILE] if not (work / layout.CONFIG_FILE).exists() else []
+    # The tables may be CSVs or, for a big run, Parquet parts: results.py knows both.
+    missing += [name for name in (layout.SIMILARITY_FILE, layout.CONNECTED_COMPONENTS_FILE) if not results.has_table(str(work), name)]
     if missing:
         raise InputError(f"no finished run in {work}: {', '.join(missing)} missing (run_mode 0 or 2 writes them)")
     return json.loads((work / layout.CONFIG_FILE).read_text())
@@ -125,8 +127,6 @@ def evaluate_run(work_dir: str, ground_truth_csv: str) -> dict[str, float]:
     precision over every kNN pair of the run's features (true pairs never scored count as
     misses), and the purity of connected components.
     """
-    import polars as pl
-
     from fastdup_ray.features import load_binary_features
     from fastdup_ray.index import knn_edges
     from fastdup_ray.outputs import unique_pairs
@@ -145,16 +145,17 @@ def evaluate_run(work_dir: str, ground_truth_csv: str) -> dict[str, float]:
     same = group_ids[a] == group_ids[b]
     metrics = pair_metrics(sim, same, total_positives)
 
-    similarity = pl.read_csv(work / layout.SIMILARITY_FILE, infer_schema=False)
+    similarity = results.read_table(str(work), layout.SIMILARITY_FILE, ("from", "to"))
     index = {name: i for i, name in enumerate(names)}
     unknown = set(similarity["from"]).union(similarity["to"]).difference(index)
     if unknown:
-        raise InputError(f"{work / 'similarity.csv'} names {len(unknown)} images that are not in the run's features (e.g. {min(unknown)})")
+        raise InputError(f"{work / layout.SIMILARITY_FILE} names {len(unknown)} images that are not in the run's features (e.g. {min(unknown)})")
     found = np.array([group_ids[index[f]] == group_ids[index[t]] for f, t in zip(similarity["from"], similarity["to"])], dtype=bool)
     precision = float(found.mean()) if len(found) else 1.0
     recall = float(found.sum()) / total_positives if total_positives else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    labels = pl.read_csv(work / layout.CONNECTED_COMPONENTS_FILE)["component_id"].to_numpy()
+    # Parts of a big run need not come in __id order; labels must line up with the names.
+    labels = results.read_table(str(work), layout.CONNECTED_COMPONENTS_FILE, ("__id", "component_id")).sort("__id")["component_id"].to_numpy()
     return {
         "threshold": float(config["threshold"]),
         "precision": precision,
