@@ -3,12 +3,15 @@
 Public API (a thin layer over the stage modules):
 
 - :func:`run` — the whole job over a folder of images, with fastdup's parameter names.
+- :func:`create` — fastdup's v1 object API: ``fd.run()``, the run's tables as DataFrames
+  (``fd.similarity()``, ``fd.connected_components()``, ...) and ``fd.vis`` galleries.
 - :func:`load_binary_features` / :func:`save_binary_feature` — the features.dat format.
 - :class:`RunConfig` — every parameter of a run, validated.
 - :func:`evaluate_run` — precision/recall/F1, average precision, component purity against ground truth.
 - ``create_*_gallery`` / :func:`export_to_tensorboard_projector` — reports over a finished run.
 """
 
+from fastdup_ray.api import Fastdup, create
 from fastdup_ray.config import RunConfig
 from fastdup_ray.errors import ConfigError, FastdupRayError, InputError
 from fastdup_ray.evaluate import evaluate_run
@@ -27,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "create",
     "create_components_gallery",
     "create_duplicates_gallery",
     "create_outliers_gallery",
@@ -36,6 +40,7 @@ __all__ = [
     "FastdupRayError",
     "InputError",
     "evaluate_run",
+    "Fastdup",
     "RunConfig",
     "RunSummary",
     "load_binary_features",
