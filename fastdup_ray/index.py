@@ -18,9 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 
@@ -183,57 +180,6 @@ def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.n
     return np.take_along_axis(sims, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
-@dataclass(frozen=True)
-class IndexShardTask:
-    """One index shard's kNN job, picklable for any engine: ``load()`` gives its vectors
-    (global rows from ``first``), ``queries()`` yields every query block as (first global
-    id, vectors), ``keep_index(index)`` saves its index when given."""
-
-    first: int
-    load: Callable[[], np.ndarray]
-    queries: Callable[[], Iterator[tuple[int, np.ndarray]]]
-    k: int
-    spec: str = "Flat"
-    nprobe: int = 2
-    keep_index: Callable | None = None
-
-
-def search_shard(task: IndexShardTask) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """Run one IndexShardTask (see knn_shard_task)."""
-    return knn_shard_task(task.load(), task.first, task.queries, task.k, task.spec, task.keep_index, task.nprobe)
-
-
-def knn_over_shards(tasks: list[IndexShardTask], n: int, k: int, map_fn: Callable = map) -> tuple[np.ndarray, np.ndarray]:
-    """kNN of n vectors split in index shards: ``map_fn(search_shard, tasks)`` runs the
-    shards (an engine's map: processes or Ray tasks), and each shard's top-k of every
-    query block is merged into the global top-k as its results come."""
-    best = empty_topk(n, k)
-    for blocks in map_fn(search_shard, tasks):
-        for first, sims, ids in blocks:
-            merge_into(best, first, sims, ids, k)
-    return best
-
-
-def _array(vectors: np.ndarray) -> np.ndarray:
-    return vectors
-
-
-def _array_blocks(shards: list[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
-    first = 0
-    for queries in shards:
-        yield first, queries
-        first += len(queries)
-
-
-def sharded_knn(shards: list[np.ndarray], k: int, spec: str = "Flat", map_fn: Callable = map, nprobe: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """kNN over vectors split in shards held in memory, one index shard per task: with the
-    exact index it equals :func:`knn_search` on the concatenation."""
-    offsets = np.cumsum([0] + [len(s) for s in shards])
-    queries = partial(_array_blocks, list(shards))
-    tasks = [IndexShardTask(int(offsets[i]), partial(_array, shard), queries, k, spec, nprobe) for i, shard in enumerate(shards)]
-    return knn_over_shards(tasks, int(offsets[-1]), k, map_fn)
-
-
 def knn_edges(features: np.ndarray, k: int, index=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """kNN as an edge list (src, dst, similarity), one edge per (query, neighbour)."""
     return topk_edges(*knn_search(features, k, index=index))
@@ -245,28 +191,6 @@ def topk_edges(sims: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarra
     dst = ids.ravel()
     valid = dst >= 0
     return src[valid], dst[valid], sims.ravel()[valid]
-
-
-def knn_shard_task(index_shard: np.ndarray, index_offset: int, query_loader, k: int, spec: str = "Flat", keep_index=None, nprobe: int = 2) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """Build the index of one shard (handing it to ``keep_index`` to save, when given) and
-    search it with every query block ``query_loader()`` yields (see search_index_shard).
-    'IVF<n>,Flat' is searched blockwise, each query against its nprobe nearest lists."""
-    nlist = ivf_flat_lists(spec)
-    if nlist is None or len(index_shard) < 2:
-        index = build_index(index_shard, spec)
-        if keep_index is not None:
-            keep_index(index)
-        return search_index_shard(index, index_shard, index_offset, query_loader, k)
-    listed, _, _ = list_vectors(lambda i: index_shard, [len(index_shard)], nlist, nprobe=1, first_id=index_offset)
-    if keep_index is not None:
-        keep_index(listed.index)
-    results = []
-    for first, queries in query_loader():
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        probes = listed.probe(queries, nprobe)
-        sims, ids = blocked_ivf_knn(listed, probes, k, lambda rows: queries[rows], np.arange(first, first + len(queries), dtype=np.int64))
-        results.append((first, sims, ids))
-    return results
 
 
 def search_index_shard(index, vectors: np.ndarray, index_offset: int, query_loader, k: int, queries_in_index: bool = True) -> list[tuple[int, np.ndarray, np.ndarray]]:

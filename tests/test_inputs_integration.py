@@ -173,17 +173,19 @@ def test_run_mode_3_and_4_score_test_images_against_the_saved_index(ray_local, s
         fastdup_ray.run(str(sample.root), str(train), run_mode=3)
 
 
-def test_reduce_over_budget_runs_sharded_on_ray_with_the_same_outputs(ray_local, sample, tmp_path):
+def test_reduce_over_budget_runs_distributed_on_ray_with_the_same_outputs(ray_local, sample, tmp_path):
     in_memory, sharded = tmp_path / "in_memory", tmp_path / "sharded"
     fastdup_ray.run(str(sample.root), str(in_memory), shard_size=5, k=4)
     fastdup_ray.run(str(sample.root), str(sharded), shard_size=5, k=4, run_mode=1)
-    # 20 KiB budget: index shards of at most ~1 feature shard each, searched as Ray tasks.
-    fastdup_ray.run("unused", str(sharded), run_mode=2, k=4, reduce_memory_gb=20 / 2**20)
+    # 20 KiB budget: the distributed reduce, Ray tasks over partitions of 7 rows.
+    fastdup_ray.run("unused", str(sharded), run_mode=2, k=4, reduce_memory_gb=20 / 2**20, rows_per_partition=7, executor="ray")
     assert read_outputs(sharded) == read_outputs(in_memory)
-    # The index is saved as one file per index shard plus a manifest, and reused.
+    assert len(list((sharded / "similarity").glob("part-*.parquet"))) == 3 and not (sharded / "reduce_scratch").exists()
+    # Exact (Flat): no copy of the vectors is saved; the manifest names the feature shards
+    # that run modes 3 and 4 search.
     manifest = json.loads((sharded / "nnf.index.json").read_text())
     assert not (sharded / "nnf.index").exists() and manifest["ntotal"] == 18 and len(manifest["shards"]) >= 3
-    assert sorted(p.name for p in sharded.glob("nnf.shard-*.index")) == [s["file"] for s in manifest["shards"]]
+    assert all(s["file"] is None for s in manifest["shards"])
     names, vectors = fastdup_ray.load_binary_features(in_memory)
     rng = np.random.default_rng(0)
     queries = vectors[[1, 8, 15]] + 0.02 * rng.normal(size=(3, vectors.shape[1])).astype(np.float32)
@@ -193,9 +195,9 @@ def test_reduce_over_budget_runs_sharded_on_ray_with_the_same_outputs(ray_local,
     scored = pl.read_csv(sharded / "test_results" / "similarity.csv")
     assert scored.equals(pl.read_csv(in_memory / "test_results" / "similarity.csv"))
     assert {(a, b) for a, b in zip(scored["from"], scored["to"])} >= {("q1.jpg", names[1]), ("q8.jpg", names[8]), ("q15.jpg", names[15])}
-    # An in-memory reduce over the same work dir replaces the sharded index.
+    # An in-memory reduce over the same work dir replaces the manifest and the parts.
     fastdup_ray.run("unused", str(sharded), run_mode=2, k=4)
-    assert (sharded / "nnf.index").exists() and not list(sharded.glob("nnf.shard-*")) and not (sharded / "nnf.index.json").exists()
+    assert (sharded / "nnf.index").exists() and not (sharded / "nnf.index.json").exists() and not (sharded / "similarity").exists()
 
 
 def test_deduplicated_webdataset_shards_drop_whole_samples(ray_local, tmp_path):
@@ -275,11 +277,11 @@ def test_ivf_flat_reduce_sharded_on_ray_equals_exact(ray_local, tmp_path):
             with FeatureShardWriter(str(work), d=48, prefix=f"part{part}.") as writer:
                 writer.add_good([f"img{i:05d}.jpg" for i in range(1200)][rows], vectors[rows])
     fastdup_ray.run("unused", str(exact), run_mode=2, k=4, threshold=0.9)
-    # 100 KiB budget: index shards of one feature shard each, IVF lists searched blockwise per task.
-    fastdup_ray.run("unused", str(sharded), run_mode=2, k=4, threshold=0.9, nnf_mode="IVF8,Flat", nprobe=8, reduce_memory_gb=100 / 2**20)
+    # 100 KiB budget: the distributed reduce; routed to every list, so exact.
+    fastdup_ray.run("unused", str(sharded), run_mode=2, k=4, threshold=0.9, nnf_mode="IVF8,Flat", nprobe=8, reduce_memory_gb=100 / 2**20, rows_per_partition=500, executor="ray")
     assert_same_outputs(sharded, exact)
-    manifest = json.loads((sharded / "nnf.index.json").read_text())
-    assert len(manifest["shards"]) == 3 and manifest["spec"] == "IVF8,Flat"
+    # The routed index (lists' centroids and members) is what run modes 3 and 4 search.
+    assert (sharded / "nnf.routed" / "centroids.npy").exists() and len(list((sharded / "nnf.routed").glob("bucket-*.arrow"))) >= 2
 
 
 def test_heic_and_avif_copies_are_found_as_duplicates_of_their_jpeg(tmp_path):

@@ -149,9 +149,15 @@ class RayEngine:
         """Results of ``fn`` over ``items`` as Ray tasks of one CPU each, in order."""
         import ray
 
-        task = ray.remote(num_cpus=1)(fn)
-        pending = [task.remote(item) for item in items]
+        task = ray.remote(num_cpus=1)(apply_to)
+        pending = [task.remote(fn, item) for item in items]
         return (ray.get(ref) for ref in pending)
 
     def close(self) -> None:
         """Ray stays up for the caller (a driver script may run again)."""
+
+
+def apply_to(fn: Callable, item):
+    """``fn(item)`` as a Ray task: fn may be any picklable callable (a partial with a
+    reduce plan, say), which ray.remote itself does not take."""
+    return fn(item)
