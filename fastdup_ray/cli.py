@@ -40,7 +40,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-offset", dest="max_offset", type=int, help="process inputs before this offset (exclusive)")
     parser.add_argument("--shard-size", dest="shard_size", type=int, help="loose images per features shard (default 1000)")
     parser.add_argument("--video-fps", dest="video_fps", type=float, help="frames taken per second of video (default 1)")
-    parser.add_argument("--thumbnail-size", dest="thumbnail_size", type=int, help="longest side of the thumbnails kept for the galleries (default 128; 0 = none)")
+    parser.add_argument("--thumbnail-size", dest="thumbnail_size", type=int, help="longest side of the thumbnails kept for the galleries (default 256; 0 = none)")
     parser.add_argument("--cache-dir", dest="cache_dir", help="where delete_tar=0 / delete_img=0 keep archives and images (default: system temp dir)")
     parser.add_argument("--s3-endpoint-url", dest="s3_endpoint_url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)")
     parser.add_argument("--s3-region", dest="s3_region", help="S3 region (default: AWS_REGION / AWS config)")
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     dedup.add_argument("work_dir", help="work dir of a finished run")
     dedup.add_argument("--keep", choices=("resolution", "file_size", "first"), default="resolution", help="which image of a component to keep (default %(default)s)")
     outputs = dedup.add_mutually_exclusive_group()
-    outputs.add_argument("--webdataset-out", dest="webdataset_out", default=None, help="also write the run's tar shards here without the removed samples")
+    outputs.add_argument("--webdataset-out", dest="webdataset_out", metavar="DIR", default=None, help="also write the run's tar shards here without the removed samples")
     outputs.add_argument("--move-to", dest="move_to", metavar="DIR", help="folder inputs: move the images of remove.csv into DIR, keeping their paths below the input folder")
     outputs.add_argument("--symlink-to", dest="symlink_to", metavar="DIR", help="folder inputs: link the images of remove.csv in DIR the same way; the inputs stay as they are")
     outputs.add_argument("--delete", action="store_true", help="folder inputs: delete the images of remove.csv")
@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 GALLERIES = {
+    "create_galleries": "every gallery below and index.html: the run's summary, parameters and a link to each",
     "create_duplicates_gallery": "pairs of similarity.csv side by side, most similar first",
     "create_outliers_gallery": "outliers.csv: images far from everything, beside their nearest neighbour",
     "create_components_gallery": "components of two or more images, largest first",
@@ -146,11 +147,14 @@ def _add_report_commands(commands) -> None:
         gallery.add_argument("save_path", help="folder for the HTML pages and their thumbnails")
         gallery.add_argument("--num-images", dest="num_images", type=int, default=argparse.SUPPRESS, help="at most this many rows (default: all; stats: 100)")
         gallery.add_argument("--page-size", dest="page_size", type=int, default=argparse.SUPPRESS, help="rows per HTML page (default 50)")
+        gallery.add_argument("--thumbnail-size", dest="thumbnail_size", type=int, default=argparse.SUPPRESS, help="longest side of the images shown, in CSS pixels (default 256)")
+        if name in ("create_galleries", "create_duplicates_gallery", "create_components_gallery"):
+            gallery.add_argument("--keep", choices=("resolution", "file_size", "first"), default=argparse.SUPPRESS, help="mark the image dedup --keep would keep (default resolution)")
         if name in ("create_components_gallery", "create_similarity_gallery"):
             gallery.add_argument("--max-items", dest="max_items", type=int, default=argparse.SUPPRESS, help="images shown per row")
         if name == "create_stats_gallery":
-            gallery.add_argument("--metric", default="blur", help="statistic to sort by: blur, mean, min, max, std, width, height, file_size, unique_colors, ... (default %(default)s)")
-            gallery.add_argument("--descending", dest="ascending", action="store_false", help="highest values first (default: lowest first)")
+            gallery.add_argument("--metric", default="blur", help="statistic to sort by: blur, dark, bright, mean, min, max, std, width, height, file_size, unique_colors, ... (default %(default)s)")
+            gallery.add_argument("--descending", dest="ascending", action="store_false", default=argparse.SUPPRESS, help="highest values first (default: lowest first; bright: highest first)")
     projector = commands.add_parser("export-to-tensorboard-projector", help="write a sample of the features, names and thumbnails for TensorBoard's projector")
     projector.set_defaults(command="export_to_tensorboard_projector")
     projector.add_argument("work_dir", help="work dir of a finished run")
@@ -264,5 +268,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if command == "demo":
         work, galleries = (out_dir / "work").resolve(), (out_dir / "galleries").resolve()
-        print(f"outputs in {work}\nnext, look at what it found:\n  fastdup-ray create-duplicates-gallery {work} {galleries}\n  then open file://{galleries}/duplicates.html")
+        print(f"outputs in {work}\nnext, look at what it found:\n  fastdup-ray create-galleries {work} {galleries}\n  then open file://{galleries}/index.html")
     return 0 if summary.good else 1

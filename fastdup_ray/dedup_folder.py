@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from fastdup_ray import layout, results
-from fastdup_ray.dedup import archive_of, keep_and_remove, run_names
+from fastdup_ray.dedup import archive_of, keep_and_remove
 from fastdup_ray.errors import InputError
 from fastdup_ray.features import list_shards, load_names, read_marker, shard_names
 from fastdup_ray.sources import _local_version, fingerprint
@@ -70,12 +70,14 @@ class ActionPlan:
         return f"dry run, nothing changed: {line}" if dry_run else line
 
 
-def human_bytes(size: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+def human_bytes(size: float) -> str:
+    if size < 1000:
+        return f"{int(size)} bytes"
+    for unit in ("KB", "MB", "GB", "TB"):
         size /= 1000
-    return f"{size:.1f} TB"  # pragma: no cover - the loop returns at GB
+        if size < 1000 or unit == "TB":
+            break
+    return f"{size:.1f} {unit}"
 
 
 def folder_input(work: WorkDir, action: str) -> str:
@@ -185,7 +187,7 @@ def plan_actions(work_dir: str, action: str, target_dir: str | None = None, keep
             raise InputError(f"{OPTIONS[action]} {target_dir} is a file, not a folder")
         if os.path.commonpath([root, target_root]) == root:
             raise InputError(f"{OPTIONS[action]} {target_dir} lies inside the input folder {input_dir}: the next run would read it as input; choose a folder outside")
-    keepers, removed = keep_and_remove(work_dir, keep, run_names(work_dir))
+    keepers, removed = keep_and_remove(work_dir, keep)
     plan = ActionPlan(action, input_dir, target_root, kept=len(keepers))
     kept_files = {os.path.realpath(name) for name in keepers["filename"].to_list() if not frame_video(name)}
     sources: list[str] = []
