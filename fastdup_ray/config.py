@@ -84,7 +84,7 @@ class RunConfig:
     shard_size: int = 1000
     video_fps: float = 1.0
     # Longest side of the JPEG thumbnails kept per shard for the galleries (0: none).
-    thumbnail_size: int = 128
+    thumbnail_size: int = 256
     cache_dir: str | None = None
     s3_endpoint_url: str | None = None
     s3_region: str | None = None

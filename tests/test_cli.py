@@ -45,5 +45,5 @@ def test_demo_prints_the_next_command_with_absolute_paths(tmp_path, monkeypatch)
     result = cli("demo", "out", "--executor", "local", timeout=300)
     assert result.returncode == 0, result.stderr
     work, galleries = tmp_path / "out" / "work", tmp_path / "out" / "galleries"
-    assert f"fastdup-ray create-duplicates-gallery {work} {galleries}" in result.stdout
-    assert f"file://{galleries}/duplicates.html" in result.stdout
+    assert f"fastdup-ray create-galleries {work} {galleries}" in result.stdout
+    assert f"file://{galleries}/index.html" in result.stdout

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from fastdup_ray.features import load_rows, load_thumbnails, read_marker
-from fastdup_ray.reports.galleries import RunTables
+from fastdup_ray.reports.tables import RunTables
 from fastdup_ray.workdir import write_file_atomically
 
 log = logging.getLogger("fastdup_ray")

@@ -1,0 +1,158 @@
+"""fastdup's ``fd.vis``: the galleries of one finished run, with fastdup's method and
+argument names (``num_images``, ``slice``, ``save_path``, ``ascending``, ``threshold``,
+``metric``, ``min_items``, ``max_items``, ``label_col``, ``show``).
+
+Each method writes the gallery's HTML pages to ``save_path`` (default
+``<work_dir>/galleries``, as fastdup) and returns the first page's path; in a notebook
+(IPython with a running kernel) it also shows the first page inline, thumbnails and all.
+With ``annotations`` (a frame with ``filename`` and ``label`` columns) tiles show each
+image's label and ``slice`` keeps the rows whose image has one of the given labels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from fastdup_ray.errors import ConfigError
+from fastdup_ray.reports import galleries
+from fastdup_ray.reports.render import DEFAULT_PAGE_SIZE, DEFAULT_TILE_SIZE, Gallery, render_inline, write_gallery
+from fastdup_ray.reports.tables import RunTables, labels_of
+from fastdup_ray.storage import is_remote
+
+DEFAULT_NUM_IMAGES = 20  # fastdup's default for every gallery
+Labels = str | Sequence[str] | None
+
+
+def in_notebook() -> bool:
+    """Whether this runs in a notebook: IPython is imported and has a kernel (a terminal
+    IPython has none; a plain script no IPython at all)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+class Visualizer:
+    """The galleries of the run in ``work_dir`` (a work dir, a test_results folder, or one
+    of their tables), labelled by ``annotations`` when given."""
+
+    def __init__(self, work_dir: str | os.PathLike, annotations=None) -> None:
+        self.work_dir = os.fspath(work_dir)
+        self.annotations = annotations
+
+    def _tables(self, label_col: str, slice: Labels) -> RunTables:
+        """The run's tables with labels from the annotations' ``label_col``, when it has
+        one (a listing without labels only gives no labels, unless a slice needs them)."""
+        has_labels = self.annotations is not None and (isinstance(self.annotations, dict) or label_col in getattr(self.annotations, "columns", ()))
+        if slice is not None and not has_labels:
+            raise ConfigError(f"slice needs annotations with filename and {label_col} columns: Visualizer(work_dir, annotations=frame), or label_col= naming the label column")
+        return RunTables(self.work_dir, labels_of(self.annotations, label_col) if has_labels else None)
+
+    def _folder(self, save_path: str | os.PathLike | None) -> Path:
+        if save_path is not None:
+            return Path(save_path)
+        if is_remote(self.work_dir):
+            raise ConfigError(f"save_path is needed: galleries of a remote work dir ({self.work_dir}) go to a local folder")
+        folder = self.work_dir if os.path.isdir(self.work_dir) else os.path.dirname(self.work_dir)  # a table's folder
+        return Path(folder) / "galleries"
+
+    def _write(self, gallery: Gallery, save_path, show: bool, page_size: int, thumbnail_size: int) -> Path:
+        folder = self._folder(save_path)
+        page = write_gallery(gallery, folder, page_size, thumbnail_size)
+        if show and in_notebook():
+            from IPython.display import HTML, display
+
+            display(HTML(render_inline(gallery, folder, page_size, thumbnail_size)))
+        return page
+
+    def duplicates_gallery(
+        self,
+        save_path: str | os.PathLike | None = None,
+        num_images: int | None = DEFAULT_NUM_IMAGES,
+        slice: Labels = None,
+        ascending: bool = False,
+        threshold: float | None = None,
+        label_col: str = "label",
+        keep: str | None = galleries.DEFAULT_KEEP,
+        thumbnail_size: int = DEFAULT_TILE_SIZE,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        show: bool = True,
+    ) -> Path:
+        """Pairs at or above ``threshold`` (default: all of similarity.csv), most similar
+        first, with each image's resolution and size and which one ``dedup --keep keep``
+        keeps."""
+        tables = self._tables(label_col, slice)
+        return self._write(galleries.duplicates_cards(tables, num_images, threshold, ascending, keep, slice), save_path, show, page_size, thumbnail_size)
+
+    def outliers_gallery(
+        self,
+        save_path: str | os.PathLike | None = None,
+        num_images: int | None = DEFAULT_NUM_IMAGES,
+        slice: Labels = None,
+        ascending: bool = True,
+        label_col: str = "label",
+        thumbnail_size: int = DEFAULT_TILE_SIZE,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        show: bool = True,
+    ) -> Path:
+        """Images far from everything, most outlying first, beside their nearest neighbour."""
+        tables = self._tables(label_col, slice)
+        return self._write(galleries.outliers_cards(tables, num_images, ascending, slice), save_path, show, page_size, thumbnail_size)
+
+    def component_gallery(
+        self,
+        save_path: str | os.PathLike | None = None,
+        num_images: int | None = DEFAULT_NUM_IMAGES,
+        slice: Labels = None,
+        min_items: int | None = None,
+        max_items: int | None = None,
+        ascending: bool = False,
+        label_col: str = "label",
+        keep: str | None = galleries.DEFAULT_KEEP,
+        thumbnail_size: int = DEFAULT_TILE_SIZE,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        show: bool = True,
+    ) -> Path:
+        """Components of ``min_items`` (default 2) or more images, largest first, up to
+        ``max_items`` (default 12) members each; ``slice`` keeps the components with a
+        member of those labels."""
+        tables = self._tables(label_col, slice)
+        cards = galleries.components_cards(tables, num_images, 12 if max_items is None else max_items, 2 if min_items is None else min_items, ascending, keep, slice)
+        return self._write(cards, save_path, show, page_size, thumbnail_size)
+
+    def stats_gallery(
+        self,
+        save_path: str | os.PathLike | None = None,
+        metric: str = "dark",
+        slice: Labels = None,
+        ascending: bool | None = None,
+        num_images: int | None = DEFAULT_NUM_IMAGES,
+        label_col: str = "label",
+        thumbnail_size: int = DEFAULT_TILE_SIZE,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        show: bool = True,
+    ) -> Path:
+        """Images by one statistic: fastdup's 'dark' (lowest mean first), 'bright' (highest
+        mean first), 'blur' (blurriest first), or any column of stats.csv."""
+        tables = self._tables(label_col, slice)
+        return self._write(galleries.stats_cards(tables, metric, ascending, num_images, slice=slice), save_path, show, page_size, thumbnail_size)
+
+    def similarity_gallery(
+        self,
+        save_path: str | os.PathLike | None = None,
+        num_images: int | None = DEFAULT_NUM_IMAGES,
+        slice: Labels = None,
+        max_items: int = 10,
+        threshold: float | None = None,
+        label_col: str = "label",
+        thumbnail_size: int = DEFAULT_TILE_SIZE,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        show: bool = True,
+    ) -> Path:
+        """Images followed by those most similar to them, each pair once."""
+        tables = self._tables(label_col, slice)
+        return self._write(galleries.similarity_cards(tables, num_images, max_items, threshold, slice), save_path, show, page_size, thumbnail_size)
