@@ -70,7 +70,6 @@ class RunConfig:
     nnmodel: str = "brute_force"
     # Lists each image is compared with under nnf_mode 'IVF<n>,Flat' (searched blockwise).
     nprobe: int = 2
-    max_edges_in_memory: int = 50_000_000
     reduce_memory_gb: float = 8.0
     # 'memory' (every vector in one process), 'distributed' (waves of tasks writing Parquet
     # parts, nothing per image on the driver) or 'auto': distributed above reduce_memory_gb.
@@ -129,7 +128,6 @@ class RunConfig:
         _check_int("shard_size", self.shard_size, minimum=1)
         _check_int("thumbnail_size", self.thumbnail_size, minimum=0)
         _check_int("nprobe", self.nprobe, minimum=1)
-        _check_int("max_edges_in_memory", self.max_edges_in_memory, minimum=1)
         _check_int("rows_per_partition", self.rows_per_partition, minimum=1)
         _check_int("csv_row_limit", self.csv_row_limit, minimum=0)
         if self.reduce_strategy not in REDUCE_STRATEGIES:

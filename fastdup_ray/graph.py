@@ -94,43 +94,6 @@ def component_pagerank(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, com
     return nodes, node_component, rank, delta
 
 
-def local_forest(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Components of one partition of the edges, as star edges node -> its component's
-    smallest node (roots left out). The stars connect exactly what the edges connected,
-    with at most one edge per node touched, so merge rounds shrink dense edge sets."""
-    nodes, compact = np.unique(np.concatenate([src, dst]), return_inverse=True)
-    labels = connected_components(len(nodes), compact[: len(src)], compact[len(src):])
-    roots = nodes[labels]
-    keep = nodes != roots
-    return nodes[keep], roots[keep]
-
-
-def forest_of_part(part: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """local_forest of one (src, dst) partition: the function an engine maps."""
-    return local_forest(*part)
-
-
-def components_in_rounds(n: int, src: np.ndarray, dst: np.ndarray, edges_per_task: int, map_fn=map) -> np.ndarray:
-    """Connected components of a graph whose edges need not fit one process: partition
-    the edges, reduce each partition to its star forest (``map_fn(forest_of_part, parts)``,
-    an engine's map: processes or Ray tasks), repeat while that shrinks the edge set,
-    then finish in memory. Same labels as connected_components."""
-    src = np.asarray(src, dtype=np.int64)
-    dst = np.asarray(dst, dtype=np.int64)
-    while len(src) > edges_per_task:
-        parts = [(src[i : i + edges_per_task], dst[i : i + edges_per_task]) for i in range(0, len(src), edges_per_task)]
-        forests = list(map_fn(forest_of_part, parts))
-        new_src = np.concatenate([f[0] for f in forests])
-        new_dst = np.concatenate([f[1] for f in forests])
-        shrunk = len(new_src) < 0.9 * len(src)
-        # Sorting by root brings each star's edges together for the next round.
-        order = np.argsort(new_dst, kind="stable")
-        src, dst = new_src[order], new_dst[order]
-        if not shrunk:
-            break
-    return connected_components(n, src, dst)
-
-
 # --- Components in rounds of large-star / small-star (Kiveris et al., 2014) ------------------
 #
 # The distributed reduce keeps edges partitioned by node and alternates two local

@@ -23,7 +23,7 @@ from fastdup_ray.distributed_reduce import ROUTED_INDEX_DIR, ReducePlan, clear_o
 from fastdup_ray.engine import EngineSlot
 from fastdup_ray.errors import InputError
 from fastdup_ray.features import load_names, load_shards, load_stats, read_marker, write_merged_bad_list
-from fastdup_ray.graph import components_in_rounds, connected_components, pagerank
+from fastdup_ray.graph import connected_components, pagerank
 from fastdup_ray.index import (
     build_index,
     empty_topk,
@@ -235,10 +235,7 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
         # The run guide builds components from the pairs of similarity.csv: an edge joins
         # two images only when it is at or above both threshold and ccthreshold.
         joined = sim >= max(config.threshold, config.ccthreshold)
-        if joined.sum() > config.max_edges_in_memory:
-            labels = components_in_rounds(n, a[joined], b[joined], config.max_edges_in_memory, engines.get().map)
-        else:
-            labels = connected_components(n, a[joined], b[joined])
+        labels = connected_components(n, a[joined], b[joined])
         rank, delta = pagerank(n, a[joined], b[joined], sim[joined], labels=labels)
     with stage_timer(summary, "outputs"):
         similarity = outputs.similarity_table(filenames, a, b, sim, config.threshold, exact=exact)

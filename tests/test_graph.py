@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fastdup_ray.graph import components_in_rounds, connected_components, local_forest, pagerank
+from fastdup_ray.graph import component_pagerank, connected_components, large_star, pagerank, small_star, star_labels
 
 
 def reference_components(n, src, dst):
@@ -75,38 +75,52 @@ def test_pagerank_weights_matter():
     assert rank[1] > rank[2]
 
 
+def components_in_star_rounds(n: int, src: np.ndarray, dst: np.ndarray, partitions: int) -> np.ndarray:
+    """What the distributed reduce does, in memory: nodes cut into ``partitions`` ranges,
+    large-star and small-star run per range on the entries of its nodes only, until a
+    round changes nothing; then each range's labels."""
+    bounds = np.linspace(0, n, partitions + 1).astype(int)
+    keep = src != dst
+    a, b = np.maximum(src[keep], dst[keep]), np.minimum(src[keep], dst[keep])
+    for _ in range(100):
+        u, v = np.concatenate([a, b]), np.concatenate([b, a])
+        outs = [large_star(u[(u >= lo) & (u < hi)], v[(u >= lo) & (u < hi)]) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        a, b = np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+        changed = sum(o[2] for o in outs)
+        labels = np.concatenate([star_labels(lo, hi, a[(a >= lo) & (a < hi)], b[(a >= lo) & (a < hi)]) for lo, hi in zip(bounds[:-1], bounds[1:])])
+        outs = [small_star(a[(a >= lo) & (a < hi)], b[(a >= lo) & (a < hi)]) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        a, b = np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+        if changed + sum(o[2] for o in outs) == 0:
+            return labels
+    raise AssertionError("no convergence")
+
+
 @pytest.mark.parametrize("shape", [chain, star, random_sparse, giant, no_edges])
-@pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("edges_per_task", [1, 7, 50])
-def test_partitioned_rounds_match_in_memory(shape, seed, edges_per_task):
-    rng = np.random.default_rng(100 + seed)
-    n = int(rng.integers(1, 300))
+@pytest.mark.parametrize("partitions", [1, 3, 7])
+def test_star_rounds_over_partitions_match_bfs(shape, partitions):
+    rng = np.random.default_rng(partitions)
+    n = int(rng.integers(partitions, 400))
     src, dst = shape(n, rng)
-    order = rng.permutation(len(src))  # edges arrive in any order
-    labels = components_in_rounds(n, src[order], dst[order], edges_per_task)
-    np.testing.assert_array_equal(labels, connected_components(n, src, dst))
+    np.testing.assert_array_equal(components_in_star_rounds(n, np.asarray(src), np.asarray(dst), partitions), reference_components(n, src, dst))
 
 
-def test_local_forest_keeps_connectivity_with_one_edge_per_node():
-    src, dst = np.array([5, 6, 7, 5]), np.array([6, 7, 5, 9])
-    nodes, roots = local_forest(src, dst)
-    assert sorted(zip(nodes.tolist(), roots.tolist())) == [(6, 5), (7, 5), (9, 5)]
-
-
-@pytest.mark.integration
-@pytest.mark.parametrize("engine_name", ["local", "ray"])
-def test_components_on_either_engine_match_in_memory(ray_local, engine_name):
-    from fastdup_ray.engine import open_engine
-
-    rng = np.random.default_rng(7)
-    n = 5000
-    src, dst = rng.integers(0, n, 6000), rng.integers(0, n, 6000)
-    engine = open_engine(engine_name, num_threads=2)
-    try:
-        labels = components_in_rounds(n, src, dst, edges_per_task=500, map_fn=engine.map)
-    finally:
-        engine.close()
-    np.testing.assert_array_equal(labels, reference_components(n, src, dst))
+def test_pagerank_per_component_equals_pagerank_of_the_whole_graph():
+    rng = np.random.default_rng(5)
+    n = 300
+    src, dst = rng.integers(0, n, 250), rng.integers(0, n, 250)
+    keep = src != dst
+    src, dst, weight = src[keep], dst[keep], rng.uniform(0.7, 1.0, keep.sum())
+    labels = connected_components(n, src, dst)
+    rank, delta = pagerank(n, src, dst, weight, labels=labels)
+    # Solve the components in two unrelated groups, as two tasks would.
+    group = labels[src] % 2
+    for g in (0, 1):
+        nodes, component, part_rank, part_delta = component_pagerank(src[group == g], dst[group == g], weight[group == g], labels[src[group == g]])
+        np.testing.assert_allclose(part_rank, rank[nodes], atol=1e-12)
+        np.testing.assert_allclose(part_delta, delta[nodes], atol=1e-12)
+        assert np.array_equal(component, labels[nodes])
+    # Each component stopped on its own: every node's last change is below the tolerance.
+    assert delta.max() < 1e-3 and np.allclose(rank[np.bincount(np.r_[src, dst], minlength=n) == 0], 0.15)
 
 
 # Property-based: any graph, any partition size, the distributed rounds give the same
@@ -138,9 +152,9 @@ def graphs(draw):
 
 
 @settings(max_examples=150, deadline=None)
-@given(graph=graphs(), edges_per_task=st.integers(min_value=1, max_value=40))
-def test_property_partitioned_rounds_equal_union_find(graph, edges_per_task):
+@given(graph=graphs(), partitions=st.integers(min_value=1, max_value=8))
+def test_property_star_rounds_equal_union_find(graph, partitions):
     n, src, dst = graph
     expected = reference_components(n, src, dst)
     assert np.array_equal(connected_components(n, src, dst), expected)
-    assert np.array_equal(components_in_rounds(n, src, dst, edges_per_task), expected)
+    assert np.array_equal(components_in_star_rounds(n, src, dst, partitions), expected)

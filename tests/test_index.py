@@ -2,7 +2,7 @@ import numpy as np
 
 import pytest
 
-from fastdup_ray.index import build_index, factory_string, ivf_flat_lists, ivf_knn, knn_edges, knn_search, searcher_for, sharded_knn
+from fastdup_ray.index import build_index, factory_string, ivf_flat_lists, ivf_knn, knn_edges, knn_search, merge_candidates, route, score_lists, search_index_shard, searcher_for
 
 
 def unit_rows(n, d, seed=0):
@@ -49,14 +49,70 @@ def test_fewer_rows_than_k_marks_missing_neighbours():
     assert len(src) == 6 and (dst >= 0).all() and (src != dst).all()
 
 
-def test_sharded_knn_equals_unsharded_exact():
+def sharded_exact_knn(shards: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distributed reduce's exact kNN, in memory: one Flat index per shard searched
+    with every shard, each query's candidates merged (merge_candidates)."""
+    offsets = np.cumsum([0] + [len(s) for s in shards])
+    blocks = lambda: [(int(offsets[i]), shard) for i, shard in enumerate(shards)]  # noqa: E731
+    found = []
+    for i, shard in enumerate(shards):
+        for first, sims, ids in search_index_shard(build_index(shard, "Flat"), shard, int(offsets[i]), blocks, k):
+            query = np.repeat(np.arange(first, first + len(ids)), ids.shape[1])
+            valid = ids.ravel() >= 0
+            found.append((query[valid], ids.ravel()[valid], sims.ravel()[valid]))
+    return as_topk(*(np.concatenate(c) for c in zip(*found)), n=int(offsets[-1]), k=k)
+
+
+def routed_knn(features: np.ndarray, k: int, nlist: int, nprobe: int, buckets: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The distributed reduce's routed kNN, in memory: route, group lists into buckets,
+    score each bucket, merge each query's candidates."""
+    from fastdup_ray.index import train_lists
+
+    centroids = train_lists(features, nlist, seed=seed)
+    probes = route(features, centroids, nprobe)
+    width = probes.shape[1]
+    ids = np.repeat(np.arange(len(features)), width)
+    lists = probes.ravel()
+    member = np.tile(np.arange(width) == 0, len(features))
+    bucket = lists * buckets // len(centroids)
+    found = [score_lists(ids[bucket == b], lists[bucket == b], member[bucket == b], features[ids[bucket == b]], k) for b in range(buckets)]
+    return as_topk(*(np.concatenate(c) for c in zip(*found)), n=len(features), k=k)
+
+
+def as_topk(query, candidate, sim, n, k):
+    """merge_candidates' edges as n x k arrays (-inf / -1 where missing), like knn_search."""
+    src, dst, best = merge_candidates(query, candidate, sim, k)
+    sims, ids = np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
+    starts = np.searchsorted(src, src)
+    rank = np.arange(len(src)) - starts
+    sims[src, rank], ids[src, rank] = best, dst
+    return sims, ids
+
+
+def test_sharded_exact_knn_equals_unsharded_exact():
     features = unit_rows(400, 32, seed=3)
     whole_sims, whole_ids = knn_search(features, k=6)
     for cuts in ([100, 250], [1, 2, 399], [200]):
-        shards = np.split(features, cuts)
-        sims, ids = sharded_knn(shards, k=6)
+        sims, ids = sharded_exact_knn(np.split(features, cuts), k=6)
         np.testing.assert_allclose(sims, whole_sims, atol=1e-5)
         assert (ids == whole_ids).mean() > 0.99
+
+
+def test_routed_knn_probing_every_list_is_exact_and_with_few_probes_never_invents_a_similarity():
+    features = clustered_rows(900, 24, 6, seed=4)
+    features[10] = features[20] = features[30]  # exact copies tie; smaller ids first
+    whole_sims, whole_ids = knn_search(features, k=5)
+    sims, ids = routed_knn(features, k=5, nlist=8, nprobe=8, buckets=3)
+    np.testing.assert_allclose(sims, whole_sims, atol=1e-5)
+    assert (ids == whole_ids).mean() > 0.999 and list(ids[30][:2]) == [10, 20]
+    sims, ids = routed_knn(clustered_rows(3000, 32, 10, seed=5), k=6, nlist=12, nprobe=2, buckets=5)
+    features = clustered_rows(3000, 32, 10, seed=5)
+    valid = ids >= 0
+    exact = np.einsum("nd,nkd->nk", features, features[np.maximum(ids, 0)])
+    np.testing.assert_allclose(sims[valid], exact[valid], atol=1e-5)
+    assert not (ids == np.arange(3000)[:, None]).any()
+    _, whole_ids = knn_search(features, k=6)
+    assert np.mean([len(set(a) & set(b)) / 6 for a, b in zip(ids, whole_ids)]) > 0.9
 
 
 @pytest.mark.parametrize("nn_provider, nnf_mode, nnmodel", [
@@ -104,7 +160,7 @@ def test_property_sharded_exact_knn_equals_unsharded(n, k, seed, cut_seeds, dupl
     features[:duplicates] = features[n - 1]  # exact copies: ties broken by the smaller id everywhere
     cuts = sorted({int(c * n) for c in cut_seeds} - {0, n})
     whole_sims, whole_ids = knn_search(features, k=k)
-    sims, ids = sharded_knn(np.split(features, cuts), k=k)
+    sims, ids = sharded_exact_knn(np.split(features, cuts), k=k)
     np.testing.assert_allclose(sims, whole_sims, atol=1e-5)
     # Where candidates tie (exact copies, or equal to float precision) either may be kept,
     # in or beyond the top k; the similarities above agree, so compare ids only at
@@ -114,6 +170,10 @@ def test_property_sharded_exact_knn_equals_unsharded(n, k, seed, cut_seeds, dupl
     clear = (np.abs(ranked[:, 1 : k + 1] - ranked[:, :k]) > 1e-5) & (np.abs(ranked[:, 1 : k + 1] - ranked[:, 2 : k + 2]) > 1e-5)
     clear &= whole_ids >= 0
     assert np.array_equal(ids[clear], whole_ids[clear])
+    # Routed to every list (any bucketing of the lists), the routed kNN is exact too.
+    routed_sims, routed_ids = routed_knn(features, k=k, nlist=3, nprobe=3, buckets=2, seed=seed)
+    np.testing.assert_allclose(routed_sims, whole_sims, atol=1e-5)
+    assert np.array_equal(routed_ids[clear], whole_ids[clear])
 
 
 def clustered_rows(n, d, clusters, seed=0):
@@ -153,14 +213,6 @@ def test_blockwise_ivf_with_few_probes_reports_exact_similarities_and_high_recal
 def test_only_plain_ivf_flat_specs_are_searched_blockwise():
     assert ivf_flat_lists("IVF1024,Flat") == 1024 and ivf_flat_lists("IVF16384,PQ64") is None
     assert ivf_flat_lists("HNSW32") is None and ivf_flat_lists("PCA64,IVF100,Flat") is None
-
-
-def test_sharded_blockwise_ivf_probing_every_list_equals_exact_knn():
-    features = clustered_rows(700, 20, 5, seed=6)
-    whole_sims, whole_ids = knn_search(features, k=4)
-    sims, ids = sharded_knn(np.split(features, [250, 500]), k=4, spec="IVF6,Flat", nprobe=6)
-    np.testing.assert_allclose(sims, whole_sims, atol=1e-5)
-    assert (ids == whole_ids).mean() > 0.999
 
 
 def test_gpu_search_falls_back_to_the_cpu_index_with_one_log_line(caplog):
