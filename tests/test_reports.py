@@ -158,6 +158,9 @@ def test_galleries_of_a_tar_on_s3_in_headless_chromium(gallery_run, chromium, mo
     assert shown_pairs(text, names) == planted and images == 6
     assert EVIL.replace('"', '"') in text  # the script-like name shows as text
     assert "component" in text and "(2 images)" in text
+    # Members of a tar on S3 have no original a browser can open: a click opens the stored view.
+    links = re.findall(r'<a class="open" href="([^"]+)"', duplicates.read_text())
+    assert len(links) == 6 and all(link.startswith("thumbnails/") and (out / link).is_file() for link in links)
 
     components = fastdup_ray.create_components_gallery(work, out)
     text, images = check_page(chromium, components, out)
