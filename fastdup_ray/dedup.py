@@ -29,7 +29,7 @@ from fastdup_ray.errors import InputError
 from fastdup_ray.features import list_shards, load_binary_features, load_names, shard_names
 from fastdup_ray.sources.archives import open_archive_stream
 from fastdup_ray.sources.items import kind_of
-from fastdup_ray.storage import RETRY_ATTEMPTS, StorageOptions, is_remote, is_transient, with_retries
+from fastdup_ray.storage import StorageOptions, is_remote, storage_unavailable
 from fastdup_ray.workdir import WorkDir
 
 log = logging.getLogger("fastdup_ray")
@@ -257,14 +257,14 @@ def read_members(archive: str, storage: StorageOptions | None, problems: list[st
 
 
 def until_unreadable(members: Iterator[Member], archive: str, counts: Counter, problems: list[str]) -> Iterator[Member]:
-    """The members up to a read error, which becomes a problem line; a dropped connection
-    is raised instead, to copy the archive again."""
+    """The members up to a read error, which becomes a problem line; a storage failure
+    (the S3 client's retries spent) is raised instead: the archive is not at fault."""
     try:
         for member in members:
             counts["read"] += 1
             yield member
     except READ_ERRORS as exc:
-        if is_transient(exc):
+        if storage_unavailable(exc):
             raise
         if counts["read"]:
             problems.append(f"{archive}: cut off or corrupt after {counts['read']} members ({type(exc).__name__}: {exc}); the samples read before it were written")
@@ -291,13 +291,14 @@ def write_zip(path: Path, members: Iterable[Member]) -> None:
 
 def copy_archive(archive: str, target: Path, removals: dict[str, list[bool]], storage: StorageOptions | None) -> tuple[bool, list[str]]:
     """Write ``archive`` without its removed samples to ``target``, in its own format.
-    Returns (written, problems); a dropped connection copies it again from the start."""
+    Returns (written, problems); S3 requests are retried by the S3 client (storage.py), and
+    a storage failure that outlasts its retries is a problem line, the archive unwritten."""
     try:
-        return with_retries(lambda: copy_once(archive, target, removals, storage), archive)
-    except Exception as exc:  # noqa: BLE001 - only a connection that kept dropping is a problem line
-        if not is_transient(exc):
+        return copy_once(archive, target, removals, storage)
+    except Exception as exc:  # noqa: BLE001 - only a storage failure is a problem line
+        if not storage_unavailable(exc):
             raise
-        return False, [f"{archive}: not written, the connection dropped {RETRY_ATTEMPTS} times ({type(exc).__name__}: {exc})"]
+        return False, [f"{archive}: not written, the storage failed despite retries ({type(exc).__name__}: {exc})"]
 
 
 def copy_once(archive: str, target: Path, removals: dict[str, list[bool]], storage: StorageOptions | None) -> tuple[bool, list[str]]:

@@ -6,25 +6,42 @@ Endpoint, region and keys come from the standard AWS variables and config files
 ``minio://HOST[:PORT]/bucket/prefix`` HOST is looked up first as an alias of MinIO's
 client (``~/.mc/config.json``, as fastdup does), and otherwise used as the endpoint
 ``http://HOST[:PORT]``. Secrets are never logged or written to outputs.
+
+Retries have one layer, botocore's own retry mode, set once for every S3 client the run
+makes (:meth:`StorageOptions.botocore_config`): ``standard`` by default, or ``adaptive``
+(standard, plus a client-side rate limit when S3 throttles), up to ``max_attempts``
+attempts a request (10 by default; ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS`` set them
+too). It retries refused, reset and timed-out connections, HTTP 500/502/503/504 and
+throttling answers (SlowDown), with exponential backoff and jitter capped at 20 s. What
+botocore does not retry is a response body whose stream breaks after the headers came
+(boto/boto3#4111): s3fs, below us, repeats such a read (a whole GET, or the block an
+open file was reading; ``get_file`` goes on from the byte it reached), up to 5 times.
+This module adds no loop of its own: a failure that outlasts these retries is reported
+with its location, and :func:`storage_unavailable` tells it from bad data.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
-import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any
 
-from fastdup_ray.errors import InputError, MissingDependencyError
+from fastdup_ray.errors import ConfigError, InputError, MissingDependencyError
 
 log = logging.getLogger("fastdup_ray")
 
-T = TypeVar("T")
 REMOTE_SCHEMES = ("s3://", "minio://")
+
+# botocore's modes; legacy only because AWS_RETRY_MODE may name it.
+RETRY_MODES = ("standard", "adaptive", "legacy")
+DEFAULT_RETRY_MODE = "standard"
+# botocore's backoff waits rand(0, 1) * min(2 ** n, 20) s before retry n: ten attempts ride
+# out about a minute of outage (three, botocore's default, a few seconds).
+DEFAULT_MAX_ATTEMPTS = 10
 
 
 @dataclass
@@ -36,11 +53,31 @@ class StorageOptions:
     profile: str | None = None
     key: str | None = field(default=None, repr=False)
     secret: str | None = field(default=None, repr=False)
-    retries: int = 5
+    # botocore's retry mode and attempts per request, the first included (module docstring).
+    retry_mode: str | None = None
+    max_attempts: int | str | None = None
+
+    def __post_init__(self) -> None:
+        # AWS's own variables where the run sets nothing, read where the options are made
+        # (the driver): every worker of a cluster then retries alike.
+        self.retry_mode = self.retry_mode or os.environ.get("AWS_RETRY_MODE") or DEFAULT_RETRY_MODE
+        self.max_attempts = self.max_attempts or os.environ.get("AWS_MAX_ATTEMPTS") or DEFAULT_MAX_ATTEMPTS
 
     def public(self) -> dict[str, Any]:
         """What may be logged or written to config.json: everything but the keys."""
-        return {"endpoint_url": self.endpoint_url, "region": self.region, "profile": self.profile, "retries": self.retries}
+        return {"endpoint_url": self.endpoint_url, "region": self.region, "profile": self.profile, "retry_mode": self.retry_mode, "max_attempts": self.max_attempts}
+
+    def botocore_config(self) -> dict[str, Any]:
+        """The botocore Config arguments every S3 client of the run is made with (checked
+        here, so that a stray AWS variable never stops a run on local files)."""
+        if self.retry_mode not in RETRY_MODES:
+            raise ConfigError(f"retry_mode (AWS_RETRY_MODE) must be one of {', '.join(RETRY_MODES)}, not {self.retry_mode!r}")
+        attempts = str(self.max_attempts)
+        if not attempts.isdigit() or int(attempts) < 1:
+            raise ConfigError(f"max_attempts (AWS_MAX_ATTEMPTS) must be a whole number of at least 1, not {self.max_attempts!r}")
+        # total_max_attempts counts the first attempt, as AWS_MAX_ATTEMPTS does (botocore's
+        # max_attempts would count only the retries).
+        return {"retries": {"mode": self.retry_mode, "total_max_attempts": int(attempts)}, "connect_timeout": 10, "read_timeout": 60}
 
 
 def is_remote(location: str) -> bool:
@@ -96,8 +133,7 @@ def resolve(location: str, options: StorageOptions | None = None):
         secret=secret,
         profile=options.profile,
         client_kwargs=client_kwargs,
-        # botocore retries throttling and 5xx answers itself, with backoff.
-        config_kwargs={"retries": {"max_attempts": options.retries, "mode": "standard"}, "connect_timeout": 10, "read_timeout": 60},
+        config_kwargs=options.botocore_config(),  # the retry layer (module docstring)
         skip_instance_cache=True,
     )
     return fs, path
@@ -113,48 +149,40 @@ def explain(location: str, exc: BaseException) -> InputError:
     return InputError(f"cannot read {location}: {type(exc).__name__}: {text}")
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying: connections dropped or refused, timeouts, server-side failures."""
-    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
-        return False
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    name = type(exc).__name__
-    text = str(exc)
-    return any(s in name for s in ("Connect", "Timeout", "EndpointConnection", "ClientPayload", "ServerDisconnected")) or any(
-        s in text for s in ("Connection refused", "InternalError", "ServiceUnavailable", "SlowDown", "503", "500 ")
-    )
+def storage_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is the network or the storage service failing,
+    once the S3 client's retries are spent, rather than the data being bad: a broken
+    connection must not be reported as a corrupt archive."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, _network_errors()):
+            return True
+        response = getattr(exc, "response", None)  # botocore's ClientError: S3's answer
+        if isinstance(response, dict) and response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
-RETRY_ATTEMPTS = 6
+@functools.cache
+def _network_errors() -> tuple[type[BaseException], ...]:
+    import http.client
 
+    import aiohttp
+    import botocore.exceptions
 
-def retry_delay(attempt: int, base_delay: float = 0.5) -> float:
-    """Seconds to wait after failed attempt ``attempt`` (from 1): exponential, with jitter."""
-    return base_delay * 2 ** (attempt - 1) * (0.5 + random.random())
-
-
-def with_retries(action: Callable[[], T], what: str, attempts: int = RETRY_ATTEMPTS, base_delay: float = 0.5) -> T:
-    """Run ``action``; retry transient failures with exponential backoff and jitter."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return action()
-        except Exception as exc:  # noqa: BLE001 - classified below
-            if attempt == attempts or not is_transient(exc):
-                raise
-            delay = retry_delay(attempt, base_delay)
-            log.warning("transient error on %s (%s); retry %d/%d in %.1fs", what, type(exc).__name__, attempt, attempts - 1, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+    return (ConnectionError, TimeoutError, http.client.IncompleteRead, aiohttp.ClientError,
+            botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)
 
 
 def read_bytes(location: str, options: StorageOptions | None = None) -> bytes:
-    """The whole content of a file, local or remote (remote reads retried)."""
+    """The whole content of a file, local or remote (remote reads retried by the S3 client)."""
     if not is_remote(location):
         with open(location, "rb") as handle:
             return handle.read()
     fs, path = resolve(location, options)
-    return with_retries(lambda: fs.cat_file(path), location)
+    return fs.cat_file(path)
 
 
 def object_version(info: dict) -> str:
@@ -174,14 +202,14 @@ def list_files_with_versions(location: str, options: StorageOptions | None = Non
     # the same process must see what was uploaded since the first.
     fs.invalidate_cache(path)
     try:
-        if with_retries(lambda: fs.isfile(path), location):
-            return {location: object_version(with_retries(lambda: fs.info(path), location))}
+        if fs.isfile(path):
+            return {location: object_version(fs.info(path))}
         if recursive:
-            found = with_retries(lambda: fs.find(path, detail=True), location)
+            found = fs.find(path, detail=True)
         else:
-            found = {e["name"]: e for e in with_retries(lambda: fs.ls(path, detail=True), location) if e.get("type") == "file"}
+            found = {e["name"]: e for e in fs.ls(path, detail=True) if e.get("type") == "file"}
     except Exception as exc:  # noqa: BLE001 - reported with the location
         raise explain(location, exc) from None
-    if not found and not with_retries(lambda: fs.exists(path), location):
+    if not found and not fs.exists(path):
         raise InputError(f"{location} does not exist (no such bucket, prefix or file)")
     return {f"{prefix}{p}": object_version(info) for p, info in sorted(found.items())}

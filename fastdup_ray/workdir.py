@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fastdup_ray.errors import InputError
-from fastdup_ray.storage import StorageOptions, is_remote, join, resolve, with_retries
+from fastdup_ray.storage import StorageOptions, is_remote, join, resolve
 
 LOCK_FILE = ".fastdup_ray.lock"
 # What every temporary name of this package looks like: ".<final name>.tmp-<8 hex>".
@@ -75,30 +75,30 @@ class WorkDir:
 
     def exists(self, name: str) -> bool:
         if self.remote:
-            return with_retries(lambda: self.fs.exists(self._remote_path(name)), self.path(name))
+            return self.fs.exists(self._remote_path(name))
         return os.path.exists(self.path(name))
 
     def size(self, name: str) -> int:
         if self.remote:
-            return int(with_retries(lambda: self.fs.size(self._remote_path(name)), self.path(name)))
+            return int(self.fs.size(self._remote_path(name)))
         return os.path.getsize(self.path(name))
 
     def read_bytes(self, name: str) -> bytes:
         if self.remote:
-            return with_retries(lambda: self.fs.cat_file(self._remote_path(name)), self.path(name))
+            return self.fs.cat_file(self._remote_path(name))
         return Path(self.path(name)).read_bytes()
 
     def read_range(self, name: str, start: int, stop: int) -> bytes:
         """Bytes start..stop-1 of ``name`` (a row range of a features.dat, say)."""
         if self.remote:
-            return with_retries(lambda: self.fs.cat_file(self._remote_path(name), start=start, end=stop), self.path(name))
+            return self.fs.cat_file(self._remote_path(name), start=start, end=stop)
         with open(self.path(name), "rb") as handle:
             handle.seek(start)
             return handle.read(stop - start)
 
     def write_bytes(self, name: str, data: bytes) -> None:
         if self.remote:
-            with_retries(lambda: self.fs.pipe_file(self._remote_path(name), data), self.path(name))
+            self.fs.pipe_file(self._remote_path(name), data)
             return
         temp = Path(self.location) / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
         try:
@@ -114,7 +114,7 @@ class WorkDir:
         """Delete ``name`` if it exists (a stale output of an earlier run)."""
         if self.remote:
             if self.exists(name):
-                with_retries(lambda: self.fs.rm_file(self._remote_path(name)), self.path(name))
+                self.fs.rm_file(self._remote_path(name))
             return
         Path(self.path(name)).unlink(missing_ok=True)
 
@@ -122,7 +122,7 @@ class WorkDir:
         """Delete the folder ``name`` and everything in it, if it exists."""
         if self.remote:
             if self.exists(name):
-                with_retries(lambda: self.fs.rm(self._remote_path(name), recursive=True), self.path(name))
+                self.fs.rm(self._remote_path(name), recursive=True)
             return
         shutil.rmtree(self.path(name), ignore_errors=True)
 
@@ -139,7 +139,7 @@ class WorkDir:
     def put(self, local_file: Path, name: str) -> None:
         """Move a finished local file to ``name`` (rename locally, upload remotely)."""
         if self.remote:
-            with_retries(lambda: self.fs.put_file(str(local_file), self._remote_path(name)), self.path(name))
+            self.fs.put_file(str(local_file), self._remote_path(name))
             local_file.unlink(missing_ok=True)
         else:
             os.replace(local_file, self.path(name))
@@ -150,14 +150,14 @@ class WorkDir:
             return self.path(name)
         target = self.staging / "read" / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        with_retries(lambda: self.fs.get_file(self._remote_path(name), str(target)), self.path(name))
+        self.fs.get_file(self._remote_path(name), str(target))
         return str(target)
 
     def names(self) -> list[str]:
         """File names directly in the work dir."""
         if self.remote:
             try:
-                entries = with_retries(lambda: self.fs.ls(self.root, detail=False, refresh=True), self.location)
+                entries = self.fs.ls(self.root, detail=False, refresh=True)
             except FileNotFoundError:
                 return []
             return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 
 import polars as pl
 import pytest
 import s3fs
 
 import fastdup_ray
-from fastdup_ray.errors import InputError
-from fastdup_ray.storage import StorageOptions, explain, is_transient, with_retries
+from fastdup_ray.errors import ConfigError, InputError
+from fastdup_ray.storage import StorageOptions, explain, read_bytes, storage_unavailable
 
 pytestmark = pytest.mark.integration
 KEY, SECRET = "AKIAFASTDUPTEST", "very-secret-value-123"
@@ -89,20 +90,91 @@ def test_missing_bucket_is_a_clear_error(s3_server):
         fastdup_ray.sources.list_inputs("s3://no-such-bucket/x", StorageOptions(endpoint_url=s3_server, key=KEY, secret=SECRET, region="us-east-1"))
 
 
-def test_storage_errors_are_explained_and_transient_ones_retried():
+def test_storage_errors_are_explained_and_told_from_bad_data():
+    import botocore.exceptions
+
     assert "access denied to s3://b/p" in str(explain("s3://b/p", PermissionError("AccessDenied")))
-    assert not is_transient(FileNotFoundError("x")) and is_transient(ConnectionError("reset"))
-    calls = []
+    assert storage_unavailable(botocore.exceptions.EndpointConnectionError(endpoint_url="http://s3"))
+    assert not storage_unavailable(FileNotFoundError("x")) and not storage_unavailable(OSError("not a gzip file"))
 
-    def flaky():
-        calls.append(1)
-        if len(calls) < 3:
-            raise ConnectionError("Connection refused")
-        return "ok"
 
-    assert with_retries(flaky, "s3://b/k", base_delay=0.01) == "ok" and len(calls) == 3
-    with pytest.raises(FileNotFoundError):
-        with_retries(lambda: (_ for _ in ()).throw(FileNotFoundError("gone")), "s3://b/k", base_delay=0.01)
+class FailingRequests:
+    """WSGI middleware in front of moto: answers ``failures`` requests with S3's 503
+    ServiceUnavailable (or every ``every``-th request), then passes them on to moto."""
+
+    BODY = b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code><Message>Please retry.</Message></Error>'
+
+    def __init__(self, app):
+        self.app, self.failures, self.every, self.requests, self.failed = app, 0, 0, [], 0
+        self.lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        with self.lock:
+            self.requests.append(f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}")
+            fail = self.failures > 0 or (self.every and len(self.requests) % self.every == 0)
+            self.failures -= self.failures > 0
+            self.failed += bool(fail)
+        if fail:
+            body = b"" if environ["REQUEST_METHOD"] == "HEAD" else self.BODY  # S3 answers HEAD without a body
+            start_response("503 Service Unavailable", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
+            return [body]
+        return self.app(environ, start_response)
+
+
+@pytest.fixture
+def flaky_s3(s3_server):
+    """A second endpoint on the same moto buckets (moto keeps them in this process) that
+    fails requests on demand, as S3 does under load."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    faults = FailingRequests(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, faults, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", faults
+    server.shutdown()
+    thread.join()
+
+
+@pytest.mark.parametrize("mode", ["standard", "adaptive"])
+def test_503_answers_are_retried_by_botocores_retry_mode(flaky_s3, bucket, mode):
+    endpoint, faults = flaky_s3
+    bucket.pipe_file("fdr-test/flaky/photo.jpg", b"picture bytes")
+    options = dict(endpoint_url=endpoint, key=KEY, secret=SECRET, region="us-east-1", retry_mode=mode)
+    faults.failures = 2
+    assert read_bytes("s3://fdr-test/flaky/photo.jpg", StorageOptions(**options, max_attempts=3)) == b"picture bytes"
+    first = faults.requests[0]
+    assert faults.failed == 2 and faults.requests[:3] == [first] * 3  # one request, sent three times
+    # With one attempt nothing else retries it: the read fails.
+    faults.failures = 2
+    with pytest.raises(OSError) as failure:
+        read_bytes("s3://fdr-test/flaky/photo.jpg", StorageOptions(**options, max_attempts=1))
+    assert storage_unavailable(failure.value)
+
+
+def test_a_run_against_an_s3_failing_every_eighth_request_finds_what_an_undisturbed_run_finds(flaky_s3, bucket):
+    """Listing, archive reads and the S3 work dir all go through botocore's retries."""
+    endpoint, faults = flaky_s3
+    faults.every = 8
+    summary = fastdup_ray.run("s3://fdr-test/data", "s3://fdr-test/flaky-work", **s3_options(endpoint))
+    assert faults.failed >= 5 and (summary.good, summary.bad) == (8, 1)  # as in test_s3_archives_to_s3_work_dir_and_resume
+    similarity = pl.read_csv(io.BytesIO(bucket.cat_file("fdr-test/flaky-work/similarity.csv")))
+    assert {frozenset(p) for p in zip(similarity["from"], similarity["to"])} == {
+        frozenset(("s3://fdr-test/data/00000.tar/000000002.jpg", "s3://fdr-test/data/more.zip/copy_of_2.jpg"))
+    }
+
+
+def test_retry_settings_come_from_aws_variables_and_are_checked(monkeypatch):
+    monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "4")
+    assert StorageOptions().botocore_config()["retries"] == {"mode": "adaptive", "total_max_attempts": 4}
+    assert StorageOptions(retry_mode="standard", max_attempts=7).botocore_config()["retries"] == {"mode": "standard", "total_max_attempts": 7}
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "lots")
+    with pytest.raises(ConfigError, match="AWS_MAX_ATTEMPTS"):
+        StorageOptions().botocore_config()
+    with pytest.raises(ConfigError, match="retry_mode"):
+        StorageOptions(retry_mode="eager", max_attempts=3).botocore_config()
 
 
 def test_s3_server_gone_for_seconds_mid_run(ray_local, s3_server, bucket, tmp_path):
@@ -139,7 +211,7 @@ def test_s3_server_gone_for_seconds_mid_run(ray_local, s3_server, bucket, tmp_pa
     outages.start()
     summary = fastdup_ray.run("s3://fdr-test/outage", str(work), **s3_options(s3_server))
     outages.join()
-    # Listing waited (botocore's and our retries) until the server came back.
+    # Listing waited (botocore's retries) until the server came back.
     assert summary.seconds["list"] >= back["at"] - started - 0.5
     assert (summary.good, summary.bad) == (240, 0)
     for name in ("similarity.csv", "outliers.csv", "connected_components.csv", "stats.csv"):

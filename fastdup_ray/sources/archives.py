@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import logging
 import tarfile
-import time
 import zipfile
 import zlib
 from collections import Counter
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fastdup_ray.sources.items import Item, cache_key, escape_name, is_utf8, kind_of
-from fastdup_ray.storage import RETRY_ATTEMPTS, StorageOptions, is_remote, is_transient, object_version, resolve, retry_delay, with_retries
+from fastdup_ray.storage import StorageOptions, is_remote, object_version, resolve, storage_unavailable
 
 log = logging.getLogger("fastdup_ray")
 
@@ -58,17 +57,17 @@ def open_archive_stream(location: str, options: StorageOptions | None, keep_dir:
         keep_dir.mkdir(parents=True, exist_ok=True)
         local = keep_dir / cache_key(location)
         # The kept copy is used only while the object is unchanged (size and ETag).
-        version = object_version(with_retries(lambda: fs.info(path), location))
+        version = object_version(fs.info(path))
         stamp = local.with_name(local.name + ".version")
         if not (local.exists() and stamp.exists() and stamp.read_text() == version):
             partial = local.with_name(local.name + ".part")
-            with_retries(lambda: fs.get_file(path, str(partial)), location)
+            fs.get_file(path, str(partial))
             partial.rename(local)
             stamp.write_text(version)
         with open(local, "rb") as handle:
             yield handle
         return
-    handle = with_retries(lambda: fs.open(path, "rb", block_size=8 * 1024 * 1024), location)
+    handle = fs.open(path, "rb", block_size=8 * 1024 * 1024)
     try:
         yield handle
     finally:
@@ -155,8 +154,8 @@ def iter_tar(location: str, stream: BinaryIO, keep_images: Path | None, video_it
                 if max_items and count >= max_items:
                     return
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        if is_transient(exc):
-            raise  # the connection dropped, the archive is fine: iter_archive reads it again
+        if storage_unavailable(exc):
+            raise  # the connection failed, not the archive: iter_archive says so
         where = f"{location}/{escape_name(current)}" if current and kind_of(current) else location
         yield Item(where, reason=f"truncated or corrupt archive after {count} images: {type(exc).__name__}: {exc}")
 
@@ -167,7 +166,7 @@ def iter_zip(location: str, stream: BinaryIO, keep_images: Path | None, video_it
     try:
         archive = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        if is_transient(exc):
+        if storage_unavailable(exc):
             raise
         yield Item(location, reason=f"corrupt zip archive: {exc}")
         return
@@ -188,7 +187,7 @@ def iter_zip(location: str, stream: BinaryIO, keep_images: Path | None, video_it
                     yield item
                     count += 1
             except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
-                if is_transient(exc):
+                if storage_unavailable(exc):
                     raise
                 yield Item(f"{location}/{info.filename}", reason=f"corrupt archive member: {exc}")
                 count += 1
@@ -215,29 +214,19 @@ def iter_archive(
     keep_images_dir = (cache_dir / "images" / cache_key(location)) if keep_images and cache_dir else None
     keep_archive_dir = (cache_dir / "archives") if keep_archives and cache_dir and is_remote(location) else None
     reader = iter_zip if location.lower().endswith(".zip") else iter_tar
-    passed = 0  # items already given out: a read that starts over skips them
-    # A connection that drops reads the archive again from the start: its order is fixed,
-    # so the images already passed on are skipped.
-    for attempt in range(1, RETRY_ATTEMPTS + 1):
-        try:
-            with open_archive_stream(location, options, keep_archive_dir) as stream:
-                for number, item in enumerate(with_empty_line(location, reader(location, stream, keep_images_dir, video_items, max_items))):
-                    if number >= passed:
-                        yield item
-                        passed += 1
-            return
-        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-            yield Item(location, reason=f"cannot read archive: {type(exc).__name__}: {exc}")
-            return
-        except Exception as exc:  # noqa: BLE001 - transient ones are retried, the rest reported
-            if not is_transient(exc):
-                if isinstance(exc, OSError):
-                    yield Item(location, reason=f"cannot read archive: {exc}")
-                    return
-                raise
-            if attempt == RETRY_ATTEMPTS:
-                yield Item(location, reason=f"cannot read archive after {attempt} attempts ({passed} images read): {type(exc).__name__}: {exc}")
-                return
-            delay = retry_delay(attempt)
-            log.warning("connection to %s dropped after %d images (%s); reading it again in %.1fs", location, passed, type(exc).__name__, delay)
-            time.sleep(delay)
+    passed = 0  # items given out before a failure, for its reason
+    try:
+        with open_archive_stream(location, options, keep_archive_dir) as stream:
+            for item in with_empty_line(location, reader(location, stream, keep_images_dir, video_items, max_items)):
+                yield item
+                passed += 1
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        yield Item(location, reason=f"cannot read archive: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - storage failures and unreadable files are this input's reason
+        if storage_unavailable(exc):
+            # The S3 client's retries are spent (storage.py): say so, not "corrupt".
+            yield Item(location, reason=f"cannot read archive, the storage failed after {passed} images despite retries: {type(exc).__name__}: {exc}")
+        elif isinstance(exc, OSError):
+            yield Item(location, reason=f"cannot read archive: {exc}")
+        else:
+            raise
