@@ -102,6 +102,7 @@ def test_without_its_decoder_a_heic_or_avif_file_names_the_extra_to_install(fmt,
     # As if the plugin were not installed (its opener may already be registered in this process).
     monkeypatch.setattr(decode, "heif_decoder_ready", lambda: False)
     monkeypatch.setattr(decode, "avif_decoder_ready", lambda: False)
+    decode._warn_missing_decoder.cache_clear()  # warned once per process: maybe by an earlier test
     with pytest.raises(BadImage, match=r"image skipped: .*pip install '" + re.escape(extra)) as error:
         decode_image(data, 32)
     assert "cannot identify" not in str(error.value) and extra in caplog.text
