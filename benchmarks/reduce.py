@@ -8,13 +8,27 @@ not spread uniformly), then times the reduce phase by phase and prints peak memo
 queries, and the fraction of planted groups recovered exactly as components.
 
     python benchmarks/reduce.py --n 100000 --nnf-mode HNSW32
+
+With ``--scaling`` it runs the product's distributed reduce (``fastdup_ray.run`` with
+run_mode=2, reduce_strategy='distributed') at each size of ``--sizes`` in a driver
+process of its own, on the engine of ``--executor``, and prints per size: seconds per
+phase, the driver's peak RSS, the largest worker's peak RSS (sampled from /proc),
+recall@k of the edges against exact search on a query sample, and the planted groups
+found as components:
+
+    python benchmarks/reduce.py --scaling --d 256 --sizes 1000000,2000000,4000000 --shard-rows 100000
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import shutil
+import subprocess
+import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +71,113 @@ def write_dataset(work: Path, n: int, d: int, shard_rows: int, seed: int = 0) ->
     return groups
 
 
+DRIVER = """
+import json, resource, sys
+import fastdup_ray
+work, nlist, k, nprobe, ccthreshold, executor, rows_per_partition = sys.argv[1:]
+summary = fastdup_ray.run("unused", work, run_mode=2, k=int(k), nnf_mode=f"IVF{nlist},Flat", nprobe=int(nprobe),
+                          threshold=float(ccthreshold), ccthreshold=float(ccthreshold), reduce_strategy="distributed",
+                          executor=executor, rows_per_partition=int(rows_per_partition))
+print("RESULT " + json.dumps({"seconds": summary.seconds, "driver_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+class WorkerMemory:
+    """The largest resident set of any engine worker seen while running (Ray workers
+    are named 'ray::...'; the local engine's are this benchmark's grandchildren)."""
+
+    def __init__(self, driver_pid_file: Path | None = None) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.5):
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit():
+                    continue
+                try:
+                    cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+                    if not (cmdline.startswith(b"ray::") or b"multiprocessing.spawn" in cmdline):
+                        continue
+                    for line in Path(f"/proc/{entry}/status").read_text().splitlines():
+                        if line.startswith("VmRSS:"):
+                            self.peak = max(self.peak, int(line.split()[1]) * 1024)
+                except OSError:
+                    continue
+
+    def __enter__(self) -> "WorkerMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def exact_topk(work: WorkDir, prefixes: list[str], queries_ids: np.ndarray, d: int, k: int) -> np.ndarray:
+    """The exact k nearest rows of the sampled rows (faiss over one shard at a time)."""
+    import faiss
+
+    queries = load_rows(work, prefixes, queries_ids, d)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    best = (np.full((len(queries_ids), k), -np.inf, dtype=np.float32), np.full((len(queries_ids), k), -1, dtype=np.int64))
+    first = 0
+    for prefix in prefixes:
+        _, vectors = load_shards(work, [prefix], d, normalize=True)
+        index = faiss.IndexFlatIP(d)
+        index.add(vectors)
+        sims, ids = index.search(queries, k + 1)
+        ids = np.where(ids >= 0, ids + first, -1)
+        sims = np.where(ids == queries_ids[:, None], -np.inf, sims)
+        best = merge_topk([best, (sims, ids)], k)
+        first += len(vectors)
+    return best[1]
+
+
+def scaling(args) -> int:
+    """The distributed reduce at each size, each in a fresh driver process."""
+    import polars as pl
+
+    print(f"distributed reduce on the {args.executor} engine, d={args.d}, k={args.k}, nprobe={args.nprobe}, lists of ~1000 vectors, shards of {args.shard_rows}, partitions of {args.rows_per_partition} rows")
+    rows = []
+    for n in args.sizes:
+        shutil.rmtree(args.out, ignore_errors=True)
+        args.out.mkdir(parents=True)
+        groups = write_dataset(args.out, n, args.d, args.shard_rows)
+        started = time.perf_counter()
+        with WorkerMemory() as workers:
+            done = subprocess.run(
+                [sys.executable, "-c", DRIVER, str(args.out), str(max(1, n // 1000)), str(args.k), str(args.nprobe), str(args.ccthreshold), args.executor, str(args.rows_per_partition)],
+                capture_output=True, text=True, env={**os.environ, "RAY_ADDRESS": ""},
+            )
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            print(done.stderr[-3000:])
+            return 1
+        result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+        work = WorkDir(str(args.out))
+        prefixes = list_shards(work)
+        sample = np.sort(np.random.default_rng(1).choice(n, size=min(args.queries, n), replace=False))
+        truth = exact_topk(work, prefixes, sample, args.d, args.k)
+        edges = pl.scan_parquet(str(args.out / "edges" / "*.parquet")).filter(pl.col("src").is_in(sample.tolist())).collect()
+        found = {src: set(group["dst"].to_list()) for (src,), group in edges.group_by("src")}
+        recall = np.mean([len(found.get(int(q), set()) & set(truth[i].tolist())) / args.k for i, q in enumerate(sample)])
+        labels = pl.scan_parquet(str(args.out / "connected_components" / "*.parquet")).select("__id", "component_id").collect().sort("__id")["component_id"].to_numpy()
+        sizes = np.bincount(labels, minlength=n)
+        recovered = sum(bool((labels[g] == labels[g[0]]).all() and sizes[labels[g[0]]] == len(g)) for g in groups)
+        seconds = result["seconds"]
+        rows.append((n, wall, result["driver_rss"], workers.peak, recall, recovered, len(groups)))
+        print(f"{n:>9,} vectors: {wall:.0f}s wall ({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())}); "
+              f"driver peak RSS {result['driver_rss'] / 2**20:.0f} MiB, largest worker {workers.peak / 2**20:.0f} MiB; "
+              f"recall@{args.k} {recall:.4f} ({len(sample)} queries); planted groups found as components {recovered}/{len(groups)}", flush=True)
+    if len(rows) > 1:
+        first, last = rows[0], rows[-1]
+        print(f"{last[0] / first[0]:.0f}x the vectors: {last[1] / first[1]:.2f}x the time, driver RSS {last[2] / first[2]:.2f}x")
+    shutil.rmtree(args.out, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
@@ -69,7 +190,13 @@ def main() -> int:
     parser.add_argument("--ccthreshold", type=float, default=0.8)
     parser.add_argument("--queries", type=int, default=1000, help="sampled queries for recall@k against exact search")
     parser.add_argument("--out", type=Path, default=Path("/tmp/fastdup-ray-reduce"))
+    parser.add_argument("--scaling", action="store_true", help="the product's distributed reduce at each of --sizes (see above)")
+    parser.add_argument("--sizes", type=lambda text: [int(x) for x in text.split(",")], default=[1_000_000, 2_000_000, 4_000_000])
+    parser.add_argument("--executor", default="ray", choices=["ray", "local"])
+    parser.add_argument("--rows-per-partition", type=int, default=250_000)
     args = parser.parse_args()
+    if args.scaling:
+        return scaling(args)
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     start = time.perf_counter()

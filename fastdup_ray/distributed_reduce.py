@@ -37,6 +37,8 @@ log = logging.getLogger("fastdup_ray")
 
 ROUTED_INDEX_DIR = "nnf.routed"
 PAGERANK_RESET = 0.15
+# Vectors sampled (over all partitions) to train the routed lists.
+TRAINING_SAMPLE = 65_536
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,9 @@ def train_task(plan: ReducePlan, _: int = 0) -> int:
     """Spherical k-means lists from the partitions' samples; returns the list count."""
     folder = plan.scratch.sub("sample")
     sample = np.concatenate([np.load(io.BytesIO(folder.read_bytes(name))) for name in folder.names()])
-    centroids = train_lists(sample, plan.nlist)
+    # 16 points a list: lists only route vectors (every score is exact), and the sample
+    # stays 65k vectors up to 4096 lists, so training grows with the lists, not n x lists.
+    centroids = train_lists(sample, plan.nlist, points_per_list=16)
     buffer = io.BytesIO()
     np.save(buffer, centroids)
     plan.work.sub(ROUTED_INDEX_DIR).write_bytes("centroids.npy", buffer.getvalue())
@@ -542,7 +546,7 @@ def reduce_in_waves(engine, plan: ReducePlan, lower_threshold: float, csv_row_li
         if plan.spec == "Flat":
             groups = [tuple(numbers[i : i + 4]) for i in range(0, len(plan.partitions), 4)]
         else:
-            share = min(1.0, 65_536 / max(1, n))
+            share = min(1.0, TRAINING_SAMPLE / max(1, n))
             _wave(engine, partial(sample_task, plan, share=share), numbers)
             nlist = _wave(engine, partial(train_task, plan), [0])[0]
             plan = replace(plan, nlist=nlist, buckets=min(plan.buckets, nlist))
