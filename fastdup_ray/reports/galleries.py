@@ -174,7 +174,7 @@ def duplicates_cards(tables: RunTables, num_images: int | None = None, threshold
     file size and component, and which of them ``dedup --keep <keep>`` keeps."""
     wanted = _slice_labels(tables, slice)
     pairs = _in_slice(_unique_pairs(_pairs(tables, threshold), tables), "from", tables, wanted)
-    pairs = _limit(tables.with_ids(pairs.sort("distance", descending=not ascending, maintain_order=True)), num_images)
+    pairs = tables.with_ids(_limit(pairs.sort("distance", descending=not ascending, maintain_order=True), num_images))
     maker = TileMaker(tables, keep)
     maker.prepare(tables.from_images, pairs["from_id"])
     maker.prepare(tables.to_images, pairs["to_id"])
@@ -237,7 +237,10 @@ def component_similarity(tables: RunTables, members: pl.DataFrame) -> dict[int, 
     two images are both in the component; components with no such pair are left out."""
     if not tables.has(layout.SIMILARITY_FILE):
         return {}
-    pairs = tables.with_ids(tables.table(layout.SIMILARITY_FILE, PAIR_COLUMNS))
+    # Only the pairs between shown members: similarity.csv may hold millions of rows.
+    names = members["filename"].to_list()
+    pairs = tables.table(layout.SIMILARITY_FILE, PAIR_COLUMNS).filter(pl.col("from").is_in(names) & pl.col("to").is_in(names))
+    pairs = tables.with_ids(pairs)
     component = members.select("__id", "component_id")
     inside = (
         pairs.join(component.rename({"__id": "from_id", "component_id": "a"}), on="from_id")
@@ -357,9 +360,8 @@ def similarity_cards(tables: RunTables, num_images: int | None = None, max_items
     queries = _limit(owned.unique("query", keep="first", maintain_order=True), num_images)
     groups = {key[0]: group for key, group in owned.join(queries.select("query"), on="query", how="semi").group_by("query", maintain_order=True)}
     maker = TileMaker(tables)
-    maker.prepare(tables.from_images, pl.concat([queries["query_id"], *(g.head(max_items)["match_id"] for g in groups.values())]) if not tables.is_test_run else queries["query_id"])
-    if tables.is_test_run:
-        maker.prepare(tables.to_images, pl.concat([g.head(max_items)["match_id"] for g in groups.values()]) if groups else [])
+    maker.prepare(tables.from_images, queries["query_id"])
+    maker.prepare(tables.to_images, [i for group in groups.values() for i in group.head(max_items)["match_id"]])
     cards = []
     for query, query_id in queries.select("query", "query_id").iter_rows():
         group = groups[query]

@@ -23,6 +23,7 @@ from pathlib import Path
 import jinja2
 from PIL import Image
 
+from fastdup_ray.errors import ConfigError
 from fastdup_ray.workdir import write_file_atomically
 
 log = logging.getLogger("fastdup_ray")
@@ -96,7 +97,7 @@ def render_pages(gallery: Gallery, page_size: int = DEFAULT_PAGE_SIZE, tile_size
     """(file name, HTML) of each page of ``gallery``; a tile with a ``thumbnail`` shows
     ``thumbnails/<thumbnail>``, the others a labelled empty box."""
     if page_size < 1:
-        raise ValueError(f"page_size must be at least 1, got {page_size}")
+        raise ConfigError(f"page_size must be at least 1, got {page_size}")
     names = page_names(gallery.stem, max(1, math.ceil(len(gallery.cards) / page_size)))
     template = ENVIRONMENT.get_template("gallery.html")
     pages = []
@@ -151,9 +152,9 @@ def render_index(summary: list[tuple[str, str]], galleries: list[dict], paramete
 def write_gallery(gallery: Gallery, save_path: str | os.PathLike, page_size: int = DEFAULT_PAGE_SIZE, tile_size: int = DEFAULT_TILE_SIZE, index_link: bool = False) -> Path:
     """Write the pages and the thumbnails they show; returns the first page's path."""
     if page_size < 1:
-        raise ValueError(f"page_size must be at least 1, got {page_size}")
+        raise ConfigError(f"page_size must be at least 1, got {page_size}")
     if tile_size < 16:
-        raise ValueError(f"thumbnail_size must be at least 16 (CSS pixels), got {tile_size}")
+        raise ConfigError(f"thumbnail_size must be at least 16 (CSS pixels), got {tile_size}")
     folder = Path(save_path)
     (folder / THUMBNAILS_DIR).mkdir(parents=True, exist_ok=True)
     tiles = [tile for card in gallery.cards for tile in card.tiles]
