@@ -17,8 +17,10 @@ from fastdup_ray.errors import ConfigError, FastdupRayError, InputError
 from fastdup_ray.evaluate import evaluate_run
 from fastdup_ray.features import load_binary_features, save_binary_feature
 from fastdup_ray.reports import (
+    Visualizer,
     create_components_gallery,
     create_duplicates_gallery,
+    create_galleries,
     create_outliers_gallery,
     create_similarity_gallery,
     create_stats_gallery,
@@ -33,6 +35,7 @@ __all__ = [
     "create",
     "create_components_gallery",
     "create_duplicates_gallery",
+    "create_galleries",
     "create_outliers_gallery",
     "create_similarity_gallery",
     "create_stats_gallery",
@@ -43,6 +46,7 @@ __all__ = [
     "Fastdup",
     "RunConfig",
     "RunSummary",
+    "Visualizer",
     "load_binary_features",
     "run",
     "save_binary_feature",

@@ -155,7 +155,7 @@ def changed_input(work: WorkDir, prefix: str, marker: dict, sizes: dict[str, int
 
 def check_inputs_unchanged(work: WorkDir, input_dir: str, action: str) -> None:
     """Refuse, naming the file, when any input of the run vanished or changed since."""
-    stats = results.read_file_table(work, layout.STATS_FILE, ("filename", "file_size")) if work.exists(layout.STATS_FILE) else None
+    stats = results.read_table(work, layout.STATS_FILE, ("filename", "file_size")) if results.has_table(work, layout.STATS_FILE) else None
     sizes = dict(zip(stats["filename"].to_list(), stats["file_size"].to_list())) if stats is not None else {}
     for prefix in list_shards(work):
         marker = read_marker(work, prefix) or {}

@@ -16,6 +16,7 @@ COMMANDS = {
     "components": ["create-components-gallery", "{work}", "{out}"],
     "stats": ["create-stats-gallery", "{work}", "{out}"],
     "similarity": ["create-similarity-gallery", "{work}", "{out}"],
+    "galleries": ["create-galleries", "{work}", "{out}"],
     "projector": ["export-to-tensorboard-projector", "{work}", "{out}"],
 }
 

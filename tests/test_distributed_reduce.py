@@ -111,6 +111,16 @@ def test_exact_copies_are_paired_and_flagged_by_the_distributed_reduce(tmp_path)
     assert exact.height == 3 and (exact["distance"] == 1.0).all()
     stats = results.read_table(distributed, layout.STATS_FILE)
     assert stats.height == 12 and stats["__id"].to_list() == list(range(12)) and "hash" in stats.columns
+    # Parts only (no CSV): dedup's keep rule and the API's frames read the stats parts.
+    from fastdup_ray.dedup import keep_and_remove
+
+    parts_only = tmp_path / "parts_only"
+    fastdup_ray.run(str(folder), str(parts_only), executor="local", k=1, shard_size=4, reduce_strategy="distributed", rows_per_partition=3, csv_row_limit=0)
+    assert not (parts_only / "stats.csv").exists() and (parts_only / "stats").is_dir()
+    for got, want in zip(keep_and_remove(str(parts_only)), keep_and_remove(str(memory))):
+        assert got.equals(want)
+    frame = fastdup_ray.create(work_dir=str(parts_only)).img_stats(as_polars=True)
+    assert frame.height == 12 and frame["img_w"].min() > 0
 
 
 def test_test_images_meet_only_the_lists_they_probe_in_the_routed_index(tmp_path):
