@@ -3,7 +3,7 @@
 An engine offers three things (datatrove's executors and img2dataset's distributor are
 the models): :meth:`Engine.extract` reads, decodes and embeds work units and hands each
 finished batch to the shard collector on this process; :meth:`Engine.map` runs a plain
-function over a list of items (kNN over index shards, union-find rounds) and returns the
+function over a list of items (the waves of the distributed reduce) and returns the
 results in order; :attr:`Engine.resources` says what it has. Two engines implement it:
 
 - ``local`` (:mod:`fastdup_ray.engine.local`): worker processes on this machine, one

@@ -6,7 +6,7 @@ Extraction::
           ──> embed (actor pool, one ONNX Runtime session per actor, CPU or GPU)
           ──> the shard collector on the driver (one writer per unit, marker last)
 
-``map`` runs a plain function over items as Ray tasks (kNN over index shards, union-find
+``map`` runs a plain function over items as Ray tasks (the waves of the distributed reduce,
 rounds), results in order.
 """
 
