@@ -144,7 +144,9 @@ def rows_have_hashes(work: WorkDir, prefixes: list[str], rows: list[int]) -> boo
 
 def choose_strategy(config: RunConfig, n: int, d: int) -> str:
     """'memory' while the vectors fit reduce_memory_gb, else 'distributed' (or what
-    reduce_strategy names)."""
+    reduce_strategy names); fewer than two vectors have no neighbours to distribute."""
+    if n < 2:
+        return "memory"
     if config.reduce_strategy != "auto":
         return config.reduce_strategy
     return "distributed" if n * d * 4 > config.reduce_memory_gb * 2**30 else "memory"

@@ -29,6 +29,7 @@ from fastdup_ray import layout, outputs
 from fastdup_ray.config import RunConfig
 from fastdup_ray.embed import Embedder
 from fastdup_ray.errors import ConfigError, InputError
+from fastdup_ray.distributed_reduce import clear_outputs
 from fastdup_ray.engine import EngineSlot, choose, ray_cluster_given
 from fastdup_ray.extract import ExtractJob, extract_units, write_listing_shard
 from fastdup_ray.features import (
@@ -118,6 +119,7 @@ def clear_run(work: WorkDir) -> None:
         if name in outputs_of_a_run or name.endswith(SHARD_SUFFIXES):
             work.remove(name)
     remove_saved_index(work)
+    clear_outputs(work)  # a distributed reduce's parts and edges too
     for folder in (layout.TEST_FEATURES_DIR, layout.TEST_RESULTS_DIR):
         work.remove_tree(folder)
     log.info("overwrite: cleared the earlier run in %s", work.location)

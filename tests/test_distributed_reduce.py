@@ -121,6 +121,9 @@ def test_exact_copies_are_paired_and_flagged_by_the_distributed_reduce(tmp_path)
         assert got.equals(want)
     frame = fastdup_ray.create(work_dir=str(parts_only)).img_stats(as_polars=True)
     assert frame.height == 12 and frame["img_w"].min() > 0
+    # overwrite clears a distributed run's parts and edges with the rest of the run.
+    fastdup_ray.run(str(folder), str(parts_only), executor="local", shard_size=4, run_mode=1, overwrite=True)
+    assert not any((parts_only / folder_name).exists() for folder_name in ("similarity", "stats", "edges", "connected_components"))
 
 
 def test_test_images_meet_only_the_lists_they_probe_in_the_routed_index(tmp_path):
