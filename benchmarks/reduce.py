@@ -72,13 +72,16 @@ def write_dataset(work: Path, n: int, d: int, shard_rows: int, seed: int = 0) ->
 
 
 DRIVER = """
-import json, resource, sys
+import json, sys
 import fastdup_ray
 work, nlist, k, nprobe, ccthreshold, executor, rows_per_partition = sys.argv[1:]
 summary = fastdup_ray.run("unused", work, run_mode=2, k=int(k), nnf_mode=f"IVF{nlist},Flat", nprobe=int(nprobe),
                           threshold=float(ccthreshold), ccthreshold=float(ccthreshold), reduce_strategy="distributed",
                           executor=executor, rows_per_partition=int(rows_per_partition))
-print("RESULT " + json.dumps({"seconds": summary.seconds, "driver_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+# VmHWM, not ru_maxrss: the latter keeps the peak of the benchmark process this one was
+# forked from (it survives exec), VmHWM belongs to this process's own memory.
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print("RESULT " + json.dumps({"seconds": summary.seconds, "driver_rss": peak * 1024}))
 """
 
 
