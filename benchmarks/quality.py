@@ -12,8 +12,8 @@ through fastdup_ray at the package defaults. For each half it prints
   at the package defaults give: similarity.csv precision / recall, component purity;
 - per edit type, how many copies the runs at the defaults find.
 
-``--compare-models`` adds, on the report half, the shipped int8 160 px model against
-fp32 224 px and against flip-invariant features (mean of an image's and its mirror's
+``--compare-models`` adds, on the report half, the shipped int8 model against fp32
+and against flip-invariant features (mean of an image's and its mirror's
 embedding), with one core's model-alone img/s for each; ``--k-cost N`` the CPU time of
 the reduce for each k on N random vectors.
 
@@ -34,7 +34,7 @@ import polars as pl
 from photoset import DEFAULT_PHOTOS, HALVES, build_set
 
 import fastdup_ray
-from fastdup_ray.config import RunConfig
+from fastdup_ray.config import DEFAULT_D, RunConfig
 from fastdup_ray.evaluate import component_purity, pair_metrics
 from fastdup_ray.graph import connected_components
 from fastdup_ray.index import knn_edges
@@ -327,7 +327,7 @@ def compare_models(half: Half, k: int) -> None:
     )
     print("|---|---|---|---|---|---|")
     for precision in ("int8", "fp32"):
-        model = Embedder(default_model_path(precision), d=1280)
+        model = Embedder(default_model_path(precision))
         pixels = decode_all(half.names, model.image_size)
         for mirrored in (False, True):
             features = embed_variant(model, pixels, mirrored)
@@ -343,7 +343,7 @@ def compare_models(half: Half, k: int) -> None:
             )
 
 
-def print_k_cost(n: int, d: int = 1280, rounds: int = 3) -> None:
+def print_k_cost(n: int, d: int = DEFAULT_D, rounds: int = 3) -> None:
     """CPU seconds of the reduce after extraction (exact kNN, pairs, similarity and
     outliers tables, components) on n clustered random vectors, for each k: what k costs.
     CPU time, the best of ``rounds`` with the k alternating, as other work shares the machine."""

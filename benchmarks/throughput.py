@@ -13,6 +13,11 @@ edited copies, then measures on this machine:
   from the registry; its licence is non-commercial, so it is only ever a benchmark peer
   here, never a dependency.
 
+- with ``--compare-model PATH``: another ONNX model (an earlier default, a candidate)
+  beside the shipped int8 one: its per-image costs, and end to end in each round right
+  after the shipped model's run, with the img/s ratio of the two (same machine, same
+  moment, so the ratio holds on a shared machine where single figures drift).
+
 - with ``--scaling 1,2,4,8,16``: for each worker count, img/s of each engine end to end
   (``--num-threads N``) beside the ceiling at that count: decode + resize alone and the
   model alone, each in N processes.
@@ -120,6 +125,11 @@ def end_to_end(folder, work: Path, extra: list[str], env: dict | None = None, fr
     return {"wall": wall, "good": good, "stages": {k: float(v) for k, v in stages.items()}, "memory": memory}
 
 
+def compared_args(model_path: str) -> list[str]:
+    """fastdup-ray run options for another ONNX model: its path and its feature width."""
+    return ["--model-path", model_path, "--d", str(Embedder(model_path).output_width())]
+
+
 def memory_line(memory: dict[str, int]) -> str:
     return ", ".join(f"{role} {rss / 2**20:.0f} MiB" for role, rss in sorted(memory.items(), key=lambda kv: -kv[1]))
 
@@ -162,7 +172,7 @@ def _decode_share(paths: list[str], size: int) -> float:
 
 
 def _model_share(count: int, size: int) -> float:
-    model = Embedder(default_model_path("int8"), d=1280)
+    model = Embedder(default_model_path("int8"))
     pixels = np.random.default_rng(0).integers(0, 255, (64, size, size, 3), dtype=np.uint8)
     model.embed(pixels[:16])  # warm-up
     start = time.perf_counter()
@@ -189,7 +199,7 @@ def ceiling(kind: str, workers: int, paths: list[Path], size: int) -> float:
 
 def scaling(folder: Path, paths: list[Path], out: Path, counts: list[int], executors: list[str], extra: list[str]) -> None:
     """One table: per worker count, each engine end to end and the two ceilings."""
-    size = Embedder(default_model_path("int8"), d=1280).image_size
+    size = Embedder(default_model_path("int8")).image_size
     print(f"scaling on {len(paths)} images ({size} px, int8 model); img/s")
     print("| workers | " + " | ".join(f"{e} end to end" for e in executors) + " | decode alone | model alone |")
     print("|---|" + "---|" * (len(executors) + 2))
@@ -209,6 +219,7 @@ def main() -> int:
     parser.add_argument("--executors", default="auto", help="comma list of fastdup-ray executors to time each round (auto, local, ray)")
     parser.add_argument("--memory-sizes", default="", help="comma list of image counts (e.g. 2000,10000): one run each, peak memory per worker kind, to show it does not grow with the dataset")
     parser.add_argument("--scaling", default="", help="comma list of worker counts (e.g. 1,2,4,8,16): each engine end to end and the decode / model ceilings at each count")
+    parser.add_argument("--compare-model", default=None, metavar="PATH", help="also time this ONNX model, alternating with the shipped int8 one")
     parser.add_argument("run_args", nargs="*", help="extra arguments for fastdup-ray run (after --)")
     args = parser.parse_args()
     if not args.photos.is_dir():
@@ -223,13 +234,17 @@ def main() -> int:
         return 0
 
     costs = {}
-    for precision in ("fp32", "int8"):
-        model = Embedder(default_model_path(precision), d=1280)
-        costs[precision] = per_image_costs(paths[:640], model)
-        total = sum(costs[precision].values())
-        steps = ", ".join(f"{k} {v:.2f}" for k, v in costs[precision].items())
-        print(f"one core, {precision} model at {model.image_size} px: {steps} ms an image; {total:.2f} ms = {1000 / total:.0f} img/s per core")
+    models = {precision: default_model_path(precision) for precision in ("fp32", "int8")}
+    if args.compare_model:
+        models["compared"] = args.compare_model
+    for label, path in models.items():
+        model = Embedder(path)
+        costs[label] = per_image_costs(paths[:640], model)
+        total = sum(costs[label].values())
+        steps = ", ".join(f"{k} {v:.2f}" for k, v in costs[label].items())
+        print(f"one core, {label} model ({Path(path).name}) at {model.image_size} px, d={model.output_width()}: {steps} ms an image; {total:.2f} ms = {1000 / total:.0f} img/s per core")
     results = []
+    compared = []
     peer = []
     python = fastdup_python(args.out) if args.vs_fastdup else None
     executors = args.executors.split(",")
@@ -251,6 +266,13 @@ def main() -> int:
                   f"({measured['good']} images in {measured['wall']:.1f}s wall: process start {startup:.1f}s, stages {stages}); "
                   f"extraction {measured['good'] / extract_s:.0f} img/s, {busy / (extract_s * cores):.0%} of {cores} cores' time in decode + stats + model")
             print(f"  peak memory: {memory_line(measured['memory'])}")
+            if args.compare_model:
+                other = end_to_end(folder, args.out / "work", ["--executor", executor, *compared_args(args.compare_model), *args.run_args])
+                other["executor"] = executor
+                compared.append(other)
+                print(f"  compared model #{repeat + 1} ({executor}): {other['good'] / other['wall']:.0f} img/s, extraction {other['good'] / other['stages']['extract']:.0f} img/s; "
+                      f"shipped / compared end to end {measured['good'] / measured['wall'] / (other['good'] / other['wall']):.3f}, "
+                      f"extraction {other['stages']['extract'] / extract_s:.3f}")
     for count in [int(c) for c in args.memory_sizes.split(",") if c]:
         # Extraction (run_mode 1) and the reduce (run_mode 2) in separate processes, so
         # each one's peak is its own even when the local executor runs both in the driver.
@@ -258,6 +280,10 @@ def main() -> int:
         for mode, stage in (("1", "extraction"), ("2", "reduce")):
             measured = end_to_end(args.out / f"images-{count}", args.out / "work-memory", ["--executor", executors[0], "--run-mode", mode, *args.run_args], fresh=mode == "1")
             print(f"memory at {len(subset)} images, {stage}: {memory_line(measured['memory'])}")
+    for executor in executors if compared else []:
+        ours = np.median([r["good"] / r["wall"] for r in results if r["executor"] == executor])
+        theirs = np.median([r["good"] / r["wall"] for r in compared if r["executor"] == executor])
+        print(f"median end to end on {cores} cores ({executor}): shipped int8 {ours:.0f} img/s, compared model {theirs:.0f} img/s, ratio {ours / theirs:.3f}")
     best = max(results, key=lambda r: r["good"] / r["wall"])
     if peer:
         theirs = np.median([r["good"] / r["wall"] for r in peer])

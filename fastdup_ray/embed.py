@@ -1,7 +1,7 @@
 """Embed stage: batches of RGB arrays -> L2-normalised feature vectors with ONNX Runtime.
 
 The shipped default is EfficientNet-Lite0 (models/NOTICE says where its weights come
-from). Users may pass their own ONNX file with ``model_path`` and its width ``d``; its
+from), giving the 320-d mean-pooled output of its last block at 176 px. Users may pass their own ONNX file with ``model_path`` and its width ``d``; its
 input layout is read from the model itself.
 """
 
@@ -25,15 +25,16 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-SHIPPED_MODELS = {"fp32": "efficientnet_lite0.onnx", "int8": "efficientnet_lite0_160_int8.onnx", "fp16": "efficientnet_lite0_fp16.onnx"}
+SHIPPED_MODELS = {"fp32": "efficientnet_lite0.onnx", "int8": "efficientnet_lite0_int8.onnx", "fp16": "efficientnet_lite0_fp16.onnx"}
 
 
 def default_model_path(precision: str = "fp32") -> str:
-    """Path of the shipped EfficientNet-Lite0 ONNX model: fp32 at 224 px; int8 at 160 px
-    (static QDQ, per-channel; built by models/quantize_int8.py), the CPU default, about
-    4.5x the fp32 model's speed on CPU with near-duplicate average precision 0.9939
-    against 0.9978; or fp16 at 224 px (models/convert_fp16.py), the GPU default, which
-    scores as fp32 does."""
+    """Path of the shipped EfficientNet-Lite0 ONNX model, all at 176 px with 320-d
+    features: fp32; int8 (static QDQ, per-channel; built by models/quantize_int8.py),
+    the CPU default, its model step about 2.3x the fp32 one's speed on CPU, with
+    near-duplicate average precision 0.9923 against 0.9938 (benchmarks/quality.py,
+    report half); or fp16 (models/convert_fp16.py), the GPU default, which scores as
+    fp32 does."""
     return str(resources.files("fastdup_ray.models").joinpath(SHIPPED_MODELS[precision]))
 
 

@@ -3,22 +3,29 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from fastdup_ray.config import DEFAULT_D
 from fastdup_ray.decode import decode_image
-from fastdup_ray.embed import Embedder, default_model_path
+from fastdup_ray.embed import SHIPPED_MODELS, Embedder, default_model_path
 from fastdup_ray.errors import ConfigError
 from fastdup_ray.sample import jpeg_bytes, make_scene
 
 
 @pytest.fixture(scope="module", params=["fp32", "int8"])
 def embedder(request):
-    return Embedder(default_model_path(request.param), d=1280)
+    return Embedder(default_model_path(request.param), d=DEFAULT_D)
 
 
-def test_shipped_model_loads_and_gives_1280_unit_vectors(embedder):
-    session = ort.InferenceSession(default_model_path(), providers=["CPUExecutionProvider"])
-    assert session.get_outputs()[0].shape[1] == 1280
+@pytest.mark.parametrize("precision", sorted(SHIPPED_MODELS))
+def test_shipped_models_are_in_step_176_px_in_default_d_out(precision):
+    """fp32, int8 and fp16 take the same input and give features of the default width, so
+    the calibrated thresholds mean the same for each."""
+    session = ort.InferenceSession(default_model_path(precision), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[1:] == [176, 176, 3] and session.get_outputs()[0].shape[1] == DEFAULT_D == 320
+
+
+def test_shipped_model_gives_unit_vectors(embedder):
     vectors = embedder.embed(np.stack([decode_image(jpeg_bytes(make_scene(s)), embedder.image_size) for s in range(3)]))
-    assert vectors.shape == (3, 1280) and vectors.dtype == np.float32
+    assert vectors.shape == (3, DEFAULT_D) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
@@ -34,7 +41,7 @@ def test_edited_copy_scores_far_closer_than_unrelated_image(embedder):
 
 
 def test_wrong_d_is_a_clear_error():
-    with pytest.raises(ConfigError, match="pass d=1280"):
+    with pytest.raises(ConfigError, match=f"pass d={DEFAULT_D}"):
         Embedder(d=512)
 
 
@@ -61,19 +68,24 @@ def test_users_float_nchw_model(tmp_path):
     assert vectors.shape == (2, 8)
 
 
-def test_int8_model_keeps_the_fp32_neighbourhoods_of_edited_copies():
-    """The fast int8 model (160 px) ranks copies like the fp32 model (224 px): the same
-    nearest neighbour for every image of a set of scenes and their edited copies."""
+def test_int8_and_fp16_models_keep_the_fp32_neighbourhoods_of_edited_copies():
+    """The fast int8 model (CPU default) and the fp16 one (GPU default) rank copies as the
+    fp32 model does, the same nearest neighbour for every image of a set of scenes and
+    their edited copies, with features close to fp32's."""
     from fastdup_ray.sample import near_duplicate
 
     scenes = [make_scene(40 + i, material=i % 8) for i in range(8)]
     images = [jpeg_bytes(s) for s in scenes] + [jpeg_bytes(near_duplicate(s, i % 4)) for i, s in enumerate(scenes)]
-    neighbours = []
-    for precision in ("fp32", "int8"):
-        model = Embedder(default_model_path(precision), d=1280)
+    neighbours, features = [], []
+    for precision in ("fp32", "int8", "fp16"):
+        model = Embedder(default_model_path(precision), d=DEFAULT_D)
         vectors = model.embed(np.stack([decode_image(b, model.image_size) for b in images]))
         sims = vectors @ vectors.T
         np.fill_diagonal(sims, -1)
         neighbours.append(sims.argmax(axis=1))
-    assert Embedder(default_model_path("int8")).image_size == 160
-    assert (neighbours[0] == neighbours[1]).all() and (neighbours[1] == np.r_[np.arange(8, 16), np.arange(8)]).all()
+        features.append(vectors)
+    for other in neighbours:
+        assert (other == np.r_[np.arange(8, 16), np.arange(8)]).all()
+    fp32, int8, fp16 = features
+    assert (fp32 * fp16).sum(axis=1).min() > 0.999
+    assert (fp32 * int8).sum(axis=1).min() > 0.97

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from fastdup_ray.config import RunConfig
+from fastdup_ray.config import DEFAULT_D, RunConfig
 from fastdup_ray.engine import available_cpus, choose
 from fastdup_ray.engine.local import LocalEngine
 from fastdup_ray.engine.ray import plan_embedding
@@ -51,8 +51,8 @@ def test_decode_units_streams_batches_of_a_unit(tmp_path):
 
 
 def test_embed_batches_only_embeds_good_rows():
-    batch = decode_items("", [Item("good.jpg", data=jpeg_bytes(make_scene(0))), Item("bad.jpg", data=b"not a jpeg")], 224, 0)
-    out = EmbedBatches(model_path=None, d=1280, compute="cpu")(batch)
+    batch = decode_items("", [Item("good.jpg", data=jpeg_bytes(make_scene(0))), Item("bad.jpg", data=b"not a jpeg")], 176, 0)
+    out = EmbedBatches(model_path=None, d=DEFAULT_D, compute="cpu")(batch)
     assert np.linalg.norm(out["embedding"][0]) > 0.99 and not out["embedding"][1].any()
     assert "pixels" not in out and out["ok"].tolist() == [True, False]
 
@@ -191,7 +191,7 @@ def test_local_engine_commits_nothing_when_a_batch_fails(tmp_path):
     config = RunConfig("in", str(tmp_path / "work"), batch_size=2, num_threads=2)
     with pytest.raises(RuntimeError, match="disk on fire"):
         extract_locally(config, [WorkUnit("a.", "files", tuple(locations))], work, chunk_fn=failing_chunk)
-    assert list_shards(work) == [] and not shard_is_complete(work, "a.", 1280)
+    assert list_shards(work) == [] and not shard_is_complete(work, "a.", DEFAULT_D)
 
 
 def test_local_engine_embeds_in_worker_processes(tmp_path):
@@ -216,12 +216,12 @@ def test_local_engine_embeds_in_worker_processes(tmp_path):
 def test_byte_identical_files_are_decoded_and_embedded_once():
     photo, other = jpeg_bytes(make_scene(1)), jpeg_bytes(make_scene(2))
     items = [Item("a.jpg", data=photo), Item("b.jpg", data=other), Item("a_copy.jpg", data=photo), Item("bad.jpg", data=b"x"), Item("bad_copy.jpg", data=b"x")]
-    batch = decode_items("u.", items, size=224, first_seq=0)  # the fp32 model's size
+    batch = decode_items("u.", items, size=176, first_seq=0)  # the shipped models' size
     assert batch["hash"][0] == batch["hash"][2] != batch["hash"][1] and len(batch["hash"][0]) == 32
     assert batch["copy_of"].tolist() == [-1, -1, 0, -1, 3]
     assert batch["ok"].tolist() == [True, True, True, False, False] and batch["reason"][4] == batch["reason"][3]
     assert batch["stat_blur"][2] == batch["stat_blur"][0] and batch["thumbnail"][2] == batch["thumbnail"][0]
-    embed = EmbedBatches(None, 1280, "cpu")
+    embed = EmbedBatches(None, DEFAULT_D, "cpu")
     seen = []
     real = embed.embedder.embed
     embed.embedder.embed = lambda pixels: seen.append(len(pixels)) or real(pixels)
@@ -229,5 +229,5 @@ def test_byte_identical_files_are_decoded_and_embedded_once():
     assert seen == [2]  # a.jpg and b.jpg; the copy takes a.jpg's vector
     assert np.array_equal(vectors[2], vectors[0]) and not vectors[3].any()
     # A later batch with the same content is not run through the model either.
-    again = embed(decode_items("u.", [Item("c.jpg", data=other)], size=224, first_seq=5))["embedding"]
+    again = embed(decode_items("u.", [Item("c.jpg", data=other)], size=176, first_seq=5))["embedding"]
     assert seen == [2] and np.array_equal(again[0], vectors[1])

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 import fastdup_ray
+from fastdup_ray.config import DEFAULT_D
 from fastdup_ray.decode import decode_with_thumbnail
 from fastdup_ray.errors import InputError
 from fastdup_ray.features import FeatureShardWriter, load_thumbnails
@@ -233,7 +234,7 @@ def test_projector_export_is_served_by_tensorboard(gallery_run, tmp_path):
     config_path = fastdup_ray.export_to_tensorboard_projector(work, tmp_path / "logs", sample_size=8, seed=1)
     config = text_format.Parse(config_path.read_text(), ProjectorConfig())
     embedding = config.embeddings[0]
-    assert list(embedding.tensor_shape) == [8, 1280] and list(embedding.sprite.single_image_dim) == [64, 64]
+    assert list(embedding.tensor_shape) == [8, DEFAULT_D] and list(embedding.sprite.single_image_dim) == [64, 64]
     names, vectors = fastdup_ray.load_binary_features(work)
     metadata = pl.read_csv(tmp_path / "logs" / "metadata.tsv", separator="\t", quote_char=None)
     ids = [names.index(name) for name in metadata["filename"]]
@@ -253,7 +254,7 @@ def test_projector_export_is_served_by_tensorboard(gallery_run, tmp_path):
                     raise
                 time.sleep(0.5)
         assert runs == ["."]
-        tensor = np.frombuffer(urllib.request.urlopen(f"{base}/tensor?run=.&name=fastdup_ray").read(), dtype="<f4").reshape(8, 1280)
+        tensor = np.frombuffer(urllib.request.urlopen(f"{base}/tensor?run=.&name=fastdup_ray").read(), dtype="<f4").reshape(8, DEFAULT_D)
         assert np.allclose(tensor, vectors[ids], atol=1e-5)
         sprite = Image.open(io.BytesIO(urllib.request.urlopen(f"{base}/sprite_image?run=.&name=fastdup_ray").read()))
         assert sprite.size == (3 * 64, 3 * 64)

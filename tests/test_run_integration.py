@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 import fastdup_ray
-from fastdup_ray.config import DEFAULT_K
+from fastdup_ray.config import DEFAULT_D, DEFAULT_K
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,7 @@ def test_every_input_is_in_exactly_one_list(cli_run, sample):
     assert len(set(listed)) == len(listed)
     assert bad["filename"].to_list() == [str(sample.corrupt[0])]
     assert "truncated" in bad["error"][0]
-    assert features.shape == (18, 1280)
+    assert features.shape == (18, DEFAULT_D)
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-4)
 
 
@@ -114,8 +114,8 @@ def test_gpu_asked_without_a_gpu_runs_on_cpu_with_the_cpu_model_and_says_so_once
     with caplog.at_level(logging.WARNING, logger="fastdup_ray"):
         summary = fastdup_ray.run(str(sample.root), str(tmp_path), compute="gpu", k=3)
     warnings = [r.message for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) == 1 and "no GPU was found" in warnings[0] and "efficientnet_lite0_160_int8.onnx" in warnings[0]
-    assert '"model_file": "efficientnet_lite0_160_int8.onnx"' in (tmp_path / "config.json").read_text()
+    assert len(warnings) == 1 and "no GPU was found" in warnings[0] and "efficientnet_lite0_int8.onnx" in warnings[0]
+    assert '"model_file": "efficientnet_lite0_int8.onnx"' in (tmp_path / "config.json").read_text()
     pairs = pl.read_csv(tmp_path / "similarity.csv")
     assert summary.good == len(sample.images) and {frozenset(p) for p in zip(pairs["from"], pairs["to"])} >= {
         frozenset((str(a), str(b))) for a, b in sample.duplicate_pairs}

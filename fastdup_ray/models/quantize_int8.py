@@ -1,25 +1,28 @@
-"""Build ``efficientnet_lite0_160_int8.onnx`` from the fp32 model: 160x160 input, static
-QDQ int8, per-channel weights, calibrated on photo-like images the project makes itself
-(fastdup_ray.sample: every procedural material, several seeds, plus edited copies).
+"""Build ``efficientnet_lite0_int8.onnx`` from the fp32 model: static QDQ int8, per-channel
+weights, calibrated on photo-like images the project makes itself (fastdup_ray.sample:
+every procedural material, several seeds, plus edited copies). The input size is the fp32
+model's (176 px) unless --size asks for another.
 
 Needs the ``onnx`` package besides onnxruntime (build time only)::
 
     python fastdup_ray/models/quantize_int8.py
 
 Why these choices (measured with benchmarks/quality.py and one ONNX Runtime thread on a
-2-core AVX2 machine; fp32 at 224 px: average precision 0.9978, 94-101 img/s):
+2-core AVX2 machine):
 
-- 160 px input. The network is fully convolutional and every stride-2 stage sees an even
-  side at 160 as at 224, so the exported "same" paddings are the same and only the declared
-  input changes. JPEGs of ~500x375 then decode at half scale. int8 AP: 160 px 0.9940,
-  176 px 0.9951, 192 px 0.9970; decode + model per image 4.3, 4.8 and 5.8 ms.
+- Input size. The network is fully convolutional, so only the declared input changes.
+  JPEGs of ~500x375 decode at half scale for any size up to 187 px. With the 1280-d head
+  features: int8 average precision 160 px 0.9940, 176 px 0.9951, 192 px 0.9970 (the
+  earlier dev-photo set); decode + model per image 4.3, 4.8 and 5.8 ms. With the last
+  block's 320-d features (the shipped ones), tune half over six seeds: 160 px 0.9973,
+  176 px 0.9981, 192 px 0.9979; model alone 1.99, 2.32 and about 2.9 ms an image.
 - Clip (ReLU6) and Add quantised too, not only Conv: the quantiser then drops each Clip into
   the uint8 range of its convolution's output, and ONNX Runtime runs convolution after
   convolution in int8. Quantising only Conv left a dequantise/requantise pair around every
   Clip, 47% of the run time: 251 -> 434 img/s at 160 px.
 - The uint8 pixels go straight into the first convolution's dequantisation (scale 1/127.5,
   zero point 128) instead of through Cast, x/127.5 - 1 and a quantisation step, which
-  rounded them to the same grid anyway: 4% faster, average precision 0.9939 (0.9940).
+  rounded them to the same grid anyway: 4% faster, same average precision.
 """
 
 from __future__ import annotations
@@ -43,7 +46,6 @@ from fastdup_ray.decode import decode_image
 from fastdup_ray.sample import MATERIALS, jpeg_bytes, make_scene, near_duplicate
 
 HERE = Path(__file__).parent
-SIZE = 160
 
 
 class SceneBatches(CalibrationDataReader):
@@ -63,13 +65,16 @@ class SceneBatches(CalibrationDataReader):
         return next(self.batches, None)
 
 
-def with_input_size(source: Path, out: Path, size: int) -> None:
-    """The fp32 model declaring a size x size input (shapes inferred again downstream)."""
+def with_input_size(source: Path, out: Path, size: int | None) -> int:
+    """The fp32 model declaring a size x size input, its own size when None (shapes
+    inferred again downstream); returns the size."""
     model = onnx.load(str(source))
     dims = model.graph.input[0].type.tensor_type.shape.dim
+    size = size or dims[1].dim_value
     dims[1].dim_value = dims[2].dim_value = size
     del model.graph.value_info[:]  # intermediate shapes recorded for 224
     onnx.save(model, str(out))
+    return size
 
 
 def feed_pixels_to_first_convolution(model: onnx.ModelProto) -> None:
@@ -101,17 +106,17 @@ def feed_pixels_to_first_convolution(model: onnx.ModelProto) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=HERE / "efficientnet_lite0.onnx")
-    parser.add_argument("--size", type=int, default=SIZE)
-    parser.add_argument("--out", type=Path, default=HERE / f"efficientnet_lite0_{SIZE}_int8.onnx")
+    parser.add_argument("--size", type=int, default=None, help="input side in pixels (default: the fp32 model's)")
+    parser.add_argument("--out", type=Path, default=HERE / "efficientnet_lite0_int8.onnx")
     args = parser.parse_args()
     resized = args.out.with_suffix(".fp32.onnx")
     prepared = args.out.with_suffix(".prep.onnx")
-    with_input_size(args.source, resized, args.size)
+    size = with_input_size(args.source, resized, args.size)
     quant_pre_process(str(resized), str(prepared))
     quantize_static(
         str(prepared),
         str(args.out),
-        SceneBatches(args.size),
+        SceneBatches(size),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QUInt8,
