@@ -37,8 +37,10 @@ log = logging.getLogger("fastdup_ray")
 
 ROUTED_INDEX_DIR = "nnf.routed"
 PAGERANK_RESET = 0.15
-# Vectors sampled (over all partitions) to train the routed lists.
+# Vectors sampled (over all partitions) to train the routed lists: at least this many,
+# and faiss's 39 a list.
 TRAINING_SAMPLE = 65_536
+POINTS_PER_LIST = 39
 
 
 @dataclass(frozen=True)
@@ -197,24 +199,33 @@ def _ids(frame: pl.DataFrame, column: str) -> np.ndarray:
 # --- Routed kNN ------------------------------------------------------------------------------
 
 
-def sample_task(plan: ReducePlan, number: int, share: float) -> int:
-    """A random share of a partition's vectors, for training the lists."""
+def sample_task(plan: ReducePlan, number: int, share: float, block: int = 64) -> int:
+    """About ``share`` of a partition's vectors for training the lists, read as blocks of
+    rows spread evenly over it (a few byte ranges, not the whole partition)."""
     part = plan.partitions[number]
-    vectors = partition_vectors(plan, part)
-    take = np.flatnonzero(np.random.default_rng(number).random(len(vectors)) < share)
+    wanted = max(1, round(share * (part.stop - part.first)))
+    starts = np.unique(np.linspace(0, max(0, part.stop - part.first - block), max(1, -(-wanted // block))).astype(np.int64))
+    row_bytes = plan.d * 4
+    arrays, offset = [], 0
+    for prefix, start, stop in part.pieces:
+        for begin in starts[(starts >= offset) & (starts < offset + stop - start)]:
+            first = start + int(begin) - offset
+            last = min(stop, first + block)
+            data = plan.work.read_range(shard_names(prefix)[0], first * row_bytes, last * row_bytes)
+            arrays.append(np.frombuffer(data, dtype="<f4").reshape(last - first, plan.d))
+        offset += stop - start
+    sample = unit_rows(np.concatenate(arrays)) if arrays else np.zeros((0, plan.d), dtype=np.float32)
     buffer = io.BytesIO()
-    np.save(buffer, vectors[take])
+    np.save(buffer, sample)
     plan.scratch.sub("sample").write_bytes(f"part-{number:05d}.npy", buffer.getvalue())
-    return len(take)
+    return len(sample)
 
 
 def train_task(plan: ReducePlan, _: int = 0) -> int:
     """Spherical k-means lists from the partitions' samples; returns the list count."""
     folder = plan.scratch.sub("sample")
     sample = np.concatenate([np.load(io.BytesIO(folder.read_bytes(name))) for name in folder.names()])
-    # 16 points a list: lists only route vectors (every score is exact), and the sample
-    # stays 65k vectors up to 4096 lists, so training grows with the lists, not n x lists.
-    centroids = train_lists(sample, plan.nlist, points_per_list=16)
+    centroids = train_lists(sample, plan.nlist)
     buffer = io.BytesIO()
     np.save(buffer, centroids)
     plan.work.sub(ROUTED_INDEX_DIR).write_bytes("centroids.npy", buffer.getvalue())
@@ -542,14 +553,14 @@ def reduce_in_waves(engine, plan: ReducePlan, lower_threshold: float, csv_row_li
     numbers = range(len(plan.partitions))
     n = plan.partitions[-1].stop if plan.partitions else 0
     clear_outputs(plan.work)
-    with phase("index"):
-        if plan.spec == "Flat":
-            groups = [tuple(numbers[i : i + 4]) for i in range(0, len(plan.partitions), 4)]
-        else:
-            share = min(1.0, TRAINING_SAMPLE / max(1, n))
+    groups = [tuple(numbers[i : i + 4]) for i in range(0, len(plan.partitions), 4)]
+    if plan.spec != "Flat":
+        with phase("lists"):
+            share = min(1.0, max(TRAINING_SAMPLE, POINTS_PER_LIST * plan.nlist) / max(1, n))
             _wave(engine, partial(sample_task, plan, share=share), numbers)
             nlist = _wave(engine, partial(train_task, plan), [0])[0]
             plan = replace(plan, nlist=nlist, buckets=min(plan.buckets, nlist))
+        with phase("route"):
             _wave(engine, partial(route_task, plan), numbers)
     with phase("knn"):
         if plan.spec == "Flat":

@@ -243,12 +243,12 @@ def ivf_flat_lists(spec: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def train_lists(sample: np.ndarray, nlist: int, seed: int = 0, niter: int = 10, points_per_list: int = 39) -> np.ndarray:
-    """Spherical k-means centroids (nlist x d) of a sample of the vectors; at most one
-    list per ``points_per_list`` sample points (faiss's advice is 39)."""
+def train_lists(sample: np.ndarray, nlist: int, seed: int = 0, niter: int = 10) -> np.ndarray:
+    """Spherical k-means centroids (nlist x d) of a sample of the vectors (at most one
+    list per 39 sample points, faiss's advice)."""
     faiss = _faiss()
     sample = np.ascontiguousarray(sample, dtype=np.float32)
-    nlist = max(1, min(nlist, len(sample) // points_per_list or 1))
+    nlist = max(1, min(nlist, len(sample) // 39 or 1))
     kmeans = faiss.Kmeans(sample.shape[1], nlist, niter=niter, spherical=True, seed=seed, max_points_per_centroid=len(sample))
     kmeans.train(sample)
     return kmeans.centroids
