@@ -287,8 +287,8 @@ def exact_shard_task(plan: ReducePlan, group: tuple[int, ...]) -> int:
         query = np.repeat(np.arange(first, first + len(ids), dtype=np.int64), ids.shape[1])
         valid = ids.ravel() >= 0
         frame = pl.DataFrame({"query": query[valid], "candidate": ids.ravel()[valid], "sim": sims.ravel()[valid]})
-        # One file per (shard, query partition): the sender number names the shard.
-        _candidates(plan).send(group[0] * len(plan.partitions) + plan.partition_of(np.array([first]))[0], plan.partition_of(frame["query"].to_numpy()), frame)
+        # Each block is one query partition: one file per (index shard, query partition).
+        _candidates(plan).send(group[0], plan.partition_of(frame["query"].to_numpy()), frame)
         sent += frame.height
     return sent
 
