@@ -88,8 +88,9 @@ class ReducePlan:
     nprobe: int = 2
     buckets: int = 1
     spec: str = "Flat"
+    # Whether the rows carry content hashes (features a user brought have none): the
+    # waves that find exact copies run only then.
     has_hashes: bool = True
-    keep_names: bool = True
 
     @property
     def scratch(self) -> WorkDir:
@@ -356,7 +357,7 @@ def pairs_task(plan: ReducePlan, number: int) -> int:
     a = _ids(pairs, "a")
     names = partition_names(plan, part)
     out = pairs.with_columns(
-        pl.Series("leader_a", _leader_of(plan, part, a) if plan.has_hashes else np.full(len(a), -1, dtype=np.int64)),
+        pl.Series("leader_a", _leader_of(plan, part, a)),
         pl.Series("from", [names[i - part.first] for i in a], dtype=pl.String),
     )
     _resolve(plan).send(number, plan.partition_of(_ids(pairs, "b")), out.select(name for name, _ in _resolve(plan).schema))
@@ -372,7 +373,7 @@ def resolve_task(plan: ReducePlan, number: int) -> tuple[int, int]:
     names = pl.Series("names", partition_names(plan, part), dtype=pl.String)
     pairs = _resolve(plan).receive(number)
     a, b = _ids(pairs, "a"), _ids(pairs, "b")
-    leader_b = _leader_of(plan, part, b) if plan.has_hashes else np.full(len(b), -1, dtype=np.int64)
+    leader_b = _leader_of(plan, part, b)
     exact = (leader_b >= 0) & (leader_b == _ids(pairs, "leader_a"))
     sim = np.where(exact, np.float32(1.0), np.clip(pairs["sim"].to_numpy(), 0.0, 1.0)).astype(np.float32)
     similar = sim >= plan.threshold
@@ -461,7 +462,7 @@ def rows_task(plan: ReducePlan, number: int) -> tuple[int, int]:
     rank[local] = ranked["pagerank"].to_numpy()
     delta[local] = ranked["delta"].to_numpy()
     ids = np.arange(part.first, part.stop, dtype=np.int64)
-    members, _ = outputs.component_tables(labels, rank, delta, partition_names(plan, part) if plan.keep_names else None)
+    members, _ = outputs.component_tables(labels, rank, delta, partition_names(plan, part))
     members = members.with_columns(pl.Series("__id", ids))
     _write_part(plan.work, layout.TABLE_PARTS[layout.CONNECTED_COMPONENTS_FILE], number, members)
     alone = np.ones(len(labels), dtype=bool)
