@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from functools import partial
 
 import numpy as np
 
@@ -185,7 +186,8 @@ def reduce_distributed(config: RunConfig, work: WorkDir, prefixes: list[str], ro
         offsets = np.cumsum([0] + rows)
         shards = [{"file": None, "first": int(offsets[i]), "rows": r, "prefixes": [p]} for i, (p, r) in enumerate(zip(prefixes, rows)) if r]
         write_index_manifest(work, "Flat", d, shards)
-    write_merged_bad_list(work, prefixes)
+    # A task writes the merged bad list, so its rows pass through no driver memory either.
+    list(engine.map(partial(write_merged_bad_list, work), [prefixes]))
     for name, value in counts.items():
         setattr(summary, name, value)
 
