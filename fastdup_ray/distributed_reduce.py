@@ -592,7 +592,8 @@ def reduce_in_waves(engine, plan: ReducePlan, lower_threshold: float, csv_row_li
             layout.COMPONENT_INFO_FILE: sum(grouped) + sum(s[0] for s in singles),
             layout.STATS_FILE: sum(s[1] for s in singles),
         }
-        small = [name for name, count in rows.items() if count <= csv_row_limit and (name != layout.STATS_FILE or count == n)]
+        # A table's CSV while it is small; stats.csv only when every row has statistics.
+        small = [name for name, table_rows in rows.items() if table_rows <= csv_row_limit and (name != layout.STATS_FILE or table_rows == n)]
         _wave(engine, partial(csv_task, plan), small)
         plan.work.remove_tree(layout.REDUCE_SCRATCH_DIR)
     log.info("distributed reduce: %d rows in %d partitions, %d kNN edges, components in %d rounds", n, len(plan.partitions), edges, rounds)
