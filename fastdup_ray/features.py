@@ -22,7 +22,6 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -243,18 +242,6 @@ def load_shards(work: WorkDir, prefixes: list[str], d: int, normalize: bool = Fa
         arrays.append(vectors.reshape(len(shard_names_), d))
     array = np.concatenate(arrays) if arrays else np.zeros((0, d), dtype=np.float32)
     return names, unit_rows(array) if normalize else array
-
-
-def vectors_of(work: WorkDir, prefixes: list[str], d: int) -> np.ndarray:
-    """Unit vectors of the given shards, concatenated (a loader engines can pickle)."""
-    return load_shards(work, prefixes, d, normalize=True)[1]
-
-
-def query_blocks(work: WorkDir, blocks: list[tuple[str, int]], d: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(first run-wide row, unit vectors) of each (shard prefix, first row) given, read
-    one shard at a time."""
-    for prefix, first in blocks:
-        yield first, vectors_of(work, [prefix], d)
 
 
 def load_stats(work: WorkDir, prefixes: list[str]) -> pl.DataFrame | None:
