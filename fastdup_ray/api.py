@@ -283,13 +283,9 @@ class Fastdup:
 
     def _stats_frame(self) -> pl.DataFrame | None:
         work = self._finished()
-        if work.exists(layout.STATS_PARQUET):
-            stats = results.read_file_table(work, layout.STATS_PARQUET, ("__id", "filename", "width", "height"))
-        elif results.has_table(work, layout.STATS_FILE):  # the CSV, or a big run's Parquet parts
-            stats = results.read_table(work, layout.STATS_FILE, ("__id", "filename", "width", "height")).sort("__id")
-        else:
+        if not results.has_stats(work):
             return None
-        stats = stats.rename(STATS_NAMES, strict=False)
+        stats = results.read_stats(work, ("__id", "filename", "width", "height")).rename(STATS_NAMES, strict=False)
         stats = stats.with_columns(pl.col(c).cast(pl.Int64) for c in STATS_INTEGERS if c in stats.columns)
         first = [c for c in STATS_ORDER if c in stats.columns]
         return stats.select(first + [c for c in stats.columns if c not in first])

@@ -26,7 +26,7 @@ from functools import partial
 import numpy as np
 import polars as pl
 
-from fastdup_ray import layout, outputs
+from fastdup_ray import layout, outputs, results
 from fastdup_ray.exchange import Exchange
 from fastdup_ray.features import load_names, load_stats, shard_names, unit_rows
 from fastdup_ray.graph import component_pagerank, large_star, small_star, star_labels
@@ -478,10 +478,9 @@ def rows_task(plan: ReducePlan, number: int) -> tuple[int, int]:
 
 
 def _scan(work: WorkDir, folder: str) -> pl.LazyFrame:
-    """The parts of a folder as one lazy frame (local copies of remote parts)."""
-    folder_dir = work.sub(folder)
-    names = [name for name in folder_dir.names() if name.endswith(".parquet")]
-    return pl.scan_parquet([folder_dir.local_copy(name) for name in names])
+    """The parts of a folder as one lazy frame (local copies of remote parts, so polars
+    streams them)."""
+    return pl.scan_parquet([work.local_copy(name) for name in results.part_names(work, folder)])
 
 
 def outliers_task(plan: ReducePlan, count: int) -> int:

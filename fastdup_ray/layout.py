@@ -30,7 +30,8 @@ REMOVE_FILE = "remove.csv"
 # What dedup --move-to / --symlink-to / --delete did: action,source,target,bytes (appended).
 DEDUP_ACTIONS_FILE = "dedup_actions.csv"
 INDEX_FILE = "nnf.index"
-# A sharded reduce saves one index per shard, named in this manifest, instead of nnf.index.
+# A distributed Flat reduce names here the feature shards run modes 3/4 search exactly
+# (earlier versions named their index shards, nnf.shard-NNNNN.index, here).
 INDEX_MANIFEST = "nnf.index.json"
 # Run mode 3 extracts the test images here (a cache under the resume rule).
 TEST_FEATURES_DIR = "test_features"
@@ -38,10 +39,6 @@ TEST_FEATURES_DIR = "test_features"
 # run and the test features, so the train run's own tables stay as they were.
 TEST_RESULTS_DIR = "test_results"
 TEST_RUN_FILE = "test_run.json"
-
-
-def index_shard_name(number: int) -> str:
-    return f"nnf.shard-{number:05d}.index"
 
 
 def part_name(number: int) -> str:

@@ -25,13 +25,18 @@ def _work(work: WorkDir | str) -> WorkDir:
     return work if isinstance(work, WorkDir) else WorkDir(str(work))
 
 
-def table_parts(work: WorkDir | str, name: str) -> list[str]:
-    """The Parquet parts of table ``name`` (e.g. 'similarity.csv'), as work-dir names, in order."""
+def part_names(work: WorkDir | str, folder: str) -> list[str]:
+    """The Parquet parts (``part-NNNNN.parquet``) in ``folder``, as work-dir names, in order."""
     work = _work(work)
-    folder = layout.TABLE_PARTS.get(name)
-    if folder is None or not work.exists(folder):
+    if not work.exists(folder):
         return []
     return [f"{folder}/{part}" for part in work.sub(folder).names() if part.startswith("part-") and part.endswith(".parquet")]
+
+
+def table_parts(work: WorkDir | str, name: str) -> list[str]:
+    """The Parquet parts of table ``name`` (e.g. 'similarity.csv'), as work-dir names, in order."""
+    folder = layout.TABLE_PARTS.get(name)
+    return part_names(work, folder) if folder is not None else []
 
 
 def has_table(work: WorkDir | str, name: str) -> bool:
@@ -92,3 +97,22 @@ def read_table(work: WorkDir | str, name: str, columns: Sequence[str] = ()) -> p
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read {work.path(name)}: {str(exc).splitlines()[0]}") from None
     return _checked(table, work.path(name), columns)
+
+
+def stats_source(work: WorkDir | str) -> str:
+    """The run's statistics table: stats.parquet when the run wrote it (typed, quick to
+    read), else stats.csv, which a big run may have written as Parquet parts only."""
+    return layout.STATS_PARQUET if _work(work).exists(layout.STATS_PARQUET) else layout.STATS_FILE
+
+
+def has_stats(work: WorkDir | str) -> bool:
+    work = _work(work)
+    return work.exists(layout.STATS_PARQUET) or has_table(work, layout.STATS_FILE)
+
+
+def read_stats(work: WorkDir | str, columns: Sequence[str] = ()) -> pl.DataFrame:
+    """The run's statistics, one row per image by ``__id``, from whichever form it wrote."""
+    name = stats_source(work)
+    if name == layout.STATS_PARQUET:
+        return read_file_table(work, name, columns)
+    return read_table(work, name, columns).sort("__id")

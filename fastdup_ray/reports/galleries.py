@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from fastdup_ray import layout
+from fastdup_ray import layout, results
 from fastdup_ray.errors import ConfigError
 from fastdup_ray.reports.render import DEFAULT_PAGE_SIZE, DEFAULT_TILE_SIZE, Card, Gallery, Tile, write_gallery
-from fastdup_ray.reports.tables import ImageSource, KeepMarkers, RunTables, labels_of, stats_name
+from fastdup_ray.reports.tables import ImageSource, KeepMarkers, RunTables, labels_of
 
 PAIR_COLUMNS = ("from", "to", "distance")
 MEMBER_COLUMNS = ("__id", "component_id", "pagerank")
@@ -307,7 +307,7 @@ def stats_cards(tables: RunTables, metric: str = "blur", ascending: bool | None 
     """Images sorted by one statistic of stats.csv (blur, mean, width, unique_colors, ...;
     fastdup's 'dark' and 'bright' sort by mean)."""
     images = tables.single_run("statistics gallery")
-    stats = tables.table_for(stats_name(tables.work), STATS_COLUMNS)
+    stats = tables.table_for(results.stats_source(tables.work), STATS_COLUMNS)
     column, ascending = stats_order(metric, ascending)
     if column not in stats.columns or column in ("__id", "filename", "hash"):
         usable = [c for c in stats.columns if c not in ("__id", "filename", "hash")]

@@ -117,8 +117,8 @@ class ImageSource:
         return {int(i): ImageFacts(int(w), int(h), int(s)) for i, w, h, s in rows.iter_rows() if None not in (w, h, s)}
 
     def _read_facts(self) -> pl.DataFrame:
-        if self.work.exists(layout.STATS_PARQUET) or results.has_table(self.work, layout.STATS_FILE):
-            return stats_table(self.work, FACT_COLUMNS).select(FACT_COLUMNS)
+        if results.has_stats(self.work):
+            return results.read_stats(self.work, FACT_COLUMNS).select(FACT_COLUMNS)
         # Test features of run_mode 3 have only their shards' statistics.
         stats = load_stats(self.work, self.prefixes) if self.prefixes else None
         if stats is None or not set(FACT_COLUMNS[1:]) <= set(stats.columns):
@@ -133,17 +133,6 @@ COLUMN_TYPES = {"distance": pl.Float64, "pagerank": pl.Float64, "__id": pl.Int64
 def typed(table: pl.DataFrame) -> pl.DataFrame:
     """``table`` with the columns the galleries compute on in their types, however read."""
     return table.with_columns(pl.col(name).cast(kind) for name, kind in COLUMN_TYPES.items() if name in table.columns and table[name].dtype != kind)
-
-
-def stats_name(work: WorkDir) -> str:
-    """stats.parquet when the run wrote it (typed, quick to read), else stats.csv, which
-    a big run may have written as Parquet parts only."""
-    return layout.STATS_PARQUET if work.exists(layout.STATS_PARQUET) else layout.STATS_FILE
-
-
-def stats_table(work: WorkDir, columns: Sequence[str]) -> pl.DataFrame:
-    name = stats_name(work)
-    return results.read_file_table(work, name, columns) if name == layout.STATS_PARQUET else results.read_table(work, name, columns)
 
 
 @dataclass(frozen=True)
