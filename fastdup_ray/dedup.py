@@ -71,7 +71,7 @@ def keep_and_remove(work_dir: str, keep: str = "resolution", names: list[str] | 
     ``names`` stand for the rows (default: the run's row names)."""
     names = run_names(work_dir) if names is None else names
     components = results.read_table(work_dir, layout.CONNECTED_COMPONENTS_FILE, ("__id", "component_id")).sort("__id")
-    stats = results.read_table(work_dir, layout.STATS_FILE, ("__id", "width", "height", "file_size")).sort("__id") if results.has_table(work_dir, layout.STATS_FILE) else None
+    stats = results.read_stats(work_dir, ("__id", "width", "height", "file_size")) if results.has_stats(work_dir) else None
     if len(components) != len(names):
         raise InputError(f"{layout.CONNECTED_COMPONENTS_FILE} of {work_dir} has {len(components)} rows for {len(names)} images: rerun the neighbours step (run_mode 2)")
     return choose_keepers(components, names, stats, keep)

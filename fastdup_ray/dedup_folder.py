@@ -24,7 +24,7 @@ from fastdup_ray import layout, results
 from fastdup_ray.dedup import archive_of, keep_and_remove
 from fastdup_ray.errors import InputError
 from fastdup_ray.features import list_shards, load_names, read_marker, shard_names
-from fastdup_ray.sources import _local_version, fingerprint
+from fastdup_ray.sources import record_local_version, fingerprint
 from fastdup_ray.sources.items import LIST_EXTENSIONS, kind_of
 from fastdup_ray.storage import is_remote
 from fastdup_ray.workdir import WorkDir, run_lock
@@ -137,7 +137,7 @@ def changed_input(work: WorkDir, prefix: str, marker: dict, sizes: dict[str, int
     locations = shard_locations(work, prefix)
     versions: dict[str, str] = {}
     for location in locations:
-        _local_version(location, versions)
+        record_local_version(location, versions)
     if fingerprint(tuple(locations), versions) == marker["inputs"]:
         return None
     marker_time = os.stat(work.path(shard_names(prefix)[3])).st_mtime_ns
@@ -155,8 +155,8 @@ def changed_input(work: WorkDir, prefix: str, marker: dict, sizes: dict[str, int
 
 def check_inputs_unchanged(work: WorkDir, input_dir: str, action: str) -> None:
     """Refuse, naming the file, when any input of the run vanished or changed since."""
-    stats = results.read_table(work, layout.STATS_FILE, ("filename", "file_size")) if results.has_table(work, layout.STATS_FILE) else None
-    sizes = dict(zip(stats["filename"].to_list(), stats["file_size"].to_list())) if stats is not None else {}
+    stats = results.read_stats(work, ("filename", "file_size")) if results.has_stats(work) else None
+    sizes = dict(zip(stats["filename"].to_list(), stats["file_size"].cast(pl.Int64).to_list())) if stats is not None else {}
     for prefix in list_shards(work):
         marker = read_marker(work, prefix) or {}
         if prefix == layout.LISTING_SHARD:

@@ -111,7 +111,7 @@ def _classify(locations: list[str], listing: Listing, from_list: bool) -> int:
                 skipped += 1
             continue
         if not is_remote(location):
-            problem = _local_version(location, listing.versions)
+            problem = record_local_version(location, listing.versions)
             if problem:
                 listing.bad.append((location, problem))
                 continue
@@ -119,7 +119,7 @@ def _classify(locations: list[str], listing: Listing, from_list: bool) -> int:
     return skipped
 
 
-def _local_version(path: str, versions: dict[str, str]) -> str | None:
+def record_local_version(path: str, versions: dict[str, str]) -> str | None:
     """Record a local file's size and mtime; the reason it cannot be read, if it cannot.
     A missing file is left to the reader, which lists it with the operating system's words."""
     try:
