@@ -63,10 +63,6 @@ class StorageOptions:
         self.retry_mode = self.retry_mode or os.environ.get("AWS_RETRY_MODE") or DEFAULT_RETRY_MODE
         self.max_attempts = self.max_attempts or os.environ.get("AWS_MAX_ATTEMPTS") or DEFAULT_MAX_ATTEMPTS
 
-    def public(self) -> dict[str, Any]:
-        """What may be logged or written to config.json: everything but the keys."""
-        return {"endpoint_url": self.endpoint_url, "region": self.region, "profile": self.profile, "retry_mode": self.retry_mode, "max_attempts": self.max_attempts}
-
     def botocore_config(self) -> dict[str, Any]:
         """The botocore Config arguments every S3 client of the run is made with (checked
         here, so that a stray AWS variable never stops a run on local files)."""
