@@ -19,6 +19,42 @@ from fastdup_ray.workdir import WorkDir
 
 # Columns that must stay strings whatever they hold (a file named "123.jpg" is no number).
 STRING_COLUMNS = {"from": pl.String, "to": pl.String, "filename": pl.String}
+# The types of the run's tables: a table of no rows (similarity.csv at a threshold nothing
+# reaches) has no values to infer them from, and read back as text it breaks every
+# computation on it. Other files (a user's annotations) keep only STRING_COLUMNS.
+_PAIRS = {"from": pl.String, "to": pl.String, "distance": pl.Float64}
+_STATS = {
+    "__id": pl.Int64,
+    "filename": pl.String,
+    "hash": pl.String,
+    **{name: pl.Float64 for name in ("width", "height", "file_size", "blur", "unique_colors", "mean", "min", "max", "std", "color_spread")},
+    **{f"is_{flag}": pl.Boolean for flag in ("dark", "bright", "blurry", "low_information", "odd_aspect_ratio", "grayscale")},
+}
+TABLE_TYPES = {
+    layout.SIMILARITY_FILE: {**_PAIRS, "exact": pl.Boolean},
+    layout.OUTLIERS_FILE: _PAIRS,
+    layout.COMPONENT_INFO_FILE: {"component_id": pl.Int64, "Count": pl.Int64},
+    layout.CONNECTED_COMPONENTS_FILE: {"__id": pl.Int64, "component_id": pl.Int64, "pagerank": pl.Float64, "delta": pl.Float64, "filename": pl.String},
+    layout.STATS_FILE: _STATS,
+    layout.STATS_PARQUET: _STATS,
+}
+# Every table's columns by name (a name means the same in each), for tables of unknown
+# name: a user's filtered copy of one, or a DataFrame given to a gallery.
+COLUMN_TYPES = {name: kind for types in TABLE_TYPES.values() for name, kind in types.items()}
+
+
+def column_types(name: str) -> dict[str, pl.DataType]:
+    """The column types of work-dir file ``name``: a run table's (a Parquet part's are its
+    table's, ``similarity/part-00000.parquet``), else only the STRING_COLUMNS."""
+    folder = name.rpartition("/")[0]
+    table = next((table for table, parts in layout.TABLE_PARTS.items() if parts == folder), name)
+    return {**STRING_COLUMNS, **TABLE_TYPES.get(table, {})}
+
+
+def typed(table: pl.DataFrame, types: dict[str, pl.DataType] = COLUMN_TYPES) -> pl.DataFrame:
+    """``table`` with its columns named in ``types`` in those types, however it was read."""
+    wrong = [pl.col(name).cast(kind) for name, kind in types.items() if name in table.columns and table.schema[name] != kind]
+    return table.with_columns(wrong) if wrong else table
 
 
 def _work(work: WorkDir | str) -> WorkDir:
@@ -57,7 +93,8 @@ def _checked(table: pl.DataFrame, where: str, columns: Sequence[str]) -> pl.Data
 
 
 def read_file_table(work: WorkDir | str, name: str, columns: Sequence[str] = ()) -> pl.DataFrame:
-    """One table file of the work dir (.csv or .parquet), checked to have ``columns``."""
+    """One table file of the work dir (.csv or .parquet), checked to have ``columns``;
+    the run's columns in their types even when it has no rows."""
     work = _work(work)
     if not work.exists(name):
         raise _missing(work, name)
@@ -66,7 +103,8 @@ def read_file_table(work: WorkDir | str, name: str, columns: Sequence[str] = ())
         if name.endswith(".parquet"):
             table = pl.read_parquet(data)
         else:
-            table = pl.read_csv(data, schema_overrides=STRING_COLUMNS)
+            table = pl.read_csv(data, schema_overrides=column_types(name))
+        table = typed(table, column_types(name))
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read {work.path(name)}: {str(exc).splitlines()[0]}") from None
     return _checked(table, work.path(name), columns)
@@ -79,7 +117,7 @@ def scan_table(work: WorkDir | str, name: str) -> pl.LazyFrame:
     if work.exists(name):
         if work.remote:
             return read_file_table(work, name).lazy()
-        return pl.scan_csv(work.path(name), schema_overrides=STRING_COLUMNS)
+        return pl.scan_csv(work.path(name), schema_overrides=column_types(name))
     parts = table_parts(work, name)
     if not parts:
         raise _missing(work, name)
@@ -90,10 +128,10 @@ def scan_table(work: WorkDir | str, name: str) -> pl.LazyFrame:
 
 def read_table(work: WorkDir | str, name: str, columns: Sequence[str] = ()) -> pl.DataFrame:
     """Table ``name`` (e.g. layout.SIMILARITY_FILE) in memory, from its CSV or its
-    Parquet parts, checked to have ``columns``."""
+    Parquet parts, checked to have ``columns``; its columns typed even with no rows."""
     work = _work(work)
     try:
-        table = scan_table(work, name).collect()
+        table = typed(scan_table(work, name).collect(), column_types(name))
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read {work.path(name)}: {str(exc).splitlines()[0]}") from None
     return _checked(table, work.path(name), columns)

@@ -126,15 +126,6 @@ class ImageSource:
         return stats.with_row_index("__id").select(pl.col("__id").cast(pl.Int64), *FACT_COLUMNS[1:])
 
 
-# A CSV of no rows (similarity.csv at a threshold nothing reaches) reads as strings.
-COLUMN_TYPES = {"distance": pl.Float64, "pagerank": pl.Float64, "__id": pl.Int64, "component_id": pl.Int64, "Count": pl.Int64, "exact": pl.Boolean}
-
-
-def typed(table: pl.DataFrame) -> pl.DataFrame:
-    """``table`` with the columns the galleries compute on in their types, however read."""
-    return table.with_columns(pl.col(name).cast(kind) for name, kind in COLUMN_TYPES.items() if name in table.columns and table[name].dtype != kind)
-
-
 @dataclass(frozen=True)
 class KeepMarkers:
     """Which images ``dedup --keep <rule>`` keeps: every component keeps one image."""
@@ -236,7 +227,8 @@ class RunTables:
                 self._tables[name] = results.read_table(self.work, name)  # its CSV or its Parquet parts
             else:
                 self._tables[name] = results.read_file_table(self.work, name)
-            self._tables[name] = typed(self._tables[name])
+            # The run's tables come typed; a user's copy of one is typed by its column names.
+            self._tables[name] = results.typed(self._tables[name])
         table = self._tables[name]
         missing = [column for column in columns if column not in table.columns]
         if missing:
