@@ -103,20 +103,23 @@ class Fastdup:
         extracted again; another input needs ``overwrite=True``.
 
         ``annotations``: the images to analyse, as a DataFrame with a ``filename`` column
-        (absolute, or relative to input_dir) and any columns of yours (``label``,
-        ``split``, ...) that the frames then carry; or a list of files.
+        and any columns of yours (``label``, ``split``, ...) that the frames then carry; or
+        a list of files. As in fastdup, a name is absolute, relative to the working
+        directory or relative to input_dir: the first of these that is a file is read; a
+        name that is none is a bad row (features.bad.csv) naming the paths tried.
         """
         from fastdup_ray.run import run_config
 
         source = _fspath(input_dir) if input_dir is not None else self.input_dir
-        table = None
+        table, missing = None, []
         if annotations is not None:
-            table = annotation_table(annotations, source)
-            source = table["filename"].to_list()
+            table, missing = annotation_table(annotations, source)
+            lost = {location for location, _ in missing}
+            source = [name for name in table["filename"].to_list() if name not in lost]
         if source is None:
             raise ConfigError("input_dir must be given, to fastdup_ray.create(work_dir, input_dir) or to fd.run(input_dir=...)")
         config = RunConfig.from_kwargs(source, self.work_dir, overwrite=overwrite, **v1_parameters(params))
-        self.run_summary = run_config(config)
+        self.run_summary = run_config(config, rejected=missing)
         self._input_dir, self._storage = source, config.storage_options()
         work = self._work()
         if table is not None:
@@ -376,9 +379,10 @@ def v1_parameters(params: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def annotation_table(annotations: Any, input_dir: str | list[str] | None) -> pl.DataFrame:
-    """The annotations given to fd.run as a polars frame whose ``filename`` column holds
-    the run's locations: relative names are joined to input_dir, as in fastdup."""
+def annotation_table(annotations: Any, input_dir: str | list[str] | None) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
+    """(table, missing): the annotations given to fd.run as a polars frame whose
+    ``filename`` column holds the run's locations (resolve_names), and the (location,
+    reason) of the names that are no file."""
     table = _as_polars(annotations)
     if "filename" not in table.columns:
         raise ConfigError(f"annotations need a 'filename' column (they have {', '.join(table.columns) or 'none'})")
@@ -387,11 +391,15 @@ def annotation_table(annotations: Any, input_dir: str | list[str] | None) -> pl.
         raise ConfigError(f"annotations may not have the column(s) {', '.join(clash)}: the frames make them; rename yours")
     if table.height == 0:
         raise ConfigError("annotations list no images")
-    table = table.with_columns(pl.col("filename").cast(pl.String).map_elements(lambda name: _location(name, input_dir), return_dtype=pl.String))
+    locations, missing, found = resolve_names(table["filename"].cast(pl.String).to_list(), input_dir)
+    table = table.with_columns(pl.Series("filename", locations, dtype=pl.String))
     repeated = table.filter(pl.col("filename").is_duplicated())["filename"]
     if len(repeated):
         raise ConfigError(f"annotations list {repeated[0]} more than once: one row per image (bounding boxes are not supported)")
-    return table
+    if not any(found.values()):
+        raise InputError(f"annotations: none of the {table.height} file names is a file ({missing[0][1].removeprefix('no such file: ')}, ...)")
+    log.info("annotations: %s", _how_found(found, len(missing), input_dir))  # once per run, not per name
+    return table, missing
 
 
 def _as_polars(annotations: Any) -> pl.DataFrame:
@@ -409,14 +417,54 @@ def _as_polars(annotations: Any) -> pl.DataFrame:
     raise ConfigError(f"annotations must be a DataFrame with a 'filename' column, a list of files or a .csv path, got {type(annotations).__name__}")
 
 
-def _location(name: str, input_dir: str | list[str] | None) -> str:
-    if is_remote(name) or os.path.isabs(name):
-        return name if is_remote(name) else os.path.abspath(name)
+# How resolve_names found a name, in the order it tries (fastdup's).
+ABSOLUTE, WORKING_DIR, INPUT_DIR = "absolute", "relative to the working directory", "relative to input_dir"
+
+
+def resolve_names(names: list[str], input_dir: str | list[str] | None) -> tuple[list[str], list[tuple[str, str]], dict[str, int]]:
+    """(locations, missing, found): each annotation name as the run reads it, found as fastdup
+    finds it: absolute, else relative to the working directory, else relative to
+    input_dir; the first that is a file wins, decided per name. A name that is none is
+    kept at its input_dir-relative path and listed in ``missing`` with the paths tried.
+    Relative to a remote input_dir, names are joined to it unchecked. ``found``: how
+    many names were found each way."""
+    locations, missing, found = [], [], {ABSOLUTE: 0, WORKING_DIR: 0, INPUT_DIR: 0}
+    for name in names:
+        location, how, tried = _resolve(name, input_dir)
+        locations.append(location)
+        if how is None:
+            missing.append((location, "no such file: tried " + " and ".join(f"{path} ({why})" for path, why in tried)))
+        else:
+            found[how] += 1
+    return locations, missing, found
+
+
+def _resolve(name: str, input_dir: str | list[str] | None) -> tuple[str, str | None, list[tuple[str, str]]]:
+    """(location, how it was found or None, [(path tried, why)]) of one annotation name."""
+    if is_remote(name):
+        return name, ABSOLUTE, []
+    if os.path.isabs(name):
+        path = os.path.abspath(name)
+        return path, ABSOLUTE if os.path.isfile(path) else None, [(path, ABSOLUTE)]
+    if isinstance(input_dir, str) and is_remote(input_dir):
+        return f"{input_dir.rstrip('/')}/{name}", INPUT_DIR, []
+    here = os.path.abspath(name)
+    if os.path.isfile(here):
+        return here, WORKING_DIR, []
     if not isinstance(input_dir, str):
-        raise ConfigError(f"annotations name {name!r} relative to no folder: give input_dir (the folder the names are relative to) or absolute names")
-    if is_remote(input_dir):
-        return f"{input_dir.rstrip('/')}/{name}"
-    return os.path.abspath(os.path.join(input_dir, name))
+        raise ConfigError(f"annotations name {name!r} relative to no folder: it is no file in the working directory, and there is no input_dir (the folder the names are relative to); give input_dir or absolute names")
+    inside = os.path.abspath(os.path.join(input_dir, name))
+    tried = [(here, WORKING_DIR), (inside, INPUT_DIR)]
+    return inside, INPUT_DIR if os.path.isfile(inside) else None, tried
+
+
+def _how_found(found: dict[str, int], missing: int, input_dir: Any) -> str:
+    """'142 file names resolved relative to the working directory', and the other ways."""
+    words = {WORKING_DIR: WORKING_DIR, INPUT_DIR: f"{INPUT_DIR} {input_dir}", ABSOLUTE: "as absolute paths"}
+    ways = [(found[how], said) for how, said in words.items() if found[how]]
+    (count, how), others = ways[0], ways[1:]
+    text = f"{count} file name{'s' * (count != 1)} resolved {how}" + "".join(f", {n} {way}" for n, way in others)
+    return text + (f"; {missing} found nowhere (bad rows of features.bad.csv)" if missing else "")
 
 
 def _fspath(location: Any) -> Any:

@@ -167,7 +167,9 @@ def check_index_settings(config: RunConfig, d: int) -> None:
     check_index_spec(factory_string(config.nn_provider, config.nnf_mode, config.nnmodel), d, "nnmodel" if config.nn_provider == "turi" else "nnf_mode")
 
 
-def run_config(config: RunConfig) -> RunSummary:
+def run_config(config: RunConfig, rejected: list[tuple[str, str]] | tuple = ()) -> RunSummary:
+    """Run ``config``. ``rejected``: (location, reason) of inputs known bad before listing
+    (annotation names the object API found nowhere); they join the run's bad list."""
     setup_logging(config.verbose)
     location, named = work_dir_of(config)
     if config.run_mode != 2:
@@ -178,7 +180,7 @@ def run_config(config: RunConfig) -> RunSummary:
     try:
         with run_lock(work):
             work.remove_leftovers()
-            run_mode(config, work, summary, named, engines)
+            run_mode(config, work, summary, named, engines, rejected)
     finally:
         engines.close()
         work.close()
@@ -187,7 +189,7 @@ def run_config(config: RunConfig) -> RunSummary:
     return summary
 
 
-def run_mode(config: RunConfig, work: WorkDir, summary: RunSummary, named: list[str] | None, engines: EngineSlot) -> None:
+def run_mode(config: RunConfig, work: WorkDir, summary: RunSummary, named: list[str] | None, engines: EngineSlot, rejected=()) -> None:
     """The stages of the run mode asked for."""
     if config.run_mode in (2, 3, 4):
         prefixes = named if named is not None else (list_shards(work) or adopt_plain_features(work))
@@ -202,7 +204,7 @@ def run_mode(config: RunConfig, work: WorkDir, summary: RunSummary, named: list[
         else:
             score_test_set(config, work, prefixes, summary, engines)
         return
-    prefixes, compute = extract(config, work, summary, engines)
+    prefixes, compute = extract(config, work, summary, engines, rejected)
     if config.run_mode == 0:
         reduce_shards(config, work, prefixes, summary, engines, compute)
     else:
@@ -228,13 +230,14 @@ def decide_compute(config: RunConfig, engines: EngineSlot, locations: list[str])
     return "cpu"
 
 
-def extract(config: RunConfig, work: WorkDir, summary: RunSummary, engines: EngineSlot) -> tuple[list[str], str]:
+def extract(config: RunConfig, work: WorkDir, summary: RunSummary, engines: EngineSlot, rejected=()) -> tuple[list[str], str]:
     """Plan the units, reuse the shards of unchanged inputs, remove stale ones, extract
     the rest on the run's engine; returns this run's shard prefixes and the compute used."""
     cache_dir = prepare_cache_dir(config)
     with stage_timer(summary, "list"):
         exclude = ([] if work.remote else [work.location]) + ([cache_dir] if cache_dir else [])
         listing = list_inputs(config.input_dir, config.storage_options(), exclude=exclude)
+        listing.bad = sorted(listing.bad + list(rejected))
         units = plan_units(listing, config.shard_size, config.min_offset, config.max_offset, config.num_images)
     log.info("found %d inputs (%d archives, %d image/video files) -> %d shards", len(listing), len(listing.archives), len(listing.files), len(units))
     locations = [location for unit in units for location in unit.locations]

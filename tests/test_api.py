@@ -270,3 +270,65 @@ def test_a_run_with_parquet_parts_gives_the_same_frames_and_evaluation(finished,
     pl.DataFrame({"filename": [str(p) for pair in sample.duplicate_pairs for p in pair],
                   "group": [i for i in range(len(sample.duplicate_pairs)) for _ in range(2)]}).write_csv(truth)
     assert fastdup_ray.evaluate_run(str(parts), str(truth)) == fastdup_ray.evaluate_run(finished.work_dir, str(truth))
+
+
+# --- annotation file names, resolved as fastdup resolves them ---------------------------
+
+
+def write_images(folder: Path, names: list[str], seed: int = 60) -> None:
+    """A distinct generated photo at each of ``names`` (subfolders made as needed)."""
+    for i, name in enumerate(names):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(jpeg_bytes(make_scene(seed + i, material=i)))
+
+
+def test_annotations_built_as_fastdups_notebooks_build_them_find_every_image(tmp_path, monkeypatch, caplog):
+    """fastdup's notebooks list os.walk('images/') joined to its root, names relative to
+    the working directory, and give input_dir='images/' beside them."""
+    monkeypatch.chdir(tmp_path)
+    write_images(tmp_path / "images", ["a/0.jpg", "a/1.jpg", "b/2.jpg", "3.jpg"])
+    files = [os.path.join(root, f) for root, _, names in os.walk("images/") for f in names]
+    annotations = pd.DataFrame({"filename": files, "label": [Path(f).parent.name for f in files]})
+    fd = fastdup_ray.create(work_dir="work", input_dir="images/")
+    with caplog.at_level("INFO", logger="fastdup_ray"):
+        assert fd.run(annotations=annotations, **LOCAL) == 0
+    assert (fd.run_summary.good, fd.run_summary.bad) == (4, 0)
+    listing = fd.annotations(valid_only=False)
+    assert listing["is_valid"].all()
+    assert dict(zip(listing["filename"], listing["label"])) == {str(tmp_path / f): Path(f).parent.name for f in files}
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("annotations:")]
+    assert said == ["annotations: 4 file names resolved relative to the working directory"]
+
+
+def test_annotation_names_may_be_absolute_or_relative_to_input_dir_and_one_found_nowhere_is_bad(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    write_images(tmp_path / "images", ["a/0.jpg", "a/1.jpg", "2.jpg", "both.jpg"])
+    write_images(tmp_path, ["both.jpg"], seed=90)  # also in the working directory: that one wins, as in fastdup
+    names = ["a/0.jpg", str(tmp_path / "images" / "a" / "1.jpg"), "images/2.jpg", "both.jpg", "a/missing.jpg"]
+    annotations = pl.DataFrame({"filename": names, "label": ["x", "y", "z", "w", "lost"]})
+    fd = fastdup_ray.create(work_dir=tmp_path / "work", input_dir="images")
+    with caplog.at_level("INFO", logger="fastdup_ray"):
+        fd.run(annotations=annotations, **LOCAL)
+    assert (fd.run_summary.good, fd.run_summary.bad) == (4, 1)
+    found = set(fd.annotations()["filename"])
+    assert found == {str(tmp_path / p) for p in ("images/a/0.jpg", "images/a/1.jpg", "images/2.jpg", "both.jpg")}
+    invalid = fd.invalid_instances()
+    assert invalid["filename"].tolist() == [str(tmp_path / "images" / "a" / "missing.jpg")]
+    assert invalid["label"].tolist() == ["lost"]
+    reason = invalid["error_code"].iloc[0]
+    assert str(tmp_path / "a" / "missing.jpg") in reason and str(tmp_path / "images" / "a" / "missing.jpg") in reason
+    bad = pl.read_csv(tmp_path / "work" / "features.bad.csv")
+    assert bad.rows() == [(str(tmp_path / "images" / "a" / "missing.jpg"), reason)]
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("annotations:")]
+    assert len(said) == 1 and "1 relative to input_dir images" in said[0] and "1 as absolute paths" in said[0] and "1 found nowhere" in said[0]
+
+
+def test_annotations_of_which_no_name_exists_are_refused_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images").mkdir()
+    fd = fastdup_ray.create(work_dir=tmp_path / "work", input_dir="images")
+    with pytest.raises(InputError, match=r"annotations: none of the 2 file names is a file.*images/x\.jpg"):
+        fd.run(annotations=["x.jpg", "y.jpg"], **LOCAL)
+    assert not (tmp_path / "work").exists()
+
