@@ -256,9 +256,12 @@ class Fastdup:
 
     def _finished(self) -> WorkDir:
         """The work dir once it holds a finished run (run_mode 0 or 2)."""
+        from fastdup_ray.reports.tables import remember_run
+
         work = self._existing_work()
         if not results.has_table(work, layout.CONNECTED_COMPONENTS_FILE):
             raise InputError(f"no finished run in {self.work_dir}: {layout.CONNECTED_COMPONENTS_FILE} is missing; call fd.run() first (run_mode 0 or 2)")
+        remember_run(self.work_dir)  # a gallery of a frame of this run finds it without work_dir
         return work
 
     def _names(self) -> pl.DataFrame:
@@ -379,7 +382,10 @@ def v1_parameters(params: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def annotation_table(annotations: Any, input_dir: str | list[str] | None) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
+Missing = list[tuple[str, str]]  # (location, reason) of annotation names that are no file
+
+
+def annotation_table(annotations: Any, input_dir: str | list[str] | None) -> tuple[pl.DataFrame, Missing]:
     """(table, missing): the annotations given to fd.run as a polars frame whose
     ``filename`` column holds the run's locations (resolve_names), and the (location,
     reason) of the names that are no file."""
@@ -397,7 +403,8 @@ def annotation_table(annotations: Any, input_dir: str | list[str] | None) -> tup
     if len(repeated):
         raise ConfigError(f"annotations list {repeated[0]} more than once: one row per image (bounding boxes are not supported)")
     if not any(found.values()):
-        raise InputError(f"annotations: none of the {table.height} file names is a file ({missing[0][1].removeprefix('no such file: ')}, ...)")
+        first = missing[0][1].removeprefix("no such file: ")
+        raise InputError(f"annotations: none of the {table.height} file names is a file ({first}, ...)")
     log.info("annotations: %s", _how_found(found, len(missing), input_dir))  # once per run, not per name
     return table, missing
 
@@ -421,7 +428,7 @@ def _as_polars(annotations: Any) -> pl.DataFrame:
 ABSOLUTE, WORKING_DIR, INPUT_DIR = "absolute", "relative to the working directory", "relative to input_dir"
 
 
-def resolve_names(names: list[str], input_dir: str | list[str] | None) -> tuple[list[str], list[tuple[str, str]], dict[str, int]]:
+def resolve_names(names: list[str], input_dir: str | list[str] | None) -> tuple[list[str], Missing, dict[str, int]]:
     """(locations, missing, found): each annotation name as the run reads it, found as fastdup
     finds it: absolute, else relative to the working directory, else relative to
     input_dir; the first that is a file wins, decided per name. A name that is none is
@@ -433,7 +440,8 @@ def resolve_names(names: list[str], input_dir: str | list[str] | None) -> tuple[
         location, how, tried = _resolve(name, input_dir)
         locations.append(location)
         if how is None:
-            missing.append((location, "no such file: tried " + " and ".join(f"{path} ({why})" for path, why in tried)))
+            paths = " and ".join(f"{path} ({why})" for path, why in tried)
+            missing.append((location, f"no such file: tried {paths}"))
         else:
             found[how] += 1
     return locations, missing, found
@@ -452,7 +460,10 @@ def _resolve(name: str, input_dir: str | list[str] | None) -> tuple[str, str | N
     if os.path.isfile(here):
         return here, WORKING_DIR, []
     if not isinstance(input_dir, str):
-        raise ConfigError(f"annotations name {name!r} relative to no folder: it is no file in the working directory, and there is no input_dir (the folder the names are relative to); give input_dir or absolute names")
+        raise ConfigError(
+            f"annotations name {name!r} relative to no folder: it is no file in the working directory, and there is "
+            "no input_dir (the folder the names are relative to); give input_dir or absolute names"
+        )
     inside = os.path.abspath(os.path.join(input_dir, name))
     tried = [(here, WORKING_DIR), (inside, INPUT_DIR)]
     return inside, INPUT_DIR if os.path.isfile(inside) else None, tried
@@ -463,7 +474,8 @@ def _how_found(found: dict[str, int], missing: int, input_dir: Any) -> str:
     words = {WORKING_DIR: WORKING_DIR, INPUT_DIR: f"{INPUT_DIR} {input_dir}", ABSOLUTE: "as absolute paths"}
     ways = [(found[how], said) for how, said in words.items() if found[how]]
     (count, how), others = ways[0], ways[1:]
-    text = f"{count} file name{'s' * (count != 1)} resolved {how}" + "".join(f", {n} {way}" for n, way in others)
+    text = f"{count} file name{'s' * (count != 1)} resolved {how}"
+    text += "".join(f", {n} {way}" for n, way in others)
     return text + (f"; {missing} found nowhere (bad rows of features.bad.csv)" if missing else "")
 
 

@@ -27,14 +27,22 @@ _STATS = {
     "__id": pl.Int64,
     "filename": pl.String,
     "hash": pl.String,
-    **{name: pl.Float64 for name in ("width", "height", "file_size", "blur", "unique_colors", "mean", "min", "max", "std", "color_spread")},
-    **{f"is_{flag}": pl.Boolean for flag in ("dark", "bright", "blurry", "low_information", "odd_aspect_ratio", "grayscale")},
+    **{name: pl.Float64 for name in ("width", "height", "file_size", "blur", "unique_colors", "color_spread")},
+    **{name: pl.Float64 for name in ("mean", "min", "max", "std")},
+    **{f"is_{flag}": pl.Boolean for flag in ("dark", "bright", "blurry", "low_information", "odd_aspect_ratio")},
+    "is_grayscale": pl.Boolean,
 }
 TABLE_TYPES = {
     layout.SIMILARITY_FILE: {**_PAIRS, "exact": pl.Boolean},
     layout.OUTLIERS_FILE: _PAIRS,
     layout.COMPONENT_INFO_FILE: {"component_id": pl.Int64, "Count": pl.Int64},
-    layout.CONNECTED_COMPONENTS_FILE: {"__id": pl.Int64, "component_id": pl.Int64, "pagerank": pl.Float64, "delta": pl.Float64, "filename": pl.String},
+    layout.CONNECTED_COMPONENTS_FILE: {
+        "__id": pl.Int64,
+        "component_id": pl.Int64,
+        "pagerank": pl.Float64,
+        "delta": pl.Float64,
+        "filename": pl.String,
+    },
     layout.STATS_FILE: _STATS,
     layout.STATS_PARQUET: _STATS,
 }
@@ -53,7 +61,8 @@ def column_types(name: str) -> dict[str, pl.DataType]:
 
 def typed(table: pl.DataFrame, types: dict[str, pl.DataType] = COLUMN_TYPES) -> pl.DataFrame:
     """``table`` with its columns named in ``types`` in those types, however it was read."""
-    wrong = [pl.col(name).cast(kind) for name, kind in types.items() if name in table.columns and table.schema[name] != kind]
+    schema = table.schema
+    wrong = [pl.col(name).cast(kind) for name, kind in types.items() if name in schema and schema[name] != kind]
     return table.with_columns(wrong) if wrong else table
 
 

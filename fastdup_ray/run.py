@@ -189,7 +189,9 @@ def run_config(config: RunConfig, rejected: list[tuple[str, str]] | tuple = ()) 
     return summary
 
 
-def run_mode(config: RunConfig, work: WorkDir, summary: RunSummary, named: list[str] | None, engines: EngineSlot, rejected=()) -> None:
+def run_mode(
+    config: RunConfig, work: WorkDir, summary: RunSummary, named: list[str] | None, engines: EngineSlot, rejected=()
+) -> None:
     """The stages of the run mode asked for."""
     if config.run_mode in (2, 3, 4):
         prefixes = named if named is not None else (list_shards(work) or adopt_plain_features(work))
@@ -230,7 +232,9 @@ def decide_compute(config: RunConfig, engines: EngineSlot, locations: list[str])
     return "cpu"
 
 
-def extract(config: RunConfig, work: WorkDir, summary: RunSummary, engines: EngineSlot, rejected=()) -> tuple[list[str], str]:
+def extract(
+    config: RunConfig, work: WorkDir, summary: RunSummary, engines: EngineSlot, rejected=()
+) -> tuple[list[str], str]:
     """Plan the units, reuse the shards of unchanged inputs, remove stale ones, extract
     the rest on the run's engine; returns this run's shard prefixes and the compute used."""
     cache_dir = prepare_cache_dir(config)

@@ -6,6 +6,7 @@ run whose tables are Parquet parts. Runs use the local executor (about 2 s each)
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -332,3 +333,76 @@ def test_annotations_of_which_no_name_exists_are_refused_before_anything_runs(tm
         fd.run(annotations=["x.jpg", "y.jpg"], **LOCAL)
     assert not (tmp_path / "work").exists()
 
+
+# --- runs with nothing similar: every frame and gallery still works ----------------------
+
+
+def degenerate_run(kind: str, root: Path):
+    """'no_pairs': four unlike photos and a broken file at threshold 0.99; 'one_image':
+    one good image (no neighbours at all) and a broken file; 'two_unlike': two unlike
+    photos at threshold 0.99."""
+    folder = root / "images"
+    count = {"no_pairs": 4, "one_image": 1, "two_unlike": 2}[kind]
+    write_images(folder, [f"{i}.jpg" for i in range(count)], seed=400)
+    if kind != "two_unlike":
+        (folder / "broken.jpg").write_bytes(jpeg_bytes(make_scene(1))[:200])
+    fd = fastdup_ray.create(work_dir=root / "work", input_dir=folder)
+    assert fd.run(threshold=0.99, **LOCAL) == 0
+    return fd, count
+
+
+def empty_reason(page: Path) -> str | None:
+    import html
+
+    found = re.search(r'<p class="empty">(.*?)</p>', page.read_text(), re.S)
+    return None if found is None else html.unescape(found.group(1))
+
+
+@pytest.mark.parametrize("kind", ["no_pairs", "one_image", "two_unlike"])
+def test_every_frame_and_gallery_works_on_a_run_without_similar_pairs(kind, tmp_path):
+    fd, good = degenerate_run(kind, tmp_path)
+    assert (tmp_path / "work" / "similarity.csv").read_text().count("\n") == 1  # the header only
+    pairs = fd.similarity(as_polars=True)
+    assert pairs.height == 0 and pairs.schema["distance"] == pl.Float64 and pairs.schema["exact"] == pl.Boolean
+    assert pairs.schema["from"] == pl.Int64 and pairs.schema["filename_from"] == pl.String
+    outliers = fd.outliers(as_polars=True)
+    assert outliers.schema["distance"] == pl.Float64 and outliers.height == (0 if good == 1 else outliers.height)
+    components, info = fd.connected_components(as_polars=True)
+    assert components.columns == COMPONENT_COLUMNS and components.height == 0
+    assert components.schema["mean_distance"] == pl.Float64 and components.schema["pagerank"] == pl.Float64
+    assert info.schema["Count"] == pl.Int64 and info["Count"].sum() == good
+    for frame in (fd.similarity(), fd.outliers(), *fd.connected_components(), fd.img_stats(), fd.annotations(), fd.invalid_instances()):
+        assert isinstance(frame, pd.DataFrame)
+    assert len(fd.img_stats()) == len(fd.annotations()) == good
+    assert len(fd.invalid_instances()) == (0 if kind == "two_unlike" else 1)
+    lines = fd.summary(verbose=False)
+    assert "0 components of two or more; the largest has 0 images" in lines[2]
+    names, vectors = fd.embeddings()
+    assert len(names) == vectors.shape[0] == good
+
+    out = tmp_path / "galleries"
+    pages = {
+        "duplicates": fd.vis.duplicates_gallery(save_path=out / "vis", show=False),
+        "similarity": fd.vis.similarity_gallery(save_path=out / "vis", show=False),
+        "components": fd.vis.component_gallery(save_path=out / "vis", show=False),
+        "outliers": fd.vis.outliers_gallery(save_path=out / "vis", show=False),
+    }
+    for metric in ("dark", "bright", "blur"):
+        assert empty_reason(fd.vis.stats_gallery(save_path=out / "vis", metric=metric, show=False)) is None
+    for name in ("duplicates", "similarity", "components", "outliers"):
+        pages[f"create_{name}"] = getattr(fastdup_ray, f"create_{name}_gallery")(fd.work_dir, out / "create")
+    assert empty_reason(fastdup_ray.create_stats_gallery(fd.work_dir, out / "create")) is None
+    # The frames given back to the galleries, as fastdup takes them
+    pages["frame_duplicates"] = fastdup_ray.create_duplicates_gallery(fd.similarity(), out / "frame", work_dir=fd.work_dir)
+    pages["frame_similarity"] = fastdup_ray.create_similarity_gallery(fd.similarity(), out / "frame", work_dir=fd.work_dir)
+    pages["frame_components"] = fastdup_ray.create_components_gallery(fd.connected_components()[0], out / "frame", input_dir=fd.work_dir)
+    index = fastdup_ray.create_galleries(fd.work_dir, out / "all")
+    assert "Not made" not in index.read_text()
+    for name, page in pages.items():
+        if name.endswith("outliers") and good > 1:
+            assert empty_reason(page) is None, name  # the two unlike images are each other's nearest
+            continue
+        reason = empty_reason(page)
+        assert reason and reason != "Nothing to show.", name
+    assert "No pairs at or above 0.99 (the run's threshold)" in empty_reason(pages["duplicates"])
+    assert "the DataFrame has no rows" in empty_reason(pages["frame_duplicates"])

@@ -282,3 +282,109 @@ def test_a_notebook_shows_the_gallery_inline(decided_run, tmp_path):
     cards = shown[0].split('<section class="card ')[1:]
     assert len(cards) == 2 and all(card.count('src="data:image/jpeg;base64,') == 2 for card in cards)
     assert str(tmp_path / "duplicates.html") in shown[0]
+
+
+# --- galleries of a DataFrame, as fastdup takes them ----------------------------------------
+
+FRAME_GALLERIES = ("duplicates", "similarity", "outliers", "components", "stats")
+
+
+def chosen_rows(work: Path, gallery: str, source: str) -> tuple[pd.DataFrame, list[list[str]]]:
+    """A filtered frame for ``gallery`` (from the object API, or the run's CSV read by
+    pandas) and the cards it must give: each card's file names, in page order."""
+    fd = fastdup_ray.create(work_dir=work)
+    if gallery in ("duplicates", "similarity"):
+        pairs = fd.similarity() if source == "api" else pd.read_csv(work / "similarity.csv")
+        frame = pairs.iloc[[1, 2]]
+        ends = ("filename_from", "filename_to") if source == "api" else ("from", "to")
+        rows = [list(row) for row in frame[list(ends)].itertuples(index=False)]
+        return frame, rows
+    if gallery == "outliers":
+        outliers = fd.outliers() if source == "api" else pd.read_csv(work / "outliers.csv")
+        frame = outliers.iloc[[0]]
+        ends = ("filename_outlier", "filename_nearest") if source == "api" else ("from", "to")
+        return frame, [list(frame[list(ends)].iloc[0])]
+    if gallery == "components":
+        if source == "api":
+            members = fd.connected_components()[0]
+            names = members["filename"]
+        else:
+            members = pd.read_csv(work / "connected_components.csv")
+            names = members["filename"]
+        biggest = members.loc[names.str.endswith("c.jpg"), "component_id"].iloc[0]
+        frame = members[members["component_id"] == biggest].sort_values("pagerank", ascending=False).head(2)
+        return frame, [sorted(frame["filename"])]
+    stats = fd.img_stats() if source == "api" else pd.read_csv(work / "stats.csv")
+    frame = stats.sort_values("blur").head(3)
+    return frame, [list(frame["filename"])]
+
+
+def card_names(page: Path, gallery: str) -> list[list[str]]:
+    """Each card's file names; a components card's sorted (order is by pagerank ties)."""
+    cards = [[name for name, _ in card] for card in read_cards(page)]
+    if gallery == "similarity":  # a query and its matches: one pair per match
+        return [[card[0], other] for card in cards for other in card[1:]]
+    return [sorted(card) for card in cards] if gallery == "components" else cards
+
+
+def every_tile_has_a_picture(page: Path) -> bool:
+    tiles = re.findall(r'<figure class="tile[^"]*">(.*?)<figcaption>', page.read_text(), re.S)
+    return bool(tiles) and all('<img src="thumbnails/' in tile for tile in tiles)
+
+
+def frame_gallery(gallery: str, frame, out: Path, work: Path | None):
+    """create_<gallery>_gallery(frame, out), naming the run as fastdup's keyword does."""
+    create = getattr(fastdup_ray, f"create_{gallery}_gallery")
+    if work is None:
+        return create(frame, out)
+    return create(frame, out, input_dir=work) if gallery == "components" else create(frame, out, work_dir=work)
+
+
+@pytest.mark.parametrize("source", ["api", "csv"])
+@pytest.mark.parametrize("flavour", ["pandas", "polars"])
+@pytest.mark.parametrize("gallery", FRAME_GALLERIES)
+def test_a_gallery_of_a_dataframe_shows_exactly_its_rows(decided_run, tmp_path, gallery, flavour, source):
+    _, work = decided_run
+    frame, expected = chosen_rows(work, gallery, source)
+    assert 0 < len(frame)
+    given = frame if flavour == "pandas" else pl.from_pandas(frame)
+    page = frame_gallery(gallery, given, tmp_path / "named", work)
+    shown = card_names(page, gallery)
+    if gallery == "similarity":
+        assert {frozenset(pair) for pair in shown} == {frozenset(pair) for pair in expected} and len(shown) == len(expected)
+    else:
+        assert shown == expected
+    assert every_tile_has_a_picture(page)
+    # Without work_dir the run is the one opened in this process that holds those images.
+    assert card_names(frame_gallery(gallery, given, tmp_path / "found", None), gallery) == shown
+
+
+@pytest.mark.parametrize("gallery", FRAME_GALLERIES)
+def test_fd_vis_takes_fastdups_external_df(decided_run, tmp_path, gallery):
+    _, work = decided_run
+    frame, _ = chosen_rows(work, gallery, "api")
+    fd = fastdup_ray.create(work_dir=work)
+    method = {"duplicates": "duplicates_gallery", "similarity": "similarity_gallery", "outliers": "outliers_gallery",
+              "components": "component_gallery", "stats": "stats_gallery"}[gallery]
+    extra = {"metric": "blur"} if gallery == "stats" else {}
+    page = getattr(fd.vis, method)(save_path=tmp_path / "vis", external_df=frame, show=False, **extra)
+    assert card_names(page, gallery) == card_names(frame_gallery(gallery, frame, tmp_path / "create", work), gallery)
+
+
+def test_a_dataframe_whose_run_cannot_be_told_is_a_config_error_naming_work_dir(decided_run, tmp_path):
+    folder, work = decided_run
+    fd = fastdup_ray.create(work_dir=work)
+    stranger = pd.DataFrame({"from": ["/elsewhere/a.jpg"], "to": ["/elsewhere/b.jpg"], "distance": [0.9]})
+    with pytest.raises(ConfigError, match=r"work_dir="):
+        fastdup_ray.create_duplicates_gallery(stranger, tmp_path)
+    with pytest.raises(ConfigError, match=r"not in the run"):
+        fastdup_ray.create_outliers_gallery(stranger, tmp_path, work_dir=work)
+    by_index = fd.similarity(data=False)  # images by index only: nothing to look the run up by
+    with pytest.raises(ConfigError, match=r"work_dir="):
+        fastdup_ray.create_duplicates_gallery(by_index, tmp_path)
+    shown = card_names(fastdup_ray.create_duplicates_gallery(by_index, tmp_path, work_dir=work), "duplicates")
+    assert {frozenset(card) for card in shown} == run_pairs(work)
+    with pytest.raises(ConfigError, match=r"input_dir="):
+        fastdup_ray.create_components_gallery(fd.connected_components()[1], tmp_path)  # component_info names no image
+    with pytest.raises(ConfigError, match=r"input_dir=.*holds no finished run"):
+        fastdup_ray.create_components_gallery(fd.connected_components()[0], tmp_path, input_dir=folder)

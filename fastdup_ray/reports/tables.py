@@ -3,7 +3,8 @@ CSV or Parquet parts alike), the names, thumbnails and statistics of its images,
 parameters, the labels a user gave, and which image of each component ``dedup`` keeps.
 
 As in fastdup, ``work_dir`` may also name one table (``work/similarity.csv``, or a
-filtered copy of it in the work dir): the gallery shows that table. A ``test_results``
+filtered copy of it in the work dir): the gallery shows that table; a DataFrame may take
+a table's place too (frames.py). A ``test_results``
 folder of run_mode 3 or 4 works too: its ``from`` images are the test set's, its ``to``
 images the train run's.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +29,26 @@ TABLE_SUFFIXES = (".csv", ".parquet")
 # Bare features without shards (save_binary_feature's or fastdup's; fastdup 0.x's name).
 BARE_FEATURES = (FEATURES_FILE, "atrain_features.dat")
 FACT_COLUMNS = ("__id", "width", "height", "file_size")
+# What the galleries' messages call a DataFrame shown in place of a table.
+FRAME = "the DataFrame"
+# The runs opened in this process, newest last (a few: they are looked through by name).
+REMEMBERED_RUNS = 32
+_opened_runs: OrderedDict[str, None] = OrderedDict()
+
+
+def remember_run(location: str) -> None:
+    """Note a run opened in this process (by a gallery or the object API's frames), so a
+    DataFrame of its images finds it without work_dir (frames.py)."""
+    location = location if is_remote(location) else os.path.abspath(location)
+    _opened_runs.pop(location, None)
+    _opened_runs[location] = None
+    while len(_opened_runs) > REMEMBERED_RUNS:
+        _opened_runs.popitem(last=False)
+
+
+def opened_runs() -> list[str]:
+    """The runs opened in this process, newest first."""
+    return list(reversed(_opened_runs))
 
 
 def open_folder(location: str) -> WorkDir:
@@ -158,8 +180,9 @@ class RunTables:
 
     ``from_images`` names the images of a pair table's ``from`` column, ``to_images``
     those of ``to``: one source for a run, the test features and the train run for a
-    test_results folder. ``chosen`` is the table file the user named, if any. Tables are
-    read once and kept, so several galleries of one run read each table once."""
+    test_results folder. ``chosen`` is the table file the user named, if any (FRAME for
+    a DataFrame). Tables are read once and kept, so several galleries of one run read
+    each table once."""
 
     def __init__(self, work_dir: str | os.PathLike | WorkDir, labels: dict[str, str] | None = None) -> None:
         folder, self.chosen = split_table_path(work_dir)
@@ -173,6 +196,17 @@ class RunTables:
         else:
             self.from_images = ImageSource.at(test_run["test_features"], "test image")
             self.to_images = ImageSource.at(test_run["train_work_dir"], "train image")
+        remember_run(self.work.location)
+
+    def use_frame(self, table: pl.DataFrame) -> None:
+        """Show ``table`` (a user's DataFrame, its columns named as the run's tables) in
+        place of the run's table whose columns it has, as a named table file is shown."""
+        self.chosen = FRAME
+        self._tables[FRAME] = results.typed(table)
+
+    def where(self, name: str) -> str:
+        """How messages name table ``name``: its path, or 'the DataFrame'."""
+        return FRAME if name == FRAME and FRAME in self._tables else self.work.path(name)
 
     def _test_run(self) -> dict | None:
         if not self.work.exists(layout.TEST_RUN_FILE):
@@ -232,7 +266,7 @@ class RunTables:
         table = self._tables[name]
         missing = [column for column in columns if column not in table.columns]
         if missing:
-            raise InputError(f"{self.work.path(name)} has no column {', '.join(missing)} (it has {', '.join(table.columns)})")
+            raise InputError(f"{self.where(name)} has no column {', '.join(missing)} (it has {', '.join(table.columns)})")
         return table
 
     def tables_for(self, roles: dict[str, Sequence[str]]) -> list[pl.DataFrame]:
@@ -244,7 +278,7 @@ class RunTables:
             replaced = next((name for name, columns in roles.items() if set(columns) <= set(chosen.columns)), None)
             if replaced is None:
                 wanted = " or ".join(",".join(columns) for columns in roles.values())
-                raise InputError(f"{self.work.path(self.chosen)} has columns {','.join(chosen.columns)}; this gallery reads {wanted}")
+                raise InputError(f"{self.where(self.chosen)} has columns {','.join(chosen.columns)}; this gallery reads {wanted}")
         return [self.table(self.chosen) if name == replaced else self.table(name, columns) for name, columns in roles.items()]
 
     def table_for(self, name: str, columns: Sequence[str]) -> pl.DataFrame:

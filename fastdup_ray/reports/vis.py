@@ -7,6 +7,8 @@ Each method writes the gallery's HTML pages to ``save_path`` (default
 (IPython with a running kernel) it also shows the first page inline, thumbnails and all.
 With ``annotations`` (a frame with ``filename`` and ``label`` columns) tiles show each
 image's label and ``slice`` keeps the rows whose image has one of the given labels.
+``external_df`` (fastdup's name): a DataFrame of the rows to show, such as a filtered
+``fd.outliers()``, in place of the run's table.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fastdup_ray.errors import ConfigError
-from fastdup_ray.reports import galleries
+from fastdup_ray.reports import frames, galleries
 from fastdup_ray.reports.render import DEFAULT_PAGE_SIZE, DEFAULT_TILE_SIZE, Gallery, render_inline, write_gallery
 from fastdup_ray.reports.tables import RunTables, labels_of
 from fastdup_ray.storage import is_remote
@@ -44,13 +46,19 @@ class Visualizer:
         self.work_dir = os.fspath(work_dir)
         self.annotations = annotations
 
-    def _tables(self, label_col: str, slice: Labels) -> RunTables:
+    def _tables(self, label_col: str, slice: Labels, external_df=None, kind: str = "") -> RunTables:
         """The run's tables with labels from the annotations' ``label_col``, when it has
-        one (a listing without labels only gives no labels, unless a slice needs them)."""
+        one (a listing without labels only gives no labels, unless a slice needs them),
+        and ``external_df`` in place of its ``kind`` table."""
         has_labels = self.annotations is not None and (isinstance(self.annotations, dict) or label_col in getattr(self.annotations, "columns", ()))
         if slice is not None and not has_labels:
             raise ConfigError(f"slice needs annotations with filename and {label_col} columns: Visualizer(work_dir, annotations=frame), or label_col= naming the label column")
-        return RunTables(self.work_dir, labels_of(self.annotations, label_col) if has_labels else None)
+        tables = RunTables(self.work_dir, labels_of(self.annotations, label_col) if has_labels else None)
+        if external_df is None:
+            return tables
+        if not frames.is_frame(external_df):
+            raise ConfigError(f"external_df must be a pandas or polars DataFrame, not {type(external_df).__name__}")
+        return frames.with_frame(tables, external_df, kind)
 
     def _folder(self, save_path: str | os.PathLike | None) -> Path:
         if save_path is not None:
@@ -81,11 +89,12 @@ class Visualizer:
         thumbnail_size: int = DEFAULT_TILE_SIZE,
         page_size: int = DEFAULT_PAGE_SIZE,
         show: bool = True,
+        external_df=None,
     ) -> Path:
         """Pairs at or above ``threshold`` (default: all of similarity.csv), most similar
         first, with each image's resolution and size and which one ``dedup --keep keep``
         keeps."""
-        tables = self._tables(label_col, slice)
+        tables = self._tables(label_col, slice, external_df, frames.PAIRS)
         return self._write(galleries.duplicates_cards(tables, num_images, threshold, ascending, keep, slice), save_path, show, page_size, thumbnail_size)
 
     def outliers_gallery(
@@ -98,9 +107,10 @@ class Visualizer:
         thumbnail_size: int = DEFAULT_TILE_SIZE,
         page_size: int = DEFAULT_PAGE_SIZE,
         show: bool = True,
+        external_df=None,
     ) -> Path:
         """Images far from everything, most outlying first, beside their nearest neighbour."""
-        tables = self._tables(label_col, slice)
+        tables = self._tables(label_col, slice, external_df, frames.OUTLIERS)
         return self._write(galleries.outliers_cards(tables, num_images, ascending, slice), save_path, show, page_size, thumbnail_size)
 
     def component_gallery(
@@ -116,11 +126,12 @@ class Visualizer:
         thumbnail_size: int = DEFAULT_TILE_SIZE,
         page_size: int = DEFAULT_PAGE_SIZE,
         show: bool = True,
+        external_df=None,
     ) -> Path:
         """Components of ``min_items`` (default 2) or more images, largest first, up to
         ``max_items`` (default 12) members each; ``slice`` keeps the components with a
         member of those labels."""
-        tables = self._tables(label_col, slice)
+        tables = self._tables(label_col, slice, external_df, frames.COMPONENTS)
         cards = galleries.components_cards(tables, num_images, 12 if max_items is None else max_items, 2 if min_items is None else min_items, ascending, keep, slice)
         return self._write(cards, save_path, show, page_size, thumbnail_size)
 
@@ -135,10 +146,11 @@ class Visualizer:
         thumbnail_size: int = DEFAULT_TILE_SIZE,
         page_size: int = DEFAULT_PAGE_SIZE,
         show: bool = True,
+        external_df=None,
     ) -> Path:
         """Images by one statistic: fastdup's 'dark' (lowest mean first), 'bright' (highest
         mean first), 'blur' (blurriest first), or any column of stats.csv."""
-        tables = self._tables(label_col, slice)
+        tables = self._tables(label_col, slice, external_df, frames.STATS)
         return self._write(galleries.stats_cards(tables, metric, ascending, num_images, slice=slice), save_path, show, page_size, thumbnail_size)
 
     def similarity_gallery(
@@ -152,7 +164,8 @@ class Visualizer:
         thumbnail_size: int = DEFAULT_TILE_SIZE,
         page_size: int = DEFAULT_PAGE_SIZE,
         show: bool = True,
+        external_df=None,
     ) -> Path:
         """Images followed by those most similar to them, each pair once."""
-        tables = self._tables(label_col, slice)
+        tables = self._tables(label_col, slice, external_df, frames.PAIRS)
         return self._write(galleries.similarity_cards(tables, num_images, max_items, threshold, slice), save_path, show, page_size, thumbnail_size)
