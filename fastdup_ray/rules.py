@@ -16,9 +16,9 @@ import numpy as np
 
 SIMILARITY_DECIMALS = 6
 # How far a float32 score (faiss, a float32 matrix product) may stray from the float64
-# cosine of unit vectors: about d * 2**-24 at worst, 2e-5 at d=320. Candidates within this
-# of the k-th best float32 score are rescored before the cut.
-FLOAT32_SLACK = 1e-4
+# cosine of unit vectors: float32 sums err by about sqrt(d) * 2**-24, 3e-6 at d=2048.
+# Candidates within this of the k-th best float32 score are rescored before the cut.
+FLOAT32_SLACK = 1e-5
 # Rows of (candidates x d) float64 rescored at once: memory stays near 32 MiB.
 RESCORE_BUDGET = 1 << 22
 
@@ -59,7 +59,7 @@ def at_least(sim: np.ndarray, threshold: float) -> np.ndarray:
 def pair_similarity(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """The rule's similarity of each query (m x d) with each of its candidates
     (m x c x d): the float64 cosine, rounded."""
-    exact = np.einsum("rcd,rd->rc", candidates.astype(np.float64), queries.astype(np.float64))
+    exact = np.einsum("rcd,rd->rc", candidates, queries, dtype=np.float64)
     return rounded(exact)
 
 
@@ -98,27 +98,46 @@ def top_k_rescored(approx: np.ndarray, ids: np.ndarray, vectors_of, queries: np.
     if m == 0 or c == 0 or k == 0:
         return out_sims, out_ids
     width = min(k, c)
-    kth = -np.partition(-approx, width - 1, axis=1)[:, width - 1]
-    window = np.isfinite(approx) & (approx >= (kth - FLOAT32_SLACK)[:, None])
-    counts = window.sum(axis=1)
-    step = max(1, RESCORE_BUDGET // max(1, int(counts.max()) * queries.shape[1]))
-    for start in range(0, m, step):
-        rows = np.arange(start, min(m, start + step))
-        wide = max(1, int(counts[rows].max()))
-        if wide < c:
-            cols = np.argpartition(-np.where(window[rows], approx[rows], -np.inf), wide - 1, axis=1)[:, :wide]
-        else:
-            cols = np.broadcast_to(np.arange(c), (len(rows), c))
-        usable = np.take_along_axis(window[rows], cols, axis=1)
-        cand = np.where(usable, np.take_along_axis(ids[rows], cols, axis=1), -1)
-        safe_rows = np.broadcast_to(rows[:, None], cols.shape)
-        vectors = vectors_of(safe_rows.ravel(), cols.ravel()).reshape(len(rows), cols.shape[1], -1)
-        sims = np.where(usable, pair_similarity(queries[rows], vectors), -np.inf)
-        top_sims, top_ids = best_first(sims, cand, k)
-        top_ids = np.where(np.isfinite(top_sims), top_ids, -1)
-        out_sims[rows, : top_sims.shape[1]] = top_sims
-        out_ids[rows, : top_ids.shape[1]] = top_ids
+    if width < c:
+        # One partition gives the best k and the next one: a row whose k+1-th best ties
+        # its k-th within the slack (copies of one image; rare) is cut again, wider.
+        part = np.argpartition(-approx, width, axis=1)[:, : width + 1]
+        values = np.take_along_axis(approx, part, axis=1)
+        order = np.argsort(-values, axis=1, kind="stable")
+        top = np.take_along_axis(part, order[:, :width], axis=1)
+        kth = np.take_along_axis(values, order[:, width - 1 : width], axis=1)[:, 0]
+        after = np.take_along_axis(values, order[:, width:], axis=1)[:, 0]
+        wide = np.isfinite(after) & (after >= kth - FLOAT32_SLACK)
+    else:
+        top = np.broadcast_to(np.arange(c), (m, c))
+        wide = np.zeros(m, dtype=bool)
+    groups = [(np.flatnonzero(~wide), top[~wide])]
+    if wide.any():
+        rows = np.flatnonzero(wide)
+        kth = kth[rows]
+        window = approx[rows] >= (kth - FLOAT32_SLACK)[:, None]
+        size = int(window.sum(axis=1).max())
+        cols = np.argpartition(-np.where(window, approx[rows], -np.inf), size - 1, axis=1)[:, :size] if size < c else np.broadcast_to(np.arange(c), (len(rows), c))
+        groups.append((rows, cols))
+    for rows, cols in groups:
+        _rescore_rows(approx, ids, vectors_of, queries, k, rows, cols, out_sims, out_ids)
     return out_sims, out_ids
+
+
+def _rescore_rows(approx, ids, vectors_of, queries, k, rows, cols, out_sims, out_ids) -> None:
+    """Rescore candidates ``cols`` of ``rows`` by the rule and write each row's top k."""
+    d = queries.shape[1]
+    step = max(1, RESCORE_BUDGET // max(1, cols.shape[1] * d))
+    for start in range(0, len(rows), step):
+        here, picked = rows[start : start + step], cols[start : start + step]
+        usable = np.isfinite(np.take_along_axis(approx[here], picked, axis=1))
+        cand = np.where(usable, np.take_along_axis(ids[here], picked, axis=1), -1)
+        row_of = np.broadcast_to(here[:, None], picked.shape)
+        vectors = vectors_of(row_of.ravel(), picked.ravel()).reshape(len(here), picked.shape[1], d)
+        sims = np.where(usable, pair_similarity(queries[here], vectors), -np.inf)
+        top_sims, top_ids = best_first(sims, cand, k)
+        out_sims[here, : top_sims.shape[1]] = top_sims
+        out_ids[here, : top_ids.shape[1]] = np.where(np.isfinite(top_sims), top_ids, -1)
 
 
 def may_hide_more(approx_last: np.ndarray, kth_sims: np.ndarray) -> np.ndarray:
