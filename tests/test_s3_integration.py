@@ -294,7 +294,7 @@ def assert_storage_failure(failure, work, failed: str, location: str, finished: 
 
     message = str(failure.value)
     assert failure.value.shards == [failed] and f"'{failed}'" in message and location in message and "\n" not in message
-    assert list_shards(WorkDir(str(work))) == finished and not any(p.name.startswith(failed) for p in work.iterdir())
+    assert list_shards(WorkDir(str(work))) == finished and not any(failed in p.name for p in work.iterdir())
     for bad_list in work.glob("*features.bad.csv"):
         assert "storage" not in bad_list.read_text() and "ServiceUnavailable" not in bad_list.read_text()
     assert not (work / "similarity.csv").exists()
