@@ -302,9 +302,10 @@ def extract(config: RunConfig, work: WorkDir, summary: RunSummary, engines: Engi
         progress = Progress(len(resume.todo), len(resume.reused), sum(len(u.locations) for u in resume.todo) if files_only else None)
         try:
             with stage_timer(summary, "extract"):
-                extract_units(engines.get(compute, locations), resume.todo, job, work, progress)
+                extracted = extract_units(engines.get(compute, locations), resume.todo, job, work, progress)
         finally:
             progress.close()
+        extracted.raise_if_failed()  # no reduce while a shard is missing; a rerun extracts it
     if not config.delete_tar or not config.delete_img:
         log.info("kept downloaded archives / extracted images under %s", cache_dir)
     prefixes.sort()

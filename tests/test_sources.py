@@ -264,7 +264,8 @@ def test_zip_members_and_zip_bomb(tmp_path, monkeypatch):
 
 def test_a_storage_failure_mid_archive_is_reported_as_such_not_as_a_corrupt_archive(monkeypatch):
     """The S3 client retries requests and broken bodies itself (storage.py); a failure that
-    outlasts its retries keeps the images read before it and says the storage failed."""
+    outlasts its retries keeps the images read before it and says the storage failed, on
+    an item flagged as a storage failure (its shard is run again, never listed bad)."""
     import contextlib
 
     import botocore.exceptions
@@ -288,9 +289,35 @@ def test_a_storage_failure_mid_archive_is_reported_as_such_not_as_a_corrupt_arch
     assert 0 < len(good) < 6 and [i.location.rsplit("/", 1)[1] for i in good] == [f"{i:03d}.jpg" for i in range(len(good))] and all(i.ok for i in good)
     assert failure.location == "s3://bucket/00000.tar"
     assert failure.reason.startswith(f"cannot read archive, the storage failed after {len(good)} images despite retries: ReadTimeoutError")
+    assert failure.storage_failed and not failure.ok and not any(i.storage_failed for i in good)
     # The same bytes cut short by the archive itself are a truncated archive.
     monkeypatch.setattr(archives, "open_archive_stream", lambda *a: contextlib.nullcontext(io.BytesIO(data[: len(data) // 2])))
-    assert "truncated or corrupt archive" in list(archives.iter_archive("s3://bucket/00001.tar"))[-1].reason
+    truncated = list(archives.iter_archive("s3://bucket/00001.tar"))[-1]
+    assert "truncated or corrupt archive" in truncated.reason and not truncated.storage_failed
+
+
+def test_a_loose_file_the_storage_cannot_serve_is_flagged_and_ends_its_unit(monkeypatch, tmp_path):
+    """A read that outlasts the S3 client's retries is no bad image: the item says the
+    storage failed, and the unit's other files are not tried (its shard is run again)."""
+    import botocore.exceptions
+
+    import fastdup_ray.sources as sources
+
+    def read_bytes(location, options=None):
+        if location.endswith("2.jpg"):
+            raise botocore.exceptions.EndpointConnectionError(endpoint_url="http://s3")
+        return b"bytes of " + location.encode()
+
+    monkeypatch.setattr(sources, "read_bytes", read_bytes)
+    unit = WorkUnit("images.", "files", ("s3://b/1.jpg", "s3://b/2.jpg", "s3://b/3.jpg"))
+    first, failed = read_unit(unit, ReadSettings())
+    assert first.ok and not first.storage_failed
+    assert failed.location == "s3://b/2.jpg" and failed.storage_failed and not failed.ok
+    assert failed.reason.startswith("cannot read file, the storage failed despite retries: EndpointConnectionError")
+    # A file that is not there is bad data, as before.
+    monkeypatch.undo()
+    [missing] = read_unit(WorkUnit("images.", "files", (str(tmp_path / "gone.jpg"),)), ReadSettings())
+    assert missing.reason.startswith("cannot read file") and not missing.storage_failed
 
 
 def test_without_pillow_heif_a_heic_photo_is_a_bad_row_that_names_the_extra(tmp_path, monkeypatch):

@@ -234,8 +234,10 @@ def iter_archive(
         yield Item(location, reason=f"cannot read archive: {type(exc).__name__}: {exc}")
     except Exception as exc:  # noqa: BLE001 - storage failures and unreadable files are this input's reason
         if storage_unavailable(exc):
-            # The S3 client's retries are spent (storage.py): say so, not "corrupt".
-            yield Item(location, reason=f"cannot read archive, the storage failed after {passed} images despite retries: {type(exc).__name__}: {exc}")
+            # The S3 client's retries are spent (storage.py): say so, not "corrupt", and
+            # flag it, so that the shard is run again rather than finished without the rest.
+            why = f"the storage failed after {passed} images despite retries: {type(exc).__name__}: {exc}"
+            yield Item(location, reason=f"cannot read archive, {why}", storage_failed=True)
         elif isinstance(exc, OSError):
             yield Item(location, reason=f"cannot read archive: {exc}")
         else:
