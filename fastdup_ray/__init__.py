@@ -13,7 +13,7 @@ Public API (a thin layer over the stage modules):
 
 from fastdup_ray.api import Fastdup, create
 from fastdup_ray.config import RunConfig
-from fastdup_ray.errors import ConfigError, FastdupRayError, InputError
+from fastdup_ray.errors import ConfigError, FastdupRayError, InputError, StorageUnavailableError
 from fastdup_ray.evaluate import evaluate_run
 from fastdup_ray.features import load_binary_features, save_binary_feature
 from fastdup_ray.reports import (
@@ -50,4 +50,5 @@ __all__ = [
     "load_binary_features",
     "run",
     "save_binary_feature",
+    "StorageUnavailableError",
 ]

@@ -80,6 +80,9 @@ def keep_and_remove(work_dir: str, keep: str = "resolution", names: list[str] | 
 # The outer archive of a row's name: the shortest prefix ending in an archive extension
 # followed by '/' (an image row) or by nothing (a bad row naming the archive itself).
 ARCHIVE_PREFIX = re.compile(r"^(.*?\.(?:tar|tgz|tar\.gz|zip))(?:/(.*))?$", re.IGNORECASE | re.DOTALL)
+# The n-th occurrence (n >= 2) of a member name repeated in one archive is the row
+# '<name>#<n>' (sources/archives.py): the suffix follows the image's extension.
+OCCURRENCE = re.compile(r"^(.*)#([2-9]|[1-9][0-9]+)$", re.DOTALL)
 # Errors of reading an archive (not of writing its copy): the copy stops there.
 READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error)
 
@@ -96,6 +99,16 @@ def archive_of(name: str) -> tuple[str, str] | None:
     """(archive, member) of a row named inside an archive; member is '' for the archive itself."""
     match = ARCHIVE_PREFIX.match(name)
     return (match.group(1), match.group(2) or "") if match else None
+
+
+def member_occurrence(member: str) -> tuple[str, int]:
+    """(member name, occurrence counted from 0) of a row's member part: 'a.jpg#2' ->
+    ('a.jpg', 1). A member named 'x#2.jpg' is itself; 'a.jpg#2' is never a member's own
+    name among the rows, as a name ending so is no image."""
+    match = OCCURRENCE.match(member)
+    if match and kind_of(match.group(1)):
+        return match.group(1), int(match.group(2)) - 1
+    return member, 0
 
 
 class WrittenArchives(list):
@@ -145,13 +158,17 @@ def bad_names(work_dir: str) -> list[str]:
 
 
 def removals_by_archive(names: list[str], removed: list[bool]) -> dict[str, dict[str, list[bool]]]:
-    """archive -> member -> removed flag of each row of that member name, in row order (the
-    order the archive was read in), so the n-th occurrence of a name gets the n-th decision."""
+    """archive -> member -> removed flag of each occurrence of that member name, in the
+    order the archive was read in ('a.jpg#2' is the second 'a.jpg'), so the n-th occurrence
+    of a name gets the n-th decision. An occurrence without a row (bad) is not removed."""
     by_archive: dict[str, dict[str, list[bool]]] = {}
     for name, gone in zip(names, removed):
         found = archive_of(name)
         if found and found[1]:
-            by_archive.setdefault(found[0], {}).setdefault(found[1], []).append(gone)
+            member, occurrence = member_occurrence(found[1])
+            flags = by_archive.setdefault(found[0], {}).setdefault(member, [])
+            flags += [False] * (occurrence - len(flags))
+            flags.append(gone)
     return by_archive
 
 
@@ -209,8 +226,8 @@ def webdataset_samples(members: Iterable[Member]) -> Iterator[list[Member]]:
 
 def kept_members(members: Iterable[Member], removals: dict[str, list[bool]], counts: Counter) -> Iterator[Member]:
     """The members of every sample not removed. A sample is removed when it has images and
-    each one is removed; an image without a decision (bad, not judged, or a repeat of a
-    name whose first occurrence was the one read) keeps its sample."""
+    each one is removed; an image without a decision (bad or not judged) keeps its sample.
+    A repeated image name is matched to its decisions by occurrence (removals_by_archive)."""
     seen: Counter = Counter()
     for sample in webdataset_samples(members):
         decisions = []
@@ -328,7 +345,9 @@ def copy_once(archive: str, target: Path, removals: dict[str, list[bool]], stora
 def write_deduplicated_webdataset(work_dir: str, out_dir: str, keep: str = "resolution", storage: StorageOptions | None = None) -> WrittenArchives:
     """Copy every archive of a finished run (tar, tgz/tar.gz, zip; local or remote) to
     ``out_dir`` without the samples whose image is on the remove list; kept samples keep
-    all their members (.txt, .json, ...), each exactly once. Copies mirror the archives'
+    all their members (.txt, .json, ...), each exactly once. A sample repeated in an archive
+    is judged per occurrence ('<name>#<n>' rows): a kept repeat is written under its name as
+    it came, so a copy may hold a name twice, as its input did. Copies mirror the archives'
     folders below their common folder, keep their format, and never replace an input
     (InputError, before anything is written). What could not be copied whole is logged
     and listed in the result's ``problems``; keep.csv and remove.csv are written too."""

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
 import polars as pl
 
-from fastdup_ray import layout, outputs, results
+from fastdup_ray import layout, outputs, results, rules
 from fastdup_ray.exchange import Exchange
 from fastdup_ray.features import load_names, load_stats, shard_names, unit_rows
 from fastdup_ray.graph import component_pagerank, large_star, small_star, star_labels
@@ -36,7 +35,6 @@ from fastdup_ray.workdir import WorkDir
 log = logging.getLogger("fastdup_ray")
 
 ROUTED_INDEX_DIR = "nnf.routed"
-PAGERANK_RESET = 0.15
 # Vectors sampled (over all partitions) to train the routed lists: at least this many,
 # and faiss's 39 a list.
 TRAINING_SAMPLE = 65_536
@@ -98,7 +96,7 @@ class ReducePlan:
 
     @property
     def joined_threshold(self) -> float:
-        return max(self.threshold, self.ccthreshold)
+        return rules.joined_threshold(self.threshold, self.ccthreshold)
 
     def partition_of(self, ids: np.ndarray) -> np.ndarray:
         firsts = np.array([p.first for p in self.partitions], dtype=np.int64)
@@ -376,17 +374,20 @@ def resolve_task(plan: ReducePlan, number: int) -> tuple[int, int]:
     leader_b = _leader_of(plan, part, b)
     exact = (leader_b >= 0) & (leader_b == _ids(pairs, "leader_a"))
     sim = np.where(exact, np.float32(1.0), np.clip(pairs["sim"].to_numpy(), 0.0, 1.0)).astype(np.float32)
-    similar = sim >= plan.threshold
+    similar = rules.at_least(sim, plan.threshold)
     table = pl.DataFrame(
         {
             "from": pairs["from"].filter(pl.Series(similar)),
             "to": names.gather(b[similar] - part.first),
-            "distance": np.round(sim[similar].astype(np.float64), 6),
+            "distance": rules.csv_values(sim[similar]),
+            "exact": pl.Series(exact[similar], dtype=pl.Boolean),
+            # The rows' ids order ties as the in-memory reduce does (rules.SIMILARITY_ORDER).
+            "from_id": a[similar],
+            "to_id": b[similar],
         }
     )
-    table = table.with_columns(pl.Series("exact", exact[similar], dtype=pl.Boolean))
     _write_part(plan.work, layout.TABLE_PARTS[layout.SIMILARITY_FILE], number, table)
-    joined = sim >= plan.joined_threshold
+    joined = rules.at_least(sim, plan.joined_threshold)
     ja, jb, js = a[joined], b[joined], sim[joined]
     _joined(plan).send(number, plan.partition_of(ja), pl.DataFrame({"a": ja, "b": jb, "sim": js}))
     both = pl.DataFrame({"u": np.concatenate([ja, jb]), "v": np.concatenate([jb, ja])})
@@ -456,7 +457,7 @@ def rows_task(plan: ReducePlan, number: int) -> tuple[int, int]:
     part = plan.partitions[number]
     labels = _labels(plan, number)
     ranked = _ranks(plan).receive(number)
-    rank = np.full(len(labels), PAGERANK_RESET)
+    rank = np.full(len(labels), rules.PAGERANK_RESET)
     delta = np.zeros(len(labels))
     local = _ids(ranked, "node") - part.first
     rank[local] = ranked["pagerank"].to_numpy()
@@ -487,17 +488,18 @@ def outliers_task(plan: ReducePlan, count: int) -> int:
     """The ``count`` images whose nearest neighbour is least similar (ties by row),
     least outlying first: outliers/part-00000 (from, to, distance)."""
     lowest = _scan(plan.scratch, "nearest").sort("sim", "src").head(count).collect(engine="streaming")
-    table = lowest.sort(pl.col("sim"), pl.col("src"), descending=[True, False]).select("from", "to", pl.col("sim").cast(pl.Float64).round(6).alias("distance"))
+    table = lowest.sort(pl.col("sim"), pl.col("src"), descending=[True, False]).select("from", "to", "sim")
+    table = table.with_columns(pl.Series("sim", rules.csv_values(table["sim"].to_numpy())).alias("distance")).drop("sim")
     _write_part(plan.work, layout.TABLE_PARTS[layout.OUTLIERS_FILE], 0, table)
     return table.height
 
 
 TABLE_ORDER = {
-    layout.SIMILARITY_FILE: (["distance", "from", "to"], [True, False, False]),
+    layout.SIMILARITY_FILE: rules.SIMILARITY_ORDER,
     layout.OUTLIERS_FILE: (None, None),
-    layout.CONNECTED_COMPONENTS_FILE: (["__id"], [False]),
-    layout.COMPONENT_INFO_FILE: (["Count", "component_id"], [True, False]),
-    layout.STATS_FILE: (["__id"], [False]),
+    layout.CONNECTED_COMPONENTS_FILE: rules.ROW_ORDER,
+    layout.COMPONENT_INFO_FILE: rules.COMPONENT_INFO_ORDER,
+    layout.STATS_FILE: rules.ROW_ORDER,
 }
 
 
@@ -510,6 +512,7 @@ def csv_task(plan: ReducePlan, name: str) -> int:
     frame = _scan(plan.work, layout.TABLE_PARTS[name])
     if columns:
         frame = frame.sort(columns, descending=descending, maintain_order=True)
+    frame = frame.drop(layout.PART_ORDER_COLUMNS, strict=False)
     local = plan.work.staging / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         frame.sink_csv(local)
@@ -582,7 +585,7 @@ def reduce_in_waves(engine, plan: ReducePlan, lower_threshold: float, csv_row_li
         grouped = _wave(engine, partial(pagerank_task, plan), numbers)
         singles = _wave(engine, partial(rows_task, plan), numbers)
     with phase("outputs"):
-        count = math.ceil(lower_threshold * edges)
+        count = rules.outlier_count(lower_threshold, edges, n)
         outlier_rows = _wave(engine, partial(outliers_task, plan), [count])[0]
         rows = {
             layout.SIMILARITY_FILE: sum(r[0] for r in resolved),

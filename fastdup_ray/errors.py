@@ -15,3 +15,15 @@ class InputError(FastdupRayError):
 
 class MissingDependencyError(FastdupRayError, ImportError):
     """An optional package is needed; the message gives the pip line that installs it."""
+
+
+class StorageUnavailableError(FastdupRayError):
+    """The storage (S3, the network) still failed after the S3 client's retries while some
+    shards were read: those shards are not finished (no marker, nothing in any bad list),
+    the others are, and running the same command again extracts only those. ``shards``
+    names them; ``location`` and ``cause`` are where and why the storage failed first."""
+
+    def __init__(self, message: str, shards: list[str] | None = None, location: str = "",
+                 cause: str = "") -> None:
+        super().__init__(message)
+        self.shards, self.location, self.cause = shards or [], location, cause

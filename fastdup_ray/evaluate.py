@@ -33,6 +33,8 @@ def precision_recall_curve(scores: np.ndarray, is_duplicate: np.ndarray, total_p
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(is_duplicate, dtype=bool)
     total = int(labels.sum()) if total_positives is None else int(total_positives)
+    if len(scores) == 0:  # no pair scored (one image): no threshold to evaluate
+        return scores, scores.copy(), scores.copy()
     order = np.argsort(-scores, kind="stable")
     scores, labels = scores[order], labels[order]
     true_pos = np.cumsum(labels)

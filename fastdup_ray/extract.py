@@ -31,6 +31,7 @@ from fastdup_ray.decode import (
     resize_frame,
 )
 from fastdup_ray.embed import Embedder
+from fastdup_ray.errors import StorageUnavailableError
 from fastdup_ray.features import FeatureShardWriter
 from fastdup_ray.sources import Item, ReadSettings, WorkUnit, read_unit
 from fastdup_ray.workdir import WorkDir
@@ -48,6 +49,7 @@ def decode_items(unit: str, items: list[Item], size: int, first_seq: int, total:
     rows = len(items) + (total is not None)
     pixels = np.zeros((rows, size, size, 3), dtype=np.uint8)
     ok = np.zeros(rows, dtype=bool)
+    storage_failed = np.zeros(rows, dtype=bool)  # Item.storage_failed: the unit is not finished
     reasons = np.full(rows, "", dtype=object)
     paths = np.full(rows, "", dtype=object)
     thumbnails = np.full(rows, b"", dtype=object)
@@ -58,7 +60,7 @@ def decode_items(unit: str, items: list[Item], size: int, first_seq: int, total:
     for i, item in enumerate(items):
         paths[i] = item.location
         if not item.ok:
-            reasons[i] = item.reason
+            reasons[i], storage_failed[i] = item.reason, item.storage_failed
             continue
         if item.data is not None:
             hashes[i] = content_hash(item.data)
@@ -93,6 +95,7 @@ def decode_items(unit: str, items: list[Item], size: int, first_seq: int, total:
         "seq": np.arange(first_seq, first_seq + rows, dtype=np.int64),
         "path": paths,
         "ok": ok,
+        "storage_failed": storage_failed,
         "reason": reasons,
         "end": end,
         "unit_rows": unit_rows,
@@ -164,7 +167,9 @@ class EmbedBatches:
 
 class ShardCollector:
     """Driver side: one FeatureShardWriter per unit in flight; commits a unit once all
-    the rows its end row announced have arrived, and tells ``progress`` what came in."""
+    the rows its end row announced have arrived, and tells ``progress`` what came in.
+    A unit with a row the storage failed on (``storage_failed``) is dropped instead: its
+    writer is aborted and its later rows ignored, so it has no marker and a rerun reads it."""
 
     def __init__(self, work: WorkDir, d: int, markers: dict[str, dict] | None = None, progress=None) -> None:
         self.work = work
@@ -176,11 +181,19 @@ class ShardCollector:
         self.good = 0
         self.bad = 0
         self.committed: list[str] = []
+        self.failed: dict[str, tuple[str, str]] = {}  # unit -> (location, cause), in order of failure
 
     def add(self, batch: dict[str, np.ndarray]) -> None:
         units = batch["unit"]
+        lost = batch.get("storage_failed", np.zeros(len(units), bool)).astype(bool)
         for unit in dict.fromkeys(units.tolist()):
+            if unit in self.failed:
+                continue  # rows still in flight when the storage failed, its end row too
             rows = units == unit
+            if lost[rows].any():
+                first = int(np.flatnonzero(rows & lost)[0])
+                self.fail(unit, str(batch["path"][first]), str(batch["reason"][first]))
+                continue
             if unit not in self.writers:
                 self.writers[unit] = FeatureShardWriter(self.work, self.d, prefix=unit)
             writer = self.writers[unit]
@@ -212,6 +225,15 @@ class ShardCollector:
             self.progress.shard_done()
         log.debug("shard %r done: %d good, %d bad", unit, writer.good, writer.bad)
 
+    def fail(self, unit: str, location: str, cause: str) -> None:
+        """Drop ``unit``: the storage failed at ``location``. Nothing of it is written."""
+        writer = self.writers.pop(unit, None)
+        if writer is not None:
+            writer.abort()
+        self.expected.pop(unit, None)
+        self.failed[unit] = (location, cause)
+        log.warning("shard %r not finished, to be run again: %s: %s", shard_label(unit), location, cause)
+
     def abort(self) -> None:
         for writer in self.writers.values():
             writer.abort()
@@ -226,12 +248,43 @@ class ShardCollector:
 
 @dataclass
 class ExtractResult:
-    """What extraction did: images good and bad, the shards it committed, its seconds."""
+    """What extraction did: images good and bad, the shards it committed, its seconds,
+    and the shards the storage failed under (unit -> (location, cause)), not finished."""
 
     good: int
     bad: int
     shards: list[str]
     seconds: float = 0.0
+    failed: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def raise_if_failed(self) -> None:
+        """After the other shards are finished: the shards to run again, as one error."""
+        if self.failed:
+            raise storage_failure(self.failed)
+
+
+def shard_label(unit: str) -> str:
+    """A shard as the user sees it: its prefix, or features.dat for the unnamed one."""
+    return unit or "features.dat"
+
+
+# Shards a storage failure names at most: an outage may hit thousands of archives.
+NAMED_SHARDS = 20
+
+
+def storage_failure(failed: dict[str, tuple[str, str]]) -> StorageUnavailableError:
+    """One line: which shards are not finished, where and why the storage failed first."""
+    shards = sorted(failed)
+    named = ", ".join(repr(shard_label(name)) for name in shards[:NAMED_SHARDS])
+    more = f" and {len(shards) - NAMED_SHARDS} more" if len(shards) > NAMED_SHARDS else ""
+    location, cause = next(iter(failed.values()))
+    cause = " ".join(cause.split())  # botocore's messages may span lines
+    count = f"{len(shards)} shard{'s' if len(shards) > 1 else ''}"
+    return StorageUnavailableError(
+        f"{count} not finished, the storage failed: {named}{more} (first at {location}: {cause}); "
+        "finished shards are kept: once the storage is back, run the same command again to extract these",
+        shards, location, cause,
+    )
 
 
 @dataclass(frozen=True)
@@ -270,7 +323,8 @@ def embed_chunk(unit: str, chunk: WorkUnit | list[Item], first_seq: int, job: Ex
 
 def extract_units(engine, units: list[WorkUnit], job: ExtractJob, work: WorkDir, progress=None) -> ExtractResult:
     """Read + decode + embed ``units`` on ``engine``; one committed shard per unit, its
-    marker written last. Nothing is committed for a unit that did not finish."""
+    marker written last. Nothing is committed for a unit that did not finish; the units
+    the storage failed under are in the result's ``failed`` (the others still finish)."""
     start = time.perf_counter()
     if not units:
         return ExtractResult(0, 0, [])
@@ -281,7 +335,8 @@ def extract_units(engine, units: list[WorkUnit], job: ExtractJob, work: WorkDir,
     except BaseException:
         collector.abort()
         raise
-    return ExtractResult(collector.good, collector.bad, collector.committed, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return ExtractResult(collector.good, collector.bad, collector.committed, seconds, dict(collector.failed))
 
 
 def write_listing_shard(work: WorkDir, d: int, prefix: str, bad: list[tuple[str, str]]) -> None:

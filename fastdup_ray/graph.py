@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastdup_ray.rules import PAGERANK_MAX_ITERATIONS, PAGERANK_RESET, PAGERANK_TOLERANCE
+
 
 def connected_components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Label every node with the smallest node id of its component.
@@ -40,9 +42,9 @@ def pagerank(
     dst: np.ndarray,
     weight: np.ndarray,
     labels: np.ndarray | None = None,
-    reset_probability: float = 0.15,
-    tolerance: float = 1e-3,
-    max_iterations: int = 50,
+    reset_probability: float = PAGERANK_RESET,
+    tolerance: float = PAGERANK_TOLERANCE,
+    max_iterations: int = PAGERANK_MAX_ITERATIONS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weighted pagerank on the undirected graph, in the GraphLab/Turi convention that
     fastdup's outputs use: pr_i = reset + (1 - reset) * sum_j pr_j * w_ji / W_j, so a node

@@ -21,6 +21,7 @@ import re
 
 import numpy as np
 
+from fastdup_ray import rules
 from fastdup_ray.errors import ConfigError, MissingDependencyError
 
 log = logging.getLogger("fastdup_ray")
@@ -128,25 +129,44 @@ def candidates_to_fetch(index, size: int, k: int, queries_in_index: bool = True)
     return min(size, wanted)
 
 
-def exact_topk(features: np.ndarray, queries: np.ndarray, query_ids: np.ndarray, candidates: np.ndarray, k: int, block_rows: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """Rescore candidate ids with the exact cosine, drop the query itself, keep the best k
-    (ties by smaller id). Returns (sims, ids), -inf / -1 where fewer than k remain.
-    Vectorised in blocks of rows, so memory stays at block_rows x candidates x d."""
+def exact_topk(features: np.ndarray, queries: np.ndarray, query_ids: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rescore candidate ids by the rule's similarity (rules.pair_similarity), drop the
+    query itself, keep the best k (ties by smaller id). Returns (sims, ids), -inf / -1
+    where fewer than k remain. In blocks of rows, so memory stays near RESCORE_BUDGET."""
     m = len(queries)
     sims, ids = empty_topk(m, k)
-    for start in range(0, m, block_rows):
-        stop = min(m, start + block_rows)
+    step = max(1, rules.RESCORE_BUDGET // max(1, candidates.shape[1] * features.shape[1]))
+    for start in range(0, m, step):
+        stop = min(m, start + step)
         cand = candidates[start:stop]
         usable = (cand >= 0) & (cand != query_ids[start:stop, None])
-        safe = np.where(usable, cand, 0)
-        scores = np.einsum("rcd,rd->rc", features[safe], queries[start:stop], dtype=np.float32)
-        scores = np.where(usable, scores, -np.inf).astype(np.float32)
-        order = np.lexsort((np.where(usable, cand, np.iinfo(np.int64).max), -scores), axis=1)[:, :k]
-        top_scores = np.take_along_axis(scores, order, axis=1)
-        top_ids = np.where(np.isfinite(top_scores), np.take_along_axis(cand, order, axis=1), -1)
+        scores = np.where(usable, rules.pair_similarity(queries[start:stop], features[np.where(usable, cand, 0)]), -np.inf)
+        top_scores, top_ids = rules.best_first(scores, np.where(usable, cand, -1), k)
         width = top_scores.shape[1]
         sims[start:stop, :width] = top_scores
-        ids[start:stop, :width] = top_ids
+        ids[start:stop, :width] = np.where(np.isfinite(top_scores), top_ids, -1)
+    return sims, ids
+
+
+def search_topk(index, vectors: np.ndarray, queries: np.ndarray, query_ids: np.ndarray, k: int, queries_in_index: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's top-k under the rule (rules.py) among the vectors of ``index``:
+    (sims, ids into ``vectors``). ``query_ids``: each query's own row in ``vectors``
+    (-1 when it has none), never its own neighbour. An exact index is asked again, for
+    twice the candidates, while a left-out candidate could tie the k-th (copies of one
+    image), so the answer does not depend on how faiss breaks ties; an approximate index
+    gives its candidates once, each rescored exactly."""
+    size = len(vectors)
+    fetch = candidates_to_fetch(index, size, k, queries_in_index)
+    sims, ids = empty_topk(len(queries), k)
+    pending = np.arange(len(queries))
+    while len(pending) and fetch > 0:
+        scores, found = index.search(np.ascontiguousarray(queries[pending], dtype=np.float32), fetch)
+        top_sims, top_ids = exact_topk(vectors, queries[pending], query_ids[pending], found, k)
+        sims[pending], ids[pending] = top_sims, top_ids
+        if not is_exact(index) or fetch >= size:
+            break
+        pending = pending[(found[:, -1] >= 0) & rules.may_hide_more(scores[:, -1], top_sims[:, -1])]
+        fetch = min(size, 2 * fetch)
     return sims, ids
 
 
@@ -162,13 +182,12 @@ def knn_search(features: np.ndarray, k: int, batch_rows: int = 65_536, index=Non
     n = len(features)
     if index is None:
         index = build_index(features, "Flat")
-    fetch = candidates_to_fetch(index, n, k)
     sims = np.empty((n, k), dtype=np.float32)
     ids = np.empty((n, k), dtype=np.int64)
     for start in range(0, n, batch_rows):
         stop = min(n, start + batch_rows)
-        _, found = index.search(features[start:stop], fetch)
-        sims[start:stop], ids[start:stop] = exact_topk(features, features[start:stop], np.arange(start, stop), found, k)
+        rows = np.arange(start, stop)
+        sims[start:stop], ids[start:stop] = search_topk(index, features, features[start:stop], rows, k)
     return sims, ids
 
 
@@ -199,15 +218,13 @@ def search_index_shard(index, vectors: np.ndarray, index_offset: int, query_load
     per block, the exact top-k with global ids. With ``queries_in_index`` the query ids
     share the index's id space and a query never finds itself; without, they are test
     queries scored against the index."""
-    fetch = candidates_to_fetch(index, len(vectors), k, queries_in_index)
     results = []
     for first, queries in query_loader():
-        _, found = index.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
         if queries_in_index:
             local_self = np.arange(first, first + len(queries)) - index_offset  # a query's own row here, if it is here
         else:
             local_self = np.full(len(queries), -1)
-        sims, ids = exact_topk(vectors, queries, local_self, found, k)
+        sims, ids = search_topk(index, vectors, queries, local_self, k, queries_in_index)
         results.append((first, sims, np.where(ids >= 0, ids + index_offset, -1)))
     return results
 
@@ -342,29 +359,20 @@ def blocked_ivf_knn(listed: ListedVectors, probes: np.ndarray, k: int, query_vec
         queries_here = query_of[bounds[lst] : bounds[lst + 1]]
         for start in range(0, len(queries_here), max_block):
             block = queries_here[start : start + max_block]
-            scores = query_vectors(block) @ members.T
+            queries = query_vectors(block)
+            scores = queries @ members.T
             scores[query_ids[block][:, None] == member_ids[None, :]] = -np.inf  # never a query's own row
-            sims, ids = _top_k_rows(scores, member_ids, k)
+            sims, ids = top_k_of_list(scores, member_ids, members, queries, k)
             merged = merge_topk([(best[0][block], best[1][block]), (sims, ids)], k)
             best[0][block], best[1][block] = merged
     return best
 
 
-def _top_k_rows(scores: np.ndarray, column_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best k columns of each row (ties by smaller id), as (scores, ids)."""
-    width = min(k, scores.shape[1])
-    if width < scores.shape[1]:
-        part = np.argpartition(-scores, width - 1, axis=1)[:, :width]
-        # A tie at the cut may hide a smaller id: take everything scoring at least the cut.
-        cut = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
-        if (np.count_nonzero(scores >= cut, axis=1) > width).any():  # rare: exact copies
-            part = np.lexsort((np.broadcast_to(column_ids, scores.shape), -scores), axis=1)[:, :width]
-    else:
-        part = np.broadcast_to(np.arange(width), (len(scores), width))
-    top = np.take_along_axis(scores, part, axis=1)
-    ids = np.where(np.isfinite(top), column_ids[part], -1)
-    order = np.lexsort((np.where(ids >= 0, ids, np.iinfo(np.int64).max), -top), axis=1)[:, :width]
-    return np.take_along_axis(top, order, axis=1).astype(np.float32), np.take_along_axis(ids, order, axis=1)
+def top_k_of_list(scores: np.ndarray, member_ids: np.ndarray, members: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's best k members of one list under the rule, from the list's float32
+    matrix product ``scores`` (queries x members, -inf for a query's own row)."""
+    ids = np.broadcast_to(member_ids, scores.shape)
+    return rules.top_k_rescored(scores, ids, lambda rows, cols: members[cols], queries, k)
 
 
 def list_vectors(load_shard, rows: list[int], nlist: int, nprobe: int, first_id: int = 0, train_size: int = 65_536, seed: int = 0):
@@ -452,7 +460,7 @@ def score_lists(ids: np.ndarray, lists: np.ndarray, is_member: np.ndarray, vecto
             block = rows[start : start + max_block]
             scores = vectors[block] @ member_vectors.T
             scores[ids[block][:, None] == member_ids[None, :]] = -np.inf
-            sims, cands = _top_k_rows(scores, member_ids, k)
+            sims, cands = top_k_of_list(scores, member_ids, member_vectors, vectors[block], k)
             valid = cands >= 0
             found_q.append(np.broadcast_to(ids[block][:, None], cands.shape)[valid])
             found_c.append(cands[valid])

@@ -18,6 +18,9 @@ OUTPUT_FILES = (SIMILARITY_FILE, OUTLIERS_FILE, COMPONENT_INFO_FILE, CONNECTED_C
 # (similarity/part-00000.parquet, ...), same columns as the CSV; the CSV is then written
 # from the parts only below csv_row_limit rows. results.py reads either form.
 TABLE_PARTS = {name: name.removesuffix(".csv") for name in (SIMILARITY_FILE, OUTLIERS_FILE, COMPONENT_INFO_FILE, CONNECTED_COMPONENTS_FILE, STATS_FILE)}
+# Columns of the similarity parts beyond the CSV's: the row ids that order ties
+# (rules.SIMILARITY_ORDER); readers and the CSV leave them out.
+PART_ORDER_COLUMNS = ("from_id", "to_id")
 # Edges of the kNN as Parquet parts (src, dst, similarity; global row ids).
 EDGES_DIR = "edges"
 # Scratch of the distributed reduce (keyed exchanges between its tasks), removed at its end.

@@ -6,10 +6,10 @@ Functions from arrays to polars tables; the reduce writes them atomically to the
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import polars as pl
+
+from fastdup_ray import rules
 
 # Flags in the spirit of cleanvision's issue types, on the statistics of the 224x224
 # decoded image (colour values 0-255). Defaults, documented in the README.
@@ -82,7 +82,7 @@ def cross_table(from_names: list[str], to_names: list[str], src: np.ndarray, dst
         {
             "from": pl.Series(from_names, dtype=pl.String).gather(src) if len(src) else pl.Series([], dtype=pl.String),
             "to": pl.Series(to_names, dtype=pl.String).gather(dst) if len(dst) else pl.Series([], dtype=pl.String),
-            "distance": np.round(sim.astype(np.float64), 6),
+            "distance": rules.csv_values(sim),
         }
     )
     return table.filter(pl.col("from") != pl.col("to"))
@@ -92,9 +92,9 @@ def similarity_table(filenames: list[str], a: np.ndarray, b: np.ndarray, sim: np
     """Pairs with similarity >= threshold, most similar first (``from,to,distance``, then
     ``exact`` when given: true for byte-identical files). ``to_names`` names ``b`` when it
     indexes another list (test -> train)."""
-    keep = sim >= threshold
+    keep = rules.at_least(sim, threshold)
     a, b, sim = a[keep], b[keep], sim[keep]
-    order = np.lexsort((b, a, -sim))
+    order = np.lexsort((b, a, -sim))  # the rule book's order: similarity, then row ids
     table = cross_table(filenames, filenames if to_names is None else to_names, a[order], b[order], sim[order])
     if exact is not None:
         table = table.with_columns(pl.Series("exact", exact[keep][order], dtype=pl.Boolean))
@@ -120,7 +120,7 @@ def outliers_table(filenames: list[str], src: np.ndarray, dst: np.ndarray, sim: 
     first = np.ones(len(src), dtype=bool)
     first[1:] = src[1:] != src[:-1]
     src, dst, sim = src[first], dst[first], sim[first]
-    count = min(len(src), math.ceil(lower_threshold * len(order)))
+    count = rules.outlier_count(lower_threshold, len(order), len(src))
     lowest = np.lexsort((src, sim))[:count]
     src, dst, sim = src[lowest], dst[lowest], sim[lowest]
     order = np.lexsort((src, -sim))

@@ -18,7 +18,7 @@ from functools import partial
 
 import numpy as np
 
-from fastdup_ray import layout, outputs
+from fastdup_ray import layout, outputs, rules
 from fastdup_ray.config import RunConfig
 from fastdup_ray.distributed_reduce import ROUTED_INDEX_DIR, ReducePlan, clear_outputs, plan_partitions, reduce_in_waves, search_routed_index
 from fastdup_ray.engine import EngineSlot
@@ -236,9 +236,7 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
         hashes = stats["hash"].fill_null("").to_numpy() if stats is not None and "hash" in stats.columns else None
         a, b, sim, exact = outputs.pairs_with_exact(src, dst, knn_sim, hashes)
     with stage_timer(summary, "components"):
-        # The run guide builds components from the pairs of similarity.csv: an edge joins
-        # two images only when it is at or above both threshold and ccthreshold.
-        joined = sim >= max(config.threshold, config.ccthreshold)
+        joined = rules.at_least(sim, rules.joined_threshold(config.threshold, config.ccthreshold))
         labels = connected_components(n, a[joined], b[joined])
         rank, delta = pagerank(n, a[joined], b[joined], sim[joined], labels=labels)
     with stage_timer(summary, "outputs"):

@@ -131,8 +131,10 @@ def scan_table(work: WorkDir | str, name: str) -> pl.LazyFrame:
     if not parts:
         raise _missing(work, name)
     if work.remote:
-        return pl.concat([read_file_table(work, part) for part in parts], how="vertical").lazy()
-    return pl.scan_parquet([work.path(part) for part in parts])
+        frame = pl.concat([read_file_table(work, part) for part in parts], how="vertical").lazy()
+    else:
+        frame = pl.scan_parquet([work.path(part) for part in parts])
+    return frame.drop(layout.PART_ORDER_COLUMNS, strict=False)
 
 
 def read_table(work: WorkDir | str, name: str, columns: Sequence[str] = ()) -> pl.DataFrame:

@@ -33,8 +33,10 @@ from fastdup_ray.distributed_reduce import clear_outputs
 from fastdup_ray.engine import EngineSlot, choose, ray_cluster_given
 from fastdup_ray.extract import ExtractJob, extract_units, write_listing_shard
 from fastdup_ray.features import (
+    BAD_FILE,
     SHARD_SUFFIXES,
     adopt_plain_features,
+    first_bad_row,
     list_shards,
     load_binary_features,
     load_names,
@@ -202,15 +204,27 @@ def run_mode(
         if config.run_mode == 2:
             count_images(summary, list(markers.values()))
             summary.shards = len(prefixes)
+            require_an_image(work, prefixes, summary, work.location)
             reduce_shards(config, work, prefixes, summary, engines, config.compute)
         else:
             score_test_set(config, work, prefixes, summary, engines)
         return
     prefixes, compute = extract(config, work, summary, engines, rejected)
-    if config.run_mode == 0:
+    if config.run_mode == 0 and summary.good:
         reduce_shards(config, work, prefixes, summary, engines, compute)
     else:
         write_merged_bad_list(work, list_shards(work))
+    require_an_image(work, prefixes, summary, config.input_dir)
+
+
+def require_an_image(work: WorkDir, prefixes: list[str], summary: RunSummary, where) -> None:
+    """A run that read no image fails, naming the first input it tried and why (a run of
+    nothing but bad rows must not look like a run that found no duplicates)."""
+    if summary.good:
+        return
+    first = first_bad_row(work, prefixes)
+    tried = f"; the first, {first[0]}: {first[1]}" if first else ""
+    raise InputError(f"no image could be read from {where}: {summary.bad} inputs, all bad{tried} (every reason in {work.path(BAD_FILE)})")
 
 
 def decide_compute(config: RunConfig, engines: EngineSlot, locations: list[str]) -> str:
@@ -244,6 +258,9 @@ def extract(
         listing.bad = sorted(listing.bad + list(rejected))
         units = plan_units(listing, config.shard_size, config.min_offset, config.max_offset, config.num_images)
     log.info("found %d inputs (%d archives, %d image/video files) -> %d shards", len(listing), len(listing.archives), len(listing.files), len(units))
+    if not units and (config.min_offset or config.max_offset is not None):
+        inputs = len(listing.archives) + len(listing.files[: config.num_images or None])
+        raise ConfigError(f"min_offset={config.min_offset} (max_offset={config.max_offset}) selects none of the {inputs} inputs of {config.input_dir} (offsets 0 to {inputs - 1})")
     locations = [location for unit in units for location in unit.locations]
     compute = decide_compute(config, engines, locations)
     settings = config if compute == config.compute else dataclasses.replace(config, compute=compute)
@@ -292,9 +309,10 @@ def extract(
         progress = Progress(len(resume.todo), len(resume.reused), sum(len(u.locations) for u in resume.todo) if files_only else None)
         try:
             with stage_timer(summary, "extract"):
-                extract_units(engines.get(compute, locations), resume.todo, job, work, progress)
+                extracted = extract_units(engines.get(compute, locations), resume.todo, job, work, progress)
         finally:
             progress.close()
+        extracted.raise_if_failed()  # no reduce while a shard is missing; a rerun extracts it
     if not config.delete_tar or not config.delete_img:
         log.info("kept downloaded archives / extracted images under %s", cache_dir)
     prefixes.sort()

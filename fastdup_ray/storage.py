@@ -17,7 +17,8 @@ botocore does not retry is a response body whose stream breaks after the headers
 (boto/boto3#4111): s3fs, below us, repeats such a read (a whole GET, or the block an
 open file was reading; ``get_file`` goes on from the byte it reached), up to 5 times.
 This module adds no loop of its own: a failure that outlasts these retries is reported
-with its location, and :func:`storage_unavailable` tells it from bad data.
+with its location, and :func:`storage_unavailable` tells it from bad data (the shard it
+struck is left unfinished for a rerun, never listed in features.bad.csv).
 """
 
 from __future__ import annotations

@@ -10,10 +10,13 @@ import logging
 import tarfile
 import zipfile
 
+import polars as pl
 import pytest
 
 import fastdup_ray
+from fastdup_ray import results
 from fastdup_ray.dedup import write_deduplicated_webdataset
+from fastdup_ray.layout import SIMILARITY_FILE
 from fastdup_ray.errors import InputError
 from fastdup_ray.sample import jpeg_bytes, make_scene, near_duplicate
 
@@ -84,18 +87,65 @@ def test_key_repeated_back_to_back_keeps_both_samples(tmp_path, jpegs):
 
 
 def test_repeated_image_name_decided_per_occurrence(tmp_path, jpegs):
-    # The same member name twice, the second a near copy of the first: today's reader
-    # embeds both under one name, which then sits in keep.csv and remove.csv alike. The
-    # first occurrence must survive; the second is removed while the reader embeds it and
-    # kept (not judged) once the reader puts repeated names on the bad list.
+    # The same member name twice, the second a near copy of the first: the reader embeds
+    # the second as '000.jpg#2', so the first survives and the second goes with its caption.
     root = tmp_path / "in"
     shard = [("000.jpg", jpegs["A"]), ("000.txt", b"first"), ("000.jpg", jpegs["A2"]), ("000.txt", b"second"),
              ("001.jpg", jpegs["C"])]
     write_members(root / "00000.tar", shard)
     written = dedup(root, tmp_path)
-    got = members_of(written[0])
-    assert got in (shown(shard[:2] + shard[4:]), shown(shard))
-    assert got.count(("000.jpg", "<A.jpeg>")) == 1 and got.count(("000.txt", b"first")) == 1
+    assert members_of(written[0]) == shown(shard[:2] + shard[4:])
+
+
+def retried_sample(jpegs) -> list[tuple[str, bytes]]:
+    """A shard whose writer wrote sample 000 again, same picture, after sample 001."""
+    return [("000.jpg", jpegs["A"]), ("000.txt", b"first"), ("000.json", b'{"try": 1}'),
+            ("001.jpg", jpegs["C"]), ("001.txt", b"c"),
+            ("000.jpg", jpegs["A"]), ("000.txt", b"retry"), ("000.json", b'{"try": 2}')]
+
+
+def test_retried_sample_is_an_exact_pair(tmp_path, jpegs):
+    # The repeated member is an image of its own, '000.jpg#2', byte-identical to the first.
+    root = tmp_path / "in"
+    write_members(root / "00000.tar", retried_sample(jpegs))
+    work = tmp_path / "work"
+    summary = fastdup_ray.run(str(root), str(work), k=2, executor="local")
+    shard = f"{root}/00000.tar"
+    assert (summary.good, summary.bad) == (3, 0)
+    first, retry = f"{shard}/000.jpg", f"{shard}/000.jpg#2"
+    assert fastdup_ray.load_binary_features(work)[0] == [first, f"{shard}/001.jpg", retry]
+    exact = results.read_table(str(work), SIMILARITY_FILE).filter(pl.col("exact"))
+    assert {frozenset(pair) for pair in exact.select("from", "to").iter_rows()} == {frozenset((first, retry))}
+    assert (exact["distance"] == 1.0).all()
+
+
+@pytest.mark.parametrize("shard_name", ["00000.tar", "00000.zip"])
+def test_retried_sample_with_the_same_bytes_is_written_once(tmp_path, jpegs, shard_name):
+    # The first sample 000 is kept with its own caption and json; its retry goes whole.
+    root = tmp_path / "in"
+    shard = retried_sample(jpegs)
+    write_members(root / shard_name, shard)
+    written = dedup(root, tmp_path)
+    assert members_of(written[0]) == shown(shard[:5])
+
+
+def test_repeated_name_with_other_pictures_keeps_each_with_its_own_members(tmp_path, jpegs):
+    # Sample 000 four times over, each a different picture: the n-th '000.jpg' is judged
+    # as row '000.jpg#<n>'. The 1st and 4th are near copies of earlier images (removed with
+    # their own .txt/.json), the 2nd and 3rd are kept with theirs. 'a#2.jpg' is a member
+    # named so, not an occurrence.
+    root = tmp_path / "in"
+    shard = [("001.jpg", jpegs["A"]), ("001.txt", b"a"),
+             ("000.jpg", jpegs["A2"]), ("000.txt", b"copy of a"), ("000.json", b'{"n": 1}'),
+             ("000.jpg", jpegs["B"]), ("000.txt", b"b"), ("000.json", b'{"n": 2}'),
+             ("000.jpg", jpegs["C"]), ("000.txt", b"c"), ("000.json", b'{"n": 3}'),
+             ("000.jpg", jpegs["B2"]), ("000.txt", b"copy of b"), ("000.json", b'{"n": 4}'),
+             ("a#2.jpg", jpegs["D"]), ("a#2.txt", b"d")]
+    write_members(root / "00000.tar", shard)
+    written = dedup(root, tmp_path)
+    assert members_of(written[0]) == shown(shard[:2] + shard[5:11] + shard[14:])
+    removed = pl.read_csv(tmp_path / "work" / "remove.csv")["filename"].to_list()
+    assert removed == [f"{root}/00000.tar/000.jpg", f"{root}/00000.tar/000.jpg#4"]
 
 
 def test_same_shard_name_in_two_folders_mirrors_both(tmp_path, jpegs):

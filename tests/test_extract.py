@@ -89,6 +89,67 @@ def test_collector_refuses_to_finish_with_missing_rows(tmp_path):
     assert list_shards(WorkDir(str(tmp_path))) == [] and not list(tmp_path.iterdir())
 
 
+def storage_failed_row(unit, name, first_seq):
+    """A batch with one row whose read the storage failed (after the S3 client's retries)."""
+    item = Item(name, reason="cannot read file, the storage failed despite retries: EndpointConnectionError: down", storage_failed=True)
+    batch = decode_items(unit, [item], 4, first_seq)
+    batch["embedding"] = np.zeros((1, 3), np.float32)
+    del batch["pixels"]
+    return batch
+
+
+def test_decode_items_carries_the_storage_failure_flag():
+    batch = decode_items("u.", [Item("a.jpg", reason="empty file"), Item("b.jpg", reason="down", storage_failed=True)], 4, 0, total=2)
+    assert batch["storage_failed"].tolist() == [False, True, False] and batch["ok"].tolist() == [False, False, False]
+
+
+def test_collector_drops_a_unit_the_storage_failed_under_and_finishes_the_others(tmp_path):
+    """No marker, no bad row and no half shard for that unit; its later rows, end row
+    included, are ignored, and finishing does not call it rows gone missing."""
+    work = WorkDir(str(tmp_path))
+    collector = ShardCollector(work, d=3)
+    collector.add(fake_embedded("a.tar", ["a/1", "a/2"], [True, False]))
+    collector.add(fake_embedded("b.tar", ["b/1"], [True]))
+    collector.add(storage_failed_row("a.tar", "s3://x/a.tar", 2))
+    collector.add(fake_embedded("a.tar", ["a/3"], [True], total=4, first_seq=3))
+    collector.add(fake_embedded("b.tar", ["b/2"], [False], total=2, first_seq=1))
+    collector.check_finished()
+    assert list_shards(work) == ["b.tar"]
+    assert not any("a.tar" in p.name for p in [*tmp_path.iterdir(), *work.staging.iterdir()])  # temporary too
+    assert list(collector.failed) == ["a.tar"] and collector.failed["a.tar"][0] == "s3://x/a.tar"
+    assert "EndpointConnectionError" in collector.failed["a.tar"][1]
+    assert (collector.good, collector.bad, collector.committed) == (1, 1, ["b.tar"])
+
+
+class ScriptedEngine:
+    """An engine that hands the collector prepared batches."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def extract(self, units, job, collector):
+        for batch in self.batches:
+            collector.add(batch)
+
+
+def test_extract_units_returns_the_units_the_storage_failed_under(tmp_path):
+    from fastdup_ray.errors import FastdupRayError, StorageUnavailableError
+
+    units = [WorkUnit(name, "files", (f"s3://x/{name}1.jpg",)) for name in ("", "b.", "c.")]
+    job = ExtractJob("model.onnx", 3, "cpu", 4)
+    batches = [storage_failed_row("c.", "s3://x/c.1.jpg", 0), fake_embedded("b.", ["s3://x/b.1.jpg"], [True], total=1),
+               storage_failed_row("", "s3://x/1.jpg", 0), fake_embedded("", [], [], total=1)]
+    result = extract_units(ScriptedEngine(batches), units, job, WorkDir(str(tmp_path)))
+    assert result.shards == ["b."] and list(result.failed) == ["c.", ""]
+    with pytest.raises(StorageUnavailableError) as failure:
+        result.raise_if_failed()
+    assert isinstance(failure.value, FastdupRayError) and failure.value.shards == ["", "c."]
+    message = str(failure.value)
+    assert "\n" not in message and "'features.dat'" in message and "'c.'" in message and "2 shards" in message
+    assert "s3://x/c.1.jpg" in message and "EndpointConnectionError" in message and "run the same command again" in message
+    extract_units(ScriptedEngine([fake_embedded("b.", ["s3://x/b.1.jpg"], [True], total=1)]), units[1:2], job, WorkDir(str(tmp_path / "ok"))).raise_if_failed()
+
+
 def test_plan_uses_every_cpu_and_falls_back_from_gpu(caplog):
     plan = plan_embedding("gpu", 0, cluster_cpus=2, cluster_gpus=0)
     assert plan.compute == "cpu" and plan.actors == 2

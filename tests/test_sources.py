@@ -1,6 +1,7 @@
 import io
 import os
 import tarfile
+import warnings
 import zipfile
 
 import pytest
@@ -121,6 +122,60 @@ def test_special_files_symlink_loops_and_excluded_folders(tmp_path):
     assert listing.bad == [(str(tmp_path / "in" / "pipe.jpg"), "not a regular file (FIFO): skipped, a read could block or never end")]
 
 
+def archive_with(path, members):
+    """A tar (tgz for .tgz) or zip of ``members`` (name, bytes) in order; names may repeat."""
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path, "w") as archive, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Duplicate name": repeats are the point
+            for name, data in members:
+                archive.writestr(name, data)
+        return path
+    with tarfile.open(path, "w:gz" if path.suffix == ".tgz" else "w") as archive:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def read_archive(path, **settings):
+    return list(read_unit(WorkUnit(path.name, "archive", (str(path),)), ReadSettings(**settings)))
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".tgz", ".zip"])
+def test_repeated_member_name_is_an_image_per_occurrence(tmp_path, suffix):
+    # A writer's retried sample (same bytes) and another picture under one name (other
+    # bytes) are images; so are the images of an inner archive repeated.
+    inner = archive_with(tmp_path / "inner.tar", [("deep.jpg", b"D")]).read_bytes()
+    members = [("a.jpg", b"A"), ("b.jpg", b"B"), ("a.jpg", b"A"), ("a.txt", b"caption"), ("a.jpg", b"A3"),
+               ("in.tar", inner), ("in.tar", inner)]
+    path = archive_with(tmp_path / f"shard{suffix}", members)
+    got = [(i.location.removeprefix(str(path)), i.data, i.ok) for i in read_archive(path)]
+    assert got == [("/a.jpg", b"A", True), ("/b.jpg", b"B", True), ("/a.jpg#2", b"A", True),
+                   ("/a.jpg#3", b"A3", True), ("/in.tar/deep.jpg", b"D", True), ("/in.tar#2/deep.jpg", b"D", True)]
+
+
+def test_kept_images_of_a_repeated_name_are_each_kept(tmp_path):
+    # delete_img=0 keeps every extracted image: the second 'a.jpg' must not overwrite the first.
+    path = archive_with(tmp_path / "shard.tar", [("a.jpg", b"A"), ("a.jpg", b"A2")])
+    read_archive(path, cache_dir=str(tmp_path / "cache"), keep_images=True)
+    (kept,) = (tmp_path / "cache" / "images").iterdir()
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == {"a.jpg": b"A", "a.jpg#2": b"A2"}
+
+
+def test_unreadable_repeat_is_named_by_its_occurrence(tmp_path):
+    # A repeat that cannot be read is on the bad list under its own row name, not the first's.
+    zipped = archive_with(tmp_path / "shard.zip", [("a.jpg", b"AAAA"), ("a.jpg", b"BBBB")])
+    raw = zipped.read_bytes()
+    zipped.write_bytes(raw.replace(b"BBBB", b"XXXX"))  # the second member's CRC no longer matches
+    cut = archive_with(tmp_path / "shard.tar", [("a.jpg", b"A" * 600), ("a.jpg", b"B" * 5000)])
+    cut.write_bytes(cut.read_bytes()[:2048 + 512 + 1000])  # inside the second member's data
+    for path, why in ((zipped, "corrupt archive member"), (cut, "truncated or corrupt archive")):
+        got = [(i.location.removeprefix(str(path)), i.ok) for i in read_archive(path)]
+        assert got == [("/a.jpg", True), ("/a.jpg#2", False)], path
+        assert why in read_archive(path)[1].reason
+
+
 def test_nested_repeated_and_empty_archive_members(tmp_path):
     inner = io.BytesIO()
     with tarfile.open(fileobj=inner, mode="w") as archive:
@@ -135,8 +190,8 @@ def test_nested_repeated_and_empty_archive_members(tmp_path):
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     items = list(read_unit(WorkUnit("outer.tar", "archive", (str(outer),)), ReadSettings()))
-    assert [(i.location.removeprefix(str(outer)), i.data, i.ok) for i in items] == [("/a.jpg", b"A", True), ("/inner.tar/deep.jpg", b"D", True), ("/a.jpg#2", None, False)]
-    assert "repeated" in items[2].reason
+    assert [(i.location.removeprefix(str(outer)), i.data, i.ok) for i in items] == [
+        ("/a.jpg", b"A", True), ("/inner.tar/deep.jpg", b"D", True), ("/a.jpg#2", b"A2", True)]
     empty = tmp_path / "empty.tar"
     with tarfile.open(empty, "w"):
         pass
@@ -209,7 +264,8 @@ def test_zip_members_and_zip_bomb(tmp_path, monkeypatch):
 
 def test_a_storage_failure_mid_archive_is_reported_as_such_not_as_a_corrupt_archive(monkeypatch):
     """The S3 client retries requests and broken bodies itself (storage.py); a failure that
-    outlasts its retries keeps the images read before it and says the storage failed."""
+    outlasts its retries keeps the images read before it and says the storage failed, on
+    an item flagged as a storage failure (its shard is run again, never listed bad)."""
     import contextlib
 
     import botocore.exceptions
@@ -233,9 +289,35 @@ def test_a_storage_failure_mid_archive_is_reported_as_such_not_as_a_corrupt_arch
     assert 0 < len(good) < 6 and [i.location.rsplit("/", 1)[1] for i in good] == [f"{i:03d}.jpg" for i in range(len(good))] and all(i.ok for i in good)
     assert failure.location == "s3://bucket/00000.tar"
     assert failure.reason.startswith(f"cannot read archive, the storage failed after {len(good)} images despite retries: ReadTimeoutError")
+    assert failure.storage_failed and not failure.ok and not any(i.storage_failed for i in good)
     # The same bytes cut short by the archive itself are a truncated archive.
     monkeypatch.setattr(archives, "open_archive_stream", lambda *a: contextlib.nullcontext(io.BytesIO(data[: len(data) // 2])))
-    assert "truncated or corrupt archive" in list(archives.iter_archive("s3://bucket/00001.tar"))[-1].reason
+    truncated = list(archives.iter_archive("s3://bucket/00001.tar"))[-1]
+    assert "truncated or corrupt archive" in truncated.reason and not truncated.storage_failed
+
+
+def test_a_loose_file_the_storage_cannot_serve_is_flagged_and_ends_its_unit(monkeypatch, tmp_path):
+    """A read that outlasts the S3 client's retries is no bad image: the item says the
+    storage failed, and the unit's other files are not tried (its shard is run again)."""
+    import botocore.exceptions
+
+    import fastdup_ray.sources as sources
+
+    def read_bytes(location, options=None):
+        if location.endswith("2.jpg"):
+            raise botocore.exceptions.EndpointConnectionError(endpoint_url="http://s3")
+        return b"bytes of " + location.encode()
+
+    monkeypatch.setattr(sources, "read_bytes", read_bytes)
+    unit = WorkUnit("images.", "files", ("s3://b/1.jpg", "s3://b/2.jpg", "s3://b/3.jpg"))
+    first, failed = read_unit(unit, ReadSettings())
+    assert first.ok and not first.storage_failed
+    assert failed.location == "s3://b/2.jpg" and failed.storage_failed and not failed.ok
+    assert failed.reason.startswith("cannot read file, the storage failed despite retries: EndpointConnectionError")
+    # A file that is not there is bad data, as before.
+    monkeypatch.undo()
+    [missing] = read_unit(WorkUnit("images.", "files", (str(tmp_path / "gone.jpg"),)), ReadSettings())
+    assert missing.reason.startswith("cannot read file") and not missing.storage_failed
 
 
 def test_without_pillow_heif_a_heic_photo_is_a_bad_row_that_names_the_extra(tmp_path, monkeypatch):

@@ -111,6 +111,8 @@ class LocalEngine:
             for unit in units:
                 seq = 0
                 for chunk in unit_chunks(unit, job.read, batch):
+                    if unit.name in collector.failed:
+                        break  # the storage failed under this unit: a rerun reads it whole
                     in_flight.append((unit.name, pool.submit(self.chunk_fn, unit.name, chunk, seq, job)))
                     seq += len(chunk.locations) if isinstance(chunk, WorkUnit) else len(chunk)
                     while len(in_flight) > 2 * self.workers:

@@ -50,7 +50,13 @@ from fastdup_ray.sources.items import (
     shorten,
 )
 from fastdup_ray.sources.video import iter_video_frames
-from fastdup_ray.storage import StorageOptions, is_remote, list_files_with_versions, read_bytes
+from fastdup_ray.storage import (
+    StorageOptions,
+    is_remote,
+    list_files_with_versions,
+    read_bytes,
+    storage_unavailable,
+)
 
 log = logging.getLogger("fastdup_ray")
 
@@ -325,6 +331,12 @@ def read_unit(unit: WorkUnit, settings: ReadSettings) -> Iterator[Item]:
         try:
             data = read_bytes(location, settings.storage)
         except Exception as exc:  # noqa: BLE001 - any read failure is this input's bad reason
+            if storage_unavailable(exc):
+                # Not this file's fault, and the shard is read again by a rerun: the unit's
+                # other files are not tried (each would wait out the retries too).
+                why = f"cannot read file, the storage failed despite retries: {type(exc).__name__}: {exc}"
+                yield Item(location, reason=why, storage_failed=True)
+                return
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
             yield Item(location, reason=f"cannot read file: {reason}")
             continue

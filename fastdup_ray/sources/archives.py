@@ -3,11 +3,12 @@
 Tars are read front to back (``r|*``), so a remote tar is never downloaded whole unless
 the run keeps archives (``delete_tar=0``). Webdataset shards need nothing special: the
 image member of each sample is used, its ``.txt``/``.json`` members are ignored.
-Unsafe members (absolute names, ``..``), non-UTF-8 names, oversized members, a member
-name repeated in one archive, archives with no image at all and truncated or corrupt
-archives become bad items with their reason; the archive's other images still go
-through. An archive inside an archive is read too (``outer.tar/inner.tar/x.jpg``), down
-to MAX_NESTING levels.
+Unsafe members (absolute names, ``..``), non-UTF-8 names, oversized members, archives
+with no image at all and truncated or corrupt archives become bad items with their
+reason; the archive's other images still go through. A member name repeated in one
+archive (a retried webdataset sample, or another picture under one name) is an image at
+each occurrence, the n-th named ``<name>#<n>`` from n = 2. An archive inside an archive
+is read too (``outer.tar/inner.tar/x.jpg``), down to MAX_NESTING levels.
 """
 
 from __future__ import annotations
@@ -78,17 +79,15 @@ def _member_item(archive: str, name: str, size: int, read, keep_images: Path | N
     if not is_utf8(name):
         yield Item(f"{archive}/{escape_name(name)}", reason="member name is not valid UTF-8")
         return
-    location = f"{archive}/{name}"
     kind = kind_of(name)
     if kind is None:
         return  # webdataset's .txt/.json/.cls and other members: not images
-    # A repeated name is a second input under one location: it is listed bad under
-    # ``<name>#<n>``, so every row has its own name.
+    # A repeated name (a writer's retried sample, or another picture under one name) is an
+    # image too; from its second occurrence on it is named '<name>#<n>', so every row has
+    # its own name and dedup can find the n-th occurrence again.
     seen[name] += 1
-    occurrence = seen[name]
-    if occurrence > 1:
-        yield Item(f"{location}#{occurrence}", reason=f"member name repeated in the archive (occurrence {occurrence}): only the first {name!r} is used")
-        return
+    stored = occurrence_name(name, seen)
+    location = f"{archive}/{stored}"
     reason = unsafe_reason(name)
     if reason:
         yield Item(location, reason=reason)
@@ -97,11 +96,11 @@ def _member_item(archive: str, name: str, size: int, read, keep_images: Path | N
         yield Item(location, reason=f"member too large ({size} bytes > {MAX_MEMBER_BYTES})")
         return
     if kind == "archive":
-        yield from _nested_archive(location, name, read, keep_images, video_items, depth)
+        yield from _nested_archive(location, name, stored, read, keep_images, video_items, depth)
         return
     data = read()
     if keep_images is not None:
-        target = keep_images / name  # safe: no absolute part, no '..'
+        target = keep_images / stored  # safe: no absolute part, no '..'; a repeat beside the first
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     if kind == "video":
@@ -110,13 +109,21 @@ def _member_item(archive: str, name: str, size: int, read, keep_images: Path | N
         yield Item(location, data=data)
 
 
-def _nested_archive(location: str, name: str, read, keep_images: Path | None, video_items, depth: int) -> Iterator[Item]:
-    """The images of an archive member that is itself an archive, named below it."""
+def occurrence_name(name: str, seen: Counter) -> str:
+    """A member's row name: ``name`` at its first occurrence in the archive, '<name>#<n>' at
+    its n-th. The suffix follows the extension, so it never reads as a member's own name."""
+    return name if seen[name] <= 1 else f"{name}#{seen[name]}"
+
+
+def _nested_archive(location: str, name: str, stored: str, read, keep_images: Path | None, video_items,
+                    depth: int) -> Iterator[Item]:
+    """The images of an archive member that is itself an archive, named below it
+    (``stored``: its name with any occurrence suffix, for the kept images' folder)."""
     if depth >= MAX_NESTING:
         yield Item(location, reason=f"archive nested more than {MAX_NESTING} levels deep: not opened")
         return
     reader = iter_zip if name.lower().endswith(".zip") else iter_tar
-    inner_keep = keep_images / name if keep_images is not None else None
+    inner_keep = keep_images / stored if keep_images is not None else None
     yield from with_empty_line(location, reader(location, io.BytesIO(read()), inner_keep, video_items, depth=depth + 1))
 
 
@@ -156,7 +163,9 @@ def iter_tar(location: str, stream: BinaryIO, keep_images: Path | None, video_it
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         if storage_unavailable(exc):
             raise  # the connection failed, not the archive: iter_archive says so
-        where = f"{location}/{escape_name(current)}" if current and kind_of(current) else location
+        where = location
+        if current and kind_of(current):  # a repeat is named by its occurrence, as its row would be
+            where = f"{location}/{escape_name(occurrence_name(current, seen))}"
         yield Item(where, reason=f"truncated or corrupt archive after {count} images: {type(exc).__name__}: {exc}")
 
 
@@ -189,7 +198,8 @@ def iter_zip(location: str, stream: BinaryIO, keep_images: Path | None, video_it
             except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
                 if storage_unavailable(exc):
                     raise
-                yield Item(f"{location}/{info.filename}", reason=f"corrupt archive member: {exc}")
+                row = occurrence_name(info.filename, seen)  # a repeat by its occurrence, as its row would be
+                yield Item(f"{location}/{row}", reason=f"corrupt archive member: {exc}")
                 count += 1
             if max_items and count >= max_items:
                 return
@@ -224,8 +234,10 @@ def iter_archive(
         yield Item(location, reason=f"cannot read archive: {type(exc).__name__}: {exc}")
     except Exception as exc:  # noqa: BLE001 - storage failures and unreadable files are this input's reason
         if storage_unavailable(exc):
-            # The S3 client's retries are spent (storage.py): say so, not "corrupt".
-            yield Item(location, reason=f"cannot read archive, the storage failed after {passed} images despite retries: {type(exc).__name__}: {exc}")
+            # The S3 client's retries are spent (storage.py): say so, not "corrupt", and
+            # flag it, so that the shard is run again rather than finished without the rest.
+            why = f"the storage failed after {passed} images despite retries: {type(exc).__name__}: {exc}"
+            yield Item(location, reason=f"cannot read archive, {why}", storage_failed=True)
         elif isinstance(exc, OSError):
             yield Item(location, reason=f"cannot read archive: {exc}")
         else:

@@ -36,6 +36,9 @@ class Item:
     data: bytes | None = None
     pixels: np.ndarray | None = None  # an already decoded RGB frame (video)
     reason: str | None = None
+    # Not bad data: the storage still failed after the S3 client's retries, so the unit's
+    # shard is left unfinished for a rerun rather than this input listed in features.bad.csv.
+    storage_failed: bool = False
 
     @property
     def ok(self) -> bool:
