@@ -388,3 +388,16 @@ def test_a_dataframe_whose_run_cannot_be_told_is_a_config_error_naming_work_dir(
         fastdup_ray.create_components_gallery(fd.connected_components()[1], tmp_path)  # component_info names no image
     with pytest.raises(ConfigError, match=r"input_dir=.*holds no finished run"):
         fastdup_ray.create_components_gallery(fd.connected_components()[0], tmp_path, input_dir=folder)
+
+
+def test_a_run_opened_earlier_on_storage_now_unreachable_does_not_stop_the_lookup(decided_run, tmp_path, monkeypatch):
+    """In the whole suite an S3 run opened by an earlier test (its server gone) came first."""
+    from fastdup_ray.reports import tables
+
+    folder, work = decided_run
+    pairs = fastdup_ray.create(work_dir=work).similarity()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    tables.remember_run("s3://gone-bucket/run")
+    shown = card_names(fastdup_ray.create_duplicates_gallery(pairs, tmp_path), "duplicates")
+    assert {frozenset(card) for card in shown} == run_pairs(work)
