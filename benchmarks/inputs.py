@@ -51,8 +51,8 @@ def main() -> int:
     env = dict(os.environ, RAY_ADDRESS="", AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET)
     print(f"machine: {os.cpu_count()} cores; {len(paths)} JPEGs; {len(tars)} tars of {args.per_tar}")
 
-    from moto.server import ThreadedMotoServer
     import s3fs
+    from moto.server import ThreadedMotoServer
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -34,11 +34,11 @@ import polars as pl
 from photoset import DEFAULT_PHOTOS, HALVES, build_set
 
 import fastdup_ray
+from fastdup_ray.actions.evaluate import component_purity, pair_metrics
 from fastdup_ray.config import DEFAULT_D, RunConfig
-from fastdup_ray.evaluate import component_purity, pair_metrics
-from fastdup_ray.graph import connected_components
-from fastdup_ray.index import knn_edges
-from fastdup_ray.outputs import unique_pairs
+from fastdup_ray.reduce.graph import connected_components
+from fastdup_ray.reduce.index import knn_edges
+from fastdup_ray.reduce.outputs import unique_pairs
 
 K_CHOICES = (2, 3, 4, 5, 10)
 THRESHOLDS = (0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90)
@@ -287,7 +287,7 @@ def print_edits(half: Half) -> None:
 
 
 def decode_all(paths: list[str], size: int) -> np.ndarray:
-    from fastdup_ray.decode import decode_image
+    from fastdup_ray.map.decode import decode_image
 
     return np.stack([decode_image(Path(p).read_bytes(), size) for p in paths])
 
@@ -319,7 +319,7 @@ def one_core_rate(model, pixels: np.ndarray, mirrored: bool, repeats: int = 3) -
 
 def compare_models(half: Half, k: int) -> None:
     """Item 2 of issue 15: model variants on one half, all pairs and kNN pairs at k."""
-    from fastdup_ray.embed import Embedder, default_model_path
+    from fastdup_ray.map.embed import Embedder, default_model_path
 
     print(
         f"\n{half.name} half, model variants: model | AP all pairs | recall at precision >= {PRECISION_FLOOR} all pairs | "
@@ -347,7 +347,7 @@ def print_k_cost(n: int, d: int = DEFAULT_D, rounds: int = 3) -> None:
     """CPU seconds of the reduce after extraction (exact kNN, pairs, similarity and
     outliers tables, components) on n clustered random vectors, for each k: what k costs.
     CPU time, the best of ``rounds`` with the k alternating, as other work shares the machine."""
-    from fastdup_ray.outputs import outliers_table, similarity_table
+    from fastdup_ray.reduce.outputs import outliers_table, similarity_table
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(20, d))

@@ -35,11 +35,25 @@ from pathlib import Path
 
 import numpy as np
 
-from fastdup_ray import outputs
-from fastdup_ray.features import FeatureShardWriter, list_shards, load_names, load_rows, load_shards, read_marker
-from fastdup_ray.graph import connected_components, pagerank
-from fastdup_ray.index import build_index, ivf_flat_lists, ivf_knn, knn_search, merge_topk, topk_edges
-from fastdup_ray.workdir import WorkDir
+from fastdup_ray.reduce import outputs
+from fastdup_ray.reduce.graph import connected_components, pagerank
+from fastdup_ray.reduce.index import (
+    build_index,
+    ivf_flat_lists,
+    ivf_knn,
+    knn_search,
+    merge_topk,
+    topk_edges,
+)
+from fastdup_ray.rundir.shards import (
+    FeatureShardWriter,
+    list_shards,
+    load_names,
+    load_rows,
+    load_shards,
+    read_marker,
+)
+from fastdup_ray.rundir.workdir import WorkDir
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -41,9 +41,9 @@ from pathlib import Path
 import numpy as np
 from photoset import DEFAULT_PHOTOS, build_volume_set
 
-from fastdup_ray.decode import decode_with_thumbnail, image_stats, open_rgb
-from fastdup_ray.embed import Embedder, default_model_path
 from fastdup_ray.engine import available_cpus
+from fastdup_ray.map.decode import decode_with_thumbnail, image_stats, open_rgb
+from fastdup_ray.map.embed import Embedder, default_model_path
 
 
 def per_image_costs(paths: list[Path], model: Embedder, thumbnail_size: int = 128, batch: int = 64) -> dict[str, float]:

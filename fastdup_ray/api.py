@@ -3,7 +3,7 @@
 and ``fd.vis`` for the galleries.
 
 A thin layer: ``fd.run`` is :func:`fastdup_ray.run.run_config`, the frames are the run's
-tables read through :mod:`fastdup_ray.results` (CSV or Parquet parts) and joined with the
+tables read through :mod:`fastdup_ray.rundir.results` (CSV or Parquet parts) and joined with the
 run's image list, so ``create`` on a finished work dir opens it without recomputing.
 As in fastdup, an image's ``index`` is its row in ``features.dat.csv`` (the tables'
 ``__id``); pairs name their images by index (``from``, ``to``) and by file
@@ -20,13 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from fastdup_ray import layout, results
 from fastdup_ray.config import RunConfig
 from fastdup_ray.errors import ConfigError, InputError
-from fastdup_ray.features import BAD_FILE, list_shards, load_binary_features, load_names
-from fastdup_ray.storage import StorageOptions, is_remote
-from fastdup_ray.summary import RunSummary
-from fastdup_ray.workdir import WorkDir
+from fastdup_ray.rundir import layout, results
+from fastdup_ray.rundir.shards import (
+    BAD_FILE,
+    list_shards,
+    load_binary_features,
+    load_names,
+)
+from fastdup_ray.rundir.storage import StorageOptions, is_remote
+from fastdup_ray.rundir.summary import RunSummary
+from fastdup_ray.rundir.workdir import WorkDir
 
 if TYPE_CHECKING:
     import numpy as np
@@ -108,7 +113,7 @@ class Fastdup:
         directory or relative to input_dir: the first of these that is a file is read; a
         name that is none is a bad row (features.bad.csv) naming the paths tried.
         """
-        from fastdup_ray.run import run_config
+        from fastdup_ray.pipeline import run_config
 
         source = _fspath(input_dir) if input_dir is not None else self.input_dir
         table, missing = None, []

@@ -9,7 +9,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fastdup_ray.config import DEFAULT_CCTHRESHOLD, DEFAULT_D, DEFAULT_K, DEFAULT_THRESHOLD, RunConfig
+from fastdup_ray.config import (
+    DEFAULT_CCTHRESHOLD,
+    DEFAULT_D,
+    DEFAULT_K,
+    DEFAULT_THRESHOLD,
+    RunConfig,
+)
 from fastdup_ray.errors import ConfigError, FastdupRayError, InputError
 
 
@@ -178,7 +184,7 @@ def report_error(exc: Exception) -> int:
 
 def require_folder(work_dir: str) -> str:
     """``work_dir`` when it is a folder (or remote): a missing one is most likely a typo."""
-    from fastdup_ray.storage import is_remote
+    from fastdup_ray.rundir.storage import is_remote
 
     if not is_remote(work_dir) and not Path(work_dir).is_dir():
         raise InputError(f"no finished run in {work_dir}: no such folder")
@@ -206,8 +212,11 @@ def folder_action(args: dict) -> tuple[str | None, str | None]:
 
 
 def run_dedup(args: dict) -> int:
-    from fastdup_ray.dedup import write_deduplicated_webdataset, write_keep_remove
-    from fastdup_ray.dedup_folder import apply_plan, plan_actions
+    from fastdup_ray.actions.dedup import (
+        write_deduplicated_webdataset,
+        write_keep_remove,
+    )
+    from fastdup_ray.actions.folder import apply_plan, plan_actions
 
     action, target = folder_action(args)
     if args["dry_run"] and action is None:
@@ -246,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "dedup":
         return run_dedup(args)
     if command == "evaluate":
-        from fastdup_ray.evaluate import evaluate_run
+        from fastdup_ray.actions.evaluate import evaluate_run
 
         try:
             scores = evaluate_run(args["work_dir"], args["groups"])
@@ -263,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             sample = make_sample_dataset(out_dir / "sample")
             print(f"sample: {len(sample.images)} images and {len(sample.corrupt)} broken file in {sample.root}")
             args["input_dir"], args["work_dir"] = str(sample.root), str(out_dir / "work")
-        from fastdup_ray.run import run_config
+        from fastdup_ray.pipeline import run_config
 
         summary = run_config(config_from_args(args))  # logs its own summary
     except FastdupRayError as exc:

@@ -62,8 +62,9 @@ class RunConfig:
     overwrite: bool = False
     batch_size: int = 64
     num_threads: int = 0
-    # Where extraction runs: 'local' (threads in this process, no Ray start-up), 'ray'
-    # (Ray Data; a cluster when RAY_ADDRESS names one), or 'auto' (see extract.choose_executor).
+    # Which engine runs the stages: 'local' (worker processes on this machine, no Ray
+    # start-up), 'ray' (Ray Data; a cluster when RAY_ADDRESS names one), or 'auto' (see
+    # engine.choose).
     executor: str = "auto"
     nn_provider: str = "nnf"
     nnf_mode: str = "Flat"
@@ -134,7 +135,7 @@ class RunConfig:
             raise ConfigError(f"reduce_strategy must be one of {REDUCE_STRATEGIES}, got {self.reduce_strategy!r}")
         if isinstance(self.reduce_memory_gb, bool) or not isinstance(self.reduce_memory_gb, (int, float)) or self.reduce_memory_gb <= 0:
             raise ConfigError(f"reduce_memory_gb must be a number > 0, got {self.reduce_memory_gb!r}")
-        from fastdup_ray.index import factory_string
+        from fastdup_ray.reduce.index import factory_string
 
         factory_string(self.nn_provider, self.nnf_mode, self.nnmodel)  # names the bad parameter
         if isinstance(self.video_fps, bool) or not isinstance(self.video_fps, (int, float)) or self.video_fps <= 0:
@@ -172,7 +173,7 @@ class RunConfig:
         return cls(**values)
 
     def storage_options(self):
-        from fastdup_ray.storage import StorageOptions
+        from fastdup_ray.rundir.storage import StorageOptions
 
         return StorageOptions(
             endpoint_url=self.s3_endpoint_url, region=self.s3_region, profile=self.s3_profile, key=self.s3_key, secret=self.s3_secret
@@ -187,7 +188,7 @@ class RunConfig:
         ('auto': int8 on CPU, where its model step is ~2.3x faster; fp16 on GPU)."""
         if self.model_path:
             return self.model_path
-        from fastdup_ray.embed import default_model_path
+        from fastdup_ray.map.embed import default_model_path
 
         precision = self.precision if self.precision != "auto" else ("fp16" if self.compute == "gpu" else "int8")
         return default_model_path(precision)

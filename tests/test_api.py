@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 import fastdup_ray
-from fastdup_ray import layout
 from fastdup_ray.errors import ConfigError, InputError
+from fastdup_ray.rundir import layout
 from fastdup_ray.sample import jpeg_bytes, make_scene, near_duplicate
 
 pytestmark = pytest.mark.integration

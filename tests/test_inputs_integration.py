@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 import os
 import shutil
 
@@ -12,8 +11,8 @@ import polars as pl
 import pytest
 
 import fastdup_ray
-from fastdup_ray.features import FeatureShardWriter
 from fastdup_ray.errors import ConfigError
+from fastdup_ray.rundir.shards import FeatureShardWriter
 from fastdup_ray.sample import make_scene
 
 pytestmark = pytest.mark.integration
@@ -205,7 +204,7 @@ def test_deduplicated_webdataset_shards_drop_whole_samples(ray_local, tmp_path):
 
     from conftest import write_tar
 
-    from fastdup_ray.dedup import write_deduplicated_webdataset
+    from fastdup_ray.actions.dedup import write_deduplicated_webdataset
     from fastdup_ray.sample import jpeg_bytes
 
     shards = tmp_path / "shards"

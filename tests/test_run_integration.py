@@ -107,7 +107,7 @@ def test_gpu_asked_without_a_gpu_runs_on_cpu_with_the_cpu_model_and_says_so_once
     fp16 GPU model on CPU), searches with faiss on CPU, and one warning line says why."""
     import logging
 
-    from fastdup_ray.embed import cuda_available
+    from fastdup_ray.map.embed import cuda_available
 
     if cuda_available():
         pytest.skip("this machine has a CUDA GPU")

@@ -13,7 +13,12 @@ import s3fs
 
 import fastdup_ray
 from fastdup_ray.errors import ConfigError, InputError
-from fastdup_ray.storage import StorageOptions, explain, read_bytes, storage_unavailable
+from fastdup_ray.rundir.storage import (
+    StorageOptions,
+    explain,
+    read_bytes,
+    storage_unavailable,
+)
 
 pytestmark = pytest.mark.integration
 KEY, SECRET = "AKIAFASTDUPTEST", "very-secret-value-123"
@@ -76,7 +81,7 @@ def test_s3_file_list_with_a_missing_entry(ray_local, s3_server, bucket, tmp_pat
 def test_delete_tar_0_keeps_downloaded_archives_in_the_cache(ray_local, s3_server, bucket, tmp_path):
     cache = tmp_path / "cache"
     fastdup_ray.run("s3://fdr-test/data/00000.tar", str(tmp_path / "work"), turi_param="delete_tar=0,delete_img=0", cache_dir=str(cache), **s3_options(s3_server))
-    from fastdup_ray.sources import cache_key
+    from fastdup_ray.map.sources import cache_key
 
     entry = cache_key("s3://fdr-test/data/00000.tar")
     assert (cache / "archives" / entry).stat().st_size == bucket.size("fdr-test/data/00000.tar")
@@ -87,7 +92,7 @@ def test_delete_tar_0_keeps_downloaded_archives_in_the_cache(ray_local, s3_serve
 
 def test_missing_bucket_is_a_clear_error(s3_server):
     with pytest.raises(InputError, match="s3://no-such-bucket/x"):
-        fastdup_ray.sources.list_inputs("s3://no-such-bucket/x", StorageOptions(endpoint_url=s3_server, key=KEY, secret=SECRET, region="us-east-1"))
+        fastdup_ray.map.sources.list_inputs("s3://no-such-bucket/x", StorageOptions(endpoint_url=s3_server, key=KEY, secret=SECRET, region="us-east-1"))
 
 
 def test_storage_errors_are_explained_and_told_from_bad_data():
@@ -131,7 +136,11 @@ class FailingRequests:
 def flaky_s3(s3_server):
     """A second endpoint on the same moto buckets (moto keeps them in this process) that
     fails requests on demand, as S3 does under load."""
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
     from werkzeug.serving import make_server
 
     faults = FailingRequests(DomainDispatcherApplication(create_backend_app))
@@ -289,8 +298,8 @@ def assert_storage_failure(failure, work, failed: str, location: str, finished: 
     """The run raised one line naming the failed shard and where the storage failed; that
     shard left nothing in work_dir, the others are finished, no bad row blames the storage
     and there is no reduce (a shard is missing)."""
-    from fastdup_ray.features import list_shards
-    from fastdup_ray.workdir import WorkDir
+    from fastdup_ray.rundir.shards import list_shards
+    from fastdup_ray.rundir.workdir import WorkDir
 
     message = str(failure.value)
     assert failure.value.shards == [failed] and f"'{failed}'" in message and location in message and "\n" not in message
@@ -355,8 +364,8 @@ def image_list_on_a_dead_endpoint(tmp_path):
 
 def test_image_list_with_the_endpoint_down_from_the_start(tmp_path, monkeypatch):
     from fastdup_ray.errors import StorageUnavailableError
-    from fastdup_ray.features import list_shards
-    from fastdup_ray.workdir import WorkDir
+    from fastdup_ray.rundir.shards import list_shards
+    from fastdup_ray.rundir.workdir import WorkDir
 
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
     listing, endpoint = image_list_on_a_dead_endpoint(tmp_path)

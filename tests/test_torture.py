@@ -157,7 +157,7 @@ def test_torture_corpus(ray_local, tmp_path):
     assert outside == []
     assert not (tmp_path / "escape.jpg").exists() and not (corpus.parent / "abs").exists()
     kept = {os.path.relpath(p, cache) for p in created if p.startswith(str(cache) + os.sep)}
-    from fastdup_ray.sources import cache_key
+    from fastdup_ray.map.sources import cache_key
 
     assert {f"images/{cache_key(str(corpus / archive))}/{member}" for archive, member in (("evil.tar", "fine/ok.jpg"), ("cut.tar", "first.jpg"), ("bomb.zip", "inner_ok.jpg"))} <= kept
 

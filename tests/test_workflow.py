@@ -330,7 +330,7 @@ def test_symlinked_folders_are_followed_once_and_the_work_dir_is_not_an_input(tm
 
 
 def test_a_second_run_on_a_busy_work_dir_is_refused(tmp_path):
-    from fastdup_ray.workdir import WorkDir, run_lock
+    from fastdup_ray.rundir.workdir import WorkDir, run_lock
 
     folder, work = tmp_path / "photos", tmp_path / "work"
     scenes(folder, ["a.jpg", "b.jpg"])
@@ -374,7 +374,7 @@ def test_unusable_work_dir_or_model_is_one_line(tmp_path, case):
 def test_default_cache_is_private_and_a_planted_link_is_refused(tmp_path, monkeypatch):
     import tempfile
 
-    from fastdup_ray.run import default_cache_dir
+    from fastdup_ray.pipeline import default_cache_dir
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "shared_tmp"))
     (tmp_path / "shared_tmp").mkdir()

@@ -19,8 +19,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from fastdup_ray.engine import Resources
-from fastdup_ray.extract import EmbedBatches, ExtractJob, ShardCollector, decode_units, rows_per_batch
-from fastdup_ray.sources import WorkUnit
+from fastdup_ray.map.extract import (
+    EmbedBatches,
+    ExtractJob,
+    ShardCollector,
+    decode_units,
+    rows_per_batch,
+)
+from fastdup_ray.map.sources import WorkUnit
 
 log = logging.getLogger("fastdup_ray")
 

@@ -42,7 +42,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from fastdup_ray.decode import decode_image
+from fastdup_ray.map.decode import decode_image
 from fastdup_ray.sample import MATERIALS, jpeg_bytes, make_scene, near_duplicate
 
 HERE = Path(__file__).parent

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from fastdup_ray import layout
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.reports.tables import FRAME, RunTables, opened_runs
+from fastdup_ray.rundir import layout
 
 # Which table a gallery's frame stands for.
 PAIRS, OUTLIERS, COMPONENTS, STATS = "pairs", "outliers", "components", "stats"
@@ -108,8 +108,8 @@ def _found_run(files: list[str] | None, labels, param: str) -> RunTables:
     for location in opened_runs():
         try:
             tables = RunTables(location, labels)
-        except InputError:
-            continue  # removed since
+        except Exception:  # noqa: BLE001 - a run removed, or on storage no longer reachable, is no candidate
+            continue
         if wanted <= set(tables.from_images.names["filename"]) | set(tables.to_images.names["filename"]):
             return tables
     example = f" (such as {files[0]!r})" if files else ""

@@ -11,13 +11,20 @@ from pathlib import Path
 
 import polars as pl
 
-from fastdup_ray import layout
 from fastdup_ray.errors import InputError
-from fastdup_ray.features import BAD_FILE
 from fastdup_ray.reports import galleries
-from fastdup_ray.reports.render import DEFAULT_PAGE_SIZE, DEFAULT_TILE_SIZE, INDEX_PAGE, Gallery, render_index, write_gallery
+from fastdup_ray.reports.render import (
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_TILE_SIZE,
+    INDEX_PAGE,
+    Gallery,
+    render_index,
+    write_gallery,
+)
 from fastdup_ray.reports.tables import KeepMarkers, RunTables, labels_of
-from fastdup_ray.workdir import write_file_atomically
+from fastdup_ray.rundir import layout
+from fastdup_ray.rundir.shards import BAD_FILE
+from fastdup_ray.rundir.workdir import write_file_atomically
 
 log = logging.getLogger("fastdup_ray")
 

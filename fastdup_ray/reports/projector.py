@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fastdup_ray.features import load_rows, load_thumbnails, read_marker
 from fastdup_ray.reports.tables import RunTables
-from fastdup_ray.workdir import write_file_atomically
+from fastdup_ray.rundir.shards import load_rows, load_thumbnails, read_marker
+from fastdup_ray.rundir.workdir import write_file_atomically
 
 log = logging.getLogger("fastdup_ray")
 

@@ -24,7 +24,7 @@ import jinja2
 from PIL import Image
 
 from fastdup_ray.errors import ConfigError
-from fastdup_ray.workdir import write_file_atomically
+from fastdup_ray.rundir.workdir import write_file_atomically
 
 log = logging.getLogger("fastdup_ray")
 

@@ -19,11 +19,20 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from fastdup_ray import layout, results
 from fastdup_ray.errors import ConfigError, InputError
-from fastdup_ray.features import FEATURES_FILE, NAMES_SUFFIX, list_shards, load_names, load_stats, load_thumbnails, read_filenames, read_marker
-from fastdup_ray.storage import is_remote
-from fastdup_ray.workdir import WorkDir
+from fastdup_ray.rundir import layout, results
+from fastdup_ray.rundir.shards import (
+    FEATURES_FILE,
+    NAMES_SUFFIX,
+    list_shards,
+    load_names,
+    load_stats,
+    load_thumbnails,
+    read_filenames,
+    read_marker,
+)
+from fastdup_ray.rundir.storage import is_remote
+from fastdup_ray.rundir.workdir import WorkDir
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 # Bare features without shards (save_binary_feature's or fastdup's; fastdup 0.x's name).
@@ -316,7 +325,7 @@ class RunTables:
         return self._markers[rule]
 
     def _read_keep_markers(self, rule: str) -> KeepMarkers | str:
-        from fastdup_ray.dedup import KEEP_RULES, keep_and_remove
+        from fastdup_ray.actions.dedup import KEEP_RULES, keep_and_remove
 
         if rule not in KEEP_RULES:
             raise ConfigError(f"keep must be one of {', '.join(KEEP_RULES)}, got {rule!r}")

@@ -19,9 +19,15 @@ from pathlib import Path
 
 from fastdup_ray.errors import ConfigError
 from fastdup_ray.reports import frames, galleries
-from fastdup_ray.reports.render import DEFAULT_PAGE_SIZE, DEFAULT_TILE_SIZE, Gallery, render_inline, write_gallery
+from fastdup_ray.reports.render import (
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_TILE_SIZE,
+    Gallery,
+    render_inline,
+    write_gallery,
+)
 from fastdup_ray.reports.tables import RunTables, labels_of
-from fastdup_ray.storage import is_remote
+from fastdup_ray.rundir.storage import is_remote
 
 DEFAULT_NUM_IMAGES = 20  # fastdup's default for every gallery
 Labels = str | Sequence[str] | None
