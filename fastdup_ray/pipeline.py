@@ -86,6 +86,7 @@ def run(input_dir: str | list[str], work_dir: str, **params: Any) -> RunSummary:
 
 def comparable_input(input_dir) -> str | list[str]:
     """input_dir as a rerun compares it: local paths made absolute."""
+
     def one(location: str) -> str:
         return location.rstrip("/") if is_remote(location) else os.path.abspath(location)
 
@@ -106,18 +107,29 @@ def check_resume_settings(work: WorkDir, config: RunConfig) -> None:
             previous = None
     if previous is None:
         if list_shards(work):
-            raise ConfigError(f"work_dir {work.location} holds features shards of no recorded run (your own features?); use another work_dir, or overwrite=True (--overwrite) to clear them")
+            raise ConfigError(
+                f"work_dir {work.location} holds features shards of no recorded run (your own features?); use another work_dir, or overwrite=True (--overwrite) to clear them"
+            )
         return
-    if "input_dir" in previous and comparable_input(previous["input_dir"]) != comparable_input(config.input_dir):
+    if "input_dir" in previous and comparable_input(previous["input_dir"]) != comparable_input(
+        config.input_dir
+    ):
         raise ConfigError(
             f"work_dir {work.location} holds a run of input_dir {previous['input_dir']!r}, not {config.input_dir!r}: "
             "use another work_dir, or overwrite=True (--overwrite) to clear that run first"
         )
     current = config.extraction_settings()
-    different = {k: (previous.get(k), v) for k, v in current.items() if k in previous and previous.get(k) != v}
+    different = {
+        k: (previous.get(k), v) for k, v in current.items() if k in previous and previous.get(k) != v
+    }
     if different:
-        text = ", ".join(f"{k}: {old!r} in {work.path(layout.CONFIG_FILE)} but {new!r} now" for k, (old, new) in different.items())
-        raise ConfigError(f"work_dir already holds shards made with other settings ({text}); use a new work_dir, or overwrite=True (--overwrite)")
+        text = ", ".join(
+            f"{k}: {old!r} in {work.path(layout.CONFIG_FILE)} but {new!r} now"
+            for k, (old, new) in different.items()
+        )
+        raise ConfigError(
+            f"work_dir already holds shards made with other settings ({text}); use a new work_dir, or overwrite=True (--overwrite)"
+        )
 
 
 def clear_run(work: WorkDir) -> None:
@@ -143,8 +155,15 @@ def default_cache_dir() -> str:
     except FileExistsError:
         pass
     info = os.lstat(path)
-    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
-        raise InputError(f"the default cache folder {path} is not a private folder of this user (a link, another owner, or open to others); remove it, or give cache_dir")
+    if (
+        stat.S_ISLNK(info.st_mode)
+        or not stat.S_ISDIR(info.st_mode)
+        or info.st_uid != os.getuid()
+        or stat.S_IMODE(info.st_mode) & 0o077
+    ):
+        raise InputError(
+            f"the default cache folder {path} is not a private folder of this user (a link, another owner, or open to others); remove it, or give cache_dir"
+        )
     return path
 
 
@@ -172,7 +191,11 @@ def work_dir_of(config: RunConfig) -> tuple[str, list[str] | None]:
 
 def check_index_settings(config: RunConfig, d: int) -> None:
     """An index faiss cannot build is refused before extraction, not after it."""
-    check_index_spec(factory_string(config.nn_provider, config.nnf_mode, config.nnmodel), d, "nnmodel" if config.nn_provider == "turi" else "nnf_mode")
+    check_index_spec(
+        factory_string(config.nn_provider, config.nnf_mode, config.nnmodel),
+        d,
+        "nnmodel" if config.nn_provider == "turi" else "nnf_mode",
+    )
 
 
 def run_config(config: RunConfig, rejected: list[tuple[str, str]] | tuple = ()) -> RunSummary:
@@ -198,13 +221,20 @@ def run_config(config: RunConfig, rejected: list[tuple[str, str]] | tuple = ()) 
 
 
 def run_mode(
-    config: RunConfig, work: WorkDir, summary: RunSummary, named: list[str] | None, engines: EngineSlot, rejected=()
+    config: RunConfig,
+    work: WorkDir,
+    summary: RunSummary,
+    named: list[str] | None,
+    engines: EngineSlot,
+    rejected=(),
 ) -> None:
     """The stages of the run mode asked for."""
     if config.run_mode in (2, 3, 4):
         prefixes = named if named is not None else (list_shards(work) or adopt_plain_features(work))
         if not prefixes:
-            raise InputError(f"run_mode={config.run_mode} needs finished features shards in {work.location}, found none")
+            raise InputError(
+                f"run_mode={config.run_mode} needs finished features shards in {work.location}, found none"
+            )
         markers = {p: read_marker(work, p) or {} for p in prefixes}
         check_no_overlap(markers)
         if config.run_mode == 2:
@@ -230,7 +260,9 @@ def require_an_image(work: WorkDir, prefixes: list[str], summary: RunSummary, wh
         return
     first = first_bad_row(work, prefixes)
     tried = f"; the first, {first[0]}: {first[1]}" if first else ""
-    raise InputError(f"no image could be read from {where}: {summary.bad} inputs, all bad{tried} (every reason in {work.path(BAD_FILE)})")
+    raise InputError(
+        f"no image could be read from {where}: {summary.bad} inputs, all bad{tried} (every reason in {work.path(BAD_FILE)})"
+    )
 
 
 def decide_compute(config: RunConfig, engines: EngineSlot, locations: list[str]) -> str:
@@ -247,8 +279,11 @@ def decide_compute(config: RunConfig, engines: EngineSlot, locations: list[str])
         gpus = engines.get("gpu", locations).resources.gpus
     if gpus:
         return "gpu"
-    log.warning("compute='gpu' but no GPU was found (install fastdup_ray[gpu] on a machine with a CUDA GPU, "
-                "or give Ray a node with one); embedding on CPU with %s", os.path.basename(dataclasses.replace(config, compute="cpu").model_file()))
+    log.warning(
+        "compute='gpu' but no GPU was found (install fastdup_ray[gpu] on a machine with a CUDA GPU, "
+        "or give Ray a node with one); embedding on CPU with %s",
+        os.path.basename(dataclasses.replace(config, compute="cpu").model_file()),
+    )
     return "cpu"
 
 
@@ -262,11 +297,21 @@ def extract(
         exclude = ([] if work.remote else [work.location]) + ([cache_dir] if cache_dir else [])
         listing = list_inputs(config.input_dir, config.storage_options(), exclude=exclude)
         listing.bad = sorted(listing.bad + list(rejected))
-        units = plan_units(listing, config.shard_size, config.min_offset, config.max_offset, config.num_images)
-    log.info("found %d inputs (%d archives, %d image/video files) -> %d shards", len(listing), len(listing.archives), len(listing.files), len(units))
+        units = plan_units(
+            listing, config.shard_size, config.min_offset, config.max_offset, config.num_images
+        )
+    log.info(
+        "found %d inputs (%d archives, %d image/video files) -> %d shards",
+        len(listing),
+        len(listing.archives),
+        len(listing.files),
+        len(units),
+    )
     if not units and (config.min_offset or config.max_offset is not None):
         inputs = len(listing.archives) + len(listing.files[: config.num_images or None])
-        raise ConfigError(f"min_offset={config.min_offset} (max_offset={config.max_offset}) selects none of the {inputs} inputs of {config.input_dir} (offsets 0 to {inputs - 1})")
+        raise ConfigError(
+            f"min_offset={config.min_offset} (max_offset={config.max_offset}) selects none of the {inputs} inputs of {config.input_dir} (offsets 0 to {inputs - 1})"
+        )
     locations = [location for unit in units for location in unit.locations]
     compute = decide_compute(config, engines, locations)
     settings = config if compute == config.compute else dataclasses.replace(config, compute=compute)
@@ -309,10 +354,19 @@ def extract(
         prefixes.append(layout.LISTING_SHARD)
     summary.shards, summary.skipped_shards = len(prefixes), len(resume.reused)
     if resume.reused:
-        log.info("%d of %d shards already finished from the same inputs in %s; skipping them", len(resume.reused), len(units), work.location)
+        log.info(
+            "%d of %d shards already finished from the same inputs in %s; skipping them",
+            len(resume.reused),
+            len(units),
+            work.location,
+        )
     if resume.todo:
         files_only = all(u.kind == "files" for u in resume.todo)
-        progress = Progress(len(resume.todo), len(resume.reused), sum(len(u.locations) for u in resume.todo) if files_only else None)
+        progress = Progress(
+            len(resume.todo),
+            len(resume.reused),
+            sum(len(u.locations) for u in resume.todo) if files_only else None,
+        )
         try:
             with stage_timer(summary, "extract"):
                 extracted = extract_units(engines.get(compute, locations), resume.todo, job, work, progress)
@@ -326,7 +380,9 @@ def extract(
     return prefixes, compute
 
 
-def test_features(config: RunConfig, work: WorkDir, summary: RunSummary, d: int, engines: EngineSlot) -> tuple[list[str], np.ndarray, str]:
+def test_features(
+    config: RunConfig, work: WorkDir, summary: RunSummary, d: int, engines: EngineSlot
+) -> tuple[list[str], np.ndarray, str]:
     """(names, unit vectors, location) of the test set: run_mode 3 extracts test_dir into
     work_dir/test_features (a cache that follows the resume rule; another test_dir
     replaces it), run_mode 4 reads the features already in test_dir."""
@@ -335,9 +391,20 @@ def test_features(config: RunConfig, work: WorkDir, summary: RunSummary, d: int,
         summary.good = len(names)
         return names, unit_rows(vectors), config.test_dir
     test_work = WorkDir(work.path(layout.TEST_FEATURES_DIR), config.storage_options())
-    previous = json.loads(test_work.read_bytes(layout.CONFIG_FILE)) if test_work.exists(layout.CONFIG_FILE) else {}
-    replaced = comparable_input(previous.get("input_dir", config.test_dir)) != comparable_input(config.test_dir)
-    test_config = dataclasses.replace(config, input_dir=config.test_dir, run_mode=1, min_offset=0, max_offset=None, overwrite=replaced or config.overwrite)
+    previous = (
+        json.loads(test_work.read_bytes(layout.CONFIG_FILE)) if test_work.exists(layout.CONFIG_FILE) else {}
+    )
+    replaced = comparable_input(previous.get("input_dir", config.test_dir)) != comparable_input(
+        config.test_dir
+    )
+    test_config = dataclasses.replace(
+        config,
+        input_dir=config.test_dir,
+        run_mode=1,
+        min_offset=0,
+        max_offset=None,
+        overwrite=replaced or config.overwrite,
+    )
     test_summary = RunSummary(work_dir=test_work.location)
     test_prefixes, _ = extract(test_config, test_work, test_summary, engines)
     write_merged_bad_list(test_work, test_prefixes)
@@ -347,7 +414,9 @@ def test_features(config: RunConfig, work: WorkDir, summary: RunSummary, d: int,
     return names, vectors, test_work.location
 
 
-def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary, engines: EngineSlot) -> None:
+def score_test_set(
+    config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary, engines: EngineSlot
+) -> None:
     """run_mode 3/4: every test image against the saved index (one shard at a time when
     it is sharded, so only one shard's vectors are in memory). Writes test_results/:
     similarity.csv pairs go from a test image to a train image, outliers.csv lists test
@@ -356,18 +425,34 @@ def score_test_set(config: RunConfig, work: WorkDir, prefixes: list[str], summar
     d = markers[0].get("d", config.d)
     with stage_timer(summary, "load"):
         train_names = load_names(work, prefixes)
-        saved_index_shards(work, prefixes, [m.get("good", 0) for m in markers])  # no index: say so before extracting
+        saved_index_shards(
+            work, prefixes, [m.get("good", 0) for m in markers]
+        )  # no index: say so before extracting
     test_names, test, test_location = test_features(config, work, summary, d, engines)
     with stage_timer(summary, "knn"):
         src, dst, sim = search_saved_index(work, prefixes, d, test, config.nearest_neighbors_k, config.nprobe)
     with stage_timer(summary, "outputs"):
-        similarity = outputs.similarity_table(test_names, src, dst, sim, config.threshold, to_names=train_names)
-        outliers = outputs.outliers_table(test_names, src, dst, sim, config.lower_threshold, to_names=train_names)
+        similarity = outputs.similarity_table(
+            test_names, src, dst, sim, config.threshold, to_names=train_names
+        )
+        outliers = outputs.outliers_table(
+            test_names, src, dst, sim, config.lower_threshold, to_names=train_names
+        )
         results = WorkDir(work.path(layout.TEST_RESULTS_DIR), config.storage_options())
         results.write_bytes(layout.SIMILARITY_FILE, similarity.write_csv().encode("utf-8"))
         results.write_bytes(layout.OUTLIERS_FILE, outliers.write_csv().encode("utf-8"))
         train_location = work.location if work.remote else os.path.abspath(work.location)
         test_location = test_location if is_remote(test_location) else os.path.abspath(test_location)
-        results.write_bytes(layout.TEST_RUN_FILE, json.dumps({"train_work_dir": train_location, "test_features": test_location, "run_mode": config.run_mode}, indent=1).encode())
+        results.write_bytes(
+            layout.TEST_RUN_FILE,
+            json.dumps(
+                {
+                    "train_work_dir": train_location,
+                    "test_features": test_location,
+                    "run_mode": config.run_mode,
+                },
+                indent=1,
+            ).encode(),
+        )
     summary.similar_pairs, summary.outlier_rows = similarity.height, outliers.height
     log.info("test results in %s", results.location)

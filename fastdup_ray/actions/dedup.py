@@ -42,11 +42,15 @@ log = logging.getLogger("fastdup_ray")
 KEEP_RULES = ("resolution", "file_size", "first")
 
 
-def choose_keepers(components: pl.DataFrame, names: list[str], stats: pl.DataFrame | None, keep: str = "resolution") -> tuple[pl.DataFrame, pl.DataFrame]:
+def choose_keepers(
+    components: pl.DataFrame, names: list[str], stats: pl.DataFrame | None, keep: str = "resolution"
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(keep, remove) tables of ``filename,component_id``: one kept image per component."""
     if keep not in KEEP_RULES:
         raise ValueError(f"keep must be one of {KEEP_RULES}, got {keep!r}")
-    table = components.select("__id", "component_id").with_columns(pl.Series("filename", names, dtype=pl.String))
+    table = components.select("__id", "component_id").with_columns(
+        pl.Series("filename", names, dtype=pl.String)
+    )
     if keep == "first":
         score = pl.lit(0)
     else:
@@ -54,7 +58,9 @@ def choose_keepers(components: pl.DataFrame, names: list[str], stats: pl.DataFra
             raise ValueError(f"keep={keep!r} needs stats.csv (written by runs that extract images)")
         table = table.join(stats.select("__id", "width", "height", "file_size"), on="__id", how="left")
         score = (pl.col("width") * pl.col("height")) if keep == "resolution" else pl.col("file_size")
-    ranked = table.with_columns(score.fill_null(0).alias("_score")).sort(["component_id", "_score", "__id"], descending=[False, True, False])
+    ranked = table.with_columns(score.fill_null(0).alias("_score")).sort(
+        ["component_id", "_score", "__id"], descending=[False, True, False]
+    )
     first = ranked.group_by("component_id", maintain_order=True).head(1)
     kept_ids = set(first["__id"].to_list())
     keepers = ranked.filter(pl.col("__id").is_in(kept_ids)).sort("__id").select("filename", "component_id")
@@ -71,14 +77,24 @@ def write_keep_remove(work_dir: str, keep: str = "resolution") -> tuple[Path, Pa
     return work / layout.KEEP_FILE, work / layout.REMOVE_FILE
 
 
-def keep_and_remove(work_dir: str, keep: str = "resolution", names: list[str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+def keep_and_remove(
+    work_dir: str, keep: str = "resolution", names: list[str] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """choose_keepers over a finished run's components (CSV or Parquet parts) and stats;
     ``names`` stand for the rows (default: the run's row names)."""
     names = run_names(work_dir) if names is None else names
-    components = results.read_table(work_dir, layout.CONNECTED_COMPONENTS_FILE, ("__id", "component_id")).sort("__id")
-    stats = results.read_stats(work_dir, ("__id", "width", "height", "file_size")) if results.has_stats(work_dir) else None
+    components = results.read_table(
+        work_dir, layout.CONNECTED_COMPONENTS_FILE, ("__id", "component_id")
+    ).sort("__id")
+    stats = (
+        results.read_stats(work_dir, ("__id", "width", "height", "file_size"))
+        if results.has_stats(work_dir)
+        else None
+    )
     if len(components) != len(names):
-        raise InputError(f"{layout.CONNECTED_COMPONENTS_FILE} of {work_dir} has {len(components)} rows for {len(names)} images: rerun the neighbours step (run_mode 2)")
+        raise InputError(
+            f"{layout.CONNECTED_COMPONENTS_FILE} of {work_dir} has {len(components)} rows for {len(names)} images: rerun the neighbours step (run_mode 2)"
+        )
     return choose_keepers(components, names, stats, keep)
 
 
@@ -196,7 +212,7 @@ def output_paths(archives: list[str], out_dir: Path) -> dict[str, Path]:
     so part1/00000.tar and part2/00000.tar stay two files."""
     parts = {archive: _location_parts(archive) for archive in archives}
     common = os.path.commonprefix([p[:-1] for p in parts.values()])  # element-wise on lists
-    return {archive: out_dir.joinpath(*p[len(common):]) for archive, p in parts.items()}
+    return {archive: out_dir.joinpath(*p[len(common) :]) for archive, p in parts.items()}
 
 
 def refuse_overwriting_inputs(targets: dict[str, Path]) -> None:
@@ -205,7 +221,9 @@ def refuse_overwriting_inputs(targets: dict[str, Path]) -> None:
     for target in targets.values():
         archive = inputs.get(os.path.realpath(target))
         if archive is not None:
-            raise InputError(f"webdataset output {target} would overwrite the input archive {archive}; write to a folder outside the inputs")
+            raise InputError(
+                f"webdataset output {target} would overwrite the input archive {archive}; write to a folder outside the inputs"
+            )
 
 
 def webdataset_samples(members: Iterable[Member]) -> Iterator[list[Member]]:
@@ -216,7 +234,9 @@ def webdataset_samples(members: Iterable[Member]) -> Iterator[list[Member]]:
     extensions: set[str] = set()
     for member in members:
         key, ext = webdataset_key(member.name)
-        folder = member.name.endswith("/") or (isinstance(member.info, tarfile.TarInfo) and member.info.isdir())
+        folder = member.name.endswith("/") or (
+            isinstance(member.info, tarfile.TarInfo) and member.info.isdir()
+        )
         if sample and (folder or key != webdataset_key(sample[0].name)[0] or ext.lower() in extensions):
             yield sample
             sample, extensions = [], set()
@@ -229,7 +249,9 @@ def webdataset_samples(members: Iterable[Member]) -> Iterator[list[Member]]:
         yield sample
 
 
-def kept_members(members: Iterable[Member], removals: dict[str, list[bool]], counts: Counter) -> Iterator[Member]:
+def kept_members(
+    members: Iterable[Member], removals: dict[str, list[bool]], counts: Counter
+) -> Iterator[Member]:
     """The members of every sample not removed. A sample is removed when it has images and
     each one is removed; an image without a decision (bad or not judged) keeps its sample.
     A repeated image name is matched to its decisions by occurrence (removals_by_archive)."""
@@ -263,7 +285,9 @@ def zip_members(stream: BinaryIO, archive: str, problems: list[str]) -> Iterator
             try:
                 data = source.read(info)
             except (zipfile.BadZipFile, zlib.error, NotImplementedError) as exc:
-                problems.append(f"{archive}/{info.filename}: unreadable member left out ({type(exc).__name__}: {exc})")
+                problems.append(
+                    f"{archive}/{info.filename}: unreadable member left out ({type(exc).__name__}: {exc})"
+                )
                 continue
             yield Member(info.filename, data, info)
 
@@ -278,7 +302,9 @@ def read_members(archive: str, storage: StorageOptions | None, problems: list[st
             yield from tar_members(stream)
 
 
-def until_unreadable(members: Iterator[Member], archive: str, counts: Counter, problems: list[str]) -> Iterator[Member]:
+def until_unreadable(
+    members: Iterator[Member], archive: str, counts: Counter, problems: list[str]
+) -> Iterator[Member]:
     """The members up to a read error, which becomes a problem line; a storage failure
     (the S3 client's retries spent) is raised instead: the archive is not at fault."""
     try:
@@ -289,7 +315,9 @@ def until_unreadable(members: Iterator[Member], archive: str, counts: Counter, p
         if storage_unavailable(exc):
             raise
         if counts["read"]:
-            problems.append(f"{archive}: cut off or corrupt after {counts['read']} members ({type(exc).__name__}: {exc}); the samples read before it were written")
+            problems.append(
+                f"{archive}: cut off or corrupt after {counts['read']} members ({type(exc).__name__}: {exc}); the samples read before it were written"
+            )
         else:
             problems.append(f"{archive}: not written, it cannot be read ({type(exc).__name__}: {exc})")
             counts["unreadable"] = 1
@@ -303,15 +331,23 @@ def write_tar(path: Path, members: Iterable[Member], compress: bool) -> None:
 
 def write_zip(path: Path, members: Iterable[Member]) -> None:
     with zipfile.ZipFile(path, "w") as sink, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Duplicate name", UserWarning)  # repeated names are copied as they came
+        warnings.filterwarnings(
+            "ignore", "Duplicate name", UserWarning
+        )  # repeated names are copied as they came
         for member in members:
             source = member.info
             info = zipfile.ZipInfo(source.filename, source.date_time)  # fresh: no stale sizes or extra fields
-            info.compress_type, info.external_attr, info.comment = source.compress_type, source.external_attr, source.comment
+            info.compress_type, info.external_attr, info.comment = (
+                source.compress_type,
+                source.external_attr,
+                source.comment,
+            )
             sink.writestr(info, member.data or b"")
 
 
-def copy_archive(archive: str, target: Path, removals: dict[str, list[bool]], storage: StorageOptions | None) -> tuple[bool, list[str]]:
+def copy_archive(
+    archive: str, target: Path, removals: dict[str, list[bool]], storage: StorageOptions | None
+) -> tuple[bool, list[str]]:
     """Write ``archive`` without its removed samples to ``target``, in its own format.
     Returns (written, problems); S3 requests are retried by the S3 client (storage.py), and
     a storage failure that outlasts its retries is a problem line, the archive unwritten."""
@@ -320,16 +356,24 @@ def copy_archive(archive: str, target: Path, removals: dict[str, list[bool]], st
     except Exception as exc:  # noqa: BLE001 - only a storage failure is a problem line
         if not storage_unavailable(exc):
             raise
-        return False, [f"{archive}: not written, the storage failed despite retries ({type(exc).__name__}: {exc})"]
+        return False, [
+            f"{archive}: not written, the storage failed despite retries ({type(exc).__name__}: {exc})"
+        ]
 
 
-def copy_once(archive: str, target: Path, removals: dict[str, list[bool]], storage: StorageOptions | None) -> tuple[bool, list[str]]:
+def copy_once(
+    archive: str, target: Path, removals: dict[str, list[bool]], storage: StorageOptions | None
+) -> tuple[bool, list[str]]:
     """One copy, under a temporary name renamed when complete, so a copy cut short is never
     taken for a finished one."""
     temp = target.with_name(f".{target.name}.tmp")
     problems: list[str] = []
     counts: Counter = Counter()
-    members = kept_members(until_unreadable(read_members(archive, storage, problems), archive, counts, problems), removals, counts)
+    members = kept_members(
+        until_unreadable(read_members(archive, storage, problems), archive, counts, problems),
+        removals,
+        counts,
+    )
     lower = archive.lower()
     try:
         if lower.endswith(".zip"):
@@ -347,7 +391,9 @@ def copy_once(archive: str, target: Path, removals: dict[str, list[bool]], stora
     return True, problems
 
 
-def write_deduplicated_webdataset(work_dir: str, out_dir: str, keep: str = "resolution", storage: StorageOptions | None = None) -> WrittenArchives:
+def write_deduplicated_webdataset(
+    work_dir: str, out_dir: str, keep: str = "resolution", storage: StorageOptions | None = None
+) -> WrittenArchives:
     """Copy every archive of a finished run (tar, tgz/tar.gz, zip; local or remote) to
     ``out_dir`` without the samples whose image is on the remove list; kept samples keep
     all their members (.txt, .json, ...), each exactly once. A sample repeated in an archive

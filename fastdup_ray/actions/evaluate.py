@@ -48,14 +48,24 @@ def precision_recall_curve(scores: np.ndarray, is_duplicate: np.ndarray, total_p
     return thresholds, precision, recall
 
 
-def pair_metrics(scores: np.ndarray, is_duplicate: np.ndarray, total_positives: int | None = None, precision_floor: float = 0.95) -> PairMetrics:
+def pair_metrics(
+    scores: np.ndarray,
+    is_duplicate: np.ndarray,
+    total_positives: int | None = None,
+    precision_floor: float = 0.95,
+) -> PairMetrics:
     thresholds, precision, recall = precision_recall_curve(scores, is_duplicate, total_positives)
     if len(thresholds) == 0:
         return PairMetrics(0.0, 0.0, 1.0, 0.0, 1.0)
     # Step-wise AP: sum of precision at each threshold times the recall it adds.
     recall_gain = np.diff(np.r_[0.0, recall])
     average_precision = float(np.sum(precision * recall_gain))
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(precision), where=(precision + recall) > 0)
+    f1 = np.divide(
+        2 * precision * recall,
+        precision + recall,
+        out=np.zeros_like(precision),
+        where=(precision + recall) > 0,
+    )
     best = int(np.argmax(f1))
     meets = precision >= precision_floor
     if meets.any():
@@ -67,7 +77,9 @@ def pair_metrics(scores: np.ndarray, is_duplicate: np.ndarray, total_positives: 
     return PairMetrics(average_precision, float(f1[best]), float(thresholds[best]), recall_at, threshold_at)
 
 
-def precision_recall_at(scores: np.ndarray, is_duplicate: np.ndarray, threshold: float, total_positives: int | None = None) -> tuple[float, float]:
+def precision_recall_at(
+    scores: np.ndarray, is_duplicate: np.ndarray, threshold: float, total_positives: int | None = None
+) -> tuple[float, float]:
     """Precision and recall of the pairs scoring >= threshold."""
     labels = np.asarray(is_duplicate, dtype=bool)
     total = int(labels.sum()) if total_positives is None else int(total_positives)
@@ -115,9 +127,15 @@ def require_run_outputs(work: Path) -> dict:
         raise InputError(f"no finished run in {work}: no such folder")
     missing = [layout.CONFIG_FILE] if not (work / layout.CONFIG_FILE).exists() else []
     # The tables may be CSVs or, for a big run, Parquet parts: results.py knows both.
-    missing += [name for name in (layout.SIMILARITY_FILE, layout.CONNECTED_COMPONENTS_FILE) if not results.has_table(str(work), name)]
+    missing += [
+        name
+        for name in (layout.SIMILARITY_FILE, layout.CONNECTED_COMPONENTS_FILE)
+        if not results.has_table(str(work), name)
+    ]
     if missing:
-        raise InputError(f"no finished run in {work}: {', '.join(missing)} missing (run_mode 0 or 2 writes them)")
+        raise InputError(
+            f"no finished run in {work}: {', '.join(missing)} missing (run_mode 0 or 2 writes them)"
+        )
     return json.loads((work / layout.CONFIG_FILE).read_text())
 
 
@@ -151,13 +169,22 @@ def evaluate_run(work_dir: str, ground_truth_csv: str) -> dict[str, float]:
     index = {name: i for i, name in enumerate(names)}
     unknown = set(similarity["from"]).union(similarity["to"]).difference(index)
     if unknown:
-        raise InputError(f"{work / layout.SIMILARITY_FILE} names {len(unknown)} images that are not in the run's features (e.g. {min(unknown)})")
-    found = np.array([group_ids[index[f]] == group_ids[index[t]] for f, t in zip(similarity["from"], similarity["to"])], dtype=bool)
+        raise InputError(
+            f"{work / layout.SIMILARITY_FILE} names {len(unknown)} images that are not in the run's features (e.g. {min(unknown)})"
+        )
+    found = np.array(
+        [group_ids[index[f]] == group_ids[index[t]] for f, t in zip(similarity["from"], similarity["to"])],
+        dtype=bool,
+    )
     precision = float(found.mean()) if len(found) else 1.0
     recall = float(found.sum()) / total_positives if total_positives else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     # Parts of a big run need not come in __id order; labels must line up with the names.
-    labels = results.read_table(str(work), layout.CONNECTED_COMPONENTS_FILE, ("__id", "component_id")).sort("__id")["component_id"].to_numpy()
+    labels = (
+        results.read_table(str(work), layout.CONNECTED_COMPONENTS_FILE, ("__id", "component_id"))
+        .sort("__id")["component_id"]
+        .to_numpy()
+    )
     return {
         "threshold": float(config["threshold"]),
         "precision": precision,

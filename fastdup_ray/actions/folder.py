@@ -61,9 +61,11 @@ class ActionPlan:
         """One line: N kept, M moved/linked/deleted, bytes, what was left alone."""
         count, size = len(self.actions), human_bytes(sum(a.size for a in self.actions))
         would = "would be " if dry_run else ""
-        done = {"move": f"{would}moved to {self.target_dir} ({size} out of the input folder)",
-                "symlink": f"{would}linked in {self.target_dir} (inputs unchanged)",
-                "delete": f"{would}deleted ({size} {would}freed)"}[self.action]
+        done = {
+            "move": f"{would}moved to {self.target_dir} ({size} out of the input folder)",
+            "symlink": f"{would}linked in {self.target_dir} (inputs unchanged)",
+            "delete": f"{would}deleted ({size} {would}freed)",
+        }[self.action]
         line = f"{self.kept} kept, {count} {done}"
         if self.left_alone:
             line += f", {len(self.left_alone)} left alone ({self.left_alone[0]}{', ...' if len(self.left_alone) > 1 else ''})"
@@ -94,12 +96,18 @@ def folder_input(work: WorkDir, action: str) -> str:
     elif is_remote(input_dir):
         what = "remote storage"
     elif os.path.isfile(input_dir):
-        what = "a file list" if input_dir.lower().endswith(LIST_EXTENSIONS) else f"a single {kind_of(input_dir) or 'file'}"
+        what = (
+            "a file list"
+            if input_dir.lower().endswith(LIST_EXTENSIONS)
+            else f"a single {kind_of(input_dir) or 'file'}"
+        )
     elif not os.path.isdir(input_dir):
         raise InputError(f"the run's input folder {input_dir} no longer exists: nothing to {action}")
     if what:
-        raise InputError(f"{OPTIONS[action]} acts on a run of a local folder; this run's input_dir {input_dir!r} is {what}: "
-                         "for archives write deduplicated copies with --webdataset-out DIR, otherwise act on remove.csv yourself")
+        raise InputError(
+            f"{OPTIONS[action]} acts on a run of a local folder; this run's input_dir {input_dir!r} is {what}: "
+            "for archives write deduplicated copies with --webdataset-out DIR, otherwise act on remove.csv yourself"
+        )
     return os.path.abspath(input_dir)
 
 
@@ -109,7 +117,9 @@ def inside(root: str, location: str) -> str:
     folder, name = os.path.split(location)
     resolved = os.path.join(os.path.realpath(folder), name)
     if name in ("", ".", "..") or os.path.commonpath([root, resolved]) != root or resolved == root:
-        raise InputError(f"refused: {location} lies outside the run's input folder {root}; nothing was changed")
+        raise InputError(
+            f"refused: {location} lies outside the run's input folder {root}; nothing was changed"
+        )
     return resolved
 
 
@@ -156,18 +166,26 @@ def changed_input(work: WorkDir, prefix: str, marker: dict, sizes: dict[str, int
 def check_inputs_unchanged(work: WorkDir, input_dir: str, action: str) -> None:
     """Refuse, naming the file, when any input of the run vanished or changed since."""
     stats = results.read_stats(work, ("filename", "file_size")) if results.has_stats(work) else None
-    sizes = dict(zip(stats["filename"].to_list(), stats["file_size"].cast(pl.Int64).to_list())) if stats is not None else {}
+    sizes = (
+        dict(zip(stats["filename"].to_list(), stats["file_size"].cast(pl.Int64).to_list()))
+        if stats is not None
+        else {}
+    )
     for prefix in list_shards(work):
         marker = read_marker(work, prefix) or {}
         if prefix == layout.LISTING_SHARD:
             continue  # inputs rejected while listing: none is acted on or decided from
         problem = changed_input(work, prefix, marker, sizes)
         if problem:
-            raise InputError(f"refused to {action}: {problem}; nothing was changed. Rerun `fastdup-ray run {input_dir} --work-dir {work.location}` "
-                             "(unchanged shards are reused), then dedup again")
+            raise InputError(
+                f"refused to {action}: {problem}; nothing was changed. Rerun `fastdup-ray run {input_dir} --work-dir {work.location}` "
+                "(unchanged shards are reused), then dedup again"
+            )
 
 
-def plan_actions(work_dir: str, action: str, target_dir: str | None = None, keep: str = "resolution") -> ActionPlan:
+def plan_actions(
+    work_dir: str, action: str, target_dir: str | None = None, keep: str = "resolution"
+) -> ActionPlan:
     """Check everything and list the file actions, touching nothing. ``action`` is 'move'
     or 'symlink' (into ``target_dir``, mirroring the folders below the input folder) or
     'delete'. Raises InputError naming the file or setting that refuses it."""
@@ -186,7 +204,9 @@ def plan_actions(work_dir: str, action: str, target_dir: str | None = None, keep
         if os.path.exists(target_root) and not os.path.isdir(target_root):
             raise InputError(f"{OPTIONS[action]} {target_dir} is a file, not a folder")
         if os.path.commonpath([root, target_root]) == root:
-            raise InputError(f"{OPTIONS[action]} {target_dir} lies inside the input folder {input_dir}: the next run would read it as input; choose a folder outside")
+            raise InputError(
+                f"{OPTIONS[action]} {target_dir} lies inside the input folder {input_dir}: the next run would read it as input; choose a folder outside"
+            )
     keepers, removed = keep_and_remove(work_dir, keep)
     plan = ActionPlan(action, input_dir, target_root, kept=len(keepers))
     kept_files = {os.path.realpath(name) for name in keepers["filename"].to_list() if not frame_video(name)}
@@ -197,8 +217,10 @@ def plan_actions(work_dir: str, action: str, target_dir: str | None = None, keep
             continue
         found = archive_of(name)
         if found and not os.path.isdir(found[0]):
-            raise InputError(f"{OPTIONS[action]} acts on loose files; {name} is inside the archive {found[0]}: "
-                             "write deduplicated archives with --webdataset-out DIR instead")
+            raise InputError(
+                f"{OPTIONS[action]} acts on loose files; {name} is inside the archive {found[0]}: "
+                "write deduplicated archives with --webdataset-out DIR instead"
+            )
         source = inside(root, name)
         if os.path.realpath(source) in kept_files:
             plan.left_alone.append(f"{name}: the same file as a kept image (a link)")
@@ -209,7 +231,9 @@ def plan_actions(work_dir: str, action: str, target_dir: str | None = None, keep
         size = 0 if os.path.islink(source) else os.lstat(source).st_size
         target = os.path.join(target_root, os.path.relpath(source, root)) if target_root else ""
         if target and os.path.lexists(target):
-            raise InputError(f"refused: {target} exists already ({OPTIONS[action]} never overwrites); nothing was changed")
+            raise InputError(
+                f"refused: {target} exists already ({OPTIONS[action]} never overwrites); nothing was changed"
+            )
         plan.actions.append(FileAction(action, source, target, size))
     return plan
 
@@ -229,9 +253,13 @@ def act(action: FileAction) -> None:
 
 def append_log(work: WorkDir, done: list[FileAction]) -> None:
     """Append the actions done to dedup_actions.csv, rewriting it whole (atomically)."""
-    table = pl.DataFrame([(a.action, a.source, a.target, a.size) for a in done], schema=list(LOG_COLUMNS), orient="row")
+    table = pl.DataFrame(
+        [(a.action, a.source, a.target, a.size) for a in done], schema=list(LOG_COLUMNS), orient="row"
+    )
     previous = work.read_bytes(layout.DEDUP_ACTIONS_FILE) if work.exists(layout.DEDUP_ACTIONS_FILE) else b""
-    work.write_bytes(layout.DEDUP_ACTIONS_FILE, previous + table.write_csv(include_header=not previous).encode("utf-8"))
+    work.write_bytes(
+        layout.DEDUP_ACTIONS_FILE, previous + table.write_csv(include_header=not previous).encode("utf-8")
+    )
 
 
 def apply_plan(work_dir: str, plan: ActionPlan) -> str:
@@ -246,8 +274,10 @@ def apply_plan(work_dir: str, plan: ActionPlan) -> str:
                 act(action)
                 done.append(action)
         except OSError as exc:
-            raise InputError(f"stopped after {len(done)} of {len(plan.actions)} files at {action.source}: {exc.strerror or exc}; "
-                             f"what was done is in {work.path(layout.DEDUP_ACTIONS_FILE)}") from None
+            raise InputError(
+                f"stopped after {len(done)} of {len(plan.actions)} files at {action.source}: {exc.strerror or exc}; "
+                f"what was done is in {work.path(layout.DEDUP_ACTIONS_FILE)}"
+            ) from None
         finally:
             if done:
                 append_log(work, done)

@@ -25,6 +25,7 @@ Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 # A truncated file must be reported bad, never padded with grey and embedded.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+
 class BadImage(Exception):
     """The bytes are not a decodable image; the message is the reason written to features.bad.csv."""
 
@@ -34,7 +35,9 @@ class BadImage(Exception):
 # HEIF only through pillow-heif; without the decoder such a file is reported with the
 # line that installs it, not as "cannot identify image format".
 AVIF_BRANDS = frozenset({b"avif", b"avis"})
-HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"mif2", b"msf1"})
+HEIF_BRANDS = frozenset(
+    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"mif2", b"msf1"}
+)
 MISSING_DECODER = {
     "HEIF": "HEIC/HEIF image skipped: no HEIF decoder installed (pip install 'fastdup_ray[heif]', which adds pillow-heif)",
     "AVIF": "AVIF image skipped: this Pillow cannot read AVIF (pip install 'fastdup_ray[avif]', Pillow >= 11.3)",
@@ -106,7 +109,9 @@ def decode_with_size(data: bytes, size: int) -> tuple[np.ndarray, tuple[int, int
     return pixels, shape
 
 
-def decode_with_thumbnail(data: bytes, size: int, thumbnail_size: int) -> tuple[np.ndarray, tuple[int, int], bytes]:
+def decode_with_thumbnail(
+    data: bytes, size: int, thumbnail_size: int
+) -> tuple[np.ndarray, tuple[int, int], bytes]:
     """decode_with_size plus a JPEG thumbnail (longest side ``thumbnail_size``, aspect
     kept; b"" when 0) made from the same decoded pixels, for the galleries."""
     rgb, shape = open_rgb(data, size)
@@ -165,7 +170,12 @@ def make_thumbnail(rgb: Image.Image, thumbnail_size: int, shape: tuple[int, int]
     factor = min(rgb.width // target[0], rgb.height // target[1])
     small = rgb.reduce(factor) if factor > 1 else rgb
     if small.size != target:
-        small = small.resize(target, Image.Resampling.BOX if small.width >= target[0] and small.height >= target[1] else Image.Resampling.BILINEAR)
+        small = small.resize(
+            target,
+            Image.Resampling.BOX
+            if small.width >= target[0] and small.height >= target[1]
+            else Image.Resampling.BILINEAR,
+        )
     out = io.BytesIO()
     small.save(out, format="JPEG", quality=80)
     return out.getvalue()
@@ -173,17 +183,32 @@ def make_thumbnail(rgb: Image.Image, thumbnail_size: int, shape: tuple[int, int]
 
 def resize_frame(pixels: np.ndarray, size: int) -> np.ndarray:
     """An already decoded RGB frame (a video's) squashed to (size, size, 3) like an image."""
-    resized = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB").resize((size, size), Image.Resampling.BILINEAR)
+    resized = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB").resize(
+        (size, size), Image.Resampling.BILINEAR
+    )
     return np.asarray(resized, dtype=np.uint8)
 
 
 GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
 def content_hash(data: bytes) -> str:
     """blake2b (128 bits) of a file's bytes: equal hashes mean byte-identical files."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-STAT_COLUMNS = ("width", "height", "file_size", "blur", "unique_colors", "mean", "min", "max", "std", "color_spread")
+STAT_COLUMNS = (
+    "width",
+    "height",
+    "file_size",
+    "blur",
+    "unique_colors",
+    "mean",
+    "min",
+    "max",
+    "std",
+    "color_spread",
+)
 
 
 def image_stats(pixels: np.ndarray, width: int, height: int, file_size: int) -> dict[str, float]:
@@ -201,14 +226,18 @@ def image_stats(pixels: np.ndarray, width: int, height: int, file_size: int) -> 
     grey = values @ GREY_WEIGHTS
     laplacian = grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4 * grey[1:-1, 1:-1]
     sample = pixels[::2, ::2]
-    packed = ((sample[..., 0].astype(np.uint32) << 16) | (sample[..., 1].astype(np.uint32) << 8) | sample[..., 2]).ravel()
+    packed = (
+        (sample[..., 0].astype(np.uint32) << 16) | (sample[..., 1].astype(np.uint32) << 8) | sample[..., 2]
+    ).ravel()
     packed.sort()
     # Mean and spread from one pass each (np.std would convert to float64 and pass twice).
     flat = values.reshape(-1)
     mean = float(flat.mean(dtype=np.float64))
     centred = flat - np.float32(mean)
     channels = sample.astype(np.int16)
-    spread = np.abs(channels[..., 1] - channels[..., 0]).sum() + np.abs(channels[..., 2] - channels[..., 1]).sum()
+    spread = (
+        np.abs(channels[..., 1] - channels[..., 0]).sum() + np.abs(channels[..., 2] - channels[..., 1]).sum()
+    )
     return {
         "width": width,
         "height": height,

@@ -25,7 +25,11 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-SHIPPED_MODELS = {"fp32": "efficientnet_lite0.onnx", "int8": "efficientnet_lite0_int8.onnx", "fp16": "efficientnet_lite0_fp16.onnx"}
+SHIPPED_MODELS = {
+    "fp32": "efficientnet_lite0.onnx",
+    "int8": "efficientnet_lite0_int8.onnx",
+    "fp16": "efficientnet_lite0_fp16.onnx",
+}
 
 
 def default_model_path(precision: str = "fp32") -> str:
@@ -42,7 +46,9 @@ def _onnxruntime():
     try:
         import onnxruntime
     except ImportError:
-        raise MissingDependencyError("onnxruntime is needed to embed images: pip install onnxruntime") from None
+        raise MissingDependencyError(
+            "onnxruntime is needed to embed images: pip install onnxruntime"
+        ) from None
     return onnxruntime
 
 
@@ -68,7 +74,9 @@ def read_model_input(session) -> ModelInput:
     elif shape[1] == 3:
         layout, spatial = "NCHW", shape[2:4]
     else:
-        raise ConfigError(f"model input {meta.name!r} has shape {shape}; expected 3 colour channels first or last")
+        raise ConfigError(
+            f"model input {meta.name!r} has shape {shape}; expected 3 colour channels first or last"
+        )
     sides = [s for s in spatial if isinstance(s, int) and s > 0]
     size = sides[0] if sides else DEFAULT_IMAGE_SIZE
     return ModelInput(name=meta.name, size=size, layout=layout, dtype=dtype)
@@ -93,7 +101,9 @@ def onnx_providers(compute: str) -> list[str]:
 class Embedder:
     """One ONNX Runtime session; ``embed`` turns a uint8 NHWC batch into unit vectors."""
 
-    def __init__(self, model_path: str | None = None, d: int | None = None, compute: str = "cpu", threads: int = 1):
+    def __init__(
+        self, model_path: str | None = None, d: int | None = None, compute: str = "cpu", threads: int = 1
+    ):
         ort = _onnxruntime()
         self.model_path = model_path or default_model_path()
         options = ort.SessionOptions()
@@ -106,7 +116,9 @@ class Embedder:
             self.session = ort.InferenceSession(self.model_path, options, providers=onnx_providers(compute))
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own classes for a bad file
             detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"model_path {self.model_path!r} is not an ONNX model onnxruntime can load: {detail}") from None
+            raise ConfigError(
+                f"model_path {self.model_path!r} is not an ONNX model onnxruntime can load: {detail}"
+            ) from None
         # On CPU, runs of 16 images keep a convolution's activations in the core's cache:
         # the int8 model does 466 img/s per core in runs of 16 against 426 in runs of 64.
         # A GPU takes the whole batch at once.
@@ -116,7 +128,9 @@ class Embedder:
         if d is not None:
             width = self.output_width()
             if width is not None and width != d:
-                raise ConfigError(f"model {os.path.basename(self.model_path)} gives {width}-d features but d={d}; pass d={width}")
+                raise ConfigError(
+                    f"model {os.path.basename(self.model_path)} gives {width}-d features but d={d}; pass d={width}"
+                )
 
     @property
     def image_size(self) -> int:
@@ -133,7 +147,10 @@ class Embedder:
             return np.zeros((0, self.d or self.output_width() or 0), dtype=np.float32)
         feed = self._prepare(images)
         step = self.run_size or len(feed)
-        runs = [self.session.run(None, {self.input.name: feed[s : s + step]})[0] for s in range(0, len(feed), step)]
+        runs = [
+            self.session.run(None, {self.input.name: feed[s : s + step]})[0]
+            for s in range(0, len(feed), step)
+        ]
         out = runs[0] if len(runs) == 1 else np.concatenate(runs)
         if out.ndim == 4:  # a feature map: pool it globally
             out = out.mean(axis=(2, 3))

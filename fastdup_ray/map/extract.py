@@ -39,7 +39,9 @@ from fastdup_ray.rundir.workdir import WorkDir
 log = logging.getLogger("fastdup_ray")
 
 
-def decode_items(unit: str, items: list[Item], size: int, first_seq: int, total: int | None = None, thumbnail_size: int = 0) -> dict[str, np.ndarray]:
+def decode_items(
+    unit: str, items: list[Item], size: int, first_seq: int, total: int | None = None, thumbnail_size: int = 0
+) -> dict[str, np.ndarray]:
     """Decode a run of Items of one unit into a batch; with ``total`` an end row closes the unit.
 
     With ``thumbnail_size`` each good row also carries a JPEG thumbnail for the galleries,
@@ -67,16 +69,27 @@ def decode_items(unit: str, items: list[Item], size: int, first_seq: int, total:
             source = first_with.setdefault(hashes[i], i)
             if source != i:
                 copy_of[i] = source
-                pixels[i], ok[i], reasons[i], thumbnails[i] = pixels[source], ok[source], reasons[source], thumbnails[source]
+                pixels[i], ok[i], reasons[i], thumbnails[i] = (
+                    pixels[source],
+                    ok[source],
+                    reasons[source],
+                    thumbnails[source],
+                )
                 for values in stats.values():
                     values[i] = values[source]
                 continue
         try:
             if item.pixels is not None:  # a video frame: no file of its own
-                pixels[i], (width, height), file_size = resize_frame(item.pixels, size), item.pixels.shape[1::-1], 0
+                pixels[i], (width, height), file_size = (
+                    resize_frame(item.pixels, size),
+                    item.pixels.shape[1::-1],
+                    0,
+                )
                 thumbnails[i] = make_thumbnail(Image.fromarray(item.pixels), thumbnail_size)
             else:
-                pixels[i], (width, height), thumbnails[i] = decode_with_thumbnail(item.data, size, thumbnail_size)
+                pixels[i], (width, height), thumbnails[i] = decode_with_thumbnail(
+                    item.data, size, thumbnail_size
+                )
                 file_size = len(item.data)
             ok[i] = True
         except BadImage as exc:
@@ -107,7 +120,13 @@ def decode_items(unit: str, items: list[Item], size: int, first_seq: int, total:
     }
 
 
-def decode_units(batch: dict[str, np.ndarray], size: int, settings: ReadSettings, rows_per_batch: int, thumbnail_size: int = 0) -> Iterator[dict[str, np.ndarray]]:
+def decode_units(
+    batch: dict[str, np.ndarray],
+    size: int,
+    settings: ReadSettings,
+    rows_per_batch: int,
+    thumbnail_size: int = 0,
+) -> Iterator[dict[str, np.ndarray]]:
     """Ray Data generator: read every unit of the batch and stream its decoded rows out."""
     for name, kind, locations in zip(batch["name"], batch["kind"], batch["locations"]):
         unit = WorkUnit(str(name), str(kind), tuple(json.loads(locations)))
@@ -119,7 +138,9 @@ def decode_units(batch: dict[str, np.ndarray], size: int, settings: ReadSettings
                 yield decode_items(unit.name, pending, size, count, thumbnail_size=thumbnail_size)
                 count += len(pending)
                 pending = []
-        yield decode_items(unit.name, pending, size, count, total=count + len(pending), thumbnail_size=thumbnail_size)
+        yield decode_items(
+            unit.name, pending, size, count, total=count + len(pending), thumbnail_size=thumbnail_size
+        )
 
 
 # Vectors of recently embedded files by content hash, per process: a byte-identical copy
@@ -201,11 +222,21 @@ class ShardCollector:
             ok = batch["ok"][rows].astype(bool) & ~end
             bad = ~batch["ok"][rows].astype(bool) & ~end
             paths = batch["path"][rows]
-            stats = {name: batch[f"stat_{name}"][rows][ok] for name in STAT_COLUMNS if f"stat_{name}" in batch}
+            stats = {
+                name: batch[f"stat_{name}"][rows][ok] for name in STAT_COLUMNS if f"stat_{name}" in batch
+            }
             if stats and "hash" in batch:
-                stats = {"hash": batch["hash"][rows][ok], **stats}  # stats.csv: filename, hash, then the numbers
+                stats = {
+                    "hash": batch["hash"][rows][ok],
+                    **stats,
+                }  # stats.csv: filename, hash, then the numbers
             thumbnails = batch["thumbnail"][rows][ok].tolist() if "thumbnail" in batch else []
-            writer.add_good(paths[ok].tolist(), batch["embedding"][rows][ok], stats or None, thumbnails if any(thumbnails) else None)
+            writer.add_good(
+                paths[ok].tolist(),
+                batch["embedding"][rows][ok],
+                stats or None,
+                thumbnails if any(thumbnails) else None,
+            )
             writer.add_bad(paths[bad].tolist(), batch["reason"][rows][bad].tolist())
             if self.progress is not None:
                 self.progress.images(int(ok.sum() + bad.sum()))
@@ -283,7 +314,9 @@ def storage_failure(failed: dict[str, tuple[str, str]]) -> StorageUnavailableErr
     return StorageUnavailableError(
         f"{count} not finished, the storage failed: {named}{more} (first at {location}: {cause}); "
         "finished shards are kept: once the storage is back, run the same command again to extract these",
-        shards, location, cause,
+        shards,
+        location,
+        cause,
     )
 
 
@@ -313,7 +346,9 @@ def session_for(job: ExtractJob) -> "EmbedBatches":
     return _sessions[key]
 
 
-def embed_chunk(unit: str, chunk: WorkUnit | list[Item], first_seq: int, job: ExtractJob) -> dict[str, np.ndarray]:
+def embed_chunk(
+    unit: str, chunk: WorkUnit | list[Item], first_seq: int, job: ExtractJob
+) -> dict[str, np.ndarray]:
     """Read (loose files), decode and embed one cut of a unit: a batch ready for the
     collector. Runs in whatever process the engine gives it."""
     items = list(read_unit(chunk, job.read)) if isinstance(chunk, WorkUnit) else chunk
@@ -321,7 +356,9 @@ def embed_chunk(unit: str, chunk: WorkUnit | list[Item], first_seq: int, job: Ex
     return session_for(job)(decoded)
 
 
-def extract_units(engine, units: list[WorkUnit], job: ExtractJob, work: WorkDir, progress=None) -> ExtractResult:
+def extract_units(
+    engine, units: list[WorkUnit], job: ExtractJob, work: WorkDir, progress=None
+) -> ExtractResult:
     """Read + decode + embed ``units`` on ``engine``; one committed shard per unit, its
     marker written last. Nothing is committed for a unit that did not finish; the units
     the storage failed under are in the result's ``failed`` (the others still finish)."""
@@ -354,7 +391,9 @@ def rows_per_batch(batch_size: int, units: list[WorkUnit], parts: int) -> int:
     return max(1, min(batch_size, -(-len(units[0].locations) // parts)))
 
 
-def unit_chunks(unit: WorkUnit, settings: ReadSettings, rows_per_batch: int) -> Iterator[WorkUnit | list[Item]]:
+def unit_chunks(
+    unit: WorkUnit, settings: ReadSettings, rows_per_batch: int
+) -> Iterator[WorkUnit | list[Item]]:
     """A unit cut into batches for the local executor: loose files as sub-units that the
     worker thread reads itself (reads run in parallel), archive members as Items read
     here in order (an archive is one stream)."""
@@ -378,5 +417,3 @@ def closing_row(unit: str, total: int, d: int) -> dict[str, np.ndarray]:
     batch.pop("pixels")
     batch["embedding"] = np.zeros((1, d), dtype=np.float32)
     return batch
-
-

@@ -13,7 +13,9 @@ LOG_EVERY_SECONDS = 5.0
 
 
 class Progress:
-    def __init__(self, shards: int, skipped: int, images: int | None, stream=None, log_every: float = LOG_EVERY_SECONDS) -> None:
+    def __init__(
+        self, shards: int, skipped: int, images: int | None, stream=None, log_every: float = LOG_EVERY_SECONDS
+    ) -> None:
         """``shards`` to extract in this run, ``skipped`` already finished, ``images`` the
         run's total where the listing knows it (loose files), else None (archives)."""
         self.shards, self.skipped, self.total = shards, skipped, images
@@ -25,7 +27,9 @@ class Progress:
         if stream.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=images, unit="img", desc="extract", file=stream, dynamic_ncols=True, smoothing=0.1)
+            self.bar = tqdm(
+                total=images, unit="img", desc="extract", file=stream, dynamic_ncols=True, smoothing=0.1
+            )
             self._postfix()
 
     def _postfix(self) -> None:

@@ -76,7 +76,9 @@ def _leaders(plan: ReducePlan) -> Exchange:
 
 
 def _resolve(plan: ReducePlan) -> Exchange:
-    return plan.exchange("resolve", a=pl.Int64, b=pl.Int64, sim=pl.Float32, leader_a=pl.Int64, **{"from": pl.String})
+    return plan.exchange(
+        "resolve", a=pl.Int64, b=pl.Int64, sim=pl.Float32, leader_a=pl.Int64, **{"from": pl.String}
+    )
 
 
 def _joined(plan: ReducePlan) -> Exchange:
@@ -108,14 +110,21 @@ def merge_task(plan: ReducePlan, number: int) -> int:
     that neighbour's partition (for its name). Returns the number of edges."""
     part = plan.partitions[number]
     found = candidate_inbox(plan).receive(number)
-    src, dst, sim = merge_candidates(ids_of(found, "query"), ids_of(found, "candidate"), found["sim"].to_numpy(), plan.k)
+    src, dst, sim = merge_candidates(
+        ids_of(found, "query"), ids_of(found, "candidate"), found["sim"].to_numpy(), plan.k
+    )
     write_part(plan.work, layout.EDGES_DIR, number, pl.DataFrame({"src": src, "dst": dst, "similarity": sim}))
     a, b = np.minimum(src, dst), np.maximum(src, dst)
     _pairs(plan).send(number, plan.partition_of(a), pl.DataFrame({"a": a, "b": b, "sim": sim}))
     first = np.r_[True, src[1:] != src[:-1]] if len(src) else np.zeros(0, dtype=bool)
     names = partition_names(plan, part)
     nearest = pl.DataFrame(
-        {"src": src[first], "dst": dst[first], "sim": sim[first], "from": [names[i - part.first] for i in src[first]]},
+        {
+            "src": src[first],
+            "dst": dst[first],
+            "sim": sim[first],
+            "from": [names[i - part.first] for i in src[first]],
+        },
         schema=dict(_nearest(plan).schema),
     )
     _nearest(plan).send(number, plan.partition_of(dst[first]), nearest)
@@ -128,7 +137,9 @@ def hash_task(plan: ReducePlan, number: int) -> int:
     stats = partition_stats(plan, part)
     if stats is None or "hash" not in stats.columns:
         return 0
-    frame = pl.DataFrame({"id": np.arange(part.first, part.stop, dtype=np.int64), "hash": stats["hash"]}).filter(pl.col("hash").is_not_null() & (pl.col("hash") != ""))
+    frame = pl.DataFrame(
+        {"id": np.arange(part.first, part.stop, dtype=np.int64), "hash": stats["hash"]}
+    ).filter(pl.col("hash").is_not_null() & (pl.col("hash") != ""))
     owner = (frame["hash"].hash(seed=0).to_numpy() % len(plan.partitions)).astype(np.int64)
     _hashes(plan).send(number, owner, frame)
     return frame.height
@@ -138,11 +149,15 @@ def group_task(plan: ReducePlan, number: int) -> int:
     """Byte-identical rows: a star of pairs from each group's first row to the others
     (to the pairs exchange, similarity 1.0), and each member's leader to its partition."""
     rows = _hashes(plan).receive(number)
-    grouped = rows.with_columns(pl.col("id").min().over("hash").alias("leader"), pl.len().over("hash").alias("size")).filter(pl.col("size") > 1)
+    grouped = rows.with_columns(
+        pl.col("id").min().over("hash").alias("leader"), pl.len().over("hash").alias("size")
+    ).filter(pl.col("size") > 1)
     ids, leaders = ids_of(grouped, "id"), ids_of(grouped, "leader")
     _leaders(plan).send(number, plan.partition_of(ids), pl.DataFrame({"id": ids, "leader": leaders}))
     copy = ids != leaders
-    star = pl.DataFrame({"a": leaders[copy], "b": ids[copy], "sim": np.ones(int(copy.sum()), dtype=np.float32)})
+    star = pl.DataFrame(
+        {"a": leaders[copy], "b": ids[copy], "sim": np.ones(int(copy.sum()), dtype=np.float32)}
+    )
     _pairs(plan).send(len(plan.partitions) + number, plan.partition_of(leaders[copy]), star)
     return int(copy.sum())
 
@@ -165,7 +180,9 @@ def pairs_task(plan: ReducePlan, number: int) -> int:
         pl.Series("leader_a", _leader_of(plan, part, a)),
         pl.Series("from", [names[i - part.first] for i in a], dtype=pl.String),
     )
-    _resolve(plan).send(number, plan.partition_of(ids_of(pairs, "b")), out.select(name for name, _ in _resolve(plan).schema))
+    _resolve(plan).send(
+        number, plan.partition_of(ids_of(pairs, "b")), out.select(name for name, _ in _resolve(plan).schema)
+    )
     return pairs.height
 
 
@@ -201,7 +218,9 @@ def resolve_task(plan: ReducePlan, number: int) -> tuple[int, int]:
     _large_star_inbox(plan, 0).send(number, plan.partition_of(both["u"].to_numpy()), both)
     nearest = _nearest(plan).receive(number)
     nearest = nearest.with_columns(names.gather(ids_of(nearest, "dst") - part.first).alias("to"))
-    write_part(plan.scratch, "nearest", number, nearest.select("src", "from", "to", pl.col("sim").clip(0.0, 1.0)))
+    write_part(
+        plan.scratch, "nearest", number, nearest.select("src", "from", "to", pl.col("sim").clip(0.0, 1.0))
+    )
     return int(similar.sum()), int(joined.sum())
 
 
@@ -243,7 +262,11 @@ def component_edges_task(plan: ReducePlan, number: int) -> int:
     part = plan.partitions[number]
     edges = _joined(plan).receive(number)
     component = _labels(plan, number)[ids_of(edges, "a") - part.first]
-    _component_edges(plan).send(number, plan.partition_of(component), edges.with_columns(pl.Series("component", component)).select("component", "a", "b", "sim"))
+    _component_edges(plan).send(
+        number,
+        plan.partition_of(component),
+        edges.with_columns(pl.Series("component", component)).select("component", "a", "b", "sim"),
+    )
     return edges.height
 
 
@@ -251,10 +274,19 @@ def pagerank_task(plan: ReducePlan, number: int) -> int:
     """Pagerank of the components whose id is in this partition, solved together (each
     converges on its own); their sizes go to component_info/, ranks to their nodes."""
     edges = _component_edges(plan).receive(number)
-    nodes, component, rank, delta = component_pagerank(ids_of(edges, "a"), ids_of(edges, "b"), edges["sim"].to_numpy(), ids_of(edges, "component"))
-    _ranks(plan).send(number, plan.partition_of(nodes), pl.DataFrame({"node": nodes, "pagerank": rank, "delta": delta}))
+    nodes, component, rank, delta = component_pagerank(
+        ids_of(edges, "a"), ids_of(edges, "b"), edges["sim"].to_numpy(), ids_of(edges, "component")
+    )
+    _ranks(plan).send(
+        number, plan.partition_of(nodes), pl.DataFrame({"node": nodes, "pagerank": rank, "delta": delta})
+    )
     ids, counts = np.unique(component, return_counts=True)
-    write_part(plan.work, layout.TABLE_PARTS[layout.COMPONENT_INFO_FILE], number, pl.DataFrame({"component_id": ids.astype(np.int64), "Count": counts.astype(np.int64)}))
+    write_part(
+        plan.work,
+        layout.TABLE_PARTS[layout.COMPONENT_INFO_FILE],
+        number,
+        pl.DataFrame({"component_id": ids.astype(np.int64), "Count": counts.astype(np.int64)}),
+    )
     return len(ids)
 
 
@@ -276,7 +308,12 @@ def rows_task(plan: ReducePlan, number: int) -> tuple[int, int]:
     alone = np.ones(len(labels), dtype=bool)
     alone[local] = False
     singles = ids[alone & (labels == ids)]
-    write_part(plan.work, layout.TABLE_PARTS[layout.COMPONENT_INFO_FILE], len(plan.partitions) + number, pl.DataFrame({"component_id": singles, "Count": np.ones(len(singles), dtype=np.int64)}))
+    write_part(
+        plan.work,
+        layout.TABLE_PARTS[layout.COMPONENT_INFO_FILE],
+        len(plan.partitions) + number,
+        pl.DataFrame({"component_id": singles, "Count": np.ones(len(singles), dtype=np.int64)}),
+    )
     stats = partition_stats(plan, part)
     if stats is None:
         return len(singles), 0
@@ -296,7 +333,9 @@ def outliers_task(plan: ReducePlan, count: int) -> int:
     least outlying first: outliers/part-00000 (from, to, distance)."""
     lowest = _scan(plan.scratch, "nearest").sort("sim", "src").head(count).collect(engine="streaming")
     table = lowest.sort(pl.col("sim"), pl.col("src"), descending=[True, False]).select("from", "to", "sim")
-    table = table.with_columns(pl.Series("sim", rules.csv_values(table["sim"].to_numpy())).alias("distance")).drop("sim")
+    table = table.with_columns(
+        pl.Series("sim", rules.csv_values(table["sim"].to_numpy())).alias("distance")
+    ).drop("sim")
     write_part(plan.work, layout.TABLE_PARTS[layout.OUTLIERS_FILE], 0, table)
     return table.height
 
@@ -352,13 +391,20 @@ def components_in_star_rounds(engine, plan: ReducePlan, max_rounds: int = 100) -
 
 def clear_outputs(work: WorkDir) -> None:
     """Remove every table (CSV and parts) and the scratch an earlier reduce left."""
-    for folder in (*layout.TABLE_PARTS.values(), layout.EDGES_DIR, layout.REDUCE_SCRATCH_DIR, ROUTED_INDEX_DIR):
+    for folder in (
+        *layout.TABLE_PARTS.values(),
+        layout.EDGES_DIR,
+        layout.REDUCE_SCRATCH_DIR,
+        ROUTED_INDEX_DIR,
+    ):
         work.remove_tree(folder)
     for name in layout.OUTPUT_FILES:
         work.remove(name)
 
 
-def reduce_in_waves(engine, plan: ReducePlan, lower_threshold: float, csv_row_limit: int, phase) -> dict[str, int]:
+def reduce_in_waves(
+    engine, plan: ReducePlan, lower_threshold: float, csv_row_limit: int, phase
+) -> dict[str, int]:
     """Run every wave; returns the counts of the run summary (pairs, outliers, ...)."""
     numbers = range(len(plan.partitions))
     n = plan.partitions[-1].stop if plan.partitions else 0
@@ -402,10 +448,20 @@ def reduce_in_waves(engine, plan: ReducePlan, lower_threshold: float, csv_row_li
             layout.STATS_FILE: sum(s[1] for s in singles),
         }
         # A table's CSV while it is small; stats.csv only when every row has statistics.
-        small = [name for name, table_rows in rows.items() if table_rows <= csv_row_limit and (name != layout.STATS_FILE or table_rows == n)]
+        small = [
+            name
+            for name, table_rows in rows.items()
+            if table_rows <= csv_row_limit and (name != layout.STATS_FILE or table_rows == n)
+        ]
         _wave(engine, partial(csv_task, plan), small)
         plan.work.remove_tree(layout.REDUCE_SCRATCH_DIR)
-    log.info("distributed reduce: %d rows in %d partitions, %d kNN edges, components in %d rounds", n, len(plan.partitions), edges, rounds)
+    log.info(
+        "distributed reduce: %d rows in %d partitions, %d kNN edges, components in %d rounds",
+        n,
+        len(plan.partitions),
+        edges,
+        rounds,
+    )
     return {
         "similar_pairs": rows[layout.SIMILARITY_FILE],
         "outlier_rows": outlier_rows,

@@ -67,8 +67,14 @@ def pagerank(
     both_dst = np.concatenate([dst, src])
     both_weight = np.concatenate([weight, weight])
     out_weight = np.bincount(both_src, weights=both_weight, minlength=n)
-    share = np.divide(both_weight, out_weight[both_src], out=np.zeros_like(both_weight), where=out_weight[both_src] > 0)
-    component = np.unique(labels, return_inverse=True)[1].ravel() if labels is not None else np.zeros(n, dtype=np.int64)
+    share = np.divide(
+        both_weight, out_weight[both_src], out=np.zeros_like(both_weight), where=out_weight[both_src] > 0
+    )
+    component = (
+        np.unique(labels, return_inverse=True)[1].ravel()
+        if labels is not None
+        else np.zeros(n, dtype=np.int64)
+    )
     rank = np.ones(n, dtype=np.float64)
     delta = np.zeros(n, dtype=np.float64)
     active = np.ones(n, dtype=bool)
@@ -87,7 +93,9 @@ def pagerank(
     return rank, delta
 
 
-def component_pagerank(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, component: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def component_pagerank(
+    src: np.ndarray, dst: np.ndarray, weight: np.ndarray, component: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pagerank of the components whose edges are given (``component``: each edge's
     component id), nodes numbered globally: (nodes, their component, pagerank, delta).
     The same values as pagerank over the whole graph with its labels."""
@@ -96,7 +104,9 @@ def component_pagerank(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, com
     nodes, compact = np.unique(np.concatenate([src, dst]), return_inverse=True)
     node_component = np.empty(len(nodes), dtype=np.int64)
     node_component[compact] = np.concatenate([component, component])
-    rank, delta = pagerank(len(nodes), compact[: len(src)], compact[len(src) :], weight, labels=node_component)
+    rank, delta = pagerank(
+        len(nodes), compact[: len(src)], compact[len(src) :], weight, labels=node_component
+    )
     return nodes, node_component, rank, delta
 
 

@@ -33,7 +33,9 @@ def _faiss():
     try:
         import faiss
     except ImportError:
-        raise MissingDependencyError("faiss is needed for nearest neighbours: pip install faiss-cpu") from None
+        raise MissingDependencyError(
+            "faiss is needed for nearest neighbours: pip install faiss-cpu"
+        ) from None
     return faiss
 
 
@@ -56,7 +58,9 @@ def check_index_spec(spec: str, d: int, parameter: str = "nnf_mode") -> None:
     try:
         faiss.index_factory(d, spec, metric)
     except RuntimeError as exc:
-        raise ConfigError(f"{parameter} {spec!r} is not an index faiss can build for d={d}: {str(exc).strip().splitlines()[-1]}") from None
+        raise ConfigError(
+            f"{parameter} {spec!r} is not an index faiss can build for d={d}: {str(exc).strip().splitlines()[-1]}"
+        ) from None
 
 
 def fit_to_size(spec: str, n: int) -> str:
@@ -79,7 +83,9 @@ def build_index(features: np.ndarray, spec: str = "Flat", train_size: int = 200_
     try:
         index = faiss.index_factory(d, spec, metric)
     except RuntimeError as exc:
-        raise ConfigError(f"faiss cannot build index {spec!r} for d={d}: {str(exc).splitlines()[-1]}") from None
+        raise ConfigError(
+            f"faiss cannot build index {spec!r} for d={d}: {str(exc).splitlines()[-1]}"
+        ) from None
     if not index.is_trained:
         rows = np.random.default_rng(seed).choice(n, size=min(n, train_size), replace=False)
         index.train(features[np.sort(rows)])
@@ -101,7 +107,14 @@ def set_search_effort(index, nprobe: int = 32, ef_search: int = 128) -> None:
 
 
 def is_exact(index) -> bool:
-    return type(index).__name__ in ("IndexFlat", "IndexFlatIP", "IndexFlatL2", "GpuIndexFlat", "GpuIndexFlatIP", "GpuIndexFlatL2")
+    return type(index).__name__ in (
+        "IndexFlat",
+        "IndexFlatIP",
+        "IndexFlatL2",
+        "GpuIndexFlat",
+        "GpuIndexFlatIP",
+        "GpuIndexFlatL2",
+    )
 
 
 def searcher_for(index, compute: str):
@@ -112,12 +125,18 @@ def searcher_for(index, compute: str):
         return index
     faiss = _faiss()
     if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
-        log.warning("compute='gpu' but faiss sees no GPU (install fastdup_ray[gpu] on a machine with a CUDA GPU); searching on CPU")
+        log.warning(
+            "compute='gpu' but faiss sees no GPU (install fastdup_ray[gpu] on a machine with a CUDA GPU); searching on CPU"
+        )
         return index
     try:
         return faiss.index_cpu_to_all_gpus(index)
     except RuntimeError as exc:  # an index type with no GPU version (HNSW, LSH)
-        log.warning("faiss cannot move %s to the GPU (%s); searching on CPU", type(index).__name__, str(exc).splitlines()[-1])
+        log.warning(
+            "faiss cannot move %s to the GPU (%s); searching on CPU",
+            type(index).__name__,
+            str(exc).splitlines()[-1],
+        )
         return index
 
 
@@ -129,7 +148,9 @@ def candidates_to_fetch(index, size: int, k: int, queries_in_index: bool = True)
     return min(size, wanted)
 
 
-def exact_topk(features: np.ndarray, queries: np.ndarray, query_ids: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def exact_topk(
+    features: np.ndarray, queries: np.ndarray, query_ids: np.ndarray, candidates: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Rescore candidate ids by the rule's similarity (rules.pair_similarity), drop the
     query itself, keep the best k (ties by smaller id). Returns (sims, ids), -inf / -1
     where fewer than k remain. In blocks of rows, so memory stays near RESCORE_BUDGET."""
@@ -140,7 +161,9 @@ def exact_topk(features: np.ndarray, queries: np.ndarray, query_ids: np.ndarray,
         stop = min(m, start + step)
         cand = candidates[start:stop]
         usable = (cand >= 0) & (cand != query_ids[start:stop, None])
-        scores = np.where(usable, rules.pair_similarity(queries[start:stop], features[np.where(usable, cand, 0)]), -np.inf)
+        scores = np.where(
+            usable, rules.pair_similarity(queries[start:stop], features[np.where(usable, cand, 0)]), -np.inf
+        )
         top_scores, top_ids = rules.best_first(scores, np.where(usable, cand, -1), k)
         width = top_scores.shape[1]
         sims[start:stop, :width] = top_scores
@@ -148,7 +171,14 @@ def exact_topk(features: np.ndarray, queries: np.ndarray, query_ids: np.ndarray,
     return sims, ids
 
 
-def search_topk(index, vectors: np.ndarray, queries: np.ndarray, query_ids: np.ndarray, k: int, queries_in_index: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def search_topk(
+    index,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    query_ids: np.ndarray,
+    k: int,
+    queries_in_index: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """Each query's top-k under the rule (rules.py) among the vectors of ``index``:
     (sims, ids into ``vectors``). ``query_ids``: each query's own row in ``vectors``
     (-1 when it has none), never its own neighbour. An exact index is asked again, for
@@ -170,7 +200,9 @@ def search_topk(index, vectors: np.ndarray, queries: np.ndarray, query_ids: np.n
     return sims, ids
 
 
-def knn_search(features: np.ndarray, k: int, batch_rows: int = 65_536, index=None) -> tuple[np.ndarray, np.ndarray]:
+def knn_search(
+    features: np.ndarray, k: int, batch_rows: int = 65_536, index=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k nearest other rows: (similarities, indices), both n x k, best first.
 
     Exact by default (faiss IndexFlatIP); pass a built ``index`` to search approximately,
@@ -212,7 +244,9 @@ def topk_edges(sims: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return src[valid], dst[valid], sims.ravel()[valid]
 
 
-def search_index_shard(index, vectors: np.ndarray, index_offset: int, query_loader, k: int, queries_in_index: bool = True) -> list[tuple[int, np.ndarray, np.ndarray]]:
+def search_index_shard(
+    index, vectors: np.ndarray, index_offset: int, query_loader, k: int, queries_in_index: bool = True
+) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """One index shard (``index`` over ``vectors``, global rows from ``index_offset``)
     against every query block ``query_loader()`` yields as (first global id, vectors):
     per block, the exact top-k with global ids. With ``queries_in_index`` the query ids
@@ -221,7 +255,9 @@ def search_index_shard(index, vectors: np.ndarray, index_offset: int, query_load
     results = []
     for first, queries in query_loader():
         if queries_in_index:
-            local_self = np.arange(first, first + len(queries)) - index_offset  # a query's own row here, if it is here
+            local_self = (
+                np.arange(first, first + len(queries)) - index_offset
+            )  # a query's own row here, if it is here
         else:
             local_self = np.full(len(queries), -1)
         sims, ids = search_topk(index, vectors, queries, local_self, k, queries_in_index)
@@ -234,7 +270,9 @@ def empty_topk(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
 
 
-def merge_into(best: tuple[np.ndarray, np.ndarray], first: int, sims: np.ndarray, ids: np.ndarray, k: int) -> None:
+def merge_into(
+    best: tuple[np.ndarray, np.ndarray], first: int, sims: np.ndarray, ids: np.ndarray, k: int
+) -> None:
     """Fold one block's top-k into the running global top-k, in place."""
     rows = slice(first, first + len(sims))
     merged_sims, merged_ids = merge_topk([(best[0][rows], best[1][rows]), (sims, ids)], k)
@@ -266,7 +304,9 @@ def train_lists(sample: np.ndarray, nlist: int, seed: int = 0, niter: int = 10) 
     faiss = _faiss()
     sample = np.ascontiguousarray(sample, dtype=np.float32)
     nlist = max(1, min(nlist, len(sample) // 39 or 1))
-    kmeans = faiss.Kmeans(sample.shape[1], nlist, niter=niter, spherical=True, seed=seed, max_points_per_centroid=len(sample))
+    kmeans = faiss.Kmeans(
+        sample.shape[1], nlist, niter=niter, spherical=True, seed=seed, max_points_per_centroid=len(sample)
+    )
     kmeans.train(sample)
     return kmeans.centroids
 
@@ -313,7 +353,9 @@ class ListedVectors:
     def probe(self, vectors: np.ndarray, nprobe: int) -> np.ndarray:
         """Each vector's ``nprobe`` nearest lists, nearest first (n x nprobe), from the
         index's own quantizer."""
-        _, probes = self.quantizer.search(np.ascontiguousarray(vectors, dtype=np.float32), min(nprobe, self.nlist))
+        _, probes = self.quantizer.search(
+            np.ascontiguousarray(vectors, dtype=np.float32), min(nprobe, self.nlist)
+        )
         return probes
 
     def gather(self, ids: np.ndarray, home: np.ndarray) -> np.ndarray:
@@ -332,7 +374,14 @@ class ListedVectors:
         return out
 
 
-def blocked_ivf_knn(listed: ListedVectors, probes: np.ndarray, k: int, query_vectors=None, query_ids: np.ndarray | None = None, max_block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def blocked_ivf_knn(
+    listed: ListedVectors,
+    probes: np.ndarray,
+    k: int,
+    query_vectors=None,
+    query_ids: np.ndarray | None = None,
+    max_block: int = 4096,
+) -> tuple[np.ndarray, np.ndarray]:
     """Each query's k nearest vectors among the members of its probed lists, never
     itself: (similarities, global ids), one row per row of ``probes``, best first, ties by
     smaller id, -inf / -1 where fewer than k candidates exist. One GEMM per (list, block
@@ -368,14 +417,24 @@ def blocked_ivf_knn(listed: ListedVectors, probes: np.ndarray, k: int, query_vec
     return best
 
 
-def top_k_of_list(scores: np.ndarray, member_ids: np.ndarray, members: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_k_of_list(
+    scores: np.ndarray, member_ids: np.ndarray, members: np.ndarray, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Each query's best k members of one list under the rule, from the list's float32
     matrix product ``scores`` (queries x members, -inf for a query's own row)."""
     ids = np.broadcast_to(member_ids, scores.shape)
     return rules.top_k_rescored(scores, ids, lambda rows, cols: members[cols], queries, k)
 
 
-def list_vectors(load_shard, rows: list[int], nlist: int, nprobe: int, first_id: int = 0, train_size: int = 65_536, seed: int = 0):
+def list_vectors(
+    load_shard,
+    rows: list[int],
+    nlist: int,
+    nprobe: int,
+    first_id: int = 0,
+    train_size: int = 65_536,
+    seed: int = 0,
+):
     """Train IVF lists on a sample of every shard, then stream the shards into them.
 
     ``load_shard(i)`` returns shard i's vectors (rows[i] x d); shards are read three
@@ -406,14 +465,26 @@ def list_vectors(load_shard, rows: list[int], nlist: int, nprobe: int, first_id:
     return listed, probes, centroids
 
 
-def ivf_knn(load_shard, rows: list[int], d: int, k: int, nlist: int, nprobe: int = 2, train_size: int = 65_536, seed: int = 0, phase=None):
+def ivf_knn(
+    load_shard,
+    rows: list[int],
+    d: int,
+    k: int,
+    nlist: int,
+    nprobe: int = 2,
+    train_size: int = 65_536,
+    seed: int = 0,
+    phase=None,
+):
     """All-pairs kNN over feature shards with IVF lists searched blockwise (see
     list_vectors). ``phase(name)``, a context manager, times "index" (train, probe, list)
     and "knn". Returns (sims, ids, listed, centroids). With nprobe equal to the list
     count the result is the exact kNN."""
     phase = phase or (lambda name: contextlib.nullcontext())
     with phase("index"):
-        listed, probes, centroids = list_vectors(load_shard, rows, nlist, nprobe, train_size=train_size, seed=seed)
+        listed, probes, centroids = list_vectors(
+            load_shard, rows, nlist, nprobe, train_size=train_size, seed=seed
+        )
     with phase("knn"):
         sims, ids = blocked_ivf_knn(listed, probes, k)
     return sims, ids, listed, centroids
@@ -438,7 +509,15 @@ def route(vectors: np.ndarray, centroids: np.ndarray, nprobe: int) -> np.ndarray
     return probes.astype(np.int64)
 
 
-def score_lists(ids: np.ndarray, lists: np.ndarray, is_member: np.ndarray, vectors: np.ndarray, k: int, is_query: np.ndarray | None = None, max_block: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def score_lists(
+    ids: np.ndarray,
+    lists: np.ndarray,
+    is_member: np.ndarray,
+    vectors: np.ndarray,
+    k: int,
+    is_query: np.ndarray | None = None,
+    max_block: int = 4096,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidates of one group of lists: every routed entry (global id, list, whether the
     list is its home, vector) is a query of its list (unless ``is_query`` says not: the
     saved members searched by test vectors) and, when at home, a member. Per query and
@@ -446,7 +525,13 @@ def score_lists(ids: np.ndarray, lists: np.ndarray, is_member: np.ndarray, vecto
     similarity) arrays."""
     is_query = np.ones(len(ids), dtype=bool) if is_query is None else is_query
     order = np.argsort(lists, kind="stable")
-    ids, lists, is_member, is_query, vectors = ids[order], lists[order], is_member[order], is_query[order], vectors[order]
+    ids, lists, is_member, is_query, vectors = (
+        ids[order],
+        lists[order],
+        is_member[order],
+        is_query[order],
+        vectors[order],
+    )
     bounds = np.flatnonzero(np.diff(lists)) + 1
     found_q, found_c, found_s = [], [], []
     for entries in np.split(np.arange(len(ids)), bounds):
@@ -470,7 +555,9 @@ def score_lists(ids: np.ndarray, lists: np.ndarray, is_member: np.ndarray, vecto
     return np.concatenate(found_q), np.concatenate(found_c), np.concatenate(found_s)
 
 
-def merge_candidates(query: np.ndarray, candidate: np.ndarray, sim: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def merge_candidates(
+    query: np.ndarray, candidate: np.ndarray, sim: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each query's best k candidates (ties by smaller id), as edges (src, dst,
     similarity) sorted by src, best first. A candidate reaches a query at most once: it
     is a member of one list only (routed) or of one index shard only (exact)."""

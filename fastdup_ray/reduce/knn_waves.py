@@ -47,7 +47,9 @@ def sample_task(plan: ReducePlan, number: int, share: float, block: int = 64) ->
     rows spread evenly over it (a few byte ranges, not the whole partition)."""
     part = plan.partitions[number]
     wanted = max(1, round(share * (part.stop - part.first)))
-    starts = np.unique(np.linspace(0, max(0, part.stop - part.first - block), max(1, -(-wanted // block))).astype(np.int64))
+    starts = np.unique(
+        np.linspace(0, max(0, part.stop - part.first - block), max(1, -(-wanted // block))).astype(np.int64)
+    )
     row_bytes = plan.d * 4
     arrays, offset = [], 0
     for prefix, start, stop in part.pieces:
@@ -108,7 +110,9 @@ def score_task(plan: ReducePlan, bucket: int) -> int:
     ids, lists, member = ids_of(entries, "id"), ids_of(entries, "list"), entries["member"].to_numpy()
     vectors = entries["vector"].to_numpy() if entries.height else np.zeros((0, plan.d), dtype=np.float32)
     query, candidate, sim = score_lists(ids, lists, member, vectors, plan.k)
-    candidate_inbox(plan).send(bucket, plan.partition_of(query), pl.DataFrame({"query": query, "candidate": candidate, "sim": sim}))
+    candidate_inbox(plan).send(
+        bucket, plan.partition_of(query), pl.DataFrame({"query": query, "candidate": candidate, "sim": sim})
+    )
     buffer = io.BytesIO()
     entries.filter(pl.col("member")).drop("member").write_ipc(buffer)
     plan.work.sub(ROUTED_INDEX_DIR).write_bytes(f"bucket-{bucket:05d}.arrow", buffer.getvalue())
@@ -129,7 +133,9 @@ def exact_shard_task(plan: ReducePlan, group: tuple[int, ...]) -> int:
     for first, sims, ids in search_index_shard(index, vectors, parts[0].first, queries, plan.k):
         query = np.repeat(np.arange(first, first + len(ids), dtype=np.int64), ids.shape[1])
         valid = ids.ravel() >= 0
-        frame = pl.DataFrame({"query": query[valid], "candidate": ids.ravel()[valid], "sim": sims.ravel()[valid]})
+        frame = pl.DataFrame(
+            {"query": query[valid], "candidate": ids.ravel()[valid], "sim": sims.ravel()[valid]}
+        )
         # Each block is one query partition: one file per (index shard, query partition).
         candidate_inbox(plan).send(group[0], plan.partition_of(frame["query"].to_numpy()), frame)
         sent += frame.height
@@ -139,7 +145,9 @@ def exact_shard_task(plan: ReducePlan, group: tuple[int, ...]) -> int:
 # --- Run modes 3 and 4: test vectors against the routed index --------------------------------
 
 
-def search_routed_index(work: WorkDir, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def search_routed_index(
+    work: WorkDir, queries: np.ndarray, k: int, nprobe: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Edges (query row, train row, similarity) from each test vector to its k nearest
     train vectors among the members of the lists it probes, one saved bucket of lists
     in memory at a time."""
@@ -162,7 +170,9 @@ def search_routed_index(work: WorkDir, queries: np.ndarray, k: int, nprobe: int)
         ids = np.concatenate([query_ids[rows], ids_of(members, "id")])
         vectors = np.concatenate([queries[rows], members["vector"].to_numpy()])
         is_member = np.r_[np.zeros(len(rows), dtype=bool), np.ones(members.height, dtype=bool)]
-        query, candidate, sim = score_lists(ids, np.concatenate([probes[wanted], lists]), is_member, vectors, k, is_query=~is_member)
+        query, candidate, sim = score_lists(
+            ids, np.concatenate([probes[wanted], lists]), is_member, vectors, k, is_query=~is_member
+        )
         found.append((-1 - query, candidate, sim))
     if not found or width == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)

@@ -22,7 +22,9 @@ ODD_ASPECT = 3.0  # longer side over shorter side above this: odd aspect ratio
 GRAYSCALE_SPREAD = 1.0  # mean difference between colour channels below this: greyscale
 
 
-def unique_pairs(src: np.ndarray, dst: np.ndarray, sim: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def unique_pairs(
+    src: np.ndarray, dst: np.ndarray, sim: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Undirected edges once each (a < b): i->j and j->i from kNN collapse into one pair.
 
     Similarities are clipped to [0, 1], the range fastdup's ``distance`` column uses.
@@ -61,7 +63,9 @@ def exact_pairs(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return leader[copy].astype(np.int64), order[copy].astype(np.int64)
 
 
-def pairs_with_exact(src: np.ndarray, dst: np.ndarray, sim: np.ndarray, hashes=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def pairs_with_exact(
+    src: np.ndarray, dst: np.ndarray, sim: np.ndarray, hashes=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """unique_pairs of the kNN edges plus every exact-copy pair (exact_pairs), with an
     ``exact`` flag; an exact pair's similarity is 1.0 exactly. ``hashes``: each row's
     content hash, or None when the rows have none (users' own features)."""
@@ -70,39 +74,66 @@ def pairs_with_exact(src: np.ndarray, dst: np.ndarray, sim: np.ndarray, hashes=N
         return a, b, sim, np.zeros(len(a), dtype=bool)
     groups = content_groups(hashes)
     extra_a, extra_b = exact_pairs(groups)
-    a, b, sim = unique_pairs(np.concatenate([src, extra_a]), np.concatenate([dst, extra_b]), np.concatenate([sim, np.ones(len(extra_a), dtype=np.float32)]))
+    a, b, sim = unique_pairs(
+        np.concatenate([src, extra_a]),
+        np.concatenate([dst, extra_b]),
+        np.concatenate([sim, np.ones(len(extra_a), dtype=np.float32)]),
+    )
     exact = (groups[a] >= 0) & (groups[a] == groups[b])
     sim[exact] = 1.0
     return a, b, sim, exact
 
 
-def cross_table(from_names: list[str], to_names: list[str], src: np.ndarray, dst: np.ndarray, sim: np.ndarray) -> pl.DataFrame:
+def cross_table(
+    from_names: list[str], to_names: list[str], src: np.ndarray, dst: np.ndarray, sim: np.ndarray
+) -> pl.DataFrame:
     """``from,to,distance`` where from and to index two different name lists (test -> train).
     A row from an image to itself (a test image that is also a train image) is left out."""
     table = pl.DataFrame(
         {
-            "from": pl.Series(from_names, dtype=pl.String).gather(src) if len(src) else pl.Series([], dtype=pl.String),
-            "to": pl.Series(to_names, dtype=pl.String).gather(dst) if len(dst) else pl.Series([], dtype=pl.String),
+            "from": pl.Series(from_names, dtype=pl.String).gather(src)
+            if len(src)
+            else pl.Series([], dtype=pl.String),
+            "to": pl.Series(to_names, dtype=pl.String).gather(dst)
+            if len(dst)
+            else pl.Series([], dtype=pl.String),
             "distance": rules.csv_values(sim),
         }
     )
     return table.filter(pl.col("from") != pl.col("to"))
 
 
-def similarity_table(filenames: list[str], a: np.ndarray, b: np.ndarray, sim: np.ndarray, threshold: float, to_names: list[str] | None = None, exact: np.ndarray | None = None) -> pl.DataFrame:
+def similarity_table(
+    filenames: list[str],
+    a: np.ndarray,
+    b: np.ndarray,
+    sim: np.ndarray,
+    threshold: float,
+    to_names: list[str] | None = None,
+    exact: np.ndarray | None = None,
+) -> pl.DataFrame:
     """Pairs with similarity >= threshold, most similar first (``from,to,distance``, then
     ``exact`` when given: true for byte-identical files). ``to_names`` names ``b`` when it
     indexes another list (test -> train)."""
     keep = rules.at_least(sim, threshold)
     a, b, sim = a[keep], b[keep], sim[keep]
     order = np.lexsort((b, a, -sim))  # the rule book's order: similarity, then row ids
-    table = cross_table(filenames, filenames if to_names is None else to_names, a[order], b[order], sim[order])
+    table = cross_table(
+        filenames, filenames if to_names is None else to_names, a[order], b[order], sim[order]
+    )
     if exact is not None:
         table = table.with_columns(pl.Series("exact", exact[keep][order], dtype=pl.Boolean))
     return table
 
 
-def outliers_table(filenames: list[str], src: np.ndarray, dst: np.ndarray, sim: np.ndarray, lower_threshold: float, to_names: list[str] | None = None) -> pl.DataFrame:
+def outliers_table(
+    filenames: list[str],
+    src: np.ndarray,
+    dst: np.ndarray,
+    sim: np.ndarray,
+    lower_threshold: float,
+    to_names: list[str] | None = None,
+) -> pl.DataFrame:
     """Images far from everything: those whose *nearest* neighbour is least similar, one
     row per image (``from`` the image, ``to`` that nearest neighbour), so an image with a
     close copy is never an outlier.
@@ -125,10 +156,14 @@ def outliers_table(filenames: list[str], src: np.ndarray, dst: np.ndarray, sim: 
     lowest = np.lexsort((src, sim))[:count]
     src, dst, sim = src[lowest], dst[lowest], sim[lowest]
     order = np.lexsort((src, -sim))
-    return cross_table(filenames, filenames if to_names is None else to_names, src[order], dst[order], sim[order])
+    return cross_table(
+        filenames, filenames if to_names is None else to_names, src[order], dst[order], sim[order]
+    )
 
 
-def component_tables(labels: np.ndarray, rank: np.ndarray, delta: np.ndarray, filenames: list[str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+def component_tables(
+    labels: np.ndarray, rank: np.ndarray, delta: np.ndarray, filenames: list[str] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(connected_components, component_info).
 
     connected_components: ``__id,component_id,pagerank,delta`` (then ``filename`` when
@@ -149,7 +184,9 @@ def component_tables(labels: np.ndarray, rank: np.ndarray, delta: np.ndarray, fi
         components = components.with_columns(pl.Series("filename", filenames, dtype=pl.String))
     ids, counts = np.unique(labels, return_counts=True)
     order = np.lexsort((ids, -counts))
-    info = pl.DataFrame({"component_id": ids[order].astype(np.int64), "Count": counts[order].astype(np.int64)})
+    info = pl.DataFrame(
+        {"component_id": ids[order].astype(np.int64), "Count": counts[order].astype(np.int64)}
+    )
     return components, info
 
 

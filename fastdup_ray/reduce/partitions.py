@@ -91,7 +91,9 @@ class ReducePlan:
 
 # Exchanges and their columns.
 def route_inbox(plan: ReducePlan) -> Exchange:
-    return plan.exchange("route", id=pl.Int64, list=pl.Int64, member=pl.Boolean, vector=pl.Array(pl.Float32, plan.d))
+    return plan.exchange(
+        "route", id=pl.Int64, list=pl.Int64, member=pl.Boolean, vector=pl.Array(pl.Float32, plan.d)
+    )
 
 
 def candidate_inbox(plan: ReducePlan) -> Exchange:
@@ -105,14 +107,18 @@ def partition_vectors(plan: ReducePlan, part: Partition) -> np.ndarray:
     """Unit vectors of a partition's rows, read by byte range from each shard."""
     row_bytes = plan.d * 4
     arrays = [
-        np.frombuffer(plan.work.read_range(shard_names(prefix)[0], start * row_bytes, stop * row_bytes), dtype="<f4").reshape(stop - start, plan.d)
+        np.frombuffer(
+            plan.work.read_range(shard_names(prefix)[0], start * row_bytes, stop * row_bytes), dtype="<f4"
+        ).reshape(stop - start, plan.d)
         for prefix, start, stop in part.pieces
     ]
     return unit_rows(np.concatenate(arrays)) if arrays else np.zeros((0, plan.d), dtype=np.float32)
 
 
 def partition_names(plan: ReducePlan, part: Partition) -> list[str]:
-    return [name for prefix, start, stop in part.pieces for name in load_names(plan.work, [prefix])[start:stop]]
+    return [
+        name for prefix, start, stop in part.pieces for name in load_names(plan.work, [prefix])[start:stop]
+    ]
 
 
 def partition_stats(plan: ReducePlan, part: Partition) -> pl.DataFrame | None:

@@ -84,7 +84,9 @@ def best_first(sims: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, n
     return np.take_along_axis(sims, order, axis=1).astype(np.float32), np.take_along_axis(ids, order, axis=1)
 
 
-def top_k_rescored(approx: np.ndarray, ids: np.ndarray, vectors_of, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_k_rescored(
+    approx: np.ndarray, ids: np.ndarray, vectors_of, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The rule's top-k of each row from float32 scores of its candidates.
 
     ``approx`` (m x c): float32 scores, -inf where a candidate is unusable (missing, the
@@ -117,7 +119,11 @@ def top_k_rescored(approx: np.ndarray, ids: np.ndarray, vectors_of, queries: np.
         kth = kth[rows]
         window = approx[rows] >= (kth - FLOAT32_SLACK)[:, None]
         size = int(window.sum(axis=1).max())
-        cols = np.argpartition(-np.where(window, approx[rows], -np.inf), size - 1, axis=1)[:, :size] if size < c else np.broadcast_to(np.arange(c), (len(rows), c))
+        cols = (
+            np.argpartition(-np.where(window, approx[rows], -np.inf), size - 1, axis=1)[:, :size]
+            if size < c
+            else np.broadcast_to(np.arange(c), (len(rows), c))
+        )
         groups.append((rows, cols))
     for rows, cols in groups:
         _rescore_rows(approx, ids, vectors_of, queries, k, rows, cols, out_sims, out_ids)
@@ -144,4 +150,7 @@ def may_hide_more(approx_last: np.ndarray, kth_sims: np.ndarray) -> np.ndarray:
     """For a search that returned only its best candidates: whether a candidate it left
     out (float32 score at most ``approx_last``) could still tie or beat the rule's k-th
     similarity ``kth_sims`` (-inf while fewer than k were found)."""
-    return ~np.isfinite(kth_sims) | (approx_last.astype(np.float64) + FLOAT32_SLACK >= kth_sims.astype(np.float64) - 10.0**-SIMILARITY_DECIMALS)
+    return ~np.isfinite(kth_sims) | (
+        approx_last.astype(np.float64) + FLOAT32_SLACK
+        >= kth_sims.astype(np.float64) - 10.0**-SIMILARITY_DECIMALS
+    )

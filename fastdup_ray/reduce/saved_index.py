@@ -41,7 +41,9 @@ def save_index(index, work: WorkDir, name: str = INDEX_FILE) -> None:
 def remove_saved_index(work: WorkDir) -> None:
     """Drop the index an earlier run saved (single or sharded) before saving this run's."""
     for name in work.names():
-        if name in (INDEX_FILE, INDEX_MANIFEST) or (name.startswith("nnf.shard-") and name.endswith(".index")):
+        if name in (INDEX_FILE, INDEX_MANIFEST) or (
+            name.startswith("nnf.shard-") and name.endswith(".index")
+        ):
             work.remove(name)
     work.remove_tree(ROUTED_INDEX_DIR)
 
@@ -63,15 +65,23 @@ def saved_index_shards(work: WorkDir, prefixes: list[str], rows: list[int]) -> l
     if work.exists(INDEX_MANIFEST):
         manifest = json.loads(work.read_bytes(INDEX_MANIFEST))
         shards = manifest["shards"]
-        if manifest["ntotal"] != n or [p for s in shards for p in s["prefixes"]] != [p for p, r in zip(prefixes, rows) if r]:
-            raise InputError(f"{work.path(INDEX_MANIFEST)} indexes {manifest['ntotal']} vectors of other shards than work_dir's {n}; rerun run_mode 2")
+        if manifest["ntotal"] != n or [p for s in shards for p in s["prefixes"]] != [
+            p for p, r in zip(prefixes, rows) if r
+        ]:
+            raise InputError(
+                f"{work.path(INDEX_MANIFEST)} indexes {manifest['ntotal']} vectors of other shards than work_dir's {n}; rerun run_mode 2"
+            )
         return shards
     if not work.exists(INDEX_FILE):
-        raise InputError(f"this run mode needs {work.path(INDEX_FILE)} (or a distributed run's {ROUTED_INDEX_DIR}/ or {INDEX_MANIFEST}): run mode 0 or 2 on the train set first")
+        raise InputError(
+            f"this run mode needs {work.path(INDEX_FILE)} (or a distributed run's {ROUTED_INDEX_DIR}/ or {INDEX_MANIFEST}): run mode 0 or 2 on the train set first"
+        )
     return [{"file": INDEX_FILE, "first": 0, "rows": n, "prefixes": list(prefixes)}]
 
 
-def search_saved_index(work: WorkDir, prefixes: list[str], d: int, queries: np.ndarray, k: int, nprobe: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def search_saved_index(
+    work: WorkDir, prefixes: list[str], d: int, queries: np.ndarray, k: int, nprobe: int = 2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Edges (query row, train row, similarity) from each query to its k nearest vectors
     in the saved index, one index shard (or bucket of routed lists, each query meeting
     only the lists it probes) in memory at a time."""
@@ -88,8 +98,12 @@ def search_saved_index(work: WorkDir, prefixes: list[str], d: int, queries: np.n
         else:
             index = faiss.read_index(work.local_copy(shard["file"]))
         if index.ntotal != shard["rows"]:
-            raise InputError(f"{work.path(shard['file'])} holds {index.ntotal} vectors, not the {shard['rows']} of its feature shards; rerun run_mode 2")
-        for first, sims, ids in search_index_shard(index, vectors, shard["first"], lambda: [(0, queries)], k, queries_in_index=False):
+            raise InputError(
+                f"{work.path(shard['file'])} holds {index.ntotal} vectors, not the {shard['rows']} of its feature shards; rerun run_mode 2"
+            )
+        for first, sims, ids in search_index_shard(
+            index, vectors, shard["first"], lambda: [(0, queries)], k, queries_in_index=False
+        ):
             merge_into(best, first, sims, ids, k)
     src, dst, sim = topk_edges(*best)
     return src, dst, np.clip(sim, 0.0, 1.0)

@@ -94,7 +94,16 @@ def routed_lists(spec: str, n: int, rows_per_list: int = 1000) -> int:
     return int(match.group(1)) if match else max(1, n // rows_per_list)
 
 
-def reduce_distributed(config: RunConfig, work: WorkDir, prefixes: list[str], rows: list[int], d: int, summary: RunSummary, engines: EngineSlot, spec: str) -> None:
+def reduce_distributed(
+    config: RunConfig,
+    work: WorkDir,
+    prefixes: list[str],
+    rows: list[int],
+    d: int,
+    summary: RunSummary,
+    engines: EngineSlot,
+    spec: str,
+) -> None:
     """The reduce as waves of tasks on the run's engine (distributed.py); the
     driver keeps the per-shard plan only."""
     n = sum(rows)
@@ -113,12 +122,28 @@ def reduce_distributed(config: RunConfig, work: WorkDir, prefixes: list[str], ro
         has_hashes=rows_have_hashes(work, prefixes, rows),
     )
     engine = engines.get()
-    log.info("distributed reduce of %d vectors in %d partitions on the %s engine (%s)", n, len(plan.partitions), engine.name, "exact" if plan.spec == "Flat" else f"{nlist} lists, nprobe {config.nprobe}")
+    log.info(
+        "distributed reduce of %d vectors in %d partitions on the %s engine (%s)",
+        n,
+        len(plan.partitions),
+        engine.name,
+        "exact" if plan.spec == "Flat" else f"{nlist} lists, nprobe {config.nprobe}",
+    )
     remove_saved_index(work)
-    counts = reduce_in_waves(engine, plan, config.lower_threshold, config.csv_row_limit, phase=lambda name: stage_timer(summary, name))
+    counts = reduce_in_waves(
+        engine,
+        plan,
+        config.lower_threshold,
+        config.csv_row_limit,
+        phase=lambda name: stage_timer(summary, name),
+    )
     if plan.spec == "Flat":
         offsets = np.cumsum([0] + rows)
-        shards = [{"file": None, "first": int(offsets[i]), "rows": r, "prefixes": [p]} for i, (p, r) in enumerate(zip(prefixes, rows)) if r]
+        shards = [
+            {"file": None, "first": int(offsets[i]), "rows": r, "prefixes": [p]}
+            for i, (p, r) in enumerate(zip(prefixes, rows))
+            if r
+        ]
         write_index_manifest(work, "Flat", d, shards)
     # A task writes the merged bad list, so its rows pass through no driver memory either.
     list(engine.map(partial(write_merged_bad_list, work), [prefixes]))
@@ -126,7 +151,14 @@ def reduce_distributed(config: RunConfig, work: WorkDir, prefixes: list[str], ro
         setattr(summary, name, value)
 
 
-def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary: RunSummary, engines: EngineSlot, compute: str) -> None:
+def reduce_shards(
+    config: RunConfig,
+    work: WorkDir,
+    prefixes: list[str],
+    summary: RunSummary,
+    engines: EngineSlot,
+    compute: str,
+) -> None:
     """kNN over the given shards (in order), then every output table."""
     # One read of each marker serves d and the rows per shard.
     markers = [read_marker(work, p) or {} for p in prefixes]
@@ -144,7 +176,15 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
         with stage_timer(summary, "load"):
             filenames = load_names(work, prefixes)
         n = len(filenames)
-        sims, ids, listed, _ = ivf_knn(lambda i: load_shards(work, [prefixes[i]], d, normalize=True)[1], rows, d, k, ivf_flat_lists(spec), config.nprobe, phase=lambda name: stage_timer(summary, name))
+        sims, ids, listed, _ = ivf_knn(
+            lambda i: load_shards(work, [prefixes[i]], d, normalize=True)[1],
+            rows,
+            d,
+            k,
+            ivf_flat_lists(spec),
+            config.nprobe,
+            phase=lambda name: stage_timer(summary, name),
+        )
         with stage_timer(summary, "save_index"):
             remove_saved_index(work)
             save_index(listed.index, work)
@@ -167,7 +207,9 @@ def reduce_shards(config: RunConfig, work: WorkDir, prefixes: list[str], summary
                 knn_sim = np.zeros(0, dtype=np.float32)
     with stage_timer(summary, "pairs"):
         stats = run_stats(work, prefixes, n)
-        hashes = stats["hash"].fill_null("").to_numpy() if stats is not None and "hash" in stats.columns else None
+        hashes = (
+            stats["hash"].fill_null("").to_numpy() if stats is not None and "hash" in stats.columns else None
+        )
         a, b, sim, exact = outputs.pairs_with_exact(src, dst, knn_sim, hashes)
     with stage_timer(summary, "components"):
         joined = rules.at_least(sim, rules.joined_threshold(config.threshold, config.ccthreshold))

@@ -37,7 +37,9 @@ def open_tables(data, kind: str, work_dir, annotations, param: str = "work_dir")
         return frames.frame_tables(data, kind, work_dir, labels, param)
     location = data if data is not None else work_dir
     if location is None:
-        raise ConfigError(f"a gallery needs a run: a work dir, one of its tables or a DataFrame first, or {param}=")
+        raise ConfigError(
+            f"a gallery needs a run: a work dir, one of its tables or a DataFrame first, or {param}="
+        )
     return RunTables(location, labels)
 
 

@@ -13,11 +13,21 @@ COMPONENT_INFO_FILE = "component_info.csv"
 CONNECTED_COMPONENTS_FILE = "connected_components.csv"
 STATS_FILE = "stats.csv"
 STATS_PARQUET = "stats.parquet"
-OUTPUT_FILES = (SIMILARITY_FILE, OUTLIERS_FILE, COMPONENT_INFO_FILE, CONNECTED_COMPONENTS_FILE, STATS_FILE, STATS_PARQUET)
+OUTPUT_FILES = (
+    SIMILARITY_FILE,
+    OUTLIERS_FILE,
+    COMPONENT_INFO_FILE,
+    CONNECTED_COMPONENTS_FILE,
+    STATS_FILE,
+    STATS_PARQUET,
+)
 # At scale the workers write each table as Parquet parts in a folder of the table's name
 # (similarity/part-00000.parquet, ...), same columns as the CSV; the CSV is then written
 # from the parts only below csv_row_limit rows. results.py reads either form.
-TABLE_PARTS = {name: name.removesuffix(".csv") for name in (SIMILARITY_FILE, OUTLIERS_FILE, COMPONENT_INFO_FILE, CONNECTED_COMPONENTS_FILE, STATS_FILE)}
+TABLE_PARTS = {
+    name: name.removesuffix(".csv")
+    for name in (SIMILARITY_FILE, OUTLIERS_FILE, COMPONENT_INFO_FILE, CONNECTED_COMPONENTS_FILE, STATS_FILE)
+}
 # Columns of the similarity parts beyond the CSV's: the row ids that order ties
 # (rules.SIMILARITY_ORDER); readers and the CSV leave them out.
 PART_ORDER_COLUMNS = ("from_id", "to_id")

@@ -27,9 +27,14 @@ _STATS = {
     "__id": pl.Int64,
     "filename": pl.String,
     "hash": pl.String,
-    **{name: pl.Float64 for name in ("width", "height", "file_size", "blur", "unique_colors", "color_spread")},
+    **{
+        name: pl.Float64 for name in ("width", "height", "file_size", "blur", "unique_colors", "color_spread")
+    },
     **{name: pl.Float64 for name in ("mean", "min", "max", "std")},
-    **{f"is_{flag}": pl.Boolean for flag in ("dark", "bright", "blurry", "low_information", "odd_aspect_ratio")},
+    **{
+        f"is_{flag}": pl.Boolean
+        for flag in ("dark", "bright", "blurry", "low_information", "odd_aspect_ratio")
+    },
     "is_grayscale": pl.Boolean,
 }
 TABLE_TYPES = {
@@ -62,7 +67,9 @@ def column_types(name: str) -> dict[str, pl.DataType]:
 def typed(table: pl.DataFrame, types: dict[str, pl.DataType] = COLUMN_TYPES) -> pl.DataFrame:
     """``table`` with its columns named in ``types`` in those types, however it was read."""
     schema = table.schema
-    wrong = [pl.col(name).cast(kind) for name, kind in types.items() if name in schema and schema[name] != kind]
+    wrong = [
+        pl.col(name).cast(kind) for name, kind in types.items() if name in schema and schema[name] != kind
+    ]
     return table.with_columns(wrong) if wrong else table
 
 
@@ -75,7 +82,11 @@ def part_names(work: WorkDir | str, folder: str) -> list[str]:
     work = _work(work)
     if not work.exists(folder):
         return []
-    return [f"{folder}/{part}" for part in work.sub(folder).names() if part.startswith("part-") and part.endswith(".parquet")]
+    return [
+        f"{folder}/{part}"
+        for part in work.sub(folder).names()
+        if part.startswith("part-") and part.endswith(".parquet")
+    ]
 
 
 def table_parts(work: WorkDir | str, name: str) -> list[str]:
@@ -91,7 +102,9 @@ def has_table(work: WorkDir | str, name: str) -> bool:
 
 
 def _missing(work: WorkDir, name: str) -> InputError:
-    return InputError(f"{work.path(name)} is missing: run fastdup-ray on this work dir first (run_mode 0 or 2)")
+    return InputError(
+        f"{work.path(name)} is missing: run fastdup-ray on this work dir first (run_mode 0 or 2)"
+    )
 
 
 def _checked(table: pl.DataFrame, where: str, columns: Sequence[str]) -> pl.DataFrame:

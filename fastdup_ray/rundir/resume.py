@@ -22,7 +22,13 @@ class ResumePlan:
     stale: list[str]  # shards to remove before extraction
 
 
-def plan_resume(units: list[WorkUnit], markers: dict[str, dict], complete: set[str], whole_run: bool, keep: frozenset[str] = frozenset()) -> ResumePlan:
+def plan_resume(
+    units: list[WorkUnit],
+    markers: dict[str, dict],
+    complete: set[str],
+    whole_run: bool,
+    keep: frozenset[str] = frozenset(),
+) -> ResumePlan:
     """Compare the planned units with the shards already in work_dir (``markers`` of every
     shard with a marker, ``complete`` those whose files check out). ``keep`` names shards
     that are not cut from inputs (the listing's bad list) and are never stale."""
@@ -70,10 +76,14 @@ def check_no_overlap(markers: dict[str, dict]) -> None:
     spans = sorted((span, prefix) for prefix, marker in markers.items() if (span := _span(marker)))
     for (previous, before), (current, prefix) in zip(spans, spans[1:]):
         if current[0] <= previous[1]:
-            raise InputError(f"shards {before!r} and {prefix!r} hold some of the same inputs (made by overlapping min_offset/max_offset slices); remove one of them, or rerun with overwrite=True")
+            raise InputError(
+                f"shards {before!r} and {prefix!r} hold some of the same inputs (made by overlapping min_offset/max_offset slices); remove one of them, or rerun with overwrite=True"
+            )
     archives: dict[str, str] = {}
     for prefix, marker in markers.items():
         if marker.get("kind") == "archive":
             other = archives.setdefault(marker.get("first", ""), prefix)
             if other != prefix:
-                raise InputError(f"shards {other!r} and {prefix!r} were both made from {marker['first']}; remove one of them, or rerun with overwrite=True")
+                raise InputError(
+                    f"shards {other!r} and {prefix!r} were both made from {marker['first']}; remove one of them, or rerun with overwrite=True"
+                )

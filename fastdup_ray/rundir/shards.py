@@ -38,7 +38,14 @@ STATS_FILE = "features.stats.csv"
 THUMBNAILS_FILE = "features.thumbnails.parquet"
 # Every file a shard may have, after its prefix, the marker first: what removing a stale
 # shard removes, in that order, so a half-removed shard never looks finished.
-SHARD_SUFFIXES = (DONE_FILE, FEATURES_FILE, f"{FEATURES_FILE}{NAMES_SUFFIX}", BAD_FILE, STATS_FILE, THUMBNAILS_FILE)
+SHARD_SUFFIXES = (
+    DONE_FILE,
+    FEATURES_FILE,
+    f"{FEATURES_FILE}{NAMES_SUFFIX}",
+    BAD_FILE,
+    STATS_FILE,
+    THUMBNAILS_FILE,
+)
 
 
 def shard_names(prefix: str = "") -> tuple[str, str, str, str]:
@@ -82,7 +89,13 @@ class FeatureShardWriter:
     def final_paths(self) -> tuple[Path, Path, Path]:
         return shard_paths(self.work.location, self.prefix)
 
-    def add_good(self, filenames: list[str], vectors: np.ndarray, stats: dict[str, np.ndarray] | None = None, thumbnails: list[bytes] | None = None) -> None:
+    def add_good(
+        self,
+        filenames: list[str],
+        vectors: np.ndarray,
+        stats: dict[str, np.ndarray] | None = None,
+        thumbnails: list[bytes] | None = None,
+    ) -> None:
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
         if vectors.shape != (len(filenames), self.d):
             raise ValueError(f"expected {len(filenames)} x {self.d} vectors, got {vectors.shape}")
@@ -106,7 +119,13 @@ class FeatureShardWriter:
         import pyarrow.parquet as pq
 
         # Row i of the thumbnails file is row good+i of the shard, so the row is the key.
-        table = pa.table({"row": pa.array(range(self.good, self.good + len(filenames)), pa.int64()), "filename": pa.array(filenames, pa.string()), "thumbnail": pa.array(thumbnails, pa.binary())})
+        table = pa.table(
+            {
+                "row": pa.array(range(self.good, self.good + len(filenames)), pa.int64()),
+                "filename": pa.array(filenames, pa.string()),
+                "thumbnail": pa.array(thumbnails, pa.binary()),
+            }
+        )
         if self._thumbnails is None:
             self._thumbnails = pq.ParquetWriter(self._thumbnails_path, table.schema, compression="none")
         self._thumbnails.write_table(table)
@@ -187,7 +206,12 @@ def adopt_plain_features(work: WorkDir) -> list[str]:
     filenames, vectors = load_binary_features(work.local_copy(data))
     if not work.exists(bad):
         work.write_bytes(bad, b"filename,error\n")
-    work.write_bytes(shard_names("")[3], json.dumps({"good": len(filenames), "bad": 0, "d": int(vectors.shape[1]) if len(filenames) else 0}).encode())
+    work.write_bytes(
+        shard_names("")[3],
+        json.dumps(
+            {"good": len(filenames), "bad": 0, "d": int(vectors.shape[1]) if len(filenames) else 0}
+        ).encode(),
+    )
     return [""]
 
 
@@ -238,7 +262,9 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
 
 
-def load_shards(work: WorkDir, prefixes: list[str], d: int, normalize: bool = False) -> tuple[list[str], np.ndarray]:
+def load_shards(
+    work: WorkDir, prefixes: list[str], d: int, normalize: bool = False
+) -> tuple[list[str], np.ndarray]:
     """Names and vectors of the given shards, concatenated in the order given; with
     ``normalize`` each vector at unit length (what the reduce compares)."""
     names: list[str] = []
@@ -248,7 +274,9 @@ def load_shards(work: WorkDir, prefixes: list[str], d: int, normalize: bool = Fa
         shard_names_ = _read_names_csv(io.BytesIO(work.read_bytes(csv_name)))
         vectors = np.frombuffer(work.read_bytes(data), dtype="<f4")
         if vectors.size != len(shard_names_) * d:
-            raise InputError(f"{work.path(data)} holds {vectors.size * 4} bytes but {len(shard_names_)} names x d={d} x 4 bytes = {len(shard_names_) * d * 4}")
+            raise InputError(
+                f"{work.path(data)} holds {vectors.size * 4} bytes but {len(shard_names_)} names x d={d} x 4 bytes = {len(shard_names_) * d * 4}"
+            )
         names.extend(shard_names_)
         arrays.append(vectors.reshape(len(shard_names_), d))
     array = np.concatenate(arrays) if arrays else np.zeros((0, d), dtype=np.float32)
@@ -315,7 +343,11 @@ def load_thumbnails(work: WorkDir, prefixes: list[str], ids: list[int] | np.ndar
 
 def load_names(work: WorkDir, prefixes: list[str]) -> list[str]:
     """Row names of the given shards, concatenated in order (no vectors read)."""
-    return [name for prefix in prefixes for name in _read_names_csv(io.BytesIO(work.read_bytes(shard_names(prefix)[1])))]
+    return [
+        name
+        for prefix in prefixes
+        for name in _read_names_csv(io.BytesIO(work.read_bytes(shard_names(prefix)[1])))
+    ]
 
 
 def load_binary_features(path: str | Path, d: int | None = None) -> tuple[list[str], np.ndarray]:
@@ -333,9 +365,13 @@ def load_binary_features(path: str | Path, d: int | None = None) -> tuple[list[s
             if d is None:
                 d = read_marker(work, prefixes[0])["d"]
             return load_shards(work, prefixes, d)
-        candidates = [n for n in (FEATURES_FILE, "atrain_features.dat") if work.exists(n)]  # fastdup 0.x's name
+        candidates = [
+            n for n in (FEATURES_FILE, "atrain_features.dat") if work.exists(n)
+        ]  # fastdup 0.x's name
         if not candidates:
-            raise InputError(f"no features at {location}: expected {FEATURES_FILE} and {FEATURES_FILE}{NAMES_SUFFIX}")
+            raise InputError(
+                f"no features at {location}: expected {FEATURES_FILE} and {FEATURES_FILE}{NAMES_SUFFIX}"
+            )
         location = work.local_copy(candidates[0])
     data_path = Path(location)
     names_path = Path(f"{data_path}{NAMES_SUFFIX}")
@@ -348,7 +384,9 @@ def load_binary_features(path: str | Path, d: int | None = None) -> tuple[list[s
         if n == 0:
             return filenames, np.zeros((0, 0), dtype=np.float32)
         if size % (4 * n):
-            raise InputError(f"{data_path} holds {size} bytes, not a whole number of float32 rows for {n} names")
+            raise InputError(
+                f"{data_path} holds {size} bytes, not a whole number of float32 rows for {n} names"
+            )
         d = size // (4 * n)
     if size != n * d * 4:
         raise InputError(f"{data_path} holds {size} bytes but {n} names x d={d} x 4 bytes = {n * d * 4}")

@@ -68,13 +68,21 @@ class StorageOptions:
         """The botocore Config arguments every S3 client of the run is made with (checked
         here, so that a stray AWS variable never stops a run on local files)."""
         if self.retry_mode not in RETRY_MODES:
-            raise ConfigError(f"retry_mode (AWS_RETRY_MODE) must be one of {', '.join(RETRY_MODES)}, not {self.retry_mode!r}")
+            raise ConfigError(
+                f"retry_mode (AWS_RETRY_MODE) must be one of {', '.join(RETRY_MODES)}, not {self.retry_mode!r}"
+            )
         attempts = str(self.max_attempts)
         if not attempts.isdigit() or int(attempts) < 1:
-            raise ConfigError(f"max_attempts (AWS_MAX_ATTEMPTS) must be a whole number of at least 1, not {self.max_attempts!r}")
+            raise ConfigError(
+                f"max_attempts (AWS_MAX_ATTEMPTS) must be a whole number of at least 1, not {self.max_attempts!r}"
+            )
         # total_max_attempts counts the first attempt, as AWS_MAX_ATTEMPTS does (botocore's
         # max_attempts would count only the retries).
-        return {"retries": {"mode": self.retry_mode, "total_max_attempts": int(attempts)}, "connect_timeout": 10, "read_timeout": 60}
+        return {
+            "retries": {"mode": self.retry_mode, "total_max_attempts": int(attempts)},
+            "connect_timeout": 10,
+            "read_timeout": 60,
+        }
 
 
 def is_remote(location: str) -> bool:
@@ -104,10 +112,12 @@ def resolve(location: str, options: StorageOptions | None = None):
     try:
         import s3fs
     except ImportError:
-        raise MissingDependencyError("s3fs is needed for s3:// and minio:// paths: pip install s3fs") from None
+        raise MissingDependencyError(
+            "s3fs is needed for s3:// and minio:// paths: pip install s3fs"
+        ) from None
     endpoint, key, secret = options.endpoint_url, options.key, options.secret
     if location.startswith("minio://"):
-        host, _, path = location[len("minio://"):].partition("/")
+        host, _, path = location[len("minio://") :].partition("/")
         alias = _mc_alias(host)
         if alias:
             endpoint = endpoint or alias.get("url")
@@ -118,7 +128,7 @@ def resolve(location: str, options: StorageOptions | None = None):
         key = key or os.environ.get("MINIO_ACCESS_KEY")
         secret = secret or os.environ.get("MINIO_SECRET_KEY")
     else:
-        path = location[len("s3://"):]
+        path = location[len("s3://") :]
         endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     client_kwargs: dict[str, Any] = {}
     if endpoint:
@@ -139,7 +149,12 @@ def resolve(location: str, options: StorageOptions | None = None):
 def explain(location: str, exc: BaseException) -> InputError:
     """Turn a storage exception into an error that names the location and the cause."""
     text = str(exc)
-    if isinstance(exc, PermissionError) or "AccessDenied" in text or "Forbidden" in text or "InvalidAccessKeyId" in text:
+    if (
+        isinstance(exc, PermissionError)
+        or "AccessDenied" in text
+        or "Forbidden" in text
+        or "InvalidAccessKeyId" in text
+    ):
         return InputError(f"access denied to {location}: check the keys or the bucket policy")
     if isinstance(exc, FileNotFoundError) or "NoSuchBucket" in text:
         return InputError(f"{location} does not exist (no such bucket, prefix or file)")
@@ -156,7 +171,10 @@ def storage_unavailable(exc: BaseException) -> bool:
         if isinstance(exc, _network_errors()):
             return True
         response = getattr(exc, "response", None)  # botocore's ClientError: S3's answer
-        if isinstance(response, dict) and response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+        if (
+            isinstance(response, dict)
+            and response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
+        ):
             return True
         exc = exc.__cause__ or exc.__context__
     return False
@@ -169,8 +187,14 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     import aiohttp
     import botocore.exceptions
 
-    return (ConnectionError, TimeoutError, http.client.IncompleteRead, aiohttp.ClientError,
-            botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)
+    return (
+        ConnectionError,
+        TimeoutError,
+        http.client.IncompleteRead,
+        aiohttp.ClientError,
+        botocore.exceptions.ConnectionError,
+        botocore.exceptions.HTTPClientError,
+    )
 
 
 def read_bytes(location: str, options: StorageOptions | None = None) -> bytes:
@@ -189,7 +213,9 @@ def object_version(info: dict) -> str:
     return f"{info.get('size', '')}:{str(tag).strip(chr(34))}"
 
 
-def list_files_with_versions(location: str, options: StorageOptions | None = None, recursive: bool = True) -> dict[str, str]:
+def list_files_with_versions(
+    location: str, options: StorageOptions | None = None, recursive: bool = True
+) -> dict[str, str]:
     """Every file under a remote prefix (recursive, or directly in it), as full locations
     mapped to their version (object_version); or the location itself if it is a file."""
     fs, path = resolve(location, options)

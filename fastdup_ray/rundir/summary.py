@@ -32,9 +32,13 @@ class RunSummary:
         if self.shards > 1 or self.skipped_shards:
             lines.append(f"shards: {self.shards} ({self.skipped_shards} already finished, skipped)")
         if "knn" in self.seconds:
-            lines.append(f"similar pairs: {self.similar_pairs} in similarity.csv; outlier rows: {self.outlier_rows}")
+            lines.append(
+                f"similar pairs: {self.similar_pairs} in similarity.csv; outlier rows: {self.outlier_rows}"
+            )
         if "components" in self.seconds:
-            lines.append(f"components: {self.components} ({self.grouped_images} images in components of 2 or more)")
+            lines.append(
+                f"components: {self.components} ({self.grouped_images} images in components of 2 or more)"
+            )
         lines += [f"time: {timing}", f"outputs in {self.work_dir}"]
         return lines
 

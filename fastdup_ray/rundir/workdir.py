@@ -188,7 +188,9 @@ def run_lock(work: WorkDir) -> Iterator[None]:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
-            raise InputError(f"another fastdup_ray run (pid {holder}) is using work_dir {work.location}; wait for it to finish, or use another work_dir") from None
+            raise InputError(
+                f"another fastdup_ray run (pid {holder}) is using work_dir {work.location}; wait for it to finish, or use another work_dir"
+            ) from None
         try:
             if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
                 break  # still the lock file: a run that just ended did not remove it under us

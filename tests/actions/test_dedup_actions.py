@@ -44,7 +44,9 @@ def finished(tmp_path):
 
 def contents(folder) -> dict[str, bytes]:
     """Every file below ``folder`` (links followed) by its path relative to it."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def dedup(*args) -> int:
@@ -58,9 +60,14 @@ def test_move_to_mirrors_the_folders_and_logs_each_move(finished, tmp_path, caps
     assert contents(tmp_path / "dups") == {name: files[name] for name in COPIES}
     log = pl.read_csv(work / "dedup_actions.csv")
     assert log.columns == ["action", "source", "target", "bytes"]
-    assert log.rows() == [("move", str(root / name), str(tmp_path / "dups" / name), len(files[name])) for name in COPIES]
+    assert log.rows() == [
+        ("move", str(root / name), str(tmp_path / "dups" / name), len(files[name])) for name in COPIES
+    ]
     summary = capsys.readouterr().out.splitlines()[-1]
-    assert summary.startswith(f"3 kept, 2 moved to {tmp_path / 'dups'} (") and str(work / "dedup_actions.csv") in summary
+    assert (
+        summary.startswith(f"3 kept, 2 moved to {tmp_path / 'dups'} (")
+        and str(work / "dedup_actions.csv") in summary
+    )
 
 
 def test_symlink_to_links_the_removed_images_and_leaves_the_inputs(finished, tmp_path, capsys):
@@ -84,7 +91,10 @@ def test_delete_removes_the_copies_and_says_what_it_freed(finished, capsys):
     assert pl.read_csv(work / "dedup_actions.csv")["action"].to_list() == ["delete", "delete"]
 
 
-@pytest.mark.parametrize("option, verb", [("--move-to", "would move"), ("--symlink-to", "would link"), ("--delete", "would delete")])
+@pytest.mark.parametrize(
+    "option, verb",
+    [("--move-to", "would move"), ("--symlink-to", "would link"), ("--delete", "would delete")],
+)
 def test_dry_run_prints_each_step_and_changes_nothing(finished, tmp_path, capsys, option, verb):
     root, work, files = finished
     target = [tmp_path / "out"] if option != "--delete" else []
@@ -134,7 +144,9 @@ def doctored_row_with_dotdot(root, work, tmp_path):
     outside.parent.mkdir()
     outside.write_bytes((root / "sub" / "a_copy.jpg").read_bytes())
     names = work / "features.dat.csv"
-    names.write_text(names.read_text().replace(str(root / "sub" / "a_copy.jpg"), f"{root}/sub/../../elsewhere/a_copy.jpg"))
+    names.write_text(
+        names.read_text().replace(str(root / "sub" / "a_copy.jpg"), f"{root}/sub/../../elsewhere/a_copy.jpg")
+    )
     return outside
 
 
@@ -230,4 +242,7 @@ def test_the_file_behind_a_kept_link_is_left_alone(tmp_path, capsys):
     assert dedup(work, "--keep", "first", "--delete") == 0
     assert contents(root) == {"0_link.jpg": files["c.jpg"], **{name: files[name] for name in ORIGINALS}}
     summary = capsys.readouterr().out.splitlines()[-1]
-    assert summary.startswith("3 kept, 2 deleted") and f"1 left alone ({root / 'c.jpg'}: the same file as a kept image" in summary
+    assert (
+        summary.startswith("3 kept, 2 deleted")
+        and f"1 left alone ({root / 'c.jpg'}: the same file as a kept image" in summary
+    )

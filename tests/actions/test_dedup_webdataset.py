@@ -61,7 +61,9 @@ def members_of(path) -> list[tuple[str, bytes | str]]:
     """(name, content) of every file member of an output archive, in archive order."""
     if path.name.lower().endswith(".zip"):
         with zipfile.ZipFile(path) as archive:
-            return shown([(info.filename, archive.read(info)) for info in archive.infolist() if not info.is_dir()])
+            return shown(
+                [(info.filename, archive.read(info)) for info in archive.infolist() if not info.is_dir()]
+            )
     with tarfile.open(path) as archive:
         return shown([(m.name, archive.extractfile(m).read()) for m in archive.getmembers() if m.isfile()])
 
@@ -77,8 +79,16 @@ def test_key_repeated_back_to_back_keeps_both_samples(tmp_path, jpegs):
     # Sample 000 appears twice in a row with different pictures: two samples, not one
     # whose members overwrite each other. 002 is a near copy of the first 000: removed.
     root = tmp_path / "in"
-    shard = [("000.jpg", jpegs["A"]), ("000.txt", b"first"), ("000.jpg", jpegs["B"]), ("000.txt", b"second"),
-             ("001.jpg", jpegs["C"]), ("001.txt", b"c"), ("002.jpg", jpegs["A2"]), ("002.txt", b"copy of first")]
+    shard = [
+        ("000.jpg", jpegs["A"]),
+        ("000.txt", b"first"),
+        ("000.jpg", jpegs["B"]),
+        ("000.txt", b"second"),
+        ("001.jpg", jpegs["C"]),
+        ("001.txt", b"c"),
+        ("002.jpg", jpegs["A2"]),
+        ("002.txt", b"copy of first"),
+    ]
     write_members(root / "00000.tar", shard)
     written = dedup(root, tmp_path)
     assert written == [tmp_path / "out" / "00000.tar"]
@@ -89,8 +99,13 @@ def test_repeated_image_name_decided_per_occurrence(tmp_path, jpegs):
     # The same member name twice, the second a near copy of the first: the reader embeds
     # the second as '000.jpg#2', so the first survives and the second goes with its caption.
     root = tmp_path / "in"
-    shard = [("000.jpg", jpegs["A"]), ("000.txt", b"first"), ("000.jpg", jpegs["A2"]), ("000.txt", b"second"),
-             ("001.jpg", jpegs["C"])]
+    shard = [
+        ("000.jpg", jpegs["A"]),
+        ("000.txt", b"first"),
+        ("000.jpg", jpegs["A2"]),
+        ("000.txt", b"second"),
+        ("001.jpg", jpegs["C"]),
+    ]
     write_members(root / "00000.tar", shard)
     written = dedup(root, tmp_path)
     assert members_of(written[0]) == shown(shard[:2] + shard[4:])
@@ -98,9 +113,16 @@ def test_repeated_image_name_decided_per_occurrence(tmp_path, jpegs):
 
 def retried_sample(jpegs) -> list[tuple[str, bytes]]:
     """A shard whose writer wrote sample 000 again, same picture, after sample 001."""
-    return [("000.jpg", jpegs["A"]), ("000.txt", b"first"), ("000.json", b'{"try": 1}'),
-            ("001.jpg", jpegs["C"]), ("001.txt", b"c"),
-            ("000.jpg", jpegs["A"]), ("000.txt", b"retry"), ("000.json", b'{"try": 2}')]
+    return [
+        ("000.jpg", jpegs["A"]),
+        ("000.txt", b"first"),
+        ("000.json", b'{"try": 1}'),
+        ("001.jpg", jpegs["C"]),
+        ("001.txt", b"c"),
+        ("000.jpg", jpegs["A"]),
+        ("000.txt", b"retry"),
+        ("000.json", b'{"try": 2}'),
+    ]
 
 
 def test_retried_sample_is_an_exact_pair(tmp_path, jpegs):
@@ -134,12 +156,24 @@ def test_repeated_name_with_other_pictures_keeps_each_with_its_own_members(tmp_p
     # their own .txt/.json), the 2nd and 3rd are kept with theirs. 'a#2.jpg' is a member
     # named so, not an occurrence.
     root = tmp_path / "in"
-    shard = [("001.jpg", jpegs["A"]), ("001.txt", b"a"),
-             ("000.jpg", jpegs["A2"]), ("000.txt", b"copy of a"), ("000.json", b'{"n": 1}'),
-             ("000.jpg", jpegs["B"]), ("000.txt", b"b"), ("000.json", b'{"n": 2}'),
-             ("000.jpg", jpegs["C"]), ("000.txt", b"c"), ("000.json", b'{"n": 3}'),
-             ("000.jpg", jpegs["B2"]), ("000.txt", b"copy of b"), ("000.json", b'{"n": 4}'),
-             ("a#2.jpg", jpegs["D"]), ("a#2.txt", b"d")]
+    shard = [
+        ("001.jpg", jpegs["A"]),
+        ("001.txt", b"a"),
+        ("000.jpg", jpegs["A2"]),
+        ("000.txt", b"copy of a"),
+        ("000.json", b'{"n": 1}'),
+        ("000.jpg", jpegs["B"]),
+        ("000.txt", b"b"),
+        ("000.json", b'{"n": 2}'),
+        ("000.jpg", jpegs["C"]),
+        ("000.txt", b"c"),
+        ("000.json", b'{"n": 3}'),
+        ("000.jpg", jpegs["B2"]),
+        ("000.txt", b"copy of b"),
+        ("000.json", b'{"n": 4}'),
+        ("a#2.jpg", jpegs["D"]),
+        ("a#2.txt", b"d"),
+    ]
     write_members(root / "00000.tar", shard)
     written = dedup(root, tmp_path)
     assert members_of(written[0]) == shown(shard[:2] + shard[5:11] + shard[14:])
@@ -167,7 +201,13 @@ def test_compressed_zip_and_upper_case_archives_written_in_their_format(tmp_path
     tgz = [("x/020.jpg", jpegs["C"]), ("x/020.cls", b"3")]
     zipped = [("030.jpg", jpegs["D"]), ("030.txt", b"d"), ("031.jpg", jpegs["D2"]), ("031.txt", b"copy of d")]
     upper = [("040.jpg", jpegs["E"]), ("040.txt", b"e")]
-    for name, members in (("a.tar", plain), ("b.tar.gz", targz), ("c.tgz", tgz), ("d.zip", zipped), ("e.TAR", upper)):
+    for name, members in (
+        ("a.tar", plain),
+        ("b.tar.gz", targz),
+        ("c.tgz", tgz),
+        ("d.zip", zipped),
+        ("e.TAR", upper),
+    ):
         write_members(root / name, members)
     written = dedup(root, tmp_path)
     out = tmp_path / "out"
@@ -210,14 +250,22 @@ def test_output_over_the_inputs_is_refused_before_writing(tmp_path, jpegs, layou
     with pytest.raises(InputError, match=r"00000\.tar") as refused:
         write_deduplicated_webdataset(str(work), str(out), keep="first")
     assert "\n" not in str(refused.value)
-    assert {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()} == before  # nothing rewritten, no temp left
+    assert {
+        p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    } == before  # nothing rewritten, no temp left
     assert not (work / "keep.csv").exists()  # refused before anything was written
 
 
 def test_cut_off_and_unreadable_archives_are_reported(tmp_path, jpegs, caplog):
     root = tmp_path / "in"
     whole = write_members(root / "00000.tar", [("000.jpg", jpegs["A"]), ("000.txt", b"a")])
-    cut = [("100.jpg", jpegs["B"]), ("100.txt", b"b"), ("101.jpg", jpegs["C"]), ("101.txt", b"c"), ("102.jpg", jpegs["D"])]
+    cut = [
+        ("100.jpg", jpegs["B"]),
+        ("100.txt", b"b"),
+        ("101.jpg", jpegs["C"]),
+        ("101.txt", b"c"),
+        ("102.jpg", jpegs["D"]),
+    ]
     data = write_members(root / "00001.tar", cut).read_bytes()
     (root / "00001.tar").write_bytes(data[: len(data) - 1024 - len(jpegs["D"]) // 2])  # 102.jpg cut in half
     write_members(root / "00002.tar", [("200.jpg", jpegs["E"])])
@@ -235,15 +283,34 @@ def test_cut_off_and_unreadable_archives_are_reported(tmp_path, jpegs, caplog):
     assert "00001.tar" in problems[0] and "cut off or corrupt" in problems[0]
     assert "00002.tar" in problems[1] and "not written" in problems[1]
     assert not (out / "00002.tar").exists() and not list(out.glob(".*"))
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "fastdup_ray"]
+    warnings = [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "fastdup_ray"
+    ]
     assert all(any(p in w for w in warnings) for p in problems)
     # The command line says the same and exits 1: the output is partial.
     import subprocess
     import sys
 
-    cli = subprocess.run([sys.executable, "-m", "fastdup_ray", "dedup", str(work), "--keep", "first", "--webdataset-out", str(tmp_path / "out2")], capture_output=True, text=True, timeout=120)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastdup_ray",
+            "dedup",
+            str(work),
+            "--keep",
+            "first",
+            "--webdataset-out",
+            str(tmp_path / "out2"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cli.returncode == 1 and "Traceback" not in cli.stderr
-    assert [line for line in cli.stderr.splitlines() if line.startswith("fastdup-ray: not copied whole: ")] == [f"fastdup-ray: not copied whole: {p}" for p in problems]
+    assert [
+        line for line in cli.stderr.splitlines() if line.startswith("fastdup-ray: not copied whole: ")
+    ] == [f"fastdup-ray: not copied whole: {p}" for p in problems]
 
 
 def test_archive_without_a_good_image_is_still_written(tmp_path, jpegs):
@@ -251,7 +318,9 @@ def test_archive_without_a_good_image_is_still_written(tmp_path, jpegs):
     # not judged, so they are kept, not left out of the output.
     root = tmp_path / "in"
     write_members(root / "00000.tar", [("000.jpg", jpegs["A"])])
-    broken = write_members(root / "00001.tar", [("100.jpg", jpegs["B"][:300]), ("100.txt", b"broken picture")])
+    broken = write_members(
+        root / "00001.tar", [("100.jpg", jpegs["B"][:300]), ("100.txt", b"broken picture")]
+    )
     written = dedup(root, tmp_path)
     assert written == [tmp_path / "out" / "00000.tar", tmp_path / "out" / "00001.tar"]
     assert members_of(written[1]) == members_of(broken)
@@ -265,14 +334,33 @@ def test_s3_archives_copied_to_a_local_folder(tmp_path, jpegs, s3_server):
     from fastdup_ray.rundir.storage import StorageOptions
 
     key, secret = "AKIAFASTDUPTEST", "very-secret-value-123"
-    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id=key, aws_secret_access_key=secret)
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        region_name="us-east-1",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+    )
     client.create_bucket(Bucket="fdr-wds")
     part1 = [("000.jpg", jpegs["A"]), ("000.txt", b"a"), ("001.jpg", jpegs["B"])]
     part2 = [("x/000.jpg", jpegs["C"]), ("x/000.txt", b"c"), ("x/001.jpg", jpegs["C2"])]
     for name, members in (("part1/00000.tar", part1), ("part2/00000.tgz", part2)):
-        client.put_object(Bucket="fdr-wds", Key=f"data/{name}", Body=write_members(tmp_path / "staging" / name, members).read_bytes())
+        client.put_object(
+            Bucket="fdr-wds",
+            Key=f"data/{name}",
+            Body=write_members(tmp_path / "staging" / name, members).read_bytes(),
+        )
     work, out = tmp_path / "work", tmp_path / "out"
-    fastdup_ray.run("s3://fdr-wds/data", str(work), k=2, executor="local", s3_endpoint_url=s3_server, s3_region="us-east-1", s3_key=key, s3_secret=secret)
+    fastdup_ray.run(
+        "s3://fdr-wds/data",
+        str(work),
+        k=2,
+        executor="local",
+        s3_endpoint_url=s3_server,
+        s3_region="us-east-1",
+        s3_key=key,
+        s3_secret=secret,
+    )
     storage = StorageOptions(endpoint_url=s3_server, region="us-east-1", key=key, secret=secret)
     written = write_deduplicated_webdataset(str(work), str(out), keep="first", storage=storage)
     assert written == [out / "part1" / "00000.tar", out / "part2" / "00000.tgz"] and written.problems == []

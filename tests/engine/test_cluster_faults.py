@@ -51,18 +51,36 @@ class LoopbackCluster:
         self.port, self.dashboard_port, self.worker_port = free_port(), free_port(), free_port()
         bin_dir = os.path.dirname(sys.executable)
         # Token authentication is for clusters reachable from a network; this one is loopback only.
-        self.env = dict(os.environ, PATH=f"{bin_dir}:{os.environ.get('PATH', '')}", RAY_AUTH_MODE="disabled", RAY_ADDRESS="")
+        self.env = dict(
+            os.environ,
+            PATH=f"{bin_dir}:{os.environ.get('PATH', '')}",
+            RAY_AUTH_MODE="disabled",
+            RAY_ADDRESS="",
+        )
         self.ray = os.path.join(bin_dir, "ray")
-        self._ray("start", "--head", f"--port={self.port}", "--num-cpus=1", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}", *self.node_ports())
+        self._ray(
+            "start",
+            "--head",
+            f"--port={self.port}",
+            "--num-cpus=1",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            f"--ray-client-server-port={free_port()}",
+            *self.node_ports(),
+        )
         self.start_worker()
 
     def node_ports(self) -> list[str]:
         """Ports of one node's agents: two nodes on one machine must not share the defaults
         (the job agent of the second would fail to bind, and job submission wait forever)."""
         return [
-            "--disable-usage-stats", f"--temp-dir={self.temp_dir}",
-            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+            "--disable-usage-stats",
+            f"--temp-dir={self.temp_dir}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
         ]
 
     def _ray(self, *args: str) -> None:
@@ -70,11 +88,21 @@ class LoopbackCluster:
         assert done.returncode == 0, done.stderr[-2000:]
 
     def start_worker(self) -> None:
-        self._ray("start", f"--address=127.0.0.1:{self.port}", "--num-cpus=2", f"--node-manager-port={self.worker_port}", *self.node_ports())
+        self._ray(
+            "start",
+            f"--address=127.0.0.1:{self.port}",
+            "--num-cpus=2",
+            f"--node-manager-port={self.worker_port}",
+            *self.node_ports(),
+        )
 
     def kill_worker_node(self) -> int:
         """SIGKILL the worker node's raylet: the node dies with every task and actor on it."""
-        pids = [p for p in processes_matching(f"--node_manager_port={self.worker_port}") if "raylet" in open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")[0].decode()]
+        pids = [
+            p
+            for p in processes_matching(f"--node_manager_port={self.worker_port}")
+            if "raylet" in open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")[0].decode()
+        ]
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         return len(pids)
@@ -82,7 +110,14 @@ class LoopbackCluster:
     def run(self, *args: str) -> subprocess.Popen:
         """``python -m fastdup_ray run ...`` as a driver joining this cluster."""
         env = dict(self.env, RAY_ADDRESS=f"127.0.0.1:{self.port}")
-        return subprocess.Popen([sys.executable, "-m", "fastdup_ray", "run", *args], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "fastdup_ray", "run", *args],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def stop(self) -> None:
         for pid in processes_matching(self.temp_dir):
@@ -119,7 +154,9 @@ def outputs_of(work: Path) -> dict[str, str]:
 
 def accounted(work: Path) -> list[str]:
     names, _ = fastdup_ray.load_binary_features(work)
-    bad = pl.read_csv(work / "features.bad.csv", infer_schema=False)["filename"].to_list()  # every shard's, merged
+    bad = pl.read_csv(work / "features.bad.csv", infer_schema=False)[
+        "filename"
+    ].to_list()  # every shard's, merged
     return sorted(names + bad)
 
 
@@ -155,9 +192,27 @@ def test_ray_job_submit_runs_the_cli_on_the_cluster(cluster, tmp_path):
     deadline = time.monotonic() + 60
     while True:  # the head's job agent takes a few seconds to come up after `ray start`
         done = subprocess.run(
-            [cluster.ray, "job", "submit", "--address", f"http://127.0.0.1:{cluster.dashboard_port}", "--working-dir", str(REPO),
-             "--", "python", "-m", "fastdup_ray", "run", str(sample.root), "--work-dir", str(work)],
-            env=cluster.env, capture_output=True, text=True, timeout=300,
+            [
+                cluster.ray,
+                "job",
+                "submit",
+                "--address",
+                f"http://127.0.0.1:{cluster.dashboard_port}",
+                "--working-dir",
+                str(REPO),
+                "--",
+                "python",
+                "-m",
+                "fastdup_ray",
+                "run",
+                str(sample.root),
+                "--work-dir",
+                str(work),
+            ],
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         if "No available agent" not in done.stderr or time.monotonic() > deadline:
             break
@@ -165,7 +220,9 @@ def test_ray_job_submit_runs_the_cli_on_the_cluster(cluster, tmp_path):
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "succeeded" in done.stdout + done.stderr and "joining the Ray cluster" in done.stdout + done.stderr
     similarity = pl.read_csv(work / "similarity.csv")
-    assert {frozenset(p) for p in zip(similarity["from"], similarity["to"])} == {frozenset(map(str, p)) for p in sample.duplicate_pairs}
+    assert {frozenset(p) for p in zip(similarity["from"], similarity["to"])} == {
+        frozenset(map(str, p)) for p in sample.duplicate_pairs
+    }
 
 
 def test_worker_node_killed_during_extraction(cluster, photos, undisturbed, tmp_path):

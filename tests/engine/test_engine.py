@@ -17,7 +17,11 @@ IMPORTS_RAY = re.compile(r"^\s*(import ray\b|from ray\b)", re.MULTILINE)
 
 
 def test_ray_is_imported_only_in_the_ray_engine():
-    offenders = [str(path.relative_to(PACKAGE)) for path in sorted(PACKAGE.rglob("*.py")) if IMPORTS_RAY.search(path.read_text())]
+    offenders = [
+        str(path.relative_to(PACKAGE))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if IMPORTS_RAY.search(path.read_text())
+    ]
     assert offenders == ["engine/ray.py"]
 
 
@@ -35,7 +39,13 @@ def test_a_local_run_never_imports_ray(tmp_path):
         f"fastdup_ray.run({str(tmp_path / 'in')!r}, {str(tmp_path / 'work')!r}, executor='local'); "
         "print('ray' in sys.modules)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env={"RAY_ADDRESS": "", "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"RAY_ADDRESS": "", "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"
 
@@ -57,7 +67,13 @@ def test_a_driver_script_without_a_main_guard_runs_once(tmp_path):
         f"summary = fastdup_ray.run({str(tmp_path / 'in')!r}, {str(tmp_path / 'work')!r}, executor='local', num_threads=2)\n"
         "print('runs finished:', summary.good)\n"
     )
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env={"RAY_ADDRESS": "", "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"RAY_ADDRESS": "", "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("runs finished:") == 1 and "runs finished: 4" in result.stdout
 

@@ -30,7 +30,10 @@ def test_common_formats_decode_to_fixed_size_rgb(fmt):
 def test_large_jpeg_draft_decode_matches_full_decode_closely():
     big = make_scene(2).resize((1600, 1200))
     fast = decode_image(jpeg_bytes(big), 224).astype(np.float32)
-    full = np.asarray(Image.open(io.BytesIO(jpeg_bytes(big))).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR), np.float32)
+    full = np.asarray(
+        Image.open(io.BytesIO(jpeg_bytes(big))).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR),
+        np.float32,
+    )
     assert np.abs(fast - full).mean() < 4
 
 
@@ -159,11 +162,25 @@ def test_stats_color_spread_tells_greyscale_from_colour():
     scene = make_scene(9, material=0)
     grey_pixels, (w, h) = decode_with_size(encode(scene.convert("L").convert("RGB"), "PNG"), 64)
     colour_pixels, _ = decode_with_size(encode(scene, "PNG"), 64)
-    assert image_stats(grey_pixels, w, h, 0)["color_spread"] < 1 < image_stats(colour_pixels, w, h, 0)["color_spread"]
+    assert (
+        image_stats(grey_pixels, w, h, 0)["color_spread"]
+        < 1
+        < image_stats(colour_pixels, w, h, 0)["color_spread"]
+    )
 
 
-@pytest.mark.parametrize("original, thumbnail_size, expected", [((400, 200), 128, (128, 64)), ((200, 400), 128, (64, 128)), ((60, 40), 128, (60, 40)), ((1000, 500), 256, (256, 128))])
-def test_thumbnail_keeps_the_aspect_never_enlarges_and_looks_like_the_image(original, thumbnail_size, expected):
+@pytest.mark.parametrize(
+    "original, thumbnail_size, expected",
+    [
+        ((400, 200), 128, (128, 64)),
+        ((200, 400), 128, (64, 128)),
+        ((60, 40), 128, (60, 40)),
+        ((1000, 500), 256, (256, 128)),
+    ],
+)
+def test_thumbnail_keeps_the_aspect_never_enlarges_and_looks_like_the_image(
+    original, thumbnail_size, expected
+):
     from fastdup_ray.map.decode import decode_with_thumbnail
 
     picture = make_scene(3).resize(original)

@@ -1,4 +1,3 @@
-
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -20,11 +19,16 @@ def test_shipped_models_are_in_step_176_px_in_default_d_out(precision):
     """fp32, int8 and fp16 take the same input and give features of the default width, so
     the calibrated thresholds mean the same for each."""
     session = ort.InferenceSession(default_model_path(precision), providers=["CPUExecutionProvider"])
-    assert session.get_inputs()[0].shape[1:] == [176, 176, 3] and session.get_outputs()[0].shape[1] == DEFAULT_D == 320
+    assert (
+        session.get_inputs()[0].shape[1:] == [176, 176, 3]
+        and session.get_outputs()[0].shape[1] == DEFAULT_D == 320
+    )
 
 
 def test_shipped_model_gives_unit_vectors(embedder):
-    vectors = embedder.embed(np.stack([decode_image(jpeg_bytes(make_scene(s)), embedder.image_size) for s in range(3)]))
+    vectors = embedder.embed(
+        np.stack([decode_image(jpeg_bytes(make_scene(s)), embedder.image_size) for s in range(3)])
+    )
     assert vectors.shape == (3, DEFAULT_D) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
@@ -34,7 +38,9 @@ def test_edited_copy_scores_far_closer_than_unrelated_image(embedder):
     small = photo.resize((200, 150))
     copy = jpeg_bytes(small, quality=40)  # recompressed hard and resized
     unrelated = jpeg_bytes(make_scene(11, material=0))
-    vectors = embedder.embed(np.stack([decode_image(b, embedder.image_size) for b in (jpeg_bytes(photo), copy, unrelated)]))
+    vectors = embedder.embed(
+        np.stack([decode_image(b, embedder.image_size) for b in (jpeg_bytes(photo), copy, unrelated)])
+    )
     to_copy, to_unrelated = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
     assert to_copy > 0.9
     assert to_copy - to_unrelated > 0.3
@@ -75,7 +81,9 @@ def test_int8_and_fp16_models_keep_the_fp32_neighbourhoods_of_edited_copies():
     from fastdup_ray.sample import near_duplicate
 
     scenes = [make_scene(40 + i, material=i % 8) for i in range(8)]
-    images = [jpeg_bytes(s) for s in scenes] + [jpeg_bytes(near_duplicate(s, i % 4)) for i, s in enumerate(scenes)]
+    images = [jpeg_bytes(s) for s in scenes] + [
+        jpeg_bytes(near_duplicate(s, i % 4)) for i, s in enumerate(scenes)
+    ]
     neighbours, features = [], []
     for precision in ("fp32", "int8", "fp16"):
         model = Embedder(default_model_path(precision), d=DEFAULT_D)

@@ -33,14 +33,22 @@ from fastdup_ray.sample import jpeg_bytes, make_scene
 
 
 def test_decode_items_marks_bad_rows_and_closes_the_unit():
-    items = [Item("a.jpg", data=jpeg_bytes(make_scene(0))), Item("b.png", data=b""), Item("c.jpg", reason="cannot read file: gone"),
-             Item("v.mp4/frame_0000.000s.jpg", pixels=np.full((10, 20, 3), 200, np.uint8))]
+    items = [
+        Item("a.jpg", data=jpeg_bytes(make_scene(0))),
+        Item("b.png", data=b""),
+        Item("c.jpg", reason="cannot read file: gone"),
+        Item("v.mp4/frame_0000.000s.jpg", pixels=np.full((10, 20, 3), 200, np.uint8)),
+    ]
     batch = decode_items("u.", items, size=64, first_seq=10, total=4)
     assert batch["ok"].tolist() == [True, False, False, True, False]
     assert batch["reason"][1] == "empty file" and batch["reason"][2] == "cannot read file: gone"
     assert batch["end"].tolist() == [False] * 4 + [True] and batch["unit_rows"][-1] == 4
     assert batch["seq"].tolist() == [10, 11, 12, 13, 14]
-    assert batch["pixels"].shape == (5, 64, 64, 3) and batch["pixels"][0].std() > 0 and (batch["pixels"][3] == 200).all()
+    assert (
+        batch["pixels"].shape == (5, 64, 64, 3)
+        and batch["pixels"][0].std() > 0
+        and (batch["pixels"][3] == 200).all()
+    )
 
 
 def test_decode_units_streams_batches_of_a_unit(tmp_path):
@@ -48,24 +56,33 @@ def test_decode_units_streams_batches_of_a_unit(tmp_path):
     for i in range(5):
         paths.append(tmp_path / f"{i}.jpg")
         paths[-1].write_bytes(jpeg_bytes(make_scene(i)))
-    unit = {"name": np.array([""], dtype=object), "kind": np.array(["files"], dtype=object),
-            "locations": np.array([json.dumps([str(p) for p in paths])], dtype=object)}
+    unit = {
+        "name": np.array([""], dtype=object),
+        "kind": np.array(["files"], dtype=object),
+        "locations": np.array([json.dumps([str(p) for p in paths])], dtype=object),
+    }
     batches = list(decode_units(unit, size=32, settings=ReadSettings(), rows_per_batch=2))
     assert [len(b["path"]) for b in batches] == [2, 2, 2]  # 2 + 2 + (1 image + end row)
     assert batches[-1]["end"].tolist() == [False, True] and batches[-1]["unit_rows"][-1] == 5
 
 
 def test_embed_batches_only_embeds_good_rows():
-    batch = decode_items("", [Item("good.jpg", data=jpeg_bytes(make_scene(0))), Item("bad.jpg", data=b"not a jpeg")], 176, 0)
+    batch = decode_items(
+        "", [Item("good.jpg", data=jpeg_bytes(make_scene(0))), Item("bad.jpg", data=b"not a jpeg")], 176, 0
+    )
     out = EmbedBatches(model_path=None, d=DEFAULT_D, compute="cpu")(batch)
     assert np.linalg.norm(out["embedding"][0]) > 0.99 and not out["embedding"][1].any()
     assert "pixels" not in out and out["ok"].tolist() == [True, False]
 
 
 def fake_embedded(unit, names, ok, total=None, first_seq=0):
-    batch = decode_items(unit, [Item(n) if good else Item(n, reason="bad") for n, good in zip(names, ok)], 4, first_seq, total)
+    batch = decode_items(
+        unit, [Item(n) if good else Item(n, reason="bad") for n, good in zip(names, ok)], 4, first_seq, total
+    )
     batch["ok"] = np.r_[np.asarray(ok, bool), [False] * (total is not None)]
-    batch["reason"] = np.array(["" if good else "bad" for good in ok] + [""] * (total is not None), dtype=object)
+    batch["reason"] = np.array(
+        ["" if good else "bad" for good in ok] + [""] * (total is not None), dtype=object
+    )
     batch["embedding"] = np.ones((len(batch["path"]), 3), np.float32)
     del batch["pixels"]
     return batch
@@ -96,7 +113,11 @@ def test_collector_refuses_to_finish_with_missing_rows(tmp_path):
 
 def storage_failed_row(unit, name, first_seq):
     """A batch with one row whose read the storage failed (after the S3 client's retries)."""
-    item = Item(name, reason="cannot read file, the storage failed despite retries: EndpointConnectionError: down", storage_failed=True)
+    item = Item(
+        name,
+        reason="cannot read file, the storage failed despite retries: EndpointConnectionError: down",
+        storage_failed=True,
+    )
     batch = decode_items(unit, [item], 4, first_seq)
     batch["embedding"] = np.zeros((1, 3), np.float32)
     del batch["pixels"]
@@ -104,8 +125,18 @@ def storage_failed_row(unit, name, first_seq):
 
 
 def test_decode_items_carries_the_storage_failure_flag():
-    batch = decode_items("u.", [Item("a.jpg", reason="empty file"), Item("b.jpg", reason="down", storage_failed=True)], 4, 0, total=2)
-    assert batch["storage_failed"].tolist() == [False, True, False] and batch["ok"].tolist() == [False, False, False]
+    batch = decode_items(
+        "u.",
+        [Item("a.jpg", reason="empty file"), Item("b.jpg", reason="down", storage_failed=True)],
+        4,
+        0,
+        total=2,
+    )
+    assert batch["storage_failed"].tolist() == [False, True, False] and batch["ok"].tolist() == [
+        False,
+        False,
+        False,
+    ]
 
 
 def test_collector_drops_a_unit_the_storage_failed_under_and_finishes_the_others(tmp_path):
@@ -142,8 +173,12 @@ def test_extract_units_returns_the_units_the_storage_failed_under(tmp_path):
 
     units = [WorkUnit(name, "files", (f"s3://x/{name}1.jpg",)) for name in ("", "b.", "c.")]
     job = ExtractJob("model.onnx", 3, "cpu", 4)
-    batches = [storage_failed_row("c.", "s3://x/c.1.jpg", 0), fake_embedded("b.", ["s3://x/b.1.jpg"], [True], total=1),
-               storage_failed_row("", "s3://x/1.jpg", 0), fake_embedded("", [], [], total=1)]
+    batches = [
+        storage_failed_row("c.", "s3://x/c.1.jpg", 0),
+        fake_embedded("b.", ["s3://x/b.1.jpg"], [True], total=1),
+        storage_failed_row("", "s3://x/1.jpg", 0),
+        fake_embedded("", [], [], total=1),
+    ]
     result = extract_units(ScriptedEngine(batches), units, job, WorkDir(str(tmp_path)))
     assert result.shards == ["b."] and list(result.failed) == ["c.", ""]
     with pytest.raises(StorageUnavailableError) as failure:
@@ -151,8 +186,17 @@ def test_extract_units_returns_the_units_the_storage_failed_under(tmp_path):
     assert isinstance(failure.value, FastdupRayError) and failure.value.shards == ["", "c."]
     message = str(failure.value)
     assert "\n" not in message and "'features.dat'" in message and "'c.'" in message and "2 shards" in message
-    assert "s3://x/c.1.jpg" in message and "EndpointConnectionError" in message and "run the same command again" in message
-    extract_units(ScriptedEngine([fake_embedded("b.", ["s3://x/b.1.jpg"], [True], total=1)]), units[1:2], job, WorkDir(str(tmp_path / "ok"))).raise_if_failed()
+    assert (
+        "s3://x/c.1.jpg" in message
+        and "EndpointConnectionError" in message
+        and "run the same command again" in message
+    )
+    extract_units(
+        ScriptedEngine([fake_embedded("b.", ["s3://x/b.1.jpg"], [True], total=1)]),
+        units[1:2],
+        job,
+        WorkDir(str(tmp_path / "ok")),
+    ).raise_if_failed()
 
 
 def test_plan_uses_every_cpu_and_falls_back_from_gpu(caplog):
@@ -196,12 +240,19 @@ def test_auto_executor_is_local_unless_the_run_asks_for_ray(monkeypatch):
 def test_unit_chunks_cut_files_for_the_threads_and_stream_archive_members(tmp_path):
     files = WorkUnit("u.", "files", tuple(f"/x/{i}.jpg" for i in range(5)))
     chunks = list(unit_chunks(files, ReadSettings(), 2))
-    assert [c.locations for c in chunks] == [("/x/0.jpg", "/x/1.jpg"), ("/x/2.jpg", "/x/3.jpg"), ("/x/4.jpg",)]
+    assert [c.locations for c in chunks] == [
+        ("/x/0.jpg", "/x/1.jpg"),
+        ("/x/2.jpg", "/x/3.jpg"),
+        ("/x/4.jpg",),
+    ]
     from conftest import write_tar
 
     tar = write_tar(tmp_path / "t.tar", {f"{i}.jpg": b"x" * (i + 1) for i in range(3)})
     chunks = list(unit_chunks(WorkUnit("t.", "archive", (str(tar),)), ReadSettings(), 2))
-    assert [[item.location.rsplit("/", 1)[-1] for item in c] for c in chunks] == [["0.jpg", "1.jpg"], ["2.jpg"]]
+    assert [[item.location.rsplit("/", 1)[-1] for item in c] for c in chunks] == [
+        ["0.jpg", "1.jpg"],
+        ["2.jpg"],
+    ]
 
 
 def scene_files(folder, count):
@@ -216,7 +267,14 @@ def job_for(config: RunConfig) -> ExtractJob:
     from fastdup_ray.map.embed import Embedder
 
     size = Embedder(config.model_file()).image_size
-    return ExtractJob(config.model_file(), config.d, "cpu", size, thumbnail_size=config.thumbnail_size, batch_size=config.batch_size)
+    return ExtractJob(
+        config.model_file(),
+        config.d,
+        "cpu",
+        size,
+        thumbnail_size=config.thumbnail_size,
+        batch_size=config.batch_size,
+    )
 
 
 def extract_locally(config: RunConfig, units, work, chunk_fn=embed_chunk):
@@ -229,7 +287,11 @@ def extract_locally(config: RunConfig, units, work, chunk_fn=embed_chunk):
 
 def test_local_engine_writes_every_input_once_in_listing_order(tmp_path):
     locations = scene_files(tmp_path / "in", 9)
-    units = [WorkUnit("a.", "files", tuple(locations[:6])), WorkUnit("b.", "files", tuple(locations[6:])), WorkUnit("empty.", "files", ())]
+    units = [
+        WorkUnit("a.", "files", tuple(locations[:6])),
+        WorkUnit("b.", "files", tuple(locations[6:])),
+        WorkUnit("empty.", "files", ()),
+    ]
     work = WorkDir(str(tmp_path / "work"))
     config = RunConfig("in", str(tmp_path / "work"), batch_size=4, num_threads=2, thumbnail_size=32)
     result = extract_locally(config, units, work)
@@ -267,25 +329,43 @@ def test_local_engine_embeds_in_worker_processes(tmp_path):
     locations = scene_files(tmp_path / "in", 24)
     config = RunConfig("in", str(tmp_path / "work"), batch_size=4, num_threads=2)
     job = job_for(config)
-    before_self, before_children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    before_self, before_children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     engine = LocalEngine(2)
     try:
-        extract_units(engine, [WorkUnit("a.", "files", tuple(locations))], job, WorkDir(str(tmp_path / "work")))
+        extract_units(
+            engine, [WorkUnit("a.", "files", tuple(locations))], job, WorkDir(str(tmp_path / "work"))
+        )
     finally:
         engine.close()  # children are waited for: their times are counted now
-    after_self, after_children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    children = (after_children.ru_utime - before_children.ru_utime) + (after_children.ru_stime - before_children.ru_stime)
+    after_self, after_children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    children = (after_children.ru_utime - before_children.ru_utime) + (
+        after_children.ru_stime - before_children.ru_stime
+    )
     mine = (after_self.ru_utime - before_self.ru_utime) + (after_self.ru_stime - before_self.ru_stime)
     assert children > 2 * mine, (children, mine)
 
 
 def test_byte_identical_files_are_decoded_and_embedded_once():
     photo, other = jpeg_bytes(make_scene(1)), jpeg_bytes(make_scene(2))
-    items = [Item("a.jpg", data=photo), Item("b.jpg", data=other), Item("a_copy.jpg", data=photo), Item("bad.jpg", data=b"x"), Item("bad_copy.jpg", data=b"x")]
+    items = [
+        Item("a.jpg", data=photo),
+        Item("b.jpg", data=other),
+        Item("a_copy.jpg", data=photo),
+        Item("bad.jpg", data=b"x"),
+        Item("bad_copy.jpg", data=b"x"),
+    ]
     batch = decode_items("u.", items, size=176, first_seq=0)  # the shipped models' size
     assert batch["hash"][0] == batch["hash"][2] != batch["hash"][1] and len(batch["hash"][0]) == 32
     assert batch["copy_of"].tolist() == [-1, -1, 0, -1, 3]
-    assert batch["ok"].tolist() == [True, True, True, False, False] and batch["reason"][4] == batch["reason"][3]
+    assert (
+        batch["ok"].tolist() == [True, True, True, False, False] and batch["reason"][4] == batch["reason"][3]
+    )
     assert batch["stat_blur"][2] == batch["stat_blur"][0] and batch["thumbnail"][2] == batch["thumbnail"][0]
     embed = EmbedBatches(None, DEFAULT_D, "cpu")
     seen = []

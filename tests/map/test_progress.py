@@ -20,7 +20,11 @@ def test_log_lines_when_not_a_terminal(caplog):
         progress.shard_done()
         progress.close()
     lines = [r.message for r in caplog.records]
-    assert lines[0].startswith("images 5/10 (50%), ") and "img/s, ETA" in lines[0] and lines[0].endswith("shards 0/2 (1 skipped)")
+    assert (
+        lines[0].startswith("images 5/10 (50%), ")
+        and "img/s, ETA" in lines[0]
+        and lines[0].endswith("shards 0/2 (1 skipped)")
+    )
     assert lines[-1].endswith("shards 1/2 (1 skipped)")
 
 

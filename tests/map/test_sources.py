@@ -24,7 +24,20 @@ def touch(path, data=b"x"):
 
 
 def test_recursive_any_case_extensions_sorted(tmp_path):
-    images = ["b.JPG", "a.png", "sub/c.Jpeg", "sub/deep/d.tif", "e.TIFF", "f.gif", "g.bmp", "h.webp", "i.HEIC", "j.heif", "k.hif", "l.avif"]
+    images = [
+        "b.JPG",
+        "a.png",
+        "sub/c.Jpeg",
+        "sub/deep/d.tif",
+        "e.TIFF",
+        "f.gif",
+        "g.bmp",
+        "h.webp",
+        "i.HEIC",
+        "j.heif",
+        "k.hif",
+        "l.avif",
+    ]
     for name in images + ["notes.txt", "sub/x.csv"]:
         touch(tmp_path / name)
     listing = list_inputs(str(tmp_path))
@@ -65,7 +78,9 @@ def test_file_list_ignores_blanks_and_comments_and_resolves_relative_paths(tmp_p
     (tmp_path / "list.txt").write_text(f"# my images\n\na.jpg\n  {tmp_path}/missing.png  \nnotes.doc\n")
     listing = list_inputs(str(tmp_path / "list.txt"))
     assert listing.files == sorted([str(tmp_path / "a.jpg"), str(tmp_path / "missing.png")])
-    assert listing.bad == [(str(tmp_path / "notes.doc"), "not an image, video or archive (unknown extension)")]
+    assert listing.bad == [
+        (str(tmp_path / "notes.doc"), "not an image, video or archive (unknown extension)")
+    ]
     (tmp_path / "list.csv").write_text("filename\na.jpg\n")
     assert read_file_list(str(tmp_path / "list.csv")) == [str(tmp_path / "a.jpg")]
 
@@ -88,7 +103,13 @@ def test_units_shards_and_offsets(tmp_path):
     assert [u.name for u in whole] == ["a.tar", "b.tar", "images-000000000-000000010."]
     assert [u.name for u in plan_units(Listing(files=files), shard_size=100)] == [""]
     sharded = plan_units(listing, shard_size=4)
-    assert [u.name for u in sharded] == ["a.tar", "b.tar", "images-000000000-000000004.", "images-000000004-000000008.", "images-000000008-000000010."]
+    assert [u.name for u in sharded] == [
+        "a.tar",
+        "b.tar",
+        "images-000000000-000000004.",
+        "images-000000004-000000008.",
+        "images-000000008-000000010.",
+    ]
     # Offsets slice the sorted inputs (archives and loose files together), max exclusive.
     first, second = plan_units(listing, 4, 0, 5), plan_units(listing, 4, 5, None)
     covered = [loc for u in first + second for loc in u.locations]
@@ -126,7 +147,12 @@ def test_special_files_symlink_loops_and_excluded_folders(tmp_path):
     os.symlink(tmp_path / "in", tmp_path / "in" / "loop")
     listing = list_inputs(str(tmp_path / "in"), exclude=[str(tmp_path / "in" / "work")])
     assert listing.files == [str(tmp_path / "in" / "a.jpg")]
-    assert listing.bad == [(str(tmp_path / "in" / "pipe.jpg"), "not a regular file (FIFO): skipped, a read could block or never end")]
+    assert listing.bad == [
+        (
+            str(tmp_path / "in" / "pipe.jpg"),
+            "not a regular file (FIFO): skipped, a read could block or never end",
+        )
+    ]
 
 
 def archive_with(path, members):
@@ -154,12 +180,25 @@ def test_repeated_member_name_is_an_image_per_occurrence(tmp_path, suffix):
     # A writer's retried sample (same bytes) and another picture under one name (other
     # bytes) are images; so are the images of an inner archive repeated.
     inner = archive_with(tmp_path / "inner.tar", [("deep.jpg", b"D")]).read_bytes()
-    members = [("a.jpg", b"A"), ("b.jpg", b"B"), ("a.jpg", b"A"), ("a.txt", b"caption"), ("a.jpg", b"A3"),
-               ("in.tar", inner), ("in.tar", inner)]
+    members = [
+        ("a.jpg", b"A"),
+        ("b.jpg", b"B"),
+        ("a.jpg", b"A"),
+        ("a.txt", b"caption"),
+        ("a.jpg", b"A3"),
+        ("in.tar", inner),
+        ("in.tar", inner),
+    ]
     path = archive_with(tmp_path / f"shard{suffix}", members)
     got = [(i.location.removeprefix(str(path)), i.data, i.ok) for i in read_archive(path)]
-    assert got == [("/a.jpg", b"A", True), ("/b.jpg", b"B", True), ("/a.jpg#2", b"A", True),
-                   ("/a.jpg#3", b"A3", True), ("/in.tar/deep.jpg", b"D", True), ("/in.tar#2/deep.jpg", b"D", True)]
+    assert got == [
+        ("/a.jpg", b"A", True),
+        ("/b.jpg", b"B", True),
+        ("/a.jpg#2", b"A", True),
+        ("/a.jpg#3", b"A3", True),
+        ("/in.tar/deep.jpg", b"D", True),
+        ("/in.tar#2/deep.jpg", b"D", True),
+    ]
 
 
 def test_kept_images_of_a_repeated_name_are_each_kept(tmp_path):
@@ -176,7 +215,7 @@ def test_unreadable_repeat_is_named_by_its_occurrence(tmp_path):
     raw = zipped.read_bytes()
     zipped.write_bytes(raw.replace(b"BBBB", b"XXXX"))  # the second member's CRC no longer matches
     cut = archive_with(tmp_path / "shard.tar", [("a.jpg", b"A" * 600), ("a.jpg", b"B" * 5000)])
-    cut.write_bytes(cut.read_bytes()[:2048 + 512 + 1000])  # inside the second member's data
+    cut.write_bytes(cut.read_bytes()[: 2048 + 512 + 1000])  # inside the second member's data
     for path, why in ((zipped, "corrupt archive member"), (cut, "truncated or corrupt archive")):
         got = [(i.location.removeprefix(str(path)), i.ok) for i in read_archive(path)]
         assert got == [("/a.jpg", True), ("/a.jpg#2", False)], path
@@ -192,13 +231,21 @@ def test_nested_repeated_and_empty_archive_members(tmp_path):
             archive.addfile(info, io.BytesIO(data))
     outer = tmp_path / "outer.tar"
     with tarfile.open(outer, "w") as archive:
-        for name, data in (("a.jpg", b"A"), ("inner.tar", inner.getvalue()), ("a.jpg", b"A2"), ("notes.txt", b"x")):
+        for name, data in (
+            ("a.jpg", b"A"),
+            ("inner.tar", inner.getvalue()),
+            ("a.jpg", b"A2"),
+            ("notes.txt", b"x"),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     items = list(read_unit(WorkUnit("outer.tar", "archive", (str(outer),)), ReadSettings()))
     assert [(i.location.removeprefix(str(outer)), i.data, i.ok) for i in items] == [
-        ("/a.jpg", b"A", True), ("/inner.tar/deep.jpg", b"D", True), ("/a.jpg#2", b"A2", True)]
+        ("/a.jpg", b"A", True),
+        ("/inner.tar/deep.jpg", b"D", True),
+        ("/a.jpg#2", b"A2", True),
+    ]
     empty = tmp_path / "empty.tar"
     with tarfile.open(empty, "w"):
         pass
@@ -224,9 +271,21 @@ def tar_bytes(members: dict[str, bytes], mode="w") -> bytes:
 
 def test_webdataset_tar_uses_image_members_only(tmp_path):
     path = tmp_path / "00000.tar"
-    path.write_bytes(tar_bytes({"000000000.jpg": b"img0", "000000000.txt": b"caption", "000000000.json": b"{}", "000000001.png": b"img1"}))
+    path.write_bytes(
+        tar_bytes(
+            {
+                "000000000.jpg": b"img0",
+                "000000000.txt": b"caption",
+                "000000000.json": b"{}",
+                "000000001.png": b"img1",
+            }
+        )
+    )
     items = list(read_unit(WorkUnit("00000.tar", "archive", (str(path),)), ReadSettings()))
-    assert [(i.location, i.data) for i in items] == [(f"{path}/000000000.jpg", b"img0"), (f"{path}/000000001.png", b"img1")]
+    assert [(i.location, i.data) for i in items] == [
+        (f"{path}/000000000.jpg", b"img0"),
+        (f"{path}/000000001.png", b"img1"),
+    ]
 
 
 def test_bad_archives_report_reasons_and_keep_the_good_members(tmp_path):
@@ -243,9 +302,16 @@ def test_bad_archives_report_reasons_and_keep_the_good_members(tmp_path):
 
 def test_unsafe_members_are_never_written_outside_the_cache(tmp_path):
     path = tmp_path / "evil.tar"
-    path.write_bytes(tar_bytes({"../escape.jpg": b"x", "/abs/evil.jpg": b"y", "fine/ok.jpg": b"z", "caf\udce9.jpg": b"w"}))
+    path.write_bytes(
+        tar_bytes({"../escape.jpg": b"x", "/abs/evil.jpg": b"y", "fine/ok.jpg": b"z", "caf\udce9.jpg": b"w"})
+    )
     cache = tmp_path / "cache"
-    items = list(read_unit(WorkUnit("evil.tar", "archive", (str(path),)), ReadSettings(cache_dir=str(cache), keep_images=True)))
+    items = list(
+        read_unit(
+            WorkUnit("evil.tar", "archive", (str(path),)),
+            ReadSettings(cache_dir=str(cache), keep_images=True),
+        )
+    )
     reasons = {os.path.basename(i.location): i.reason for i in items}
     assert "contains .." in reasons["escape.jpg"] and "absolute" in reasons["evil.jpg"]
     assert reasons["ok.jpg"] is None and "UTF-8" in reasons["caf\\xe9.jpg"]
@@ -293,12 +359,20 @@ def test_a_storage_failure_mid_archive_is_reported_as_such_not_as_a_corrupt_arch
 
     monkeypatch.setattr(archives, "open_archive_stream", failing_stream)
     *good, failure = archives.iter_archive("s3://bucket/00000.tar")
-    assert 0 < len(good) < 6 and [i.location.rsplit("/", 1)[1] for i in good] == [f"{i:03d}.jpg" for i in range(len(good))] and all(i.ok for i in good)
+    assert (
+        0 < len(good) < 6
+        and [i.location.rsplit("/", 1)[1] for i in good] == [f"{i:03d}.jpg" for i in range(len(good))]
+        and all(i.ok for i in good)
+    )
     assert failure.location == "s3://bucket/00000.tar"
-    assert failure.reason.startswith(f"cannot read archive, the storage failed after {len(good)} images despite retries: ReadTimeoutError")
+    assert failure.reason.startswith(
+        f"cannot read archive, the storage failed after {len(good)} images despite retries: ReadTimeoutError"
+    )
     assert failure.storage_failed and not failure.ok and not any(i.storage_failed for i in good)
     # The same bytes cut short by the archive itself are a truncated archive.
-    monkeypatch.setattr(archives, "open_archive_stream", lambda *a: contextlib.nullcontext(io.BytesIO(data[: len(data) // 2])))
+    monkeypatch.setattr(
+        archives, "open_archive_stream", lambda *a: contextlib.nullcontext(io.BytesIO(data[: len(data) // 2]))
+    )
     truncated = list(archives.iter_archive("s3://bucket/00001.tar"))[-1]
     assert "truncated or corrupt archive" in truncated.reason and not truncated.storage_failed
 
@@ -320,7 +394,9 @@ def test_a_loose_file_the_storage_cannot_serve_is_flagged_and_ends_its_unit(monk
     first, failed = read_unit(unit, ReadSettings())
     assert first.ok and not first.storage_failed
     assert failed.location == "s3://b/2.jpg" and failed.storage_failed and not failed.ok
-    assert failed.reason.startswith("cannot read file, the storage failed despite retries: EndpointConnectionError")
+    assert failed.reason.startswith(
+        "cannot read file, the storage failed despite retries: EndpointConnectionError"
+    )
     # A file that is not there is bad data, as before.
     monkeypatch.undo()
     [missing] = read_unit(WorkUnit("images.", "files", (str(tmp_path / "gone.jpg"),)), ReadSettings())
@@ -341,5 +417,10 @@ def test_without_pillow_heif_a_heic_photo_is_a_bad_row_that_names_the_extra(tmp_
     monkeypatch.setattr(decode, "heif_decoder_ready", lambda: False)  # as if pillow-heif were not installed
     [unit] = plan_units(list_inputs(str(tmp_path)), shard_size=10)
     batch = decode_items(unit.name, list(read_unit(unit, ReadSettings())), size=32, first_seq=0)
-    assert [os.path.basename(p) for p in batch["path"][:2]] == ["IMG_0001.HEIC", "IMG_0002.jpg"] and batch["ok"][:2].tolist() == [False, True]
-    assert batch["reason"][0] == "HEIC/HEIF image skipped: no HEIF decoder installed (pip install 'fastdup_ray[heif]', which adds pillow-heif)"
+    assert [os.path.basename(p) for p in batch["path"][:2]] == ["IMG_0001.HEIC", "IMG_0002.jpg"] and batch[
+        "ok"
+    ][:2].tolist() == [False, True]
+    assert (
+        batch["reason"][0]
+        == "HEIC/HEIF image skipped: no HEIF decoder installed (pip install 'fastdup_ray[heif]', which adds pillow-heif)"
+    )

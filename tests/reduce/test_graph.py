@@ -91,11 +91,22 @@ def components_in_star_rounds(n: int, src: np.ndarray, dst: np.ndarray, partitio
     a, b = np.maximum(src[keep], dst[keep]), np.minimum(src[keep], dst[keep])
     for _ in range(100):
         u, v = np.concatenate([a, b]), np.concatenate([b, a])
-        outs = [large_star(u[(u >= lo) & (u < hi)], v[(u >= lo) & (u < hi)]) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        outs = [
+            large_star(u[(u >= lo) & (u < hi)], v[(u >= lo) & (u < hi)])
+            for lo, hi in zip(bounds[:-1], bounds[1:])
+        ]
         a, b = np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
         changed = sum(o[2] for o in outs)
-        labels = np.concatenate([star_labels(lo, hi, a[(a >= lo) & (a < hi)], b[(a >= lo) & (a < hi)]) for lo, hi in zip(bounds[:-1], bounds[1:])])
-        outs = [small_star(a[(a >= lo) & (a < hi)], b[(a >= lo) & (a < hi)]) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        labels = np.concatenate(
+            [
+                star_labels(lo, hi, a[(a >= lo) & (a < hi)], b[(a >= lo) & (a < hi)])
+                for lo, hi in zip(bounds[:-1], bounds[1:])
+            ]
+        )
+        outs = [
+            small_star(a[(a >= lo) & (a < hi)], b[(a >= lo) & (a < hi)])
+            for lo, hi in zip(bounds[:-1], bounds[1:])
+        ]
         a, b = np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
         if changed + sum(o[2] for o in outs) == 0:
             return labels
@@ -108,7 +119,10 @@ def test_star_rounds_over_partitions_match_bfs(shape, partitions):
     rng = np.random.default_rng(partitions)
     n = int(rng.integers(partitions, 400))
     src, dst = shape(n, rng)
-    np.testing.assert_array_equal(components_in_star_rounds(n, np.asarray(src), np.asarray(dst), partitions), reference_components(n, src, dst))
+    np.testing.assert_array_equal(
+        components_in_star_rounds(n, np.asarray(src), np.asarray(dst), partitions),
+        reference_components(n, src, dst),
+    )
 
 
 def test_pagerank_per_component_equals_pagerank_of_the_whole_graph():
@@ -122,7 +136,9 @@ def test_pagerank_per_component_equals_pagerank_of_the_whole_graph():
     # Solve the components in two unrelated groups, as two tasks would.
     group = labels[src] % 2
     for g in (0, 1):
-        nodes, component, part_rank, part_delta = component_pagerank(src[group == g], dst[group == g], weight[group == g], labels[src[group == g]])
+        nodes, component, part_rank, part_delta = component_pagerank(
+            src[group == g], dst[group == g], weight[group == g], labels[src[group == g]]
+        )
         np.testing.assert_allclose(part_rank, rank[nodes], atol=1e-12)
         np.testing.assert_allclose(part_delta, delta[nodes], atol=1e-12)
         assert np.array_equal(component, labels[nodes])
@@ -152,7 +168,12 @@ def graphs(draw):
         pairs = [(centre, i) for i in draw(st.lists(st.integers(0, n - 1), max_size=n))]
     else:
         size = draw(st.integers(1, 6))
-        pairs = [(a, b) for start in range(0, n, size) for a in range(start, min(n, start + size)) for b in range(a + 1, min(n, start + size))]
+        pairs = [
+            (a, b)
+            for start in range(0, n, size)
+            for a in range(start, min(n, start + size))
+            for b in range(a + 1, min(n, start + size))
+        ]
     src = np.array([a for a, _ in pairs], dtype=np.int64)
     dst = np.array([b for _, b in pairs], dtype=np.int64)
     return n, src, dst

@@ -67,14 +67,18 @@ def sharded_exact_knn(shards: list[np.ndarray], k: int) -> tuple[np.ndarray, np.
     blocks = lambda: [(int(offsets[i]), shard) for i, shard in enumerate(shards)]  # noqa: E731
     found = []
     for i, shard in enumerate(shards):
-        for first, sims, ids in search_index_shard(build_index(shard, "Flat"), shard, int(offsets[i]), blocks, k):
+        for first, sims, ids in search_index_shard(
+            build_index(shard, "Flat"), shard, int(offsets[i]), blocks, k
+        ):
             query = np.repeat(np.arange(first, first + len(ids)), ids.shape[1])
             valid = ids.ravel() >= 0
             found.append((query[valid], ids.ravel()[valid], sims.ravel()[valid]))
     return as_topk(*(np.concatenate(c) for c in zip(*found)), n=int(offsets[-1]), k=k)
 
 
-def routed_knn(features: np.ndarray, k: int, nlist: int, nprobe: int, buckets: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def routed_knn(
+    features: np.ndarray, k: int, nlist: int, nprobe: int, buckets: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """The distributed reduce's routed kNN, in memory: route, group lists into buckets,
     score each bucket, merge each query's candidates."""
     from fastdup_ray.reduce.index import train_lists
@@ -86,7 +90,10 @@ def routed_knn(features: np.ndarray, k: int, nlist: int, nprobe: int, buckets: i
     lists = probes.ravel()
     member = np.tile(np.arange(width) == 0, len(features))
     bucket = lists * buckets // len(centroids)
-    found = [score_lists(ids[bucket == b], lists[bucket == b], member[bucket == b], features[ids[bucket == b]], k) for b in range(buckets)]
+    found = [
+        score_lists(ids[bucket == b], lists[bucket == b], member[bucket == b], features[ids[bucket == b]], k)
+        for b in range(buckets)
+    ]
     return as_topk(*(np.concatenate(c) for c in zip(*found)), n=len(features), k=k)
 
 
@@ -126,17 +133,26 @@ def test_routed_knn_probing_every_list_is_exact_and_with_few_probes_never_invent
     assert np.mean([len(set(a) & set(b)) / 6 for a, b in zip(ids, whole_ids)]) > 0.9
 
 
-@pytest.mark.parametrize("nn_provider, nnf_mode, nnmodel", [
-    ("nnf", "HNSW32", ""), ("nnf", "IVF64,Flat", ""), ("nnf", "IVF4096,PQ8", ""),
-    ("turi", "", "brute_force"), ("turi", "", "ball_tree"), ("turi", "", "lsh"),
-])
+@pytest.mark.parametrize(
+    "nn_provider, nnf_mode, nnmodel",
+    [
+        ("nnf", "HNSW32", ""),
+        ("nnf", "IVF64,Flat", ""),
+        ("nnf", "IVF4096,PQ8", ""),
+        ("turi", "", "brute_force"),
+        ("turi", "", "ball_tree"),
+        ("turi", "", "lsh"),
+    ],
+)
 def test_every_index_choice_reports_exact_similarities_only(nn_provider, nnf_mode, nnmodel):
     features = unit_rows(3000, 32, seed=4)
     index = build_index(features, factory_string(nn_provider, nnf_mode, nnmodel))
     sims, ids = knn_search(features, k=5, index=index)
     exact_sims, _ = knn_search(features, k=5)
     valid = ids >= 0
-    recomputed = np.einsum("ij,ij->i", features[np.repeat(np.arange(3000), 5)[valid.ravel()]], features[ids[valid]])
+    recomputed = np.einsum(
+        "ij,ij->i", features[np.repeat(np.arange(3000), 5)[valid.ravel()]], features[ids[valid]]
+    )
     np.testing.assert_allclose(sims[valid], recomputed, atol=1e-5)  # never an invented similarity
     assert (sims[valid] <= exact_sims[valid] + 1e-5).all()  # can miss the best, never beat it
     if nnmodel == "brute_force":
@@ -177,8 +193,12 @@ def test_property_sharded_exact_knn_equals_unsharded(n, k, seed, cut_seeds, dupl
     # in or beyond the top k; the similarities above agree, so compare ids only at
     # positions whose score differs from its neighbours' in the full ranking.
     ranked, _ = brute_force(features, min(n - 1, k + 1))
-    ranked = np.concatenate([np.full((n, 1), np.inf), ranked, np.full((n, k + 2 - ranked.shape[1]), -np.inf)], axis=1)
-    clear = (np.abs(ranked[:, 1 : k + 1] - ranked[:, :k]) > 1e-5) & (np.abs(ranked[:, 1 : k + 1] - ranked[:, 2 : k + 2]) > 1e-5)
+    ranked = np.concatenate(
+        [np.full((n, 1), np.inf), ranked, np.full((n, k + 2 - ranked.shape[1]), -np.inf)], axis=1
+    )
+    clear = (np.abs(ranked[:, 1 : k + 1] - ranked[:, :k]) > 1e-5) & (
+        np.abs(ranked[:, 1 : k + 1] - ranked[:, 2 : k + 2]) > 1e-5
+    )
     clear &= whole_ids >= 0
     assert np.array_equal(ids[clear], whole_ids[clear])
     # Routed to every list (any bucketing of the lists), the routed kNN is exact too.
@@ -198,7 +218,9 @@ def test_blockwise_ivf_probing_every_list_is_the_exact_knn():
     features = clustered_rows(900, 24, 6, seed=4)
     features[10] = features[20] = features[30]  # exact copies tie; smaller ids first
     shards = np.split(features, [100, 101, 600])
-    sims, ids, _, centroids = ivf_knn(lambda i: shards[i], [len(s) for s in shards], 24, k=5, nlist=8, nprobe=8)
+    sims, ids, _, centroids = ivf_knn(
+        lambda i: shards[i], [len(s) for s in shards], 24, k=5, nlist=8, nprobe=8
+    )
     whole_sims, whole_ids = knn_search(features, k=5)
     np.testing.assert_allclose(sims, whole_sims, atol=1e-5)
     assert (ids == whole_ids).mean() > 0.999 and list(ids[30][:2]) == [10, 20]
@@ -207,7 +229,9 @@ def test_blockwise_ivf_probing_every_list_is_the_exact_knn():
 def test_blockwise_ivf_with_few_probes_reports_exact_similarities_and_high_recall():
     features = clustered_rows(3000, 32, 10, seed=5)
     shards = np.array_split(features, 4)
-    sims, ids, listed, centroids = ivf_knn(lambda i: shards[i], [len(s) for s in shards], 32, k=6, nlist=12, nprobe=2)
+    sims, ids, listed, centroids = ivf_knn(
+        lambda i: shards[i], [len(s) for s in shards], 32, k=6, nlist=12, nprobe=2
+    )
     valid = ids >= 0
     exact = np.einsum("nd,nkd->nk", features, features[np.maximum(ids, 0)])
     np.testing.assert_allclose(sims[valid], exact[valid], atol=1e-5)  # never an invented similarity
@@ -237,6 +261,8 @@ def test_gpu_search_falls_back_to_the_cpu_index_with_one_log_line(caplog):
     searcher = searcher_for(index, "gpu")
     if faiss.get_num_gpus() == 0:
         assert searcher is index
-        assert [r.message for r in caplog.records if "faiss sees no GPU" in r.message] and len(caplog.records) == 1
+        assert [r.message for r in caplog.records if "faiss sees no GPU" in r.message] and len(
+            caplog.records
+        ) == 1
     sims, ids = knn_search(features, 3, index=searcher)
     assert np.array_equal(ids, knn_search(features, 3)[1])

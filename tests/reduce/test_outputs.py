@@ -32,7 +32,9 @@ def test_outliers_are_the_images_whose_nearest_neighbour_is_least_similar():
     for k, fraction in ((2, 0.1), (5, 0.1), (5, 0.5)):
         src, dst, sim = knn_edges(features, k)
         table = outputs.outliers_table(names, src, dst, sim, lower_threshold=fraction)
-        assert table.height == min(50, int(np.ceil(fraction * 50 * k)))  # more k, more rows, one per image at most
+        assert table.height == min(
+            50, int(np.ceil(fraction * 50 * k))
+        )  # more k, more rows, one per image at most
         assert table["from"].n_unique() == table.height
         nearest = {i: max((s, j) for a, j, s in zip(src, dst, sim) if a == i and j != i) for i in range(50)}
         ranked = sorted(range(50), key=lambda i: (nearest[i][0], i))[: table.height]

@@ -60,17 +60,27 @@ def test_every_knn_path_gives_the_rule_books_neighbours_on_ties(seed):
     want_sims, want_ids = rule_knn(vectors, k)
 
     flat = knn_search(vectors, k, batch_rows=97)  # several query blocks
-    listed, probes, _ = list_vectors(lambda i: vectors[:250] if i == 0 else vectors[250:], [250, n - 250], 4, 4)
+    listed, probes, _ = list_vectors(
+        lambda i: vectors[:250] if i == 0 else vectors[250:], [250, n - 250], 4, 4
+    )
     blocked = blocked_ivf_knn(listed, probes, k)
     centroids = train_lists(vectors, 4)
     lists = route(vectors, centroids, 4)
     ids = np.repeat(np.arange(n), lists.shape[1])
-    query, candidate, sim = score_lists(ids, lists.ravel(), np.tile(np.arange(lists.shape[1]) == 0, n), np.repeat(vectors, lists.shape[1], axis=0), k)
+    query, candidate, sim = score_lists(
+        ids,
+        lists.ravel(),
+        np.tile(np.arange(lists.shape[1]) == 0, n),
+        np.repeat(vectors, lists.shape[1], axis=0),
+        k,
+    )
     routed = merge_candidates(query, candidate, sim, k)
     shards = []
     for first, stop in ((0, 100), (100, 333), (333, n)):
         index = build_index(vectors[first:stop], "Flat")
-        shards += search_index_shard(index, vectors[first:stop], first, lambda: [(0, vectors[:200]), (200, vectors[200:])], k)
+        shards += search_index_shard(
+            index, vectors[first:stop], first, lambda: [(0, vectors[:200]), (200, vectors[200:])], k
+        )
     src = np.concatenate([np.repeat(np.arange(f, f + len(i)), k) for f, _, i in shards])
     cand = np.concatenate([i.ravel() for _, _, i in shards])
     score = np.concatenate([s.ravel() for _, s, _ in shards])
@@ -78,7 +88,12 @@ def test_every_knn_path_gives_the_rule_books_neighbours_on_ties(seed):
     sharded = merge_candidates(src[valid], cand[valid], score[valid], k)
 
     want = topk_edges(want_sims, want_ids)
-    for name, got in (("flat", topk_edges(*flat)), ("blocked", topk_edges(*blocked)), ("routed", routed), ("shards", sharded)):
+    for name, got in (
+        ("flat", topk_edges(*flat)),
+        ("blocked", topk_edges(*blocked)),
+        ("routed", routed),
+        ("shards", sharded),
+    ):
         for column, (g, w) in enumerate(zip(got, want)):
             assert np.array_equal(g, w), (name, column)
 
@@ -103,8 +118,12 @@ def assert_same_rows(got, want) -> None:
 PARAMS = dict(run_mode=2, k=5, threshold=0.5, ccthreshold=0.5, lower_threshold=0.3)
 STRATEGIES = {
     "memory-ivf": dict(reduce_strategy="memory", nnf_mode="IVF4,Flat", nprobe=4, executor="local"),
-    "distributed-flat-local": dict(reduce_strategy="distributed", nnf_mode="Flat", rows_per_partition=97, executor="local"),
-    "distributed-routed-local": dict(reduce_strategy="distributed", nnf_mode="IVF4,Flat", nprobe=4, rows_per_partition=97, executor="local"),
+    "distributed-flat-local": dict(
+        reduce_strategy="distributed", nnf_mode="Flat", rows_per_partition=97, executor="local"
+    ),
+    "distributed-routed-local": dict(
+        reduce_strategy="distributed", nnf_mode="IVF4,Flat", nprobe=4, rows_per_partition=97, executor="local"
+    ),
 }
 
 
@@ -133,5 +152,14 @@ def test_a_rerun_writes_the_same_rows(tmp_path, memory_run):
 @pytest.mark.integration
 def test_the_ray_engine_writes_the_same_rows_on_ties(ray_local, tmp_path, memory_run):
     write_shards(tmp_path, tied_vectors(3))
-    fastdup_ray.run("unused", str(tmp_path), **PARAMS, reduce_strategy="distributed", nnf_mode="IVF4,Flat", nprobe=4, rows_per_partition=97, executor="ray")
+    fastdup_ray.run(
+        "unused",
+        str(tmp_path),
+        **PARAMS,
+        reduce_strategy="distributed",
+        nnf_mode="IVF4,Flat",
+        nprobe=4,
+        rows_per_partition=97,
+        executor="ray",
+    )
     assert_same_rows(tmp_path, memory_run)

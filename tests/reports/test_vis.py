@@ -28,7 +28,15 @@ from fastdup_ray.reports.vis import in_notebook
 from fastdup_ray.rundir import layout
 from fastdup_ray.sample import jpeg_bytes, make_scene, near_duplicate
 
-GALLERY_PAGES = {"duplicates.html", "similarity.html", "components.html", "outliers.html", "stats_blur.html", "stats_dark.html", "stats_bright.html"}
+GALLERY_PAGES = {
+    "duplicates.html",
+    "similarity.html",
+    "components.html",
+    "outliers.html",
+    "stats_blur.html",
+    "stats_dark.html",
+    "stats_bright.html",
+}
 ODD = "odd <b>name & 'quote' #1 %20.jpg"  # escaped on the page, percent-encoded in its link
 
 
@@ -97,7 +105,9 @@ def test_index_links_every_gallery_and_every_click_opens_a_picture(decided_run, 
     page, errors = open_page(chromium, index.as_uri())
     text = page.inner_text("body")
     assert "10 good, 1 bad" in text and "similar pairs" in text and "keeps 6 images and removes 4" in text
-    assert re.search(r"threshold\s+0\.65", text) and re.search(r"ccthreshold\s+0\.7", text)  # the run's parameters
+    assert re.search(r"threshold\s+0\.65", text) and re.search(
+        r"ccthreshold\s+0\.7", text
+    )  # the run's parameters
     hrefs = page.eval_on_selector_all("ul.galleries a", "links => links.map(a => a.getAttribute('href'))")
     assert set(hrefs) == GALLERY_PAGES
     page.screenshot(path=str(shots / "index.png"), full_page=True)
@@ -105,7 +115,9 @@ def test_index_links_every_gallery_and_every_click_opens_a_picture(decided_run, 
         with page.expect_navigation(wait_until="load"):
             page.click(f"ul.galleries a[href='{href}']")
         assert page.url.endswith("/" + href)
-        assert page.evaluate("Array.from(document.images).every(img => img.complete && img.naturalWidth > 0)"), href
+        assert page.evaluate(
+            "Array.from(document.images).every(img => img.complete && img.naturalWidth > 0)"
+        ), href
         page.screenshot(path=str(shots / href.replace(".html", ".png")), full_page=True)
         links = page.eval_on_selector_all("a.open", "links => links.map(a => a.getAttribute('href'))")
         assert links and len(links) == page.evaluate("document.images.length")
@@ -124,7 +136,9 @@ def test_index_links_every_gallery_and_every_click_opens_a_picture(decided_run, 
     assert picture.evaluate("document.images.length === 1 && document.images[0].naturalWidth === 320")
     page.close()
     assert errors == []
-    assert {p.name for p in shots.iterdir()} == {"index.png"} | {name.replace(".html", ".png") for name in GALLERY_PAGES}
+    assert {p.name for p in shots.iterdir()} == {"index.png"} | {
+        name.replace(".html", ".png") for name in GALLERY_PAGES
+    }
 
 
 def test_each_pair_is_shown_once_with_dedups_keep_marker(decided_run, tmp_path):
@@ -146,9 +160,14 @@ def test_each_pair_is_shown_once_with_dedups_keep_marker(decided_run, tmp_path):
         for gallery in (fastdup_ray.create_duplicates_gallery, fastdup_ray.create_components_gallery):
             cards = read_cards(gallery(work, tmp_path / rule, keep=rule))
             marked = [tile for card in cards for tile in card]
-            assert marked and all((marker == "keep") == (name in keep) and (marker == "remove") == (name in remove) for name, marker in marked), (rule, marked)
+            assert marked and all(
+                (marker == "keep") == (name in keep) and (marker == "remove") == (name in remove)
+                for name, marker in marked
+            ), (rule, marked)
         components = read_cards(tmp_path / rule / "components.html")
-        assert all(sum(marker == "keep" for _, marker in card) == 1 for card in components)  # one kept per component
+        assert all(
+            sum(marker == "keep" for _, marker in card) == 1 for card in components
+        )  # one kept per component
     page = (tmp_path / "resolution" / "duplicates.html").read_text()
     assert "320\u00d7240 px" in page and "240\u00d7180 px" in page  # both sides' resolution
     assert re.search(r"\d+\.\d KB", page)
@@ -164,8 +183,15 @@ def test_component_cards_show_size_and_similarity_inside(decided_run, tmp_path):
     assert sorted(len(card) for card in cards) == [2, 2, 3]
     text = page.read_text()
     three = text.split('<section class="card ')[1]  # largest first
-    inside = pl.read_csv(work / "similarity.csv").filter(pl.col("from").is_in([str(folder / n) for n in ("c.jpg", "c_crop.jpg", ODD)]) & pl.col("to").is_in([str(folder / n) for n in ("c.jpg", "c_crop.jpg", ODD)]))
-    assert "3 images" in three and f"mean {inside['distance'].mean():.4f}, min {inside['distance'].min():.4f} over {inside.height} pairs" in three
+    inside = pl.read_csv(work / "similarity.csv").filter(
+        pl.col("from").is_in([str(folder / n) for n in ("c.jpg", "c_crop.jpg", ODD)])
+        & pl.col("to").is_in([str(folder / n) for n in ("c.jpg", "c_crop.jpg", ODD)])
+    )
+    assert (
+        "3 images" in three
+        and f"mean {inside['distance'].mean():.4f}, min {inside['distance'].min():.4f} over {inside.height} pairs"
+        in three
+    )
 
 
 def test_empty_galleries_say_why_and_what_to_change(decided_run, tmp_path):
@@ -173,16 +199,24 @@ def test_empty_galleries_say_why_and_what_to_change(decided_run, tmp_path):
     strict = tmp_path / "strict"
     shutil.copytree(work, strict)
     # The same run again at thresholds nothing reaches: the features are reused.
-    fastdup_ray.run(str(folder), str(strict), executor="local", threshold=0.9999, turi_param="ccthreshold=0.9999")
+    fastdup_ray.run(
+        str(folder), str(strict), executor="local", threshold=0.9999, turi_param="ccthreshold=0.9999"
+    )
     index = create_galleries(strict, tmp_path / "g")
     duplicates = (tmp_path / "g" / "duplicates.html").read_text()
-    assert "No pairs at or above 0.9999 (the run&#39;s threshold)" in duplicates and "--threshold 0.9 " in duplicates
+    assert (
+        "No pairs at or above 0.9999 (the run&#39;s threshold)" in duplicates
+        and "--threshold 0.9 " in duplicates
+    )
     assert "ccthreshold=0.9 " in (tmp_path / "g" / "components.html").read_text()
     assert "No pairs at or above 0.9999" in index.read_text() and "(0 rows)" in index.read_text()
 
     page = fastdup_ray.create_duplicates_gallery(work, tmp_path / "h", threshold=0.9999)
     best = pl.read_csv(work / "similarity.csv")["distance"].max()
-    assert f"the most similar pair scores {best:.4f}: try threshold={math.floor(best * 100) / 100:g}" in html.unescape(page.read_text())
+    assert (
+        f"the most similar pair scores {best:.4f}: try threshold={math.floor(best * 100) / 100:g}"
+        in html.unescape(page.read_text())
+    )
 
 
 def test_visualizer_takes_fastdups_arguments(decided_run, tmp_path):
@@ -204,14 +238,22 @@ def test_visualizer_takes_fastdups_arguments(decided_run, tmp_path):
     bright = vis.stats_gallery(save_path=tmp_path, metric="bright", num_images=3)
     means = pl.read_csv(work / "stats.csv").sort("mean", descending=True)["filename"].head(3).to_list()
     assert bright.name == "stats_bright.html" and [n for card in read_cards(bright) for n, _ in card] == means
-    assert read_cards(vis.outliers_gallery(save_path=tmp_path)) and read_cards(vis.similarity_gallery(save_path=tmp_path, num_images=2))
-    assert "Nothing to show: no rows whose image has a label in [&#39;z&#39;]" in vis.duplicates_gallery(save_path=tmp_path, slice="z").read_text()
+    assert read_cards(vis.outliers_gallery(save_path=tmp_path)) and read_cards(
+        vis.similarity_gallery(save_path=tmp_path, num_images=2)
+    )
+    assert (
+        "Nothing to show: no rows whose image has a label in [&#39;z&#39;]"
+        in vis.duplicates_gallery(save_path=tmp_path, slice="z").read_text()
+    )
 
     with pytest.raises(ConfigError, match="slice needs annotations"):
         Visualizer(work).duplicates_gallery(save_path=tmp_path, slice="b")
     # fastdup's listing frame has no labels: the galleries work, without labels.
     listing = pd.DataFrame({"filename": names, "is_valid": True})
-    assert "label:" not in Visualizer(work, annotations=listing).duplicates_gallery(save_path=tmp_path / "l").read_text()
+    assert (
+        "label:"
+        not in Visualizer(work, annotations=listing).duplicates_gallery(save_path=tmp_path / "l").read_text()
+    )
 
 
 def test_galleries_read_tables_written_as_parquet_parts(decided_run, tmp_path):
@@ -234,17 +276,52 @@ def test_galleries_read_tables_written_as_parquet_parts(decided_run, tmp_path):
         from_parts = gallery(parts, tmp_path / "parts")
         from_csv = gallery(work, tmp_path / "csv")
         assert read_cards(from_parts) and read_cards(from_parts) == read_cards(from_csv), name
-        assert re.findall(r"\d+\u00d7\d+ px", from_parts.read_text()) == re.findall(r"\d+\u00d7\d+ px", from_csv.read_text()), name  # the statistics too
+        assert re.findall(r"\d+\u00d7\d+ px", from_parts.read_text()) == re.findall(
+            r"\d+\u00d7\d+ px", from_csv.read_text()
+        ), name  # the statistics too
 
 
 def test_create_galleries_command(decided_run, tmp_path):
     _, work = decided_run
-    done = subprocess.run([sys.executable, "-m", "fastdup_ray", "create-galleries", str(work), str(tmp_path / "g"), "--keep", "file_size", "--thumbnail-size", "200"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastdup_ray",
+            "create-galleries",
+            str(work),
+            str(tmp_path / "g"),
+            "--keep",
+            "file_size",
+            "--thumbnail-size",
+            "200",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert {p.name for p in (tmp_path / "g").glob("*.html")} == GALLERY_PAGES | {"index.html"}
-    assert "--tile: 200px" in (tmp_path / "g" / "duplicates.html").read_text() and "dedup --keep file_size" in (tmp_path / "g" / "index.html").read_text()
-    missing = subprocess.run([sys.executable, "-m", "fastdup_ray", "create-galleries", str(tmp_path / "nothing"), str(tmp_path / "g")], capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [f"fastdup-ray: error: no finished run in {tmp_path / 'nothing'}: no such folder"]
+    assert (
+        "--tile: 200px" in (tmp_path / "g" / "duplicates.html").read_text()
+        and "dedup --keep file_size" in (tmp_path / "g" / "index.html").read_text()
+    )
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastdup_ray",
+            "create-galleries",
+            str(tmp_path / "nothing"),
+            str(tmp_path / "g"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
+        f"fastdup-ray: error: no finished run in {tmp_path / 'nothing'}: no such folder"
+    ]
 
 
 def test_thumbnails_are_stored_large_enough_to_judge(decided_run):
@@ -337,7 +414,9 @@ def frame_gallery(gallery: str, frame, out: Path, work: Path | None):
     create = getattr(fastdup_ray, f"create_{gallery}_gallery")
     if work is None:
         return create(frame, out)
-    return create(frame, out, input_dir=work) if gallery == "components" else create(frame, out, work_dir=work)
+    return (
+        create(frame, out, input_dir=work) if gallery == "components" else create(frame, out, work_dir=work)
+    )
 
 
 @pytest.mark.parametrize("source", ["api", "csv"])
@@ -351,7 +430,9 @@ def test_a_gallery_of_a_dataframe_shows_exactly_its_rows(decided_run, tmp_path, 
     page = frame_gallery(gallery, given, tmp_path / "named", work)
     shown = card_names(page, gallery)
     if gallery == "similarity":
-        assert {frozenset(pair) for pair in shown} == {frozenset(pair) for pair in expected} and len(shown) == len(expected)
+        assert {frozenset(pair) for pair in shown} == {frozenset(pair) for pair in expected} and len(
+            shown
+        ) == len(expected)
     else:
         assert shown == expected
     assert every_tile_has_a_picture(page)
@@ -364,11 +445,18 @@ def test_fd_vis_takes_fastdups_external_df(decided_run, tmp_path, gallery):
     _, work = decided_run
     frame, _ = chosen_rows(work, gallery, "api")
     fd = fastdup_ray.create(work_dir=work)
-    method = {"duplicates": "duplicates_gallery", "similarity": "similarity_gallery", "outliers": "outliers_gallery",
-              "components": "component_gallery", "stats": "stats_gallery"}[gallery]
+    method = {
+        "duplicates": "duplicates_gallery",
+        "similarity": "similarity_gallery",
+        "outliers": "outliers_gallery",
+        "components": "component_gallery",
+        "stats": "stats_gallery",
+    }[gallery]
     extra = {"metric": "blur"} if gallery == "stats" else {}
     page = getattr(fd.vis, method)(save_path=tmp_path / "vis", external_df=frame, show=False, **extra)
-    assert card_names(page, gallery) == card_names(frame_gallery(gallery, frame, tmp_path / "create", work), gallery)
+    assert card_names(page, gallery) == card_names(
+        frame_gallery(gallery, frame, tmp_path / "create", work), gallery
+    )
 
 
 def test_a_dataframe_whose_run_cannot_be_told_is_a_config_error_naming_work_dir(decided_run, tmp_path):
@@ -385,12 +473,16 @@ def test_a_dataframe_whose_run_cannot_be_told_is_a_config_error_naming_work_dir(
     shown = card_names(fastdup_ray.create_duplicates_gallery(by_index, tmp_path, work_dir=work), "duplicates")
     assert {frozenset(card) for card in shown} == run_pairs(work)
     with pytest.raises(ConfigError, match=r"input_dir="):
-        fastdup_ray.create_components_gallery(fd.connected_components()[1], tmp_path)  # component_info names no image
+        fastdup_ray.create_components_gallery(
+            fd.connected_components()[1], tmp_path
+        )  # component_info names no image
     with pytest.raises(ConfigError, match=r"input_dir=.*holds no finished run"):
         fastdup_ray.create_components_gallery(fd.connected_components()[0], tmp_path, input_dir=folder)
 
 
-def test_a_run_opened_earlier_on_storage_now_unreachable_does_not_stop_the_lookup(decided_run, tmp_path, monkeypatch):
+def test_a_run_opened_earlier_on_storage_now_unreachable_does_not_stop_the_lookup(
+    decided_run, tmp_path, monkeypatch
+):
     """In the whole suite an S3 run opened by an earlier test (its server gone) came first."""
     from fastdup_ray.reports import tables
 

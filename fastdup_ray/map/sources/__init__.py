@@ -74,7 +74,13 @@ class WorkUnit:
         """What the shard's completion marker records about its inputs: the fingerprint
         decides reuse; the first and last locations let a reduce find overlapping shards."""
         first, last = (self.locations[0], self.locations[-1]) if self.locations else ("", "")
-        return {"inputs": self.fingerprint, "kind": self.kind, "first": first, "last": last, "count": len(self.locations)}
+        return {
+            "inputs": self.fingerprint,
+            "kind": self.kind,
+            "first": first,
+            "last": last,
+            "count": len(self.locations),
+        }
 
 
 @dataclass
@@ -136,7 +142,17 @@ def record_local_version(path: str, versions: dict[str, str]) -> str | None:
     except OSError as exc:
         return f"cannot read file: {exc.strerror or exc}"
     if not stat.S_ISREG(info.st_mode):
-        kind = "FIFO" if stat.S_ISFIFO(info.st_mode) else "device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "socket" if stat.S_ISSOCK(info.st_mode) else "directory" if stat.S_ISDIR(info.st_mode) else "special file"
+        kind = (
+            "FIFO"
+            if stat.S_ISFIFO(info.st_mode)
+            else "device"
+            if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
+            else "socket"
+            if stat.S_ISSOCK(info.st_mode)
+            else "directory"
+            if stat.S_ISDIR(info.st_mode)
+            else "special file"
+        )
         return f"not a regular file ({kind}): skipped, a read could block or never end"
     versions[path] = f"{info.st_size}:{info.st_mtime_ns}"
     return None
@@ -178,7 +194,11 @@ def _walk_local(root: str, exclude: list[str]) -> list[str]:
             seen.add((info.st_dev, info.st_ino))
             paths = [os.path.join(folder, d) for d in sorted(dirs)]
             links.extend(p for p in paths if os.path.islink(p) and os.path.realpath(p) not in excluded)
-            dirs[:] = [os.path.basename(p) for p in paths if not os.path.islink(p) and os.path.realpath(p) not in excluded]
+            dirs[:] = [
+                os.path.basename(p)
+                for p in paths
+                if not os.path.islink(p) and os.path.realpath(p) not in excluded
+            ]
             found.extend(os.path.join(folder, name) for name in files)
         pending.extend(links)
     return found
@@ -200,10 +220,17 @@ def read_file_list(location: str, options: StorageOptions | None = None) -> list
         lines = text.decode("utf-8", errors="surrogateescape").splitlines()
         entries = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     base = posixpath.dirname(location) if is_remote(location) else os.path.dirname(os.path.abspath(location))
-    return [e if is_remote(e) or os.path.isabs(e) else (f"{base}/{e}" if is_remote(location) else os.path.join(base, e)) for e in entries]
+    return [
+        e
+        if is_remote(e) or os.path.isabs(e)
+        else (f"{base}/{e}" if is_remote(location) else os.path.join(base, e))
+        for e in entries
+    ]
 
 
-def list_inputs(input_dir, options: StorageOptions | None = None, exclude: list[str] | tuple[str, ...] = ()) -> Listing:
+def list_inputs(
+    input_dir, options: StorageOptions | None = None, exclude: list[str] | tuple[str, ...] = ()
+) -> Listing:
     """Everything ``input_dir`` names, sorted and classified, with each input's version.
     Folders in ``exclude`` (the run's work_dir and cache) are never listed."""
     listing = Listing()
@@ -222,7 +249,9 @@ def list_inputs(input_dir, options: StorageOptions | None = None, exclude: list[
             listing.versions.update(found)
             skipped = _classify(list(found), listing, from_list=False)
             if skipped:
-                log.info("skipped %d files that are not images, videos or archives under %s", skipped, input_dir)
+                log.info(
+                    "skipped %d files that are not images, videos or archives under %s", skipped, input_dir
+                )
     else:
         if not os.path.exists(input_dir):
             raise InputError(f"input_dir {input_dir!r} does not exist")
@@ -238,9 +267,13 @@ def list_inputs(input_dir, options: StorageOptions | None = None, exclude: list[
                     f"archive ({', '.join(ARCHIVE_EXTENSIONS)}), video ({', '.join(VIDEO_EXTENSIONS)}) or file list (.txt, .csv)"
                 )
         else:
-            skipped = _classify(_walk_local(os.path.abspath(input_dir), list(exclude)), listing, from_list=False)
+            skipped = _classify(
+                _walk_local(os.path.abspath(input_dir), list(exclude)), listing, from_list=False
+            )
             if skipped:
-                log.info("skipped %d files that are not images, videos or archives under %s", skipped, input_dir)
+                log.info(
+                    "skipped %d files that are not images, videos or archives under %s", skipped, input_dir
+                )
     missing = [loc for loc in listing.archives + listing.files if loc not in listing.versions]
     if missing:
         _remote_versions(missing, options, listing.versions)
@@ -284,7 +317,9 @@ def fingerprint(locations: tuple[str, ...], versions: dict[str, str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def plan_units(listing: Listing, shard_size: int, min_offset: int = 0, max_offset: int | None = None, num_images: int = 0) -> list[WorkUnit]:
+def plan_units(
+    listing: Listing, shard_size: int, min_offset: int = 0, max_offset: int | None = None, num_images: int = 0
+) -> list[WorkUnit]:
     """Cut the listing into work units, keeping only the slice [min_offset, max_offset)."""
     files = listing.files[:num_images] if num_images else listing.files
     ordered = sorted([(loc, "archive") for loc in listing.archives] + [(loc, "file") for loc in files])
@@ -292,11 +327,21 @@ def plan_units(listing: Listing, shard_size: int, min_offset: int = 0, max_offse
     file_index = {loc: i for i, loc in enumerate(files)}
     versions = listing.versions
     shared = shared_file_names(listing.archives)  # once: a LAION listing has ~41k archives
-    units = [WorkUnit(archive_shard_name(loc, shared), "archive", (loc,), fingerprint((loc,), versions)) for loc, kind in sliced if kind == "archive"]
+    units = [
+        WorkUnit(archive_shard_name(loc, shared), "archive", (loc,), fingerprint((loc,), versions))
+        for loc, kind in sliced
+        if kind == "archive"
+    ]
     chosen = [loc for loc, kind in sliced if kind == "file"]
     # Unnamed (plain features.dat, fastdup's layout) only when this one shard is the whole
     # run: otherwise the top-level features.bad.csv is the merged list of every shard.
-    whole = min_offset == 0 and max_offset is None and len(files) <= shard_size and not listing.archives and not listing.bad
+    whole = (
+        min_offset == 0
+        and max_offset is None
+        and len(files) <= shard_size
+        and not listing.archives
+        and not listing.bad
+    )
     if whole and chosen:
         units.append(WorkUnit("", "files", tuple(chosen), fingerprint(tuple(chosen), versions)))
     elif chosen:
@@ -305,7 +350,14 @@ def plan_units(listing: Listing, shard_size: int, min_offset: int = 0, max_offse
             groups.setdefault(file_index[loc] // shard_size, []).append(loc)
         for group in groups.values():
             first, last = file_index[group[0]], file_index[group[-1]] + 1
-            units.append(WorkUnit(f"images-{first:09d}-{last:09d}.", "files", tuple(group), fingerprint(tuple(group), versions)))
+            units.append(
+                WorkUnit(
+                    f"images-{first:09d}-{last:09d}.",
+                    "files",
+                    tuple(group),
+                    fingerprint(tuple(group), versions),
+                )
+            )
     return sorted(units, key=lambda u: u.name)
 
 
@@ -337,7 +389,9 @@ def read_unit(unit: WorkUnit, settings: ReadSettings) -> Iterator[Item]:
                 why = f"cannot read file, the storage failed despite retries: {type(exc).__name__}: {exc}"
                 yield Item(location, reason=why, storage_failed=True)
                 return
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+            reason = (
+                exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+            )
             yield Item(location, reason=f"cannot read file: {reason}")
             continue
         if kind_of(location) == "video":
@@ -346,4 +400,14 @@ def read_unit(unit: WorkUnit, settings: ReadSettings) -> Iterator[Item]:
             yield Item(location, data=data)
 
 
-__all__ = ["Item", "Listing", "ReadSettings", "WorkUnit", "cache_key", "list_inputs", "plan_units", "read_file_list", "read_unit"]
+__all__ = [
+    "Item",
+    "Listing",
+    "ReadSettings",
+    "WorkUnit",
+    "cache_key",
+    "list_inputs",
+    "plan_units",
+    "read_file_list",
+    "read_unit",
+]

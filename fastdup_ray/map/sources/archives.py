@@ -52,7 +52,9 @@ def unsafe_reason(name: str) -> str | None:
 
 
 @contextmanager
-def open_archive_stream(location: str, options: StorageOptions | None, keep_dir: Path | None) -> Iterator[BinaryIO]:
+def open_archive_stream(
+    location: str, options: StorageOptions | None, keep_dir: Path | None
+) -> Iterator[BinaryIO]:
     """A readable binary stream of the archive; with ``keep_dir`` a remote archive is
     first downloaded there and kept."""
     if not is_remote(location):
@@ -81,7 +83,9 @@ def open_archive_stream(location: str, options: StorageOptions | None, keep_dir:
         handle.close()
 
 
-def _member_item(archive: str, name: str, size: int, read, keep_images: Path | None, video_items, seen: Counter, depth: int) -> Iterator[Item]:
+def _member_item(
+    archive: str, name: str, size: int, read, keep_images: Path | None, video_items, seen: Counter, depth: int
+) -> Iterator[Item]:
     if not is_utf8(name):
         yield Item(f"{archive}/{escape_name(name)}", reason="member name is not valid UTF-8")
         return
@@ -121,8 +125,9 @@ def occurrence_name(name: str, seen: Counter) -> str:
     return name if seen[name] <= 1 else f"{name}#{seen[name]}"
 
 
-def _nested_archive(location: str, name: str, stored: str, read, keep_images: Path | None, video_items,
-                    depth: int) -> Iterator[Item]:
+def _nested_archive(
+    location: str, name: str, stored: str, read, keep_images: Path | None, video_items, depth: int
+) -> Iterator[Item]:
     """The images of an archive member that is itself an archive, named below it
     (``stored``: its name with any occurrence suffix, for the kept images' folder)."""
     if depth >= MAX_NESTING:
@@ -130,7 +135,9 @@ def _nested_archive(location: str, name: str, stored: str, read, keep_images: Pa
         return
     reader = iter_zip if name.lower().endswith(".zip") else iter_tar
     inner_keep = keep_images / stored if keep_images is not None else None
-    yield from with_empty_line(location, reader(location, io.BytesIO(read()), inner_keep, video_items, depth=depth + 1))
+    yield from with_empty_line(
+        location, reader(location, io.BytesIO(read()), inner_keep, video_items, depth=depth + 1)
+    )
 
 
 def with_empty_line(location: str, items: Iterator[Item]) -> Iterator[Item]:
@@ -144,7 +151,9 @@ def with_empty_line(location: str, items: Iterator[Item]) -> Iterator[Item]:
         yield Item(location, reason="archive holds no images (no member is an image, video or archive)")
 
 
-def iter_tar(location: str, stream: BinaryIO, keep_images: Path | None, video_items, max_items: int = 0, depth: int = 0) -> Iterator[Item]:
+def iter_tar(
+    location: str, stream: BinaryIO, keep_images: Path | None, video_items, max_items: int = 0, depth: int = 0
+) -> Iterator[Item]:
     count = 0
     current = None  # the member being read: a cut-off archive names the image it cut
     seen: Counter = Counter()
@@ -155,11 +164,16 @@ def iter_tar(location: str, stream: BinaryIO, keep_images: Path | None, video_it
                     continue
                 if not member.isfile():
                     if kind_of(member.name):
-                        yield Item(f"{location}/{escape_name(member.name)}", reason="link or special member, not a file")
+                        yield Item(
+                            f"{location}/{escape_name(member.name)}",
+                            reason="link or special member, not a file",
+                        )
                     continue
                 reader = archive.extractfile(member)
                 current = member.name
-                for item in _member_item(location, member.name, member.size, reader.read, keep_images, video_items, seen, depth):
+                for item in _member_item(
+                    location, member.name, member.size, reader.read, keep_images, video_items, seen, depth
+                ):
                     current = None
                     yield item
                     count += 1
@@ -172,10 +186,14 @@ def iter_tar(location: str, stream: BinaryIO, keep_images: Path | None, video_it
         where = location
         if current and kind_of(current):  # a repeat is named by its occurrence, as its row would be
             where = f"{location}/{escape_name(occurrence_name(current, seen))}"
-        yield Item(where, reason=f"truncated or corrupt archive after {count} images: {type(exc).__name__}: {exc}")
+        yield Item(
+            where, reason=f"truncated or corrupt archive after {count} images: {type(exc).__name__}: {exc}"
+        )
 
 
-def iter_zip(location: str, stream: BinaryIO, keep_images: Path | None, video_items, max_items: int = 0, depth: int = 0) -> Iterator[Item]:
+def iter_zip(
+    location: str, stream: BinaryIO, keep_images: Path | None, video_items, max_items: int = 0, depth: int = 0
+) -> Iterator[Item]:
     count = 0
     seen: Counter = Counter()
     try:
@@ -198,10 +216,19 @@ def iter_zip(location: str, stream: BinaryIO, keep_images: Path | None, video_it
                 return data
 
             try:
-                for item in _member_item(location, info.filename, info.file_size, read, keep_images, video_items, seen, depth):
+                for item in _member_item(
+                    location, info.filename, info.file_size, read, keep_images, video_items, seen, depth
+                ):
                     yield item
                     count += 1
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
+            except (
+                zipfile.BadZipFile,
+                zipfile.LargeZipFile,
+                zlib.error,
+                OSError,
+                EOFError,
+                NotImplementedError,
+            ) as exc:
                 if storage_unavailable(exc):
                     raise
                 row = occurrence_name(info.filename, seen)  # a repeat by its occurrence, as its row would be
@@ -226,14 +253,20 @@ def iter_archive(
     downloaded archive and the extracted images under ``cache_dir``; otherwise nothing
     is written to disk.
     """
-    video_items = video_items or (lambda loc, data: iter([Item(loc, reason="video inside an archive needs PyAV")]))
+    video_items = video_items or (
+        lambda loc, data: iter([Item(loc, reason="video inside an archive needs PyAV")])
+    )
     keep_images_dir = (cache_dir / "images" / cache_key(location)) if keep_images and cache_dir else None
-    keep_archive_dir = (cache_dir / "archives") if keep_archives and cache_dir and is_remote(location) else None
+    keep_archive_dir = (
+        (cache_dir / "archives") if keep_archives and cache_dir and is_remote(location) else None
+    )
     reader = iter_zip if location.lower().endswith(".zip") else iter_tar
     passed = 0  # items given out before a failure, for its reason
     try:
         with open_archive_stream(location, options, keep_archive_dir) as stream:
-            for item in with_empty_line(location, reader(location, stream, keep_images_dir, video_items, max_items)):
+            for item in with_empty_line(
+                location, reader(location, stream, keep_images_dir, video_items, max_items)
+            ):
                 yield item
                 passed += 1
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:

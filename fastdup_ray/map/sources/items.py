@@ -10,7 +10,20 @@ import numpy as np
 
 # HEIC/HEIF and AVIF are listed whether or not their decoder is installed: without it
 # each such file is a features.bad.csv row that names the extra to install (decode.py).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".gif", ".bmp", ".webp", ".heic", ".heif", ".hif", ".avif")
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".tif",
+    ".tiff",
+    ".gif",
+    ".bmp",
+    ".webp",
+    ".heic",
+    ".heif",
+    ".hif",
+    ".avif",
+)
 ARCHIVE_EXTENSIONS = (".tar", ".tgz", ".tar.gz", ".zip")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 LIST_EXTENSIONS = (".txt", ".csv")
