@@ -40,18 +40,27 @@ def time_galleries(photos: Path, out: Path, count: int) -> None:
     work = out / f"galleries-work-{count}"
     if not (work / "stats.parquet").exists():
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "fastdup_ray", "run", str(folder), "--work-dir", str(work), "-k", "5"], check=True)
-        print(f"run: {time.perf_counter() - start:.1f} s for {count} images (thumbnails made during extraction)")
+        subprocess.run(
+            [sys.executable, "-m", "fastdup_ray", "run", str(folder), "--work-dir", str(work), "-k", "5"],
+            check=True,
+        )
+        print(
+            f"run: {time.perf_counter() - start:.1f} s for {count} images (thumbnails made during extraction)"
+        )
     target = out / f"galleries-{count}"
     shutil.rmtree(target, ignore_errors=True)
     jobs = {
         "duplicates": lambda: fastdup_ray.create_duplicates_gallery(work, target),
         "outliers": lambda: fastdup_ray.create_outliers_gallery(work, target),
         "components": lambda: fastdup_ray.create_components_gallery(work, target),
-        "stats (blur, all images)": lambda: fastdup_ray.create_stats_gallery(work, target, metric="blur", num_images=None),
+        "stats (blur, all images)": lambda: fastdup_ray.create_stats_gallery(
+            work, target, metric="blur", num_images=None
+        ),
         "similarity": lambda: fastdup_ray.create_similarity_gallery(work, target),
         "create_galleries (all + index)": lambda: create_galleries(work, target / "all"),
-        "projector (900 images)": lambda: fastdup_ray.export_to_tensorboard_projector(work, target / "projector", sample_size=900),
+        "projector (900 images)": lambda: fastdup_ray.export_to_tensorboard_projector(
+            work, target / "projector", sample_size=900
+        ),
     }
     total = 0.0
     for name, job in jobs.items():
@@ -61,12 +70,18 @@ def time_galleries(photos: Path, out: Path, count: int) -> None:
         first = job()
         seconds = time.perf_counter() - start
         total += seconds
-        pages = len(list(first.parent.glob("*.html" if first.name == "index.html" else first.stem + "*.html"))) if first.suffix == ".html" else 0
+        pages = (
+            len(list(first.parent.glob("*.html" if first.name == "index.html" else first.stem + "*.html")))
+            if first.suffix == ".html"
+            else 0
+        )
         after = len(list(thumbnails.glob("*.jpg"))) if thumbnails.exists() else 0
         print(f"{name:32s} {seconds:6.2f} s  {pages:4d} pages  {after - before:6d} new thumbnails")
     files = list((target / "thumbnails").glob("*.jpg"))
     size = sum(p.stat().st_size for p in files)
-    print(f"all: {total:.1f} s; thumbnails on disk: {len(files)} files, {size / 1e6:.1f} MB ({size / max(1, len(files)) / 1024:.1f} KiB each)")
+    print(
+        f"all: {total:.1f} s; thumbnails on disk: {len(files)} files, {size / 1e6:.1f} MB ({size / max(1, len(files)) / 1024:.1f} KiB each)"
+    )
 
 
 def screenshots(folder: Path) -> None:
@@ -90,17 +105,29 @@ def screenshots(folder: Path) -> None:
             shot = Image.open(io.BytesIO(page.screenshot()))
             page.close()
             # A palette of 128 colours keeps the thumbnails legible at a fifth of the bytes.
-            shot.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(folder / f"{name}.png", optimize=True)
+            shot.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(
+                folder / f"{name}.png", optimize=True
+            )
             print(f"{folder / f'{name}.png'}: {(folder / f'{name}.png').stat().st_size / 1024:.0f} KiB")
         browser.close()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=Path, default=None, help="folder of photos to build the timing set from (default: the throughput benchmark's)")
+    parser.add_argument(
+        "--photos",
+        type=Path,
+        default=None,
+        help="folder of photos to build the timing set from (default: the throughput benchmark's)",
+    )
     parser.add_argument("--out", type=Path, default=Path("/tmp/fastdup-ray-throughput"))
     parser.add_argument("--count", type=int, default=10_000)
-    parser.add_argument("--screenshots", type=Path, default=None, help="write the README's screenshots of the demo's galleries here instead of timing")
+    parser.add_argument(
+        "--screenshots",
+        type=Path,
+        default=None,
+        help="write the README's screenshots of the demo's galleries here instead of timing",
+    )
     args = parser.parse_args()
     if args.screenshots is not None:
         screenshots(args.screenshots)

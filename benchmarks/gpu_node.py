@@ -71,8 +71,17 @@ class Utilisation:
                 self.cpu.append(1 - (now_idle - idle) / (now_total - total))
             total, idle = now_total, now_idle
             try:
-                line = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"],
-                                      capture_output=True, text=True, timeout=5, check=False).stdout.splitlines()[0]
+                line = subprocess.run(
+                    [
+                        "nvidia-smi",
+                        "--query-gpu=utilization.gpu,memory.used",
+                        "--format=csv,noheader,nounits",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                    check=False,
+                ).stdout.splitlines()[0]
                 util, memory = (float(x) for x in line.split(","))
                 self.gpu.append((util, memory))
             except (OSError, IndexError, ValueError, subprocess.TimeoutExpired):
@@ -95,7 +104,12 @@ def main() -> int:
         print("no nvidia-smi: this benchmark needs an NVIDIA GPU node", file=sys.stderr)
         return 2
     tars = cycled_tars(args.photos, args.out / f"tars-{args.count}", args.count, args.per_tar)
-    gpu_name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, check=False).stdout.strip()
+    gpu_name = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     print(f"machine: {available_cpus()} cores, {gpu_name}; {args.count} JPEGs in {len(tars)} tars")
     sampled = Utilisation()
     start = time.time()
@@ -110,9 +124,13 @@ def main() -> int:
     gpu_util = sum(u for u, _ in gpu) / max(1, len(gpu))
     cpu_busy = 100 * sum(cpu) / max(1, len(cpu))
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in measured["stages"].items())
-    print(f"end to end: {measured['good'] / measured['wall']:.0f} img/s ({measured['good']} images in {measured['wall']:.1f}s wall); "
-          f"extraction {measured['good'] / extract_s:.0f} img/s; stages: {stages}")
-    print(f"during extraction: GPU utilisation {gpu_util:.0f}% (max memory {max((m for _, m in gpu), default=0):.0f} MiB), CPU busy {cpu_busy:.0f}%")
+    print(
+        f"end to end: {measured['good'] / measured['wall']:.0f} img/s ({measured['good']} images in {measured['wall']:.1f}s wall); "
+        f"extraction {measured['good'] / extract_s:.0f} img/s; stages: {stages}"
+    )
+    print(
+        f"during extraction: GPU utilisation {gpu_util:.0f}% (max memory {max((m for _, m in gpu), default=0):.0f} MiB), CPU busy {cpu_busy:.0f}%"
+    )
     if cpu_busy >= 85 and gpu_util < 70:
         verdict = "decoding on the CPUs (the GPU waits for batches)"
     elif gpu_util >= 85:

@@ -32,7 +32,7 @@ def make_tars(paths: list[Path], out: Path, per_tar: int) -> list[Path]:
         tar_path = out / f"{start // per_tar:05d}.tar"
         if not tar_path.exists():
             with tarfile.open(tar_path, "w") as archive:
-                for i, path in enumerate(paths[start:start + per_tar]):
+                for i, path in enumerate(paths[start : start + per_tar]):
                     archive.add(path, arcname=f"{start + i:09d}.jpg")
         tars.append(tar_path)
     return tars
@@ -51,8 +51,8 @@ def main() -> int:
     env = dict(os.environ, RAY_ADDRESS="", AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET)
     print(f"machine: {os.cpu_count()} cores; {len(paths)} JPEGs; {len(tars)} tars of {args.per_tar}")
 
-    from moto.server import ThreadedMotoServer
     import s3fs
+    from moto.server import ThreadedMotoServer
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -62,8 +62,16 @@ def main() -> int:
     endpoint = f"http://127.0.0.1:{port}"
     import boto3
 
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=KEY, aws_secret_access_key=SECRET).create_bucket(Bucket="bench")
-    fs = s3fs.S3FileSystem(key=KEY, secret=SECRET, client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"})
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=KEY,
+        aws_secret_access_key=SECRET,
+    ).create_bucket(Bucket="bench")
+    fs = s3fs.S3FileSystem(
+        key=KEY, secret=SECRET, client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"}
+    )
     for tar in tars:
         fs.put_file(str(tar), f"bench/tars/{tar.name}")
     s3_args = ["--s3-endpoint-url", endpoint, "--s3-region", "us-east-1"]
@@ -76,7 +84,9 @@ def main() -> int:
     for name, (inputs, extra) in variants.items():
         measured = end_to_end(inputs, args.out / "work", [*extra, "--run-mode", "1"], env)
         wall, good = measured["wall"], measured["good"]
-        print(f"{name:20s}: {good / wall:6.1f} img/s extraction ({good} images, {wall:.1f}s wall incl. process + Ray start)")
+        print(
+            f"{name:20s}: {good / wall:6.1f} img/s extraction ({good} images, {wall:.1f}s wall incl. process + Ray start)"
+        )
 
     one_go, split = args.out / "one_go", args.out / "split"
     for work in (one_go, split):
@@ -89,7 +99,9 @@ def main() -> int:
     end_to_end("unused", split, ["--run-mode", "2"], env, fresh=False)
     for name in ("similarity.csv", "outliers.csv", "component_info.csv", "connected_components.csv"):
         same = (one_go / name).read_bytes() == (split / name).read_bytes()
-        print(f"run_mode 0 vs run_mode 1 (two offset halves) + 2: {name} {'identical' if same else 'DIFFERENT'}")
+        print(
+            f"run_mode 0 vs run_mode 1 (two offset halves) + 2: {name} {'identical' if same else 'DIFFERENT'}"
+        )
     server.stop()
     return 0
 

@@ -96,7 +96,14 @@ def text(img, rng):
     size = max(12, img.height // 10)
     font = ImageFont.load_default(size=size)
     words = rng.choice(["SAMPLE", "© stock photo", "sale -50%", "hello world", "IMG_2041"])
-    draw.text((rng.randint(0, img.width // 3), rng.randint(0, img.height * 2 // 3)), words, fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+    draw.text(
+        (rng.randint(0, img.width // 3), rng.randint(0, img.height * 2 // 3)),
+        words,
+        fill=(255, 255, 255),
+        font=font,
+        stroke_width=2,
+        stroke_fill=(0, 0, 0),
+    )
     return img
 
 

@@ -34,11 +34,11 @@ import polars as pl
 from photoset import DEFAULT_PHOTOS, HALVES, build_set
 
 import fastdup_ray
+from fastdup_ray.actions.evaluate import component_purity, pair_metrics
 from fastdup_ray.config import DEFAULT_D, RunConfig
-from fastdup_ray.evaluate import component_purity, pair_metrics
-from fastdup_ray.graph import connected_components
-from fastdup_ray.index import knn_edges
-from fastdup_ray.outputs import unique_pairs
+from fastdup_ray.reduce.graph import connected_components
+from fastdup_ray.reduce.index import knn_edges
+from fastdup_ray.reduce.outputs import unique_pairs
 
 K_CHOICES = (2, 3, 4, 5, 10)
 THRESHOLDS = (0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90)
@@ -106,7 +106,9 @@ def run_half(name: str, truth: pl.DataFrame, out: Path, model_path: str | None, 
     names, features = fastdup_ray.load_binary_features(work)
     group_of = dict(zip(truth["filename"], truth["group"]))
     edit_of = dict(zip(truth["filename"], truth["transform"]))
-    return Half(name, work, names, features, np.array([group_of[n] for n in names]), [edit_of[n] for n in names])
+    return Half(
+        name, work, names, features, np.array([group_of[n] for n in names]), [edit_of[n] for n in names]
+    )
 
 
 def knn_pairs(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -134,7 +136,14 @@ def outcome(half: Half, pairs, threshold: float, ccthreshold: float) -> Outcome:
     labels = connected_components(len(half.names), a[joined], b[joined])
     together, found_together = same_component_pairs(labels, half.groups)
     found = int((half.groups[a[kept]] == half.groups[b[kept]]).sum())
-    return Outcome(half.true_pairs, int(kept.sum()), found, component_purity(labels, half.groups), together, found_together)
+    return Outcome(
+        half.true_pairs,
+        int(kept.sum()),
+        found,
+        component_purity(labels, half.groups),
+        together,
+        found_together,
+    )
 
 
 def metrics_line(label: str, sim: np.ndarray, same: np.ndarray, total: int) -> str:
@@ -144,7 +153,9 @@ def metrics_line(label: str, sim: np.ndarray, same: np.ndarray, total: int) -> s
 
 def print_separation(half: Half) -> None:
     """AP / best F1 / recall at precision >= 0.95 over all pairs and over kNN pairs."""
-    print(f"\n{half.name} half: pairs scored | AP | best F1 (at) | recall at precision >= {PRECISION_FLOOR} (threshold) | true pairs scored")
+    print(
+        f"\n{half.name} half: pairs scored | AP | best F1 (at) | recall at precision >= {PRECISION_FLOOR} (threshold) | true pairs scored"
+    )
     print("|---|---|---|---|---|")
     a, b, sim = all_pairs(half.features)
     print(metrics_line("all pairs", sim, half.groups[a] == half.groups[b], half.true_pairs))
@@ -156,11 +167,15 @@ def print_separation(half: Half) -> None:
 def print_thresholds(half: Half, k: int, ccthreshold: float | None = None) -> None:
     """The trade-off table: similarity.csv and components at each threshold (ccthreshold = threshold unless given)."""
     pairs = knn_pairs(half.features, k)
-    print(f"\n{half.name} half, k={k}: threshold | similarity.csv pairs | precision | recall | false pairs | component purity | same-component precision | recall")
+    print(
+        f"\n{half.name} half, k={k}: threshold | similarity.csv pairs | precision | recall | false pairs | component purity | same-component precision | recall"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for t in THRESHOLDS:
         o = outcome(half, pairs, t, t if ccthreshold is None else ccthreshold)
-        print(f"| {t:.2f} | {o.pairs} | {o.precision:.4f} | {o.recall:.4f} | {o.pairs - o.found} | {o.purity:.4f} | {o.component_precision:.4f} | {o.component_recall:.4f} |")
+        print(
+            f"| {t:.2f} | {o.pairs} | {o.precision:.4f} | {o.recall:.4f} | {o.pairs - o.found} | {o.purity:.4f} | {o.component_precision:.4f} | {o.component_recall:.4f} |"
+        )
 
 
 def projected_precision(true: int, false: int) -> float:
@@ -185,8 +200,12 @@ def middle_of_band(grid: list[float], safe, complete, what: str) -> float:
     low = lowest_safe(grid, safe)
     high = max((v for v in grid if complete(v)), default=None)
     if low is None or high is None or low > high:
-        raise SystemExit(f"no {what} meets both targets on the tune half (precision from {low}, recall up to {high})")
-    print(f"{what}: precision target holds from {low:.2f}, recall >= {TARGET_RECALL} up to {high:.2f}; middle {(low + high) / 2:.3f}")
+        raise SystemExit(
+            f"no {what} meets both targets on the tune half (precision from {low}, recall up to {high})"
+        )
+    print(
+        f"{what}: precision target holds from {low:.2f}, recall >= {TARGET_RECALL} up to {high:.2f}; middle {(low + high) / 2:.3f}"
+    )
     return round((low + high) / 2, 2)
 
 
@@ -204,16 +223,27 @@ def choose_defaults(tune: Half) -> tuple[float, int, float]:
     k = next(k for k in range(3, 21) if outcome(tune, knn_pairs(tune.features, k), 0.0, 1.0).recall >= 0.995)
     pairs = knn_pairs(tune.features, k)
     at = {t: outcome(tune, pairs, t, 1.0) for t in GRID}
-    threshold = middle_of_band(GRID, lambda t: projected_precision(at[t].found, at[t].pairs - at[t].found) >= TARGET_PRECISION, lambda t: at[t].recall >= TARGET_RECALL, "threshold")
+    threshold = middle_of_band(
+        GRID,
+        lambda t: projected_precision(at[t].found, at[t].pairs - at[t].found) >= TARGET_PRECISION,
+        lambda t: at[t].recall >= TARGET_RECALL,
+        "threshold",
+    )
     cc_grid = [c for c in GRID if c >= threshold]
     cc = {c: outcome(tune, pairs, threshold, c) for c in cc_grid}
     ccthreshold = middle_of_band(
         cc_grid,
-        lambda c: cc[c].purity >= TARGET_PURITY and projected_precision(cc[c].found_together, cc[c].together - cc[c].found_together) >= TARGET_PRECISION,
+        lambda c: (
+            cc[c].purity >= TARGET_PURITY
+            and projected_precision(cc[c].found_together, cc[c].together - cc[c].found_together)
+            >= TARGET_PRECISION
+        ),
         lambda c: cc[c].component_recall >= TARGET_RECALL,
         "ccthreshold",
     )
-    print(f"k {k} (the smallest k >= 3 whose kNN pairs hold >= 99.5% of the true pairs), threshold {threshold:.2f}, ccthreshold {ccthreshold:.2f}")
+    print(
+        f"k {k} (the smallest k >= 3 whose kNN pairs hold >= 99.5% of the true pairs), threshold {threshold:.2f}, ccthreshold {ccthreshold:.2f}"
+    )
     return threshold, k, ccthreshold
 
 
@@ -227,8 +257,12 @@ def print_run(half: Half, config: RunConfig) -> None:
     found = int((half.groups[a] == half.groups[b]).sum())
     labels = pl.read_csv(half.work / "connected_components.csv")["component_id"].to_numpy()
     together, true_together = same_component_pairs(labels, half.groups)
-    recomputed = outcome(half, knn_pairs(half.features, config.nearest_neighbors_k), config.threshold, config.ccthreshold)
-    agrees = recomputed.pairs == len(similarity) and recomputed.purity == component_purity(labels, half.groups)
+    recomputed = outcome(
+        half, knn_pairs(half.features, config.nearest_neighbors_k), config.threshold, config.ccthreshold
+    )
+    agrees = recomputed.pairs == len(similarity) and recomputed.purity == component_purity(
+        labels, half.groups
+    )
     print(
         f"| {half.name} | {len(half.names)} | {half.true_pairs} | {len(similarity)} | {found / max(1, len(similarity)):.4f} | "
         f"{found / half.true_pairs:.4f} | {component_purity(labels, half.groups):.4f} | {true_together / max(1, together):.4f} | "
@@ -243,7 +277,9 @@ def edit_rows(half: Half) -> pl.DataFrame:
     index = {n: i for i, n in enumerate(half.names)}
     linked = {(index[f], index[t]) for f, t in zip(similarity["from"], similarity["to"])}
     linked |= {(t, f) for f, t in linked}
-    labels = dict(zip(*pl.read_csv(half.work / "connected_components.csv").select("__id", "component_id").to_numpy().T))
+    labels = dict(
+        zip(*pl.read_csv(half.work / "connected_components.csv").select("__id", "component_id").to_numpy().T)
+    )
     original = {int(half.groups[i]): i for i, e in enumerate(half.edits) if e == "original"}
     rows = []
     for i, edit in enumerate(half.edits):
@@ -277,17 +313,21 @@ def print_edits(half: Half) -> None:
         )
         .sort("median")
     )
-    print(f"\n{half.name} half at the defaults: edit | copies | in similarity.csv with its original | with any of its group | in its original's component | similarity to original min / median")
+    print(
+        f"\n{half.name} half at the defaults: edit | copies | in similarity.csv with its original | with any of its group | in its original's component | similarity to original min / median"
+    )
     print("|---|---|---|---|---|---|")
     for r in table.iter_rows(named=True):
-        print(f"| {r['edit']} | {r['copies']} | {r['with_original']} | {r['with_group']} | {r['same_component']} | {r['min']:.3f} / {r['median']:.3f} |")
+        print(
+            f"| {r['edit']} | {r['copies']} | {r['with_original']} | {r['with_group']} | {r['same_component']} | {r['min']:.3f} / {r['median']:.3f} |"
+        )
     print(
         f"| all copies | {len(rows)} | {rows['with_original'].sum()} | {rows['with_group'].sum()} | {rows['same_component'].sum()} | {rows['similarity'].min():.3f} / {rows['similarity'].median():.3f} |"
     )
 
 
 def decode_all(paths: list[str], size: int) -> np.ndarray:
-    from fastdup_ray.decode import decode_image
+    from fastdup_ray.map.decode import decode_image
 
     return np.stack([decode_image(Path(p).read_bytes(), size) for p in paths])
 
@@ -319,7 +359,7 @@ def one_core_rate(model, pixels: np.ndarray, mirrored: bool, repeats: int = 3) -
 
 def compare_models(half: Half, k: int) -> None:
     """Item 2 of issue 15: model variants on one half, all pairs and kNN pairs at k."""
-    from fastdup_ray.embed import Embedder, default_model_path
+    from fastdup_ray.map.embed import Embedder, default_model_path
 
     print(
         f"\n{half.name} half, model variants: model | AP all pairs | recall at precision >= {PRECISION_FLOOR} all pairs | "
@@ -347,7 +387,7 @@ def print_k_cost(n: int, d: int = DEFAULT_D, rounds: int = 3) -> None:
     """CPU seconds of the reduce after extraction (exact kNN, pairs, similarity and
     outliers tables, components) on n clustered random vectors, for each k: what k costs.
     CPU time, the best of ``rounds`` with the k alternating, as other work shares the machine."""
-    from fastdup_ray.outputs import outliers_table, similarity_table
+    from fastdup_ray.reduce.outputs import outliers_table, similarity_table
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(20, d))
@@ -364,7 +404,10 @@ def print_k_cost(n: int, d: int = DEFAULT_D, rounds: int = 3) -> None:
             outliers_table(names, src, dst, sim, 0.05)
             connected_components(n, a[pair_sim >= 0.7], b[pair_sim >= 0.7])
             best[k] = min(best.get(k, float("inf")), time.process_time() - start)
-    print(f"\nreduce after extraction on {n} vectors (exact kNN, pairs, tables, components), CPU s, best of {rounds}: " + ", ".join(f"k={k} {t:.2f}" for k, t in best.items()))
+    print(
+        f"\nreduce after extraction on {n} vectors (exact kNN, pairs, tables, components), CPU s, best of {rounds}: "
+        + ", ".join(f"k={k} {t:.2f}" for k, t in best.items())
+    )
 
 
 def print_set(truth: pl.DataFrame, halves: list[Half]) -> None:
@@ -381,12 +424,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
     parser.add_argument("--out", type=Path, default=Path("/tmp/fastdup-ray-quality"))
-    parser.add_argument("--halves", default=",".join(HALVES), help="which halves to run, e.g. 'tune' while choosing defaults")
+    parser.add_argument(
+        "--halves", default=",".join(HALVES), help="which halves to run, e.g. 'tune' while choosing defaults"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model-path", default=None)
-    parser.add_argument("--precision", default="auto", choices=("auto", "int8", "fp32"), help="shipped model to test (auto = int8 on CPU)")
-    parser.add_argument("--compare-models", action="store_true", help="also int8 vs fp32 vs flip-invariant features on the report half")
-    parser.add_argument("--k-cost", type=int, default=0, metavar="N", help="also time the reduce for each k on N random vectors")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "int8", "fp32"),
+        help="shipped model to test (auto = int8 on CPU)",
+    )
+    parser.add_argument(
+        "--compare-models",
+        action="store_true",
+        help="also int8 vs fp32 vs flip-invariant features on the report half",
+    )
+    parser.add_argument(
+        "--k-cost",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time the reduce for each k on N random vectors",
+    )
     args = parser.parse_args()
     if not args.photos.is_dir():
         print(f"no photos at {args.photos}; pass --photos DIR", file=sys.stderr)
@@ -394,7 +454,9 @@ def main() -> int:
 
     config = RunConfig("unused", "unused")
     truth = build_set(args.photos, args.out, args.seed)
-    halves = [run_half(name, truth, args.out, args.model_path, args.precision) for name in args.halves.split(",")]
+    halves = [
+        run_half(name, truth, args.out, args.model_path, args.precision) for name in args.halves.split(",")
+    ]
     print_set(truth, halves)
     for half in halves:
         print_separation(half)

@@ -35,11 +35,25 @@ from pathlib import Path
 
 import numpy as np
 
-from fastdup_ray import outputs
-from fastdup_ray.features import FeatureShardWriter, list_shards, load_names, load_rows, load_shards, read_marker
-from fastdup_ray.graph import connected_components, pagerank
-from fastdup_ray.index import build_index, ivf_flat_lists, ivf_knn, knn_search, merge_topk, topk_edges
-from fastdup_ray.workdir import WorkDir
+from fastdup_ray.reduce import outputs
+from fastdup_ray.reduce.graph import connected_components, pagerank
+from fastdup_ray.reduce.index import (
+    build_index,
+    ivf_flat_lists,
+    ivf_knn,
+    knn_search,
+    merge_topk,
+    topk_edges,
+)
+from fastdup_ray.rundir.shards import (
+    FeatureShardWriter,
+    list_shards,
+    load_names,
+    load_rows,
+    load_shards,
+    read_marker,
+)
+from fastdup_ray.rundir.workdir import WorkDir
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -54,14 +68,16 @@ def write_dataset(work: Path, n: int, d: int, shard_rows: int, seed: int = 0) ->
     row = 0
     for shard in range((n + shard_rows - 1) // shard_rows):
         count = min(shard_rows, n - row)
-        background = unit(centres[rng.integers(0, len(centres), count)] + 0.9 * unit(rng.normal(size=(count, d))))
+        background = unit(
+            centres[rng.integers(0, len(centres), count)] + 0.9 * unit(rng.normal(size=(count, d)))
+        )
         # Every 20th row starts a planted group of 2-5 copies (within the shard).
         i = 0
         while i < count - 5:
             if rng.random() < 0.05:
                 size = int(rng.integers(2, 6))
                 base = background[i]
-                background[i:i + size] = unit(base + 0.012 * rng.normal(size=(size, d)))
+                background[i : i + size] = unit(base + 0.012 * rng.normal(size=(size, d)))
                 groups.append(list(range(row + i, row + i + size)))
                 i += size
             i += 1
@@ -124,7 +140,10 @@ def exact_topk(work: WorkDir, prefixes: list[str], queries_ids: np.ndarray, d: i
 
     queries = load_rows(work, prefixes, queries_ids, d)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    best = (np.full((len(queries_ids), k), -np.inf, dtype=np.float32), np.full((len(queries_ids), k), -1, dtype=np.int64))
+    best = (
+        np.full((len(queries_ids), k), -np.inf, dtype=np.float32),
+        np.full((len(queries_ids), k), -1, dtype=np.int64),
+    )
     first = 0
     for prefix in prefixes:
         _, vectors = load_shards(work, [prefix], d, normalize=True)
@@ -142,7 +161,9 @@ def scaling(args) -> int:
     """The distributed reduce at each size, each in a fresh driver process."""
     import polars as pl
 
-    print(f"distributed reduce on the {args.executor} engine, d={args.d}, k={args.k}, nprobe={args.nprobe}, lists of ~1000 vectors, shards of {args.shard_rows}, partitions of {args.rows_per_partition} rows")
+    print(
+        f"distributed reduce on the {args.executor} engine, d={args.d}, k={args.k}, nprobe={args.nprobe}, lists of ~1000 vectors, shards of {args.shard_rows}, partitions of {args.rows_per_partition} rows"
+    )
     rows = []
     for n in args.sizes:
         shutil.rmtree(args.out, ignore_errors=True)
@@ -151,8 +172,21 @@ def scaling(args) -> int:
         started = time.perf_counter()
         with WorkerMemory() as workers:
             done = subprocess.run(
-                [sys.executable, "-c", DRIVER, str(args.out), str(max(1, n // 1000)), str(args.k), str(args.nprobe), str(args.ccthreshold), args.executor, str(args.rows_per_partition)],
-                capture_output=True, text=True, env={**os.environ, "RAY_ADDRESS": ""},
+                [
+                    sys.executable,
+                    "-c",
+                    DRIVER,
+                    str(args.out),
+                    str(max(1, n // 1000)),
+                    str(args.k),
+                    str(args.nprobe),
+                    str(args.ccthreshold),
+                    args.executor,
+                    str(args.rows_per_partition),
+                ],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "RAY_ADDRESS": ""},
             )
         wall = time.perf_counter() - started
         if done.returncode != 0:
@@ -163,20 +197,39 @@ def scaling(args) -> int:
         prefixes = list_shards(work)
         sample = np.sort(np.random.default_rng(1).choice(n, size=min(args.queries, n), replace=False))
         truth = exact_topk(work, prefixes, sample, args.d, args.k)
-        edges = pl.scan_parquet(str(args.out / "edges" / "*.parquet")).filter(pl.col("src").is_in(sample.tolist())).collect()
+        edges = (
+            pl.scan_parquet(str(args.out / "edges" / "*.parquet"))
+            .filter(pl.col("src").is_in(sample.tolist()))
+            .collect()
+        )
         found = {src: set(group["dst"].to_list()) for (src,), group in edges.group_by("src")}
-        recall = np.mean([len(found.get(int(q), set()) & set(truth[i].tolist())) / args.k for i, q in enumerate(sample)])
-        labels = pl.scan_parquet(str(args.out / "connected_components" / "*.parquet")).select("__id", "component_id").collect().sort("__id")["component_id"].to_numpy()
+        recall = np.mean(
+            [len(found.get(int(q), set()) & set(truth[i].tolist())) / args.k for i, q in enumerate(sample)]
+        )
+        labels = (
+            pl.scan_parquet(str(args.out / "connected_components" / "*.parquet"))
+            .select("__id", "component_id")
+            .collect()
+            .sort("__id")["component_id"]
+            .to_numpy()
+        )
         sizes = np.bincount(labels, minlength=n)
-        recovered = sum(bool((labels[g] == labels[g[0]]).all() and sizes[labels[g[0]]] == len(g)) for g in groups)
+        recovered = sum(
+            bool((labels[g] == labels[g[0]]).all() and sizes[labels[g[0]]] == len(g)) for g in groups
+        )
         seconds = result["seconds"]
         rows.append((n, wall, result["driver_rss"], workers.peak, recall, recovered, len(groups)))
-        print(f"{n:>9,} vectors: {wall:.0f}s wall ({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())}); "
-              f"driver peak RSS {result['driver_rss'] / 2**20:.0f} MiB, largest worker {workers.peak / 2**20:.0f} MiB; "
-              f"recall@{args.k} {recall:.4f} ({len(sample)} queries); planted groups found as components {recovered}/{len(groups)}", flush=True)
+        print(
+            f"{n:>9,} vectors: {wall:.0f}s wall ({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())}); "
+            f"driver peak RSS {result['driver_rss'] / 2**20:.0f} MiB, largest worker {workers.peak / 2**20:.0f} MiB; "
+            f"recall@{args.k} {recall:.4f} ({len(sample)} queries); planted groups found as components {recovered}/{len(groups)}",
+            flush=True,
+        )
     if len(rows) > 1:
         first, last = rows[0], rows[-1]
-        print(f"{last[0] / first[0]:.0f}x the vectors: {last[1] / first[1]:.2f}x the time, driver RSS {last[2] / first[2]:.2f}x")
+        print(
+            f"{last[0] / first[0]:.0f}x the vectors: {last[1] / first[1]:.2f}x the time, driver RSS {last[2] / first[2]:.2f}x"
+        )
     shutil.rmtree(args.out, ignore_errors=True)
     return 0
 
@@ -188,13 +241,29 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--shard-rows", type=int, default=10_000)
     parser.add_argument("--nnf-mode", default="HNSW32")
-    parser.add_argument("--nprobe", type=int, default=2, help="lists each vector probes, for IVF<n>,Flat (searched blockwise)")
-    parser.add_argument("--save-index", action="store_true", help="also build and serialise the faiss index run modes 3/4 reuse (timed and measured apart)")
+    parser.add_argument(
+        "--nprobe", type=int, default=2, help="lists each vector probes, for IVF<n>,Flat (searched blockwise)"
+    )
+    parser.add_argument(
+        "--save-index",
+        action="store_true",
+        help="also build and serialise the faiss index run modes 3/4 reuse (timed and measured apart)",
+    )
     parser.add_argument("--ccthreshold", type=float, default=0.8)
-    parser.add_argument("--queries", type=int, default=1000, help="sampled queries for recall@k against exact search")
+    parser.add_argument(
+        "--queries", type=int, default=1000, help="sampled queries for recall@k against exact search"
+    )
     parser.add_argument("--out", type=Path, default=Path("/tmp/fastdup-ray-reduce"))
-    parser.add_argument("--scaling", action="store_true", help="the product's distributed reduce at each of --sizes (see above)")
-    parser.add_argument("--sizes", type=lambda text: [int(x) for x in text.split(",")], default=[1_000_000, 2_000_000, 4_000_000])
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="the product's distributed reduce at each of --sizes (see above)",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[1_000_000, 2_000_000, 4_000_000],
+    )
     parser.add_argument("--executor", default="ray", choices=["ray", "local"])
     parser.add_argument("--rows-per-partition", type=int, default=250_000)
     args = parser.parse_args()
@@ -205,8 +274,10 @@ def main() -> int:
     start = time.perf_counter()
     groups = write_dataset(args.out, args.n, args.d, args.shard_rows)
     feature_bytes = args.n * args.d * 4
-    print(f"{args.n} vectors, d={args.d}, {len(groups)} planted groups, features {feature_bytes / 2**30:.2f} GiB in "
-          f"{len(list_shards(WorkDir(str(args.out))))} shards (written in {time.perf_counter() - start:.1f}s)")
+    print(
+        f"{args.n} vectors, d={args.d}, {len(groups)} planted groups, features {feature_bytes / 2**30:.2f} GiB in "
+        f"{len(list_shards(WorkDir(str(args.out))))} shards (written in {time.perf_counter() - start:.1f}s)"
+    )
 
     times: dict[str, float] = {}
 
@@ -229,7 +300,15 @@ def main() -> int:
 
         names = phase("load", lambda: load_names(work, prefixes))
         rows = [read_marker(work, p)["good"] for p in prefixes]
-        sims, ids, listed, centroids = ivf_knn(lambda i: load_shards(work, [prefixes[i]], args.d)[1], rows, args.d, args.k, nlist, args.nprobe, phase=timed)
+        sims, ids, listed, centroids = ivf_knn(
+            lambda i: load_shards(work, [prefixes[i]], args.d)[1],
+            rows,
+            args.d,
+            args.k,
+            nlist,
+            args.nprobe,
+            phase=timed,
+        )
         blocks = lambda: (listed.members(lst) for lst in range(listed.nlist))  # noqa: E731
         index = listed.index
     else:
@@ -247,7 +326,10 @@ def main() -> int:
         for table, name in (
             (outputs.similarity_table(names, a, b, sim, args.ccthreshold), "similarity.csv"),
             (outputs.outliers_table(names, src, dst, knn_sim, 0.05), "outliers.csv"),
-            *zip(outputs.component_tables(labels, rank, delta), ("connected_components.csv", "component_info.csv")),
+            *zip(
+                outputs.component_tables(labels, rank, delta),
+                ("connected_components.csv", "component_info.csv"),
+            ),
         ):
             work.write_bytes(name, table.write_csv().encode())
 
@@ -270,19 +352,29 @@ def main() -> int:
         scores = queries @ vectors.T
         scores[block_ids[None, :] == sample[:, None]] = -np.inf
         top = np.argsort(-scores, axis=1)[:, : args.k]
-        truth_sims, truth = merge_topk([(truth_sims, truth), (np.take_along_axis(scores, top, axis=1), block_ids[top])], args.k)
+        truth_sims, truth = merge_topk(
+            [(truth_sims, truth), (np.take_along_axis(scores, top, axis=1), block_ids[top])], args.k
+        )
     recall = np.mean([len(set(truth[i]) & set(ids[q])) / args.k for i, q in enumerate(sample)])
     recovered = 0
     for group in groups:
         label = labels[group[0]]
         recovered += bool((labels[group] == label).all() and (labels == label).sum() == len(group))
 
-    print("phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()) + f"; total {total:.1f}s (index {args.nnf_mode}, k={args.k})")
+    print(
+        "phases: "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in times.items())
+        + f"; total {total:.1f}s (index {args.nnf_mode}, k={args.k})"
+    )
     print(f"peak memory {peak / 2**30:.2f} GiB = {peak / feature_bytes:.2f}x the feature files")
     if args.save_index:
-        print(f"saving the index: {times['save index']:.1f}s, {saved.stat().st_size / 2**30:.2f} GiB; peak memory with it {peak_saved / 2**30:.2f} GiB = {peak_saved / feature_bytes:.2f}x")
+        print(
+            f"saving the index: {times['save index']:.1f}s, {saved.stat().st_size / 2**30:.2f} GiB; peak memory with it {peak_saved / 2**30:.2f} GiB = {peak_saved / feature_bytes:.2f}x"
+        )
     print(f"recall@{args.k} vs exact ({len(sample)} queries): {recall:.4f}")
-    print(f"planted groups recovered as components (ccthreshold {args.ccthreshold}): {recovered}/{len(groups)} = {recovered / max(1, len(groups)):.4f}")
+    print(
+        f"planted groups recovered as components (ccthreshold {args.ccthreshold}): {recovered}/{len(groups)} = {recovered / max(1, len(groups)):.4f}"
+    )
     return 0
 
 

@@ -41,12 +41,14 @@ from pathlib import Path
 import numpy as np
 from photoset import DEFAULT_PHOTOS, build_volume_set
 
-from fastdup_ray.decode import decode_with_thumbnail, image_stats, open_rgb
-from fastdup_ray.embed import Embedder, default_model_path
 from fastdup_ray.engine import available_cpus
+from fastdup_ray.map.decode import decode_with_thumbnail, image_stats, open_rgb
+from fastdup_ray.map.embed import Embedder, default_model_path
 
 
-def per_image_costs(paths: list[Path], model: Embedder, thumbnail_size: int = 128, batch: int = 64) -> dict[str, float]:
+def per_image_costs(
+    paths: list[Path], model: Embedder, thumbnail_size: int = 128, batch: int = 64
+) -> dict[str, float]:
     """Milliseconds of one core per image for each step of extraction, at the model's size."""
     blobs = [p.read_bytes() for p in paths]
     size = model.image_size
@@ -69,7 +71,13 @@ def per_image_costs(paths: list[Path], model: Embedder, thumbnail_size: int = 12
     for first in range(0, len(stacked), batch):
         model.embed(stacked[first : first + batch])
     model_ms = (time.perf_counter() - start) * 1000 / len(stacked)
-    return {"decode": open_ms, "resize": decode_ms - open_ms, "thumbnail": with_thumb_ms - decode_ms, "stats": stats_ms, "model": model_ms}
+    return {
+        "decode": open_ms,
+        "resize": decode_ms - open_ms,
+        "thumbnail": with_thumb_ms - decode_ms,
+        "stats": stats_ms,
+        "model": model_ms,
+    }
 
 
 class MemorySampler:
@@ -89,10 +97,20 @@ class MemorySampler:
                 try:
                     pid = int(status.parent.name)
                     title = (status.parent / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-                    rss = next(int(line.split()[1]) * 1024 for line in status.read_text().splitlines() if line.startswith("VmRSS:"))
+                    rss = next(
+                        int(line.split()[1]) * 1024
+                        for line in status.read_text().splitlines()
+                        if line.startswith("VmRSS:")
+                    )
                 except (OSError, StopIteration, ValueError):
                     continue
-                role = "driver" if pid == self.driver_pid else title.split(" ")[0] if title.startswith("ray::") else None
+                role = (
+                    "driver"
+                    if pid == self.driver_pid
+                    else title.split(" ")[0]
+                    if title.startswith("ray::")
+                    else None
+                )
                 if role and role != "ray::IDLE":
                     self.peaks[role] = max(self.peaks.get(role, 0), rss)
 
@@ -111,7 +129,10 @@ def end_to_end(folder, work: Path, extra: list[str], env: dict | None = None, fr
     start = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "fastdup_ray", "run", str(folder), "--work-dir", str(work), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     sampler = MemorySampler(process.pid)
     stdout, stderr = process.communicate()
@@ -131,7 +152,9 @@ def compared_args(model_path: str) -> list[str]:
 
 
 def memory_line(memory: dict[str, int]) -> str:
-    return ", ".join(f"{role} {rss / 2**20:.0f} MiB" for role, rss in sorted(memory.items(), key=lambda kv: -kv[1]))
+    return ", ".join(
+        f"{role} {rss / 2**20:.0f} MiB" for role, rss in sorted(memory.items(), key=lambda kv: -kv[1])
+    )
 
 
 FASTDUP_SCRIPT = """
@@ -156,8 +179,12 @@ def fastdup_python(out: Path) -> Path:
 def fastdup_run(python: Path, folder: Path, work: Path, count: int) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     start = time.perf_counter()
-    result = subprocess.run([str(python), "-c", FASTDUP_SCRIPT, str(folder), str(work)], capture_output=True, text=True,
-                            env=dict(os.environ, SENTRY_OPT_OUT="1"))
+    result = subprocess.run(
+        [str(python), "-c", FASTDUP_SCRIPT, str(folder), str(work)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, SENTRY_OPT_OUT="1"),
+    )
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"fastdup failed:\n{result.stderr[-3000:]}")
@@ -197,16 +224,30 @@ def ceiling(kind: str, workers: int, paths: list[Path], size: int) -> float:
     return sum(len(s) for s in shares) / max(seconds)
 
 
-def scaling(folder: Path, paths: list[Path], out: Path, counts: list[int], executors: list[str], extra: list[str]) -> None:
+def scaling(
+    folder: Path, paths: list[Path], out: Path, counts: list[int], executors: list[str], extra: list[str]
+) -> None:
     """One table: per worker count, each engine end to end and the two ceilings."""
     size = Embedder(default_model_path("int8")).image_size
     print(f"scaling on {len(paths)} images ({size} px, int8 model); img/s")
-    print("| workers | " + " | ".join(f"{e} end to end" for e in executors) + " | decode alone | model alone |")
+    print(
+        "| workers | " + " | ".join(f"{e} end to end" for e in executors) + " | decode alone | model alone |"
+    )
     print("|---|" + "---|" * (len(executors) + 2))
     for count in counts:
-        runs = [end_to_end(folder, out / "work-scaling", ["--executor", e, "--num-threads", str(count), *extra]) for e in executors]
-        cells = [f"{r['good'] / r['wall']:.0f} (extract {r['good'] / r['stages']['extract']:.0f})" for r in runs]
-        print(f"| {count} | " + " | ".join(cells) + f" | {ceiling('decode', count, paths, size):.0f} | {ceiling('model', count, paths, size):.0f} |", flush=True)
+        runs = [
+            end_to_end(folder, out / "work-scaling", ["--executor", e, "--num-threads", str(count), *extra])
+            for e in executors
+        ]
+        cells = [
+            f"{r['good'] / r['wall']:.0f} (extract {r['good'] / r['stages']['extract']:.0f})" for r in runs
+        ]
+        print(
+            f"| {count} | "
+            + " | ".join(cells)
+            + f" | {ceiling('decode', count, paths, size):.0f} | {ceiling('model', count, paths, size):.0f} |",
+            flush=True,
+        )
 
 
 def main() -> int:
@@ -215,11 +256,30 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/fastdup-ray-throughput"))
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--vs-fastdup", action="store_true", help="also run fastdup 2.54 on the same folder, alternating")
-    parser.add_argument("--executors", default="auto", help="comma list of fastdup-ray executors to time each round (auto, local, ray)")
-    parser.add_argument("--memory-sizes", default="", help="comma list of image counts (e.g. 2000,10000): one run each, peak memory per worker kind, to show it does not grow with the dataset")
-    parser.add_argument("--scaling", default="", help="comma list of worker counts (e.g. 1,2,4,8,16): each engine end to end and the decode / model ceilings at each count")
-    parser.add_argument("--compare-model", default=None, metavar="PATH", help="also time this ONNX model, alternating with the shipped int8 one")
+    parser.add_argument(
+        "--vs-fastdup", action="store_true", help="also run fastdup 2.54 on the same folder, alternating"
+    )
+    parser.add_argument(
+        "--executors",
+        default="auto",
+        help="comma list of fastdup-ray executors to time each round (auto, local, ray)",
+    )
+    parser.add_argument(
+        "--memory-sizes",
+        default="",
+        help="comma list of image counts (e.g. 2000,10000): one run each, peak memory per worker kind, to show it does not grow with the dataset",
+    )
+    parser.add_argument(
+        "--scaling",
+        default="",
+        help="comma list of worker counts (e.g. 1,2,4,8,16): each engine end to end and the decode / model ceilings at each count",
+    )
+    parser.add_argument(
+        "--compare-model",
+        default=None,
+        metavar="PATH",
+        help="also time this ONNX model, alternating with the shipped int8 one",
+    )
     parser.add_argument("run_args", nargs="*", help="extra arguments for fastdup-ray run (after --)")
     args = parser.parse_args()
     if not args.photos.is_dir():
@@ -230,7 +290,14 @@ def main() -> int:
     cores = available_cpus()
     print(f"machine: {cores} cores; {len(paths)} JPEGs in {folder}")
     if args.scaling:
-        scaling(folder, paths, args.out, [int(c) for c in args.scaling.split(",")], args.executors.split(","), args.run_args)
+        scaling(
+            folder,
+            paths,
+            args.out,
+            [int(c) for c in args.scaling.split(",")],
+            args.executors.split(","),
+            args.run_args,
+        )
         return 0
 
     costs = {}
@@ -242,7 +309,9 @@ def main() -> int:
         costs[label] = per_image_costs(paths[:640], model)
         total = sum(costs[label].values())
         steps = ", ".join(f"{k} {v:.2f}" for k, v in costs[label].items())
-        print(f"one core, {label} model ({Path(path).name}) at {model.image_size} px, d={model.output_width()}: {steps} ms an image; {total:.2f} ms = {1000 / total:.0f} img/s per core")
+        print(
+            f"one core, {label} model ({Path(path).name}) at {model.image_size} px, d={model.output_width()}: {steps} ms an image; {total:.2f} ms = {1000 / total:.0f} img/s per core"
+        )
     results = []
     compared = []
     peer = []
@@ -252,7 +321,9 @@ def main() -> int:
         if python:
             timed = fastdup_run(python, folder, args.out / "fastdup-work", len(paths))
             peer.append(timed)
-            print(f"fastdup 2.54 #{repeat + 1}: {timed['good'] / timed['wall']:.0f} img/s ({timed['wall']:.1f}s wall, process start included)")
+            print(
+                f"fastdup 2.54 #{repeat + 1}: {timed['good'] / timed['wall']:.0f} img/s ({timed['wall']:.1f}s wall, process start included)"
+            )
         for executor in executors:
             measured = end_to_end(folder, args.out / "work", ["--executor", executor, *args.run_args])
             measured["executor"] = executor
@@ -261,37 +332,65 @@ def main() -> int:
             extract_s = measured["stages"]["extract"]
             startup = measured["wall"] - sum(measured["stages"].values())
             # The cores' time in extraction against what decode + stats + model need alone.
-            busy = measured["good"] * sum(costs["int8"].values()) / 1000 if not args.run_args else float("nan")
-            print(f"end to end #{repeat + 1} ({executor}): {measured['good'] / measured['wall']:.0f} img/s "
-                  f"({measured['good']} images in {measured['wall']:.1f}s wall: process start {startup:.1f}s, stages {stages}); "
-                  f"extraction {measured['good'] / extract_s:.0f} img/s, {busy / (extract_s * cores):.0%} of {cores} cores' time in decode + stats + model")
+            busy = (
+                measured["good"] * sum(costs["int8"].values()) / 1000 if not args.run_args else float("nan")
+            )
+            print(
+                f"end to end #{repeat + 1} ({executor}): {measured['good'] / measured['wall']:.0f} img/s "
+                f"({measured['good']} images in {measured['wall']:.1f}s wall: process start {startup:.1f}s, stages {stages}); "
+                f"extraction {measured['good'] / extract_s:.0f} img/s, {busy / (extract_s * cores):.0%} of {cores} cores' time in decode + stats + model"
+            )
             print(f"  peak memory: {memory_line(measured['memory'])}")
             if args.compare_model:
-                other = end_to_end(folder, args.out / "work", ["--executor", executor, *compared_args(args.compare_model), *args.run_args])
+                other = end_to_end(
+                    folder,
+                    args.out / "work",
+                    ["--executor", executor, *compared_args(args.compare_model), *args.run_args],
+                )
                 other["executor"] = executor
                 compared.append(other)
-                print(f"  compared model #{repeat + 1} ({executor}): {other['good'] / other['wall']:.0f} img/s, extraction {other['good'] / other['stages']['extract']:.0f} img/s; "
-                      f"shipped / compared end to end {measured['good'] / measured['wall'] / (other['good'] / other['wall']):.3f}, "
-                      f"extraction {other['stages']['extract'] / extract_s:.3f}")
+                print(
+                    f"  compared model #{repeat + 1} ({executor}): {other['good'] / other['wall']:.0f} img/s, extraction {other['good'] / other['stages']['extract']:.0f} img/s; "
+                    f"shipped / compared end to end {measured['good'] / measured['wall'] / (other['good'] / other['wall']):.3f}, "
+                    f"extraction {other['stages']['extract'] / extract_s:.3f}"
+                )
     for count in [int(c) for c in args.memory_sizes.split(",") if c]:
         # Extraction (run_mode 1) and the reduce (run_mode 2) in separate processes, so
         # each one's peak is its own even when the local executor runs both in the driver.
         subset = build_volume_set(args.photos, args.out / f"images-{count}", count)
         for mode, stage in (("1", "extraction"), ("2", "reduce")):
-            measured = end_to_end(args.out / f"images-{count}", args.out / "work-memory", ["--executor", executors[0], "--run-mode", mode, *args.run_args], fresh=mode == "1")
+            measured = end_to_end(
+                args.out / f"images-{count}",
+                args.out / "work-memory",
+                ["--executor", executors[0], "--run-mode", mode, *args.run_args],
+                fresh=mode == "1",
+            )
             print(f"memory at {len(subset)} images, {stage}: {memory_line(measured['memory'])}")
     for executor in executors if compared else []:
         ours = np.median([r["good"] / r["wall"] for r in results if r["executor"] == executor])
         theirs = np.median([r["good"] / r["wall"] for r in compared if r["executor"] == executor])
-        print(f"median end to end on {cores} cores ({executor}): shipped int8 {ours:.0f} img/s, compared model {theirs:.0f} img/s, ratio {ours / theirs:.3f}")
+        print(
+            f"median end to end on {cores} cores ({executor}): shipped int8 {ours:.0f} img/s, compared model {theirs:.0f} img/s, ratio {ours / theirs:.3f}"
+        )
     best = max(results, key=lambda r: r["good"] / r["wall"])
     if peer:
         theirs = np.median([r["good"] / r["wall"] for r in peer])
         for executor in executors:
             ours = np.median([r["good"] / r["wall"] for r in results if r["executor"] == executor])
-            print(f"median end to end on {cores} cores: fastdup_ray ({executor}) {ours:.0f} img/s, fastdup {theirs:.0f} img/s, ratio {ours / theirs:.2f}x")
-    print(json.dumps({"cores": cores, "images": best["good"], "end_to_end_img_s": round(best["good"] / best["wall"], 1),
-                      "extract_img_s": round(best["good"] / best["stages"]["extract"], 1), "stages_s": best["stages"]}))
+            print(
+                f"median end to end on {cores} cores: fastdup_ray ({executor}) {ours:.0f} img/s, fastdup {theirs:.0f} img/s, ratio {ours / theirs:.2f}x"
+            )
+    print(
+        json.dumps(
+            {
+                "cores": cores,
+                "images": best["good"],
+                "end_to_end_img_s": round(best["good"] / best["wall"], 1),
+                "extract_img_s": round(best["good"] / best["stages"]["extract"], 1),
+                "stages_s": best["stages"],
+            }
+        )
+    )
     return 0
 
 

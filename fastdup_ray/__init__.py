@@ -11,11 +11,16 @@ Public API (a thin layer over the stage modules):
 - ``create_*_gallery`` / :func:`export_to_tensorboard_projector` — reports over a finished run.
 """
 
+from fastdup_ray.actions.evaluate import evaluate_run
 from fastdup_ray.api import Fastdup, create
 from fastdup_ray.config import RunConfig
-from fastdup_ray.errors import ConfigError, FastdupRayError, InputError, StorageUnavailableError
-from fastdup_ray.evaluate import evaluate_run
-from fastdup_ray.features import load_binary_features, save_binary_feature
+from fastdup_ray.errors import (
+    ConfigError,
+    FastdupRayError,
+    InputError,
+    StorageUnavailableError,
+)
+from fastdup_ray.pipeline import RunSummary, run
 from fastdup_ray.reports import (
     Visualizer,
     create_components_gallery,
@@ -26,7 +31,7 @@ from fastdup_ray.reports import (
     create_stats_gallery,
     export_to_tensorboard_projector,
 )
-from fastdup_ray.run import RunSummary, run
+from fastdup_ray.rundir.shards import load_binary_features, save_binary_feature
 
 __version__ = "0.1.0"
 

@@ -3,7 +3,7 @@
 and ``fd.vis`` for the galleries.
 
 A thin layer: ``fd.run`` is :func:`fastdup_ray.run.run_config`, the frames are the run's
-tables read through :mod:`fastdup_ray.results` (CSV or Parquet parts) and joined with the
+tables read through :mod:`fastdup_ray.rundir.results` (CSV or Parquet parts) and joined with the
 run's image list, so ``create`` on a finished work dir opens it without recomputing.
 As in fastdup, an image's ``index`` is its row in ``features.dat.csv`` (the tables'
 ``__id``); pairs name their images by index (``from``, ``to``) and by file
@@ -20,13 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from fastdup_ray import layout, results
 from fastdup_ray.config import RunConfig
 from fastdup_ray.errors import ConfigError, InputError
-from fastdup_ray.features import BAD_FILE, list_shards, load_binary_features, load_names
-from fastdup_ray.storage import StorageOptions, is_remote
-from fastdup_ray.summary import RunSummary
-from fastdup_ray.workdir import WorkDir
+from fastdup_ray.rundir import layout, results
+from fastdup_ray.rundir.shards import (
+    BAD_FILE,
+    list_shards,
+    load_binary_features,
+    load_names,
+)
+from fastdup_ray.rundir.storage import StorageOptions, is_remote
+from fastdup_ray.rundir.summary import RunSummary
+from fastdup_ray.rundir.workdir import WorkDir
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,10 +54,24 @@ RESERVED = ("index", "is_valid", "error_code")
 STATS_NAMES = {"__id": "index", "width": "img_w", "height": "img_h", "unique_colors": "unique", "std": "stdv"}
 STATS_INTEGERS = ("img_w", "img_h", "file_size", "unique")
 # fastdup's stats.csv order; our own columns (hash, color_spread, flags) follow.
-STATS_ORDER = ("index", "filename", "img_w", "img_h", "unique", "blur", "mean", "min", "max", "stdv", "file_size")
+STATS_ORDER = (
+    "index",
+    "filename",
+    "img_w",
+    "img_h",
+    "unique",
+    "blur",
+    "mean",
+    "min",
+    "max",
+    "stdv",
+    "file_size",
+)
 
 
-def create(work_dir: str | os.PathLike | None = None, input_dir: str | os.PathLike | list | None = None) -> Fastdup:
+def create(
+    work_dir: str | os.PathLike | None = None, input_dir: str | os.PathLike | list | None = None
+) -> Fastdup:
     """A fastdup object over ``work_dir``: call ``run()`` to analyse ``input_dir``, or
     read the frames of a run already finished there (nothing is recomputed)."""
     return Fastdup(work_dir, input_dir)
@@ -61,7 +80,9 @@ def create(work_dir: str | os.PathLike | None = None, input_dir: str | os.PathLi
 class Fastdup:
     """One work dir and its run, with fastdup v1's methods (see :func:`create`)."""
 
-    def __init__(self, work_dir: str | os.PathLike | None = None, input_dir: str | os.PathLike | list | None = None) -> None:
+    def __init__(
+        self, work_dir: str | os.PathLike | None = None, input_dir: str | os.PathLike | list | None = None
+    ) -> None:
         if work_dir is None:
             log.warning("fastdup_ray.create() without work_dir: outputs go to ./work_dir")
             work_dir = "work_dir"
@@ -92,10 +113,19 @@ class Fastdup:
 
         work = self._existing_work()
         if not work.exists(layout.CONFIG_FILE):
-            raise InputError(f"no run in {self.work_dir}: {layout.CONFIG_FILE} is missing; call fd.run() first")
+            raise InputError(
+                f"no run in {self.work_dir}: {layout.CONFIG_FILE} is missing; call fd.run() first"
+            )
         return json.loads(work.read_bytes(layout.CONFIG_FILE))
 
-    def run(self, input_dir: str | os.PathLike | list | None = None, annotations: Any = None, overwrite: bool = False, print_summary: bool = False, **params: Any) -> int:
+    def run(
+        self,
+        input_dir: str | os.PathLike | list | None = None,
+        annotations: Any = None,
+        overwrite: bool = False,
+        print_summary: bool = False,
+        **params: Any,
+    ) -> int:
         """Run fastdup_ray over ``input_dir`` (or the one given to create()) with fastdup's
         parameter names (threshold, nearest_neighbors_k, cc_threshold, outlier_percentile,
         num_images, turi_param, ...); returns 0 as fastdup does, the counts are in
@@ -108,7 +138,7 @@ class Fastdup:
         directory or relative to input_dir: the first of these that is a file is read; a
         name that is none is a bad row (features.bad.csv) naming the paths tried.
         """
-        from fastdup_ray.run import run_config
+        from fastdup_ray.pipeline import run_config
 
         source = _fspath(input_dir) if input_dir is not None else self.input_dir
         table, missing = None, []
@@ -117,7 +147,9 @@ class Fastdup:
             lost = {location for location, _ in missing}
             source = [name for name in table["filename"].to_list() if name not in lost]
         if source is None:
-            raise ConfigError("input_dir must be given, to fastdup_ray.create(work_dir, input_dir) or to fd.run(input_dir=...)")
+            raise ConfigError(
+                "input_dir must be given, to fastdup_ray.create(work_dir, input_dir) or to fd.run(input_dir=...)"
+            )
         config = RunConfig.from_kwargs(source, self.work_dir, overwrite=overwrite, **v1_parameters(params))
         self.run_summary = run_config(config, rejected=missing)
         self._input_dir, self._storage = source, config.storage_options()
@@ -153,7 +185,11 @@ class Fastdup:
         ]
         stats = self._stats_frame()
         if stats is not None:
-            flags = [f"{int(stats[flag].sum()):,d} {flag.removeprefix('is_')}" for flag in ("is_blurry", "is_dark", "is_bright") if flag in stats.columns]
+            flags = [
+                f"{int(stats[flag].sum()):,d} {flag.removeprefix('is_')}"
+                for flag in ("is_blurry", "is_dark", "is_bright")
+                if flag in stats.columns
+            ]
             lines.append("Image statistics: " + ", ".join(flags) + " (see .img_stats())")
         if verbose:
             print("\n".join(lines))
@@ -189,7 +225,9 @@ class Fastdup:
         table = table.rename({"from": "outlier", "to": "nearest"}).sort("distance", maintain_order=True)
         return _out(self._pairs(table, ("outlier", "nearest"), data), as_polars)
 
-    def connected_components(self, data: bool = True, as_polars: bool = False) -> tuple[pd.DataFrame, pd.DataFrame] | tuple[pl.DataFrame, pl.DataFrame]:
+    def connected_components(
+        self, data: bool = True, as_polars: bool = False
+    ) -> tuple[pd.DataFrame, pd.DataFrame] | tuple[pl.DataFrame, pl.DataFrame]:
         """(components, component_info), as fastdup returns them. components: one row per
         image in a component of two or more (images alone are left out, as in fastdup):
         ``index``, ``component_id``, ``pagerank``, ``delta``, ``count`` (images in the
@@ -241,7 +279,11 @@ class Fastdup:
         if not bare.exists(layout.CONFIG_FILE):
             return None
         saved = json.loads(bare.read_bytes(layout.CONFIG_FILE))
-        return StorageOptions(endpoint_url=saved.get("s3_endpoint_url"), region=saved.get("s3_region"), profile=saved.get("s3_profile"))
+        return StorageOptions(
+            endpoint_url=saved.get("s3_endpoint_url"),
+            region=saved.get("s3_region"),
+            profile=saved.get("s3_profile"),
+        )
 
     def _existing_work(self) -> WorkDir:
         """The work dir, refused (not created) when a local one does not exist."""
@@ -260,7 +302,9 @@ class Fastdup:
 
         work = self._existing_work()
         if not results.has_table(work, layout.CONNECTED_COMPONENTS_FILE):
-            raise InputError(f"no finished run in {self.work_dir}: {layout.CONNECTED_COMPONENTS_FILE} is missing; call fd.run() first (run_mode 0 or 2)")
+            raise InputError(
+                f"no finished run in {self.work_dir}: {layout.CONNECTED_COMPONENTS_FILE} is missing; call fd.run() first (run_mode 0 or 2)"
+            )
         remember_run(self.work_dir)  # a gallery of a frame of this run finds it without work_dir
         return work
 
@@ -272,7 +316,10 @@ class Fastdup:
             names = components.select(pl.col("__id").alias("index"), "filename").collect()
         else:  # written before the components table carried names
             filenames = load_names(work, list_shards(work))
-            names = pl.DataFrame({"index": range(len(filenames)), "filename": filenames}, schema={"index": pl.Int64, "filename": pl.String})
+            names = pl.DataFrame(
+                {"index": range(len(filenames)), "filename": filenames},
+                schema={"index": pl.Int64, "filename": pl.String},
+            )
         return names.sort("index")
 
     def _bad(self, first_index: int) -> pl.DataFrame:
@@ -291,7 +338,9 @@ class Fastdup:
         work = self._finished()
         if not results.has_stats(work):
             return None
-        stats = results.read_stats(work, ("__id", "filename", "width", "height")).rename(STATS_NAMES, strict=False)
+        stats = results.read_stats(work, ("__id", "filename", "width", "height")).rename(
+            STATS_NAMES, strict=False
+        )
         stats = stats.with_columns(pl.col(c).cast(pl.Int64) for c in STATS_INTEGERS if c in stats.columns)
         first = [c for c in STATS_ORDER if c in stats.columns]
         return stats.select(first + [c for c in stats.columns if c not in first])
@@ -322,7 +371,9 @@ class Fastdup:
         user = self._user_columns()
         if user is None or user.width == 1:
             return table
-        user = user.rename({c: f"{c}{suffix}" for c in user.columns if c != "filename"}).rename({"filename": on})
+        user = user.rename({c: f"{c}{suffix}" for c in user.columns if c != "filename"}).rename(
+            {"filename": on}
+        )
         return table.join(user, on=on, how="left", maintain_order="left")
 
     def _pairs(self, pairs: pl.DataFrame, ends: tuple[str, str], data: bool) -> pl.DataFrame:
@@ -330,8 +381,15 @@ class Fastdup:
         index, and with ``data`` ``filename_<end>`` plus annotation columns per end."""
         index_of = self._names().select("filename", "index")
         for end in ends:
-            pairs = pairs.join(index_of.rename({"filename": end, "index": f"__{end}"}), on=end, how="left", maintain_order="left")
-            pairs = pairs.with_columns(pl.col(end).alias(f"filename_{end}"), pl.col(f"__{end}").alias(end)).drop(f"__{end}")
+            pairs = pairs.join(
+                index_of.rename({"filename": end, "index": f"__{end}"}),
+                on=end,
+                how="left",
+                maintain_order="left",
+            )
+            pairs = pairs.with_columns(
+                pl.col(end).alias(f"filename_{end}"), pl.col(f"__{end}").alias(end)
+            ).drop(f"__{end}")
         if not data:
             return pairs.drop(*(f"filename_{end}" for end in ends))
         for end in ends:
@@ -343,8 +401,12 @@ class Fastdup:
         members = results.read_table(work, layout.CONNECTED_COMPONENTS_FILE, ("__id", "component_id"))
         members = members.drop("filename", strict=False).rename({"__id": "index"}).sort("index")
         sizes = members.group_by("component_id").agg(pl.len().cast(pl.Int64).alias("count"))
-        members = members.join(sizes, on="component_id", how="left", maintain_order="left").filter(pl.col("count") >= 2)
-        members = members.join(self._inner_distances(members), on="component_id", how="left", maintain_order="left")
+        members = members.join(sizes, on="component_id", how="left", maintain_order="left").filter(
+            pl.col("count") >= 2
+        )
+        members = members.join(
+            self._inner_distances(members), on="component_id", how="left", maintain_order="left"
+        )
         if data:
             members = members.join(self._names(), on="index", how="left", maintain_order="left")
             members = self._with_user_columns(members, "filename")
@@ -352,7 +414,11 @@ class Fastdup:
 
     def _inner_distances(self, members: pl.DataFrame) -> pl.DataFrame:
         """mean / min / max similarity of the similarity.csv pairs inside each component."""
-        pairs = self._pairs(results.read_table(self._finished(), layout.SIMILARITY_FILE, ("from", "to", "distance")), ("from", "to"), data=False)
+        pairs = self._pairs(
+            results.read_table(self._finished(), layout.SIMILARITY_FILE, ("from", "to", "distance")),
+            ("from", "to"),
+            data=False,
+        )
         component = members.select("index", "component_id")
         inside = (
             pairs.join(component.rename({"index": "from"}), on="from")
@@ -391,17 +457,23 @@ def annotation_table(annotations: Any, input_dir: str | list[str] | None) -> tup
     reason) of the names that are no file."""
     table = _as_polars(annotations)
     if "filename" not in table.columns:
-        raise ConfigError(f"annotations need a 'filename' column (they have {', '.join(table.columns) or 'none'})")
+        raise ConfigError(
+            f"annotations need a 'filename' column (they have {', '.join(table.columns) or 'none'})"
+        )
     clash = [c for c in RESERVED if c in table.columns]
     if clash:
-        raise ConfigError(f"annotations may not have the column(s) {', '.join(clash)}: the frames make them; rename yours")
+        raise ConfigError(
+            f"annotations may not have the column(s) {', '.join(clash)}: the frames make them; rename yours"
+        )
     if table.height == 0:
         raise ConfigError("annotations list no images")
     locations, missing, found = resolve_names(table["filename"].cast(pl.String).to_list(), input_dir)
     table = table.with_columns(pl.Series("filename", locations, dtype=pl.String))
     repeated = table.filter(pl.col("filename").is_duplicated())["filename"]
     if len(repeated):
-        raise ConfigError(f"annotations list {repeated[0]} more than once: one row per image (bounding boxes are not supported)")
+        raise ConfigError(
+            f"annotations list {repeated[0]} more than once: one row per image (bounding boxes are not supported)"
+        )
     if not any(found.values()):
         first = missing[0][1].removeprefix("no such file: ")
         raise InputError(f"annotations: none of the {table.height} file names is a file ({first}, ...)")
@@ -418,17 +490,23 @@ def _as_polars(annotations: Any) -> pl.DataFrame:
         try:
             return pl.read_csv(os.fspath(annotations), infer_schema=False)
         except (OSError, pl.exceptions.PolarsError) as exc:
-            raise ConfigError(f"annotations: cannot read {os.fspath(annotations)}: {str(exc).splitlines()[0]}") from None
+            raise ConfigError(
+                f"annotations: cannot read {os.fspath(annotations)}: {str(exc).splitlines()[0]}"
+            ) from None
     if type(annotations).__module__.startswith("pandas"):
         return pl.from_pandas(annotations)
-    raise ConfigError(f"annotations must be a DataFrame with a 'filename' column, a list of files or a .csv path, got {type(annotations).__name__}")
+    raise ConfigError(
+        f"annotations must be a DataFrame with a 'filename' column, a list of files or a .csv path, got {type(annotations).__name__}"
+    )
 
 
 # How resolve_names found a name, in the order it tries (fastdup's).
 ABSOLUTE, WORKING_DIR, INPUT_DIR = "absolute", "relative to the working directory", "relative to input_dir"
 
 
-def resolve_names(names: list[str], input_dir: str | list[str] | None) -> tuple[list[str], Missing, dict[str, int]]:
+def resolve_names(
+    names: list[str], input_dir: str | list[str] | None
+) -> tuple[list[str], Missing, dict[str, int]]:
     """(locations, missing, found): each annotation name as the run reads it, found as fastdup
     finds it: absolute, else relative to the working directory, else relative to
     input_dir; the first that is a file wins, decided per name. A name that is none is

@@ -62,8 +62,9 @@ class RunConfig:
     overwrite: bool = False
     batch_size: int = 64
     num_threads: int = 0
-    # Where extraction runs: 'local' (threads in this process, no Ray start-up), 'ray'
-    # (Ray Data; a cluster when RAY_ADDRESS names one), or 'auto' (see extract.choose_executor).
+    # Which engine runs the stages: 'local' (worker processes on this machine, no Ray
+    # start-up), 'ray' (Ray Data; a cluster when RAY_ADDRESS names one), or 'auto' (see
+    # engine.choose).
     executor: str = "auto"
     nn_provider: str = "nnf"
     nnf_mode: str = "Flat"
@@ -110,7 +111,11 @@ class RunConfig:
             if target in resolved:
                 raise ConfigError(f"parameter {target!r} given twice (once as {name!r})")
             resolved[target] = value
-        inputs = [os.fspath(x) for x in input_dir] if isinstance(input_dir, (list, tuple)) else os.fspath(input_dir)
+        inputs = (
+            [os.fspath(x) for x in input_dir]
+            if isinstance(input_dir, (list, tuple))
+            else os.fspath(input_dir)
+        )
         return cls(input_dir=inputs, work_dir=os.fspath(work_dir), **resolved)
 
     def validate(self) -> None:
@@ -131,13 +136,23 @@ class RunConfig:
         _check_int("rows_per_partition", self.rows_per_partition, minimum=1)
         _check_int("csv_row_limit", self.csv_row_limit, minimum=0)
         if self.reduce_strategy not in REDUCE_STRATEGIES:
-            raise ConfigError(f"reduce_strategy must be one of {REDUCE_STRATEGIES}, got {self.reduce_strategy!r}")
-        if isinstance(self.reduce_memory_gb, bool) or not isinstance(self.reduce_memory_gb, (int, float)) or self.reduce_memory_gb <= 0:
+            raise ConfigError(
+                f"reduce_strategy must be one of {REDUCE_STRATEGIES}, got {self.reduce_strategy!r}"
+            )
+        if (
+            isinstance(self.reduce_memory_gb, bool)
+            or not isinstance(self.reduce_memory_gb, (int, float))
+            or self.reduce_memory_gb <= 0
+        ):
             raise ConfigError(f"reduce_memory_gb must be a number > 0, got {self.reduce_memory_gb!r}")
-        from fastdup_ray.index import factory_string
+        from fastdup_ray.reduce.index import factory_string
 
         factory_string(self.nn_provider, self.nnf_mode, self.nnmodel)  # names the bad parameter
-        if isinstance(self.video_fps, bool) or not isinstance(self.video_fps, (int, float)) or self.video_fps <= 0:
+        if (
+            isinstance(self.video_fps, bool)
+            or not isinstance(self.video_fps, (int, float))
+            or self.video_fps <= 0
+        ):
             raise ConfigError(f"video_fps must be a number > 0, got {self.video_fps!r}")
         if self.compute not in COMPUTE_CHOICES:
             raise ConfigError(f"compute must be one of {COMPUTE_CHOICES}, got {self.compute!r}")
@@ -148,7 +163,9 @@ class RunConfig:
         if self.run_mode not in RUN_MODES:
             raise ConfigError(f"run_mode must be one of {RUN_MODES}, got {self.run_mode!r}")
         if self.run_mode in (3, 4) and not self.test_dir:
-            raise ConfigError(f"run_mode={self.run_mode} needs test_dir: the images (3) or features (4) to score against work_dir's index")
+            raise ConfigError(
+                f"run_mode={self.run_mode} needs test_dir: the images (3) or features (4) to score against work_dir's index"
+            )
         if self.precision not in PRECISION_CHOICES:
             raise ConfigError(f"precision must be one of {PRECISION_CHOICES}, got {self.precision!r}")
         if self.model_path is not None and not os.path.isfile(self.model_path):
@@ -172,24 +189,35 @@ class RunConfig:
         return cls(**values)
 
     def storage_options(self):
-        from fastdup_ray.storage import StorageOptions
+        from fastdup_ray.rundir.storage import StorageOptions
 
         return StorageOptions(
-            endpoint_url=self.s3_endpoint_url, region=self.s3_region, profile=self.s3_profile, key=self.s3_key, secret=self.s3_secret
+            endpoint_url=self.s3_endpoint_url,
+            region=self.s3_region,
+            profile=self.s3_profile,
+            key=self.s3_key,
+            secret=self.s3_secret,
         )
 
     def extraction_settings(self) -> dict[str, Any]:
         """Settings that change what a features shard holds: a resume must not mix them."""
-        return {"model_file": os.path.basename(self.model_file()), "d": self.d, "video_fps": self.video_fps, "shard_size": self.shard_size}
+        return {
+            "model_file": os.path.basename(self.model_file()),
+            "d": self.d,
+            "video_fps": self.video_fps,
+            "shard_size": self.shard_size,
+        }
 
     def model_file(self) -> str:
         """The ONNX file to embed with: the user's, or the shipped model at ``precision``
         ('auto': int8 on CPU, where its model step is ~2.3x faster; fp16 on GPU)."""
         if self.model_path:
             return self.model_path
-        from fastdup_ray.embed import default_model_path
+        from fastdup_ray.map.embed import default_model_path
 
-        precision = self.precision if self.precision != "auto" else ("fp16" if self.compute == "gpu" else "int8")
+        precision = (
+            self.precision if self.precision != "auto" else ("fp16" if self.compute == "gpu" else "int8")
+        )
         return default_model_path(precision)
 
 

@@ -23,7 +23,8 @@ class StorageUnavailableError(FastdupRayError):
     the others are, and running the same command again extracts only those. ``shards``
     names them; ``location`` and ``cause`` are where and why the storage failed first."""
 
-    def __init__(self, message: str, shards: list[str] | None = None, location: str = "",
-                 cause: str = "") -> None:
+    def __init__(
+        self, message: str, shards: list[str] | None = None, location: str = "", cause: str = ""
+    ) -> None:
         super().__init__(message)
         self.shards, self.location, self.cause = shards or [], location, cause

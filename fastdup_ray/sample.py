@@ -32,7 +32,9 @@ def _turbulence(rng: np.random.Generator, octaves: int = 5) -> np.ndarray:
 
 def _colourise(values: np.ndarray, low, high) -> np.ndarray:
     span = (values - values.min()) / (np.ptp(values) + 1e-6)
-    return span[..., None] * np.asarray(high, np.float32) + (1 - span[..., None]) * np.asarray(low, np.float32)
+    return span[..., None] * np.asarray(high, np.float32) + (1 - span[..., None]) * np.asarray(
+        low, np.float32
+    )
 
 
 def _material(kind: int, rng: np.random.Generator) -> np.ndarray:
@@ -60,14 +62,20 @@ def _material(kind: int, rng: np.random.Generator) -> np.ndarray:
     if kind == 5:  # landscape: sky over hills
         ridge = HEIGHT * 0.55 + 30 * _turbulence(rng, 4)[0]
         ground = (yy > ridge[None, :])[..., None]
-        return np.where(ground, _colourise(_turbulence(rng), (30, 90, 20), (120, 160, 60)), _colourise(yy, (90, 150, 250), (230, 240, 255)))
+        return np.where(
+            ground,
+            _colourise(_turbulence(rng), (30, 90, 20), (120, 160, 60)),
+            _colourise(yy, (90, 150, 250), (230, 240, 255)),
+        )
     if kind == 6:  # warped checkerboard
         warp = _turbulence(rng) * 20
         fx, fy = rng.uniform(0.05, 0.15), rng.uniform(0.05, 0.15)
         return _colourise(np.sign(np.sin((xx + warp) * fx) * np.sin((yy + warp) * fy)), low, high)
     if kind == 7:  # stripes
         angle = rng.uniform(0, np.pi)
-        return _colourise(np.sin((np.cos(angle) * xx + np.sin(angle) * yy) * rng.uniform(0.1, 0.5)), low, high)
+        return _colourise(
+            np.sin((np.cos(angle) * xx + np.sin(angle) * yy) * rng.uniform(0.1, 0.5)), low, high
+        )
     if kind == 8:  # sand
         return _colourise(_smooth_noise(rng, 2) + 0.5 * _smooth_noise(rng, 8), low, high)
     if kind == 9:  # grass
@@ -139,7 +147,9 @@ class SampleDataset:
 SAMPLE_SEED = 1
 
 
-def make_sample_dataset(root: str | Path, n_scenes: int = MATERIALS, n_duplicated: int = 6, seed: int = SAMPLE_SEED) -> SampleDataset:
+def make_sample_dataset(
+    root: str | Path, n_scenes: int = MATERIALS, n_duplicated: int = 6, seed: int = SAMPLE_SEED
+) -> SampleDataset:
     """Write ``n_scenes`` scenes (JPEG and PNG, every fourth in a nested folder), a
     near-duplicate copy (JPEG, upper-case extension) of the first ``n_duplicated``, and
     one truncated JPEG."""

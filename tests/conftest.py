@@ -45,13 +45,25 @@ def archive_dataset(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("archives")
     scenes = [make_scene(500 + i, material=i) for i in range(8)]
-    write_tar(root / "00000.tar", {
-        "000000000.jpg": jpeg_bytes(scenes[0]), "000000000.txt": b"a caption", "000000000.json": b"{}",
-        "000000001.jpg": jpeg_bytes(scenes[1]), "000000001.txt": b"another",
-        "000000002.jpg": jpeg_bytes(scenes[2]), "000000002.json": b"{}",
-    })
-    write_tar(root / "00001.tar", {"000000003.jpg": jpeg_bytes(scenes[3]), "000000004.jpg": jpeg_bytes(scenes[4])[:500]})
-    write_tar(root / "extra.tgz", {"x/5.jpg": jpeg_bytes(scenes[5]), "x/6.jpg": jpeg_bytes(scenes[6])}, mode="w:gz")
+    write_tar(
+        root / "00000.tar",
+        {
+            "000000000.jpg": jpeg_bytes(scenes[0]),
+            "000000000.txt": b"a caption",
+            "000000000.json": b"{}",
+            "000000001.jpg": jpeg_bytes(scenes[1]),
+            "000000001.txt": b"another",
+            "000000002.jpg": jpeg_bytes(scenes[2]),
+            "000000002.json": b"{}",
+        },
+    )
+    write_tar(
+        root / "00001.tar",
+        {"000000003.jpg": jpeg_bytes(scenes[3]), "000000004.jpg": jpeg_bytes(scenes[4])[:500]},
+    )
+    write_tar(
+        root / "extra.tgz", {"x/5.jpg": jpeg_bytes(scenes[5]), "x/6.jpg": jpeg_bytes(scenes[6])}, mode="w:gz"
+    )
     with zipfile.ZipFile(root / "more.zip", "w") as archive:
         archive.writestr("7.jpg", jpeg_bytes(scenes[7]))
         archive.writestr("copy_of_2.jpg", jpeg_bytes(near_duplicate(scenes[2], 0)))
@@ -128,7 +140,14 @@ def chromium():
         browser = playwright.chromium.launch(
             executable_path=executable,
             # The closed network refuses Chromium's background connections; keep it quiet.
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         yield browser
         browser.close()

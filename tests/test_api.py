@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 import fastdup_ray
-from fastdup_ray import layout
 from fastdup_ray.errors import ConfigError, InputError
+from fastdup_ray.rundir import layout
 from fastdup_ray.sample import jpeg_bytes, make_scene, near_duplicate
 
 pytestmark = pytest.mark.integration
@@ -25,8 +25,30 @@ pytestmark = pytest.mark.integration
 LOCAL = {"executor": "local", "num_threads": 2}
 SIMILARITY_COLUMNS = ["from", "to", "distance", "exact", "filename_from", "filename_to"]
 OUTLIER_COLUMNS = ["outlier", "nearest", "distance", "filename_outlier", "filename_nearest"]
-COMPONENT_COLUMNS = ["index", "component_id", "pagerank", "delta", "count", "mean_distance", "min_distance", "max_distance", "filename"]
-FASTDUP_STATS = ["index", "filename", "img_w", "img_h", "unique", "blur", "mean", "min", "max", "stdv", "file_size"]
+COMPONENT_COLUMNS = [
+    "index",
+    "component_id",
+    "pagerank",
+    "delta",
+    "count",
+    "mean_distance",
+    "min_distance",
+    "max_distance",
+    "filename",
+]
+FASTDUP_STATS = [
+    "index",
+    "filename",
+    "img_w",
+    "img_h",
+    "unique",
+    "blur",
+    "mean",
+    "min",
+    "max",
+    "stdv",
+    "file_size",
+]
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +123,9 @@ def test_connected_components_merge_filenames_sizes_and_inner_similarity(finishe
         assert member["min_distance"] == member["max_distance"] == pytest.approx(similarity)
     # images alone are left out, as fastdup leaves them out
     assert len(components) == 2 * len(sample.duplicate_pairs)
-    assert (components.groupby("component_id").size() == components.groupby("component_id")["count"].first()).all()
+    assert (
+        components.groupby("component_id").size() == components.groupby("component_id")["count"].first()
+    ).all()
 
 
 def test_invalid_instances_list_the_corrupt_file_with_its_reason(finished, sample):
@@ -137,7 +161,9 @@ def test_create_on_a_finished_work_dir_opens_it_without_recomputing(finished, sa
     assert reopened.run_summary is None
     pd.testing.assert_frame_equal(reopened.similarity(), finished.similarity())
     pd.testing.assert_frame_equal(reopened.connected_components()[0], finished.connected_components()[0])
-    pd.testing.assert_frame_equal(reopened.annotations(valid_only=False), finished.annotations(valid_only=False))
+    pd.testing.assert_frame_equal(
+        reopened.annotations(valid_only=False), finished.annotations(valid_only=False)
+    )
     reopened.outliers(), reopened.img_stats(), reopened.invalid_instances(), reopened.summary(verbose=False)
     names, vectors = reopened.embeddings()
     assert len(names) == vectors.shape[0] == len(sample.images)
@@ -193,19 +219,25 @@ def test_annotations_given_to_run_choose_the_images_and_follow_them_into_every_f
     assert fd.config["ccthreshold"] == 0.8 and fd.config["lower_threshold"] == 0.2
     listing = fd.annotations()
     assert sorted(listing["filename"]) == sorted(str(folder / name) for name in labels["filename"])
-    assert dict(zip(listing["filename"], listing["label"])) == {str(folder / f): lab for f, lab in zip(labels["filename"], labels["label"])}
+    assert dict(zip(listing["filename"], listing["label"])) == {
+        str(folder / f): lab for f, lab in zip(labels["filename"], labels["label"])
+    }
     pairs = fd.similarity()
-    assert pairs[["filename_from", "filename_to", "label_from", "label_to", "split_from", "split_to"]].values.tolist() == [
-        [str(folder / "0.jpg"), str(folder / "0_copy.jpg"), "cat", "cat", "train", "val"]
-    ]
+    assert pairs[
+        ["filename_from", "filename_to", "label_from", "label_to", "split_from", "split_to"]
+    ].values.tolist() == [[str(folder / "0.jpg"), str(folder / "0_copy.jpg"), "cat", "cat", "train", "val"]]
     components, _ = fd.connected_components()
     assert set(components["label"]) == {"cat"}
     assert {"label_outlier", "label_nearest"} <= set(fd.outliers().columns)
     # a reopened run merges them again, and its galleries slice by label
     reopened = fastdup_ray.create(work_dir=work)
     pd.testing.assert_frame_equal(reopened.similarity(), pairs)
-    cats = Path(reopened.vis.duplicates_gallery(save_path=tmp_path / "cats", slice="cat", show=False)).read_text()
-    dogs = Path(reopened.vis.duplicates_gallery(save_path=tmp_path / "dogs", slice="dog", show=False)).read_text()
+    cats = Path(
+        reopened.vis.duplicates_gallery(save_path=tmp_path / "cats", slice="cat", show=False)
+    ).read_text()
+    dogs = Path(
+        reopened.vis.duplicates_gallery(save_path=tmp_path / "dogs", slice="dog", show=False)
+    ).read_text()
     assert "0_copy.jpg" in cats and "0_copy.jpg" not in dogs
     # a run over the whole folder is another input: refused unless overwrite, which
     # also forgets the annotations
@@ -249,7 +281,9 @@ def test_fastdup_arguments_we_do_not_implement_say_what_to_do_instead(tmp_path):
 def as_parquet_parts(work: Path) -> None:
     """Rewrite a run's tables the way a big run leaves them: Parquet parts, no CSV."""
     for name, folder in layout.TABLE_PARTS.items():
-        table = pl.read_csv(work / name, schema_overrides={"from": pl.String, "to": pl.String, "filename": pl.String})
+        table = pl.read_csv(
+            work / name, schema_overrides={"from": pl.String, "to": pl.String, "filename": pl.String}
+        )
         (work / folder).mkdir()
         half = table.height // 2
         for number, part in enumerate((table[half:], table[:half])):  # out of order on purpose
@@ -264,13 +298,21 @@ def test_a_run_with_parquet_parts_gives_the_same_frames_and_evaluation(finished,
     fd = fastdup_ray.create(work_dir=parts)
     expected = finished.similarity()
     pairs = fd.similarity().sort_values(["distance", "from"], ascending=[False, True], ignore_index=True)
-    pd.testing.assert_frame_equal(pairs, expected.sort_values(["distance", "from"], ascending=[False, True], ignore_index=True))
+    pd.testing.assert_frame_equal(
+        pairs, expected.sort_values(["distance", "from"], ascending=[False, True], ignore_index=True)
+    )
     pd.testing.assert_frame_equal(fd.connected_components()[0], finished.connected_components()[0])
     assert sorted(fd.outliers()["filename_outlier"]) == sorted(finished.outliers()["filename_outlier"])
     truth = tmp_path / "truth.csv"
-    pl.DataFrame({"filename": [str(p) for pair in sample.duplicate_pairs for p in pair],
-                  "group": [i for i in range(len(sample.duplicate_pairs)) for _ in range(2)]}).write_csv(truth)
-    assert fastdup_ray.evaluate_run(str(parts), str(truth)) == fastdup_ray.evaluate_run(finished.work_dir, str(truth))
+    pl.DataFrame(
+        {
+            "filename": [str(p) for pair in sample.duplicate_pairs for p in pair],
+            "group": [i for i in range(len(sample.duplicate_pairs)) for _ in range(2)],
+        }
+    ).write_csv(truth)
+    assert fastdup_ray.evaluate_run(str(parts), str(truth)) == fastdup_ray.evaluate_run(
+        finished.work_dir, str(truth)
+    )
 
 
 # --- annotation file names, resolved as fastdup resolves them ---------------------------
@@ -297,15 +339,21 @@ def test_annotations_built_as_fastdups_notebooks_build_them_find_every_image(tmp
     assert (fd.run_summary.good, fd.run_summary.bad) == (4, 0)
     listing = fd.annotations(valid_only=False)
     assert listing["is_valid"].all()
-    assert dict(zip(listing["filename"], listing["label"])) == {str(tmp_path / f): Path(f).parent.name for f in files}
+    assert dict(zip(listing["filename"], listing["label"])) == {
+        str(tmp_path / f): Path(f).parent.name for f in files
+    }
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("annotations:")]
     assert said == ["annotations: 4 file names resolved relative to the working directory"]
 
 
-def test_annotation_names_may_be_absolute_or_relative_to_input_dir_and_one_found_nowhere_is_bad(tmp_path, monkeypatch, caplog):
+def test_annotation_names_may_be_absolute_or_relative_to_input_dir_and_one_found_nowhere_is_bad(
+    tmp_path, monkeypatch, caplog
+):
     monkeypatch.chdir(tmp_path)
     write_images(tmp_path / "images", ["a/0.jpg", "a/1.jpg", "2.jpg", "both.jpg"])
-    write_images(tmp_path, ["both.jpg"], seed=90)  # also in the working directory: that one wins, as in fastdup
+    write_images(
+        tmp_path, ["both.jpg"], seed=90
+    )  # also in the working directory: that one wins, as in fastdup
     names = ["a/0.jpg", str(tmp_path / "images" / "a" / "1.jpg"), "images/2.jpg", "both.jpg", "a/missing.jpg"]
     annotations = pl.DataFrame({"filename": names, "label": ["x", "y", "z", "w", "lost"]})
     fd = fastdup_ray.create(work_dir=tmp_path / "work", input_dir="images")
@@ -313,16 +361,26 @@ def test_annotation_names_may_be_absolute_or_relative_to_input_dir_and_one_found
         fd.run(annotations=annotations, **LOCAL)
     assert (fd.run_summary.good, fd.run_summary.bad) == (4, 1)
     found = set(fd.annotations()["filename"])
-    assert found == {str(tmp_path / p) for p in ("images/a/0.jpg", "images/a/1.jpg", "images/2.jpg", "both.jpg")}
+    assert found == {
+        str(tmp_path / p) for p in ("images/a/0.jpg", "images/a/1.jpg", "images/2.jpg", "both.jpg")
+    }
     invalid = fd.invalid_instances()
     assert invalid["filename"].tolist() == [str(tmp_path / "images" / "a" / "missing.jpg")]
     assert invalid["label"].tolist() == ["lost"]
     reason = invalid["error_code"].iloc[0]
-    assert str(tmp_path / "a" / "missing.jpg") in reason and str(tmp_path / "images" / "a" / "missing.jpg") in reason
+    assert (
+        str(tmp_path / "a" / "missing.jpg") in reason
+        and str(tmp_path / "images" / "a" / "missing.jpg") in reason
+    )
     bad = pl.read_csv(tmp_path / "work" / "features.bad.csv")
     assert bad.rows() == [(str(tmp_path / "images" / "a" / "missing.jpg"), reason)]
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("annotations:")]
-    assert len(said) == 1 and "1 relative to input_dir images" in said[0] and "1 as absolute paths" in said[0] and "1 found nowhere" in said[0]
+    assert (
+        len(said) == 1
+        and "1 relative to input_dir images" in said[0]
+        and "1 as absolute paths" in said[0]
+        and "1 found nowhere" in said[0]
+    )
 
 
 def test_annotations_of_which_no_name_exists_are_refused_before_anything_runs(tmp_path, monkeypatch):
@@ -363,15 +421,26 @@ def test_every_frame_and_gallery_works_on_a_run_without_similar_pairs(kind, tmp_
     fd, good = degenerate_run(kind, tmp_path)
     assert (tmp_path / "work" / "similarity.csv").read_text().count("\n") == 1  # the header only
     pairs = fd.similarity(as_polars=True)
-    assert pairs.height == 0 and pairs.schema["distance"] == pl.Float64 and pairs.schema["exact"] == pl.Boolean
+    assert (
+        pairs.height == 0 and pairs.schema["distance"] == pl.Float64 and pairs.schema["exact"] == pl.Boolean
+    )
     assert pairs.schema["from"] == pl.Int64 and pairs.schema["filename_from"] == pl.String
     outliers = fd.outliers(as_polars=True)
-    assert outliers.schema["distance"] == pl.Float64 and outliers.height == (0 if good == 1 else outliers.height)
+    assert outliers.schema["distance"] == pl.Float64 and outliers.height == (
+        0 if good == 1 else outliers.height
+    )
     components, info = fd.connected_components(as_polars=True)
     assert components.columns == COMPONENT_COLUMNS and components.height == 0
     assert components.schema["mean_distance"] == pl.Float64 and components.schema["pagerank"] == pl.Float64
     assert info.schema["Count"] == pl.Int64 and info["Count"].sum() == good
-    for frame in (fd.similarity(), fd.outliers(), *fd.connected_components(), fd.img_stats(), fd.annotations(), fd.invalid_instances()):
+    for frame in (
+        fd.similarity(),
+        fd.outliers(),
+        *fd.connected_components(),
+        fd.img_stats(),
+        fd.annotations(),
+        fd.invalid_instances(),
+    ):
         assert isinstance(frame, pd.DataFrame)
     assert len(fd.img_stats()) == len(fd.annotations()) == good
     assert len(fd.invalid_instances()) == (0 if kind == "two_unlike" else 1)
@@ -393,9 +462,15 @@ def test_every_frame_and_gallery_works_on_a_run_without_similar_pairs(kind, tmp_
         pages[f"create_{name}"] = getattr(fastdup_ray, f"create_{name}_gallery")(fd.work_dir, out / "create")
     assert empty_reason(fastdup_ray.create_stats_gallery(fd.work_dir, out / "create")) is None
     # The frames given back to the galleries, as fastdup takes them
-    pages["frame_duplicates"] = fastdup_ray.create_duplicates_gallery(fd.similarity(), out / "frame", work_dir=fd.work_dir)
-    pages["frame_similarity"] = fastdup_ray.create_similarity_gallery(fd.similarity(), out / "frame", work_dir=fd.work_dir)
-    pages["frame_components"] = fastdup_ray.create_components_gallery(fd.connected_components()[0], out / "frame", input_dir=fd.work_dir)
+    pages["frame_duplicates"] = fastdup_ray.create_duplicates_gallery(
+        fd.similarity(), out / "frame", work_dir=fd.work_dir
+    )
+    pages["frame_similarity"] = fastdup_ray.create_similarity_gallery(
+        fd.similarity(), out / "frame", work_dir=fd.work_dir
+    )
+    pages["frame_components"] = fastdup_ray.create_components_gallery(
+        fd.connected_components()[0], out / "frame", input_dir=fd.work_dir
+    )
     index = fastdup_ray.create_galleries(fd.work_dir, out / "all")
     assert "Not made" not in index.read_text()
     for name, page in pages.items():

@@ -14,7 +14,13 @@ import fastdup_ray
 
 
 def cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fastdup_ray", *args], capture_output=True, text=True, timeout=timeout, env=dict(os.environ, RAY_ADDRESS=""))
+    return subprocess.run(
+        [sys.executable, "-m", "fastdup_ray", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, RAY_ADDRESS=""),
+    )
 
 
 def test_version():

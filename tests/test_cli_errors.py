@@ -22,12 +22,16 @@ COMMANDS = {
 
 
 def run_command(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fastdup_ray", *args], check=False, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "fastdup_ray", *args], check=False, capture_output=True, text=True, timeout=120
+    )
 
 
 def assert_one_line_error(done: subprocess.CompletedProcess, *words: str) -> None:
     lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("fastdup-ray: error: "), done.stderr
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("fastdup-ray: error: "), (
+        done.stderr
+    )
     assert all(word in lines[0] for word in words), lines[0]
 
 
@@ -53,8 +57,16 @@ def test_evaluate_names_a_missing_or_malformed_groups_file(sample, tmp_path):
 
     work = tmp_path / "work"
     fastdup_ray.run(str(sample.root), str(work), executor="local")
-    assert_one_line_error(run_command("evaluate", str(work), "--groups", str(tmp_path / "nothing.csv")), "nothing.csv")
+    assert_one_line_error(
+        run_command("evaluate", str(work), "--groups", str(tmp_path / "nothing.csv")), "nothing.csv"
+    )
     (tmp_path / "wrong.csv").write_text("name,label\na.jpg,1\n")
-    assert_one_line_error(run_command("evaluate", str(work), "--groups", str(tmp_path / "wrong.csv")), "wrong.csv", "filename,group")
+    assert_one_line_error(
+        run_command("evaluate", str(work), "--groups", str(tmp_path / "wrong.csv")),
+        "wrong.csv",
+        "filename,group",
+    )
     (tmp_path / "ragged.csv").write_text('filename,group\na.jpg,1\n"unclosed,1\n')
-    assert_one_line_error(run_command("evaluate", str(work), "--groups", str(tmp_path / "ragged.csv")), "ragged.csv")
+    assert_one_line_error(
+        run_command("evaluate", str(work), "--groups", str(tmp_path / "ragged.csv")), "ragged.csv"
+    )

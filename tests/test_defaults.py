@@ -7,8 +7,8 @@ import numpy as np
 from PIL import Image
 
 from fastdup_ray.config import DEFAULT_CCTHRESHOLD, DEFAULT_THRESHOLD, RunConfig
-from fastdup_ray.index import knn_edges
-from fastdup_ray.outputs import unique_pairs
+from fastdup_ray.reduce.index import knn_edges
+from fastdup_ray.reduce.outputs import unique_pairs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from photoset import build_set, split_halves

@@ -45,7 +45,17 @@ def error_lines(err: str) -> list[str]:
 
 def test_a_slice_past_the_end_is_an_error_naming_the_offset(tmp_path, capsys):
     images = folder(tmp_path, 3)
-    code, _, err = run_cli(capsys, "run", str(images), "--work-dir", str(tmp_path / "work"), "--min-offset", "100", "--executor", "local")
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        str(images),
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--min-offset",
+        "100",
+        "--executor",
+        "local",
+    )
     assert code != 0
     [line] = error_lines(err)
     assert "min_offset" in line and "3" in line
@@ -55,7 +65,9 @@ def test_a_slice_past_the_end_is_an_error_naming_the_offset(tmp_path, capsys):
 
 def test_a_run_that_reads_no_image_fails_naming_the_first_location(tmp_path, capsys):
     images = folder(tmp_path, 0, broken=2)
-    code, _, err = run_cli(capsys, "run", str(images), "--work-dir", str(tmp_path / "work"), "--executor", "local")
+    code, _, err = run_cli(
+        capsys, "run", str(images), "--work-dir", str(tmp_path / "work"), "--executor", "local"
+    )
     assert code != 0
     [line] = error_lines(err)
     assert "no image" in line and str(images / "broken_0.jpg") in line
@@ -68,7 +80,9 @@ def test_a_run_that_reads_no_image_fails_naming_the_first_location(tmp_path, cap
 def test_one_image_or_no_similar_pairs_run_and_every_command_reads_the_run(tmp_path, capsys, scenes):
     images = folder(tmp_path, scenes, broken=1)
     work = tmp_path / "work"
-    code, _, _ = run_cli(capsys, "run", str(images), "--work-dir", str(work), "--threshold", "0.99", "--executor", "local")
+    code, _, _ = run_cli(
+        capsys, "run", str(images), "--work-dir", str(work), "--threshold", "0.99", "--executor", "local"
+    )
     assert code == 0
     assert (work / "similarity.csv").read_text().splitlines()[1:] == []
     assert len((work / "connected_components.csv").read_text().splitlines()) == 1 + scenes
@@ -79,7 +93,9 @@ def test_one_image_or_no_similar_pairs_run_and_every_command_reads_the_run(tmp_p
     assert (work / "remove.csv").read_text().splitlines()[1:] == []
     assert len((work / "keep.csv").read_text().splitlines()) == 1 + scenes
     groups = tmp_path / "groups.csv"
-    groups.write_text("filename,group\n" + "".join(f"{images / f'scene_{i}.jpg'},{i}\n" for i in range(scenes)))
+    groups.write_text(
+        "filename,group\n" + "".join(f"{images / f'scene_{i}.jpg'},{i}\n" for i in range(scenes))
+    )
     code, out, _ = run_cli(capsys, "evaluate", str(work), "--groups", str(groups))
     assert code == 0 and "precision" in out
     summary = fastdup_ray.run(str(images), str(tmp_path / "again"), threshold=0.99, executor="local")

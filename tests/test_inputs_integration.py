@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 import os
 import shutil
 
@@ -12,8 +11,8 @@ import polars as pl
 import pytest
 
 import fastdup_ray
-from fastdup_ray.features import FeatureShardWriter
 from fastdup_ray.errors import ConfigError
+from fastdup_ray.rundir.shards import FeatureShardWriter
 from fastdup_ray.sample import make_scene
 
 pytestmark = pytest.mark.integration
@@ -26,11 +25,15 @@ def read_outputs(work) -> dict[str, str]:
 
 def all_listed(work) -> list[str]:
     names, _ = fastdup_ray.load_binary_features(work)
-    bad = pl.read_csv(work / "features.bad.csv", infer_schema=False)["filename"].to_list()  # every shard's, merged
+    bad = pl.read_csv(work / "features.bad.csv", infer_schema=False)[
+        "filename"
+    ].to_list()  # every shard's, merged
     return names + bad
 
 
-def test_archives_write_one_shard_each_and_find_cross_archive_duplicates(ray_local, archive_dataset, tmp_path):
+def test_archives_write_one_shard_each_and_find_cross_archive_duplicates(
+    ray_local, archive_dataset, tmp_path
+):
     root, planted, corrupt, count = archive_dataset
     summary = fastdup_ray.run(str(root), str(tmp_path))
     for tarname in ("00000.tar", "00001.tar", "extra.tgz", "more.zip"):
@@ -38,14 +41,18 @@ def test_archives_write_one_shard_each_and_find_cross_archive_duplicates(ray_loc
             assert (tmp_path / f"{tarname}{suffix}").exists()
     listed = all_listed(tmp_path)
     assert len(listed) == len(set(listed)) == count and (summary.good, summary.bad) == (8, 1)
-    assert f"{root}/00000.tar/000000000.jpg" in listed and not any(n.endswith((".txt", ".json")) for n in listed)
+    assert f"{root}/00000.tar/000000000.jpg" in listed and not any(
+        n.endswith((".txt", ".json")) for n in listed
+    )
     bad = pl.read_csv(tmp_path / "00001.tarfeatures.bad.csv")
     assert bad.rows() == [(corrupt, bad["error"][0])] and "truncated" in bad["error"][0]
     similarity = pl.read_csv(tmp_path / "similarity.csv")
     assert {frozenset(p) for p in zip(similarity["from"], similarity["to"])} == {frozenset(planted)}
 
 
-def test_local_executor_and_ray_write_the_same_shards_and_outputs(ray_local, archive_dataset, sample, tmp_path):
+def test_local_executor_and_ray_write_the_same_shards_and_outputs(
+    ray_local, archive_dataset, sample, tmp_path
+):
     """Archives, loose files and broken inputs, once in threads in this process and once on Ray."""
     root, _, _, count = archive_dataset
     inputs = str(tmp_path / "inputs")
@@ -53,7 +60,9 @@ def test_local_executor_and_ray_write_the_same_shards_and_outputs(ray_local, arc
     shutil.copytree(sample.root, f"{inputs}/files")
     local = fastdup_ray.run(inputs, str(tmp_path / "local"), executor="local", k=3)
     on_ray = fastdup_ray.run(inputs, str(tmp_path / "ray"), executor="ray", k=3)
-    assert (local.good, local.bad) == (on_ray.good, on_ray.bad) and local.good + local.bad == count + len(sample.images) + len(sample.corrupt)
+    assert (local.good, local.bad) == (on_ray.good, on_ray.bad) and local.good + local.bad == count + len(
+        sample.images
+    ) + len(sample.corrupt)
     names, vectors = fastdup_ray.load_binary_features(tmp_path / "local")
     ray_names, ray_vectors = fastdup_ray.load_binary_features(tmp_path / "ray")
     assert names == ray_names and np.allclose(vectors, ray_vectors, atol=1e-6)
@@ -110,7 +119,11 @@ def test_video_frames_at_one_per_second_and_unreadable_video(ray_local, tmp_path
     work = tmp_path / "work"
     fastdup_ray.run(str(videos), str(work), video_fps=1)
     names, features = fastdup_ray.load_binary_features(work)
-    assert names == [f"{path}/frame_0000.000s.jpg", f"{path}/frame_0001.000s.jpg", f"{path}/frame_0002.000s.jpg"]
+    assert names == [
+        f"{path}/frame_0000.000s.jpg",
+        f"{path}/frame_0001.000s.jpg",
+        f"{path}/frame_0002.000s.jpg",
+    ]
     assert (features @ features.T)[0, 1] < 0.9  # three different scenes
     bad = pl.read_csv(work / "features.bad.csv")
     assert bad["filename"].to_list() == [str(videos / "broken.avi")] and "video" in bad["error"][0]
@@ -159,7 +172,9 @@ def test_run_mode_3_and_4_score_test_images_against_the_saved_index(ray_local, s
         original = next(p for p in sample.images if p.name.startswith(f"scene_{i:03d}."))
         from PIL import Image
 
-        (test_dir / f"planted_{i}.jpg").write_bytes(jpeg_bytes(near_duplicate(Image.open(original).convert("RGB"), 0)))
+        (test_dir / f"planted_{i}.jpg").write_bytes(
+            jpeg_bytes(near_duplicate(Image.open(original).convert("RGB"), 0))
+        )
         originals[str(test_dir / f"planted_{i}.jpg")] = str(original)
     summary = fastdup_ray.run(str(sample.root), str(train), run_mode=3, test_dir=str(test_dir), k=2)
     assert summary.good == 2
@@ -178,9 +193,20 @@ def test_reduce_over_budget_runs_distributed_on_ray_with_the_same_outputs(ray_lo
     fastdup_ray.run(str(sample.root), str(in_memory), shard_size=5, k=4)
     fastdup_ray.run(str(sample.root), str(sharded), shard_size=5, k=4, run_mode=1)
     # 20 KiB budget: the distributed reduce, Ray tasks over partitions of 7 rows.
-    fastdup_ray.run("unused", str(sharded), run_mode=2, k=4, reduce_memory_gb=20 / 2**20, rows_per_partition=7, executor="ray")
+    fastdup_ray.run(
+        "unused",
+        str(sharded),
+        run_mode=2,
+        k=4,
+        reduce_memory_gb=20 / 2**20,
+        rows_per_partition=7,
+        executor="ray",
+    )
     assert read_outputs(sharded) == read_outputs(in_memory)
-    assert len(list((sharded / "similarity").glob("part-*.parquet"))) == 3 and not (sharded / "reduce_scratch").exists()
+    assert (
+        len(list((sharded / "similarity").glob("part-*.parquet"))) == 3
+        and not (sharded / "reduce_scratch").exists()
+    )
     # Exact (Flat): no copy of the vectors is saved; the manifest names the feature shards
     # that run modes 3 and 4 search.
     manifest = json.loads((sharded / "nnf.index.json").read_text())
@@ -189,15 +215,27 @@ def test_reduce_over_budget_runs_distributed_on_ray_with_the_same_outputs(ray_lo
     names, vectors = fastdup_ray.load_binary_features(in_memory)
     rng = np.random.default_rng(0)
     queries = vectors[[1, 8, 15]] + 0.02 * rng.normal(size=(3, vectors.shape[1])).astype(np.float32)
-    fastdup_ray.save_binary_feature(tmp_path / "test", ["q1.jpg", "q8.jpg", "q15.jpg"], queries / np.linalg.norm(queries, axis=1, keepdims=True))
+    fastdup_ray.save_binary_feature(
+        tmp_path / "test",
+        ["q1.jpg", "q8.jpg", "q15.jpg"],
+        queries / np.linalg.norm(queries, axis=1, keepdims=True),
+    )
     for work in (in_memory, sharded):
         fastdup_ray.run("unused", str(work), run_mode=4, test_dir=str(tmp_path / "test"), k=3, threshold=0.5)
     scored = pl.read_csv(sharded / "test_results" / "similarity.csv")
     assert scored.equals(pl.read_csv(in_memory / "test_results" / "similarity.csv"))
-    assert {(a, b) for a, b in zip(scored["from"], scored["to"])} >= {("q1.jpg", names[1]), ("q8.jpg", names[8]), ("q15.jpg", names[15])}
+    assert {(a, b) for a, b in zip(scored["from"], scored["to"])} >= {
+        ("q1.jpg", names[1]),
+        ("q8.jpg", names[8]),
+        ("q15.jpg", names[15]),
+    }
     # An in-memory reduce over the same work dir replaces the manifest and the parts.
     fastdup_ray.run("unused", str(sharded), run_mode=2, k=4)
-    assert (sharded / "nnf.index").exists() and not (sharded / "nnf.index.json").exists() and not (sharded / "similarity").exists()
+    assert (
+        (sharded / "nnf.index").exists()
+        and not (sharded / "nnf.index.json").exists()
+        and not (sharded / "similarity").exists()
+    )
 
 
 def test_deduplicated_webdataset_shards_drop_whole_samples(ray_local, tmp_path):
@@ -205,17 +243,34 @@ def test_deduplicated_webdataset_shards_drop_whole_samples(ray_local, tmp_path):
 
     from conftest import write_tar
 
-    from fastdup_ray.dedup import write_deduplicated_webdataset
+    from fastdup_ray.actions.dedup import write_deduplicated_webdataset
     from fastdup_ray.sample import jpeg_bytes
 
     shards = tmp_path / "shards"
     shards.mkdir()
     scenes = [jpeg_bytes(make_scene(900 + i, material=i)) for i in range(4)]
-    write_tar(shards / "00000.tar", {"000.jpg": scenes[0], "000.txt": b"zero", "000.json": b"{}",
-                                     "001.jpg": scenes[1], "001.txt": b"one"})
-    write_tar(shards / "00001.tar", {"002.jpg": scenes[2], "002.txt": b"two",
-                                     "003.jpg": scenes[0], "003.txt": b"copy of zero", "003.json": b"{}",
-                                     "004.jpg": scenes[3], "004.txt": b"four"})
+    write_tar(
+        shards / "00000.tar",
+        {
+            "000.jpg": scenes[0],
+            "000.txt": b"zero",
+            "000.json": b"{}",
+            "001.jpg": scenes[1],
+            "001.txt": b"one",
+        },
+    )
+    write_tar(
+        shards / "00001.tar",
+        {
+            "002.jpg": scenes[2],
+            "002.txt": b"two",
+            "003.jpg": scenes[0],
+            "003.txt": b"copy of zero",
+            "003.json": b"{}",
+            "004.jpg": scenes[3],
+            "004.txt": b"four",
+        },
+    )
     work = tmp_path / "work"
     fastdup_ray.run(str(shards), str(work), k=2)
     written = write_deduplicated_webdataset(str(work), str(tmp_path / "dedup"), keep="first")
@@ -278,10 +333,23 @@ def test_ivf_flat_reduce_sharded_on_ray_equals_exact(ray_local, tmp_path):
                 writer.add_good([f"img{i:05d}.jpg" for i in range(1200)][rows], vectors[rows])
     fastdup_ray.run("unused", str(exact), run_mode=2, k=4, threshold=0.9)
     # 100 KiB budget: the distributed reduce; routed to every list, so exact.
-    fastdup_ray.run("unused", str(sharded), run_mode=2, k=4, threshold=0.9, nnf_mode="IVF8,Flat", nprobe=8, reduce_memory_gb=100 / 2**20, rows_per_partition=500, executor="ray")
+    fastdup_ray.run(
+        "unused",
+        str(sharded),
+        run_mode=2,
+        k=4,
+        threshold=0.9,
+        nnf_mode="IVF8,Flat",
+        nprobe=8,
+        reduce_memory_gb=100 / 2**20,
+        rows_per_partition=500,
+        executor="ray",
+    )
     assert_same_outputs(sharded, exact)
     # The routed index (lists' centroids and members) is what run modes 3 and 4 search.
-    assert (sharded / "nnf.routed" / "centroids.npy").exists() and len(list((sharded / "nnf.routed").glob("bucket-*.arrow"))) >= 2
+    assert (sharded / "nnf.routed" / "centroids.npy").exists() and len(
+        list((sharded / "nnf.routed").glob("bucket-*.arrow"))
+    ) >= 2
 
 
 def test_heic_and_avif_copies_are_found_as_duplicates_of_their_jpeg(tmp_path):
@@ -300,5 +368,7 @@ def test_heic_and_avif_copies_are_found_as_duplicates_of_their_jpeg(tmp_path):
     summary = fastdup_ray.run(str(photos), str(tmp_path / "work"), executor="local")
     assert (summary.good, summary.bad) == (8, 0)
     similarity = pl.read_csv(tmp_path / "work" / "similarity.csv")
-    pairs = {frozenset(os.path.basename(n) for n in pair) for pair in zip(similarity["from"], similarity["to"])}
+    pairs = {
+        frozenset(os.path.basename(n) for n in pair) for pair in zip(similarity["from"], similarity["to"])
+    }
     assert {frozenset(("scene_0.jpg", "phone.heic")), frozenset(("scene_1.jpg", "web.avif"))} <= pairs

@@ -35,7 +35,9 @@ EXPECTED_FILES = {
 
 def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, RAY_ADDRESS="")  # never join a cluster the test machine may have
-    return subprocess.run([sys.executable, "-m", "fastdup_ray", *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "fastdup_ray", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +95,9 @@ def test_components_group_the_planted_pairs_only(cli_run, sample):
 
 
 def test_api_run_on_a_ray_cluster_with_num_images(ray_local, sample, tmp_path):
-    summary = fastdup_ray.run(str(sample.root), str(tmp_path), k=3, num_images=5, threshold=0.5, turi_param="ccthreshold=0.9")
+    summary = fastdup_ray.run(
+        str(sample.root), str(tmp_path), k=3, num_images=5, threshold=0.5, turi_param="ccthreshold=0.9"
+    )
     names, _ = fastdup_ray.load_binary_features(tmp_path)
     bad = pl.read_csv(tmp_path / "features.bad.csv")
     assert summary.good + summary.bad == 5 == len(names) + bad.height
@@ -107,18 +111,23 @@ def test_gpu_asked_without_a_gpu_runs_on_cpu_with_the_cpu_model_and_says_so_once
     fp16 GPU model on CPU), searches with faiss on CPU, and one warning line says why."""
     import logging
 
-    from fastdup_ray.embed import cuda_available
+    from fastdup_ray.map.embed import cuda_available
 
     if cuda_available():
         pytest.skip("this machine has a CUDA GPU")
     with caplog.at_level(logging.WARNING, logger="fastdup_ray"):
         summary = fastdup_ray.run(str(sample.root), str(tmp_path), compute="gpu", k=3)
     warnings = [r.message for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) == 1 and "no GPU was found" in warnings[0] and "efficientnet_lite0_int8.onnx" in warnings[0]
+    assert (
+        len(warnings) == 1
+        and "no GPU was found" in warnings[0]
+        and "efficientnet_lite0_int8.onnx" in warnings[0]
+    )
     assert '"model_file": "efficientnet_lite0_int8.onnx"' in (tmp_path / "config.json").read_text()
     pairs = pl.read_csv(tmp_path / "similarity.csv")
     assert summary.good == len(sample.images) and {frozenset(p) for p in zip(pairs["from"], pairs["to"])} >= {
-        frozenset((str(a), str(b))) for a, b in sample.duplicate_pairs}
+        frozenset((str(a), str(b))) for a, b in sample.duplicate_pairs
+    }
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,12 @@ import s3fs
 
 import fastdup_ray
 from fastdup_ray.errors import ConfigError, InputError
-from fastdup_ray.storage import StorageOptions, explain, read_bytes, storage_unavailable
+from fastdup_ray.rundir.storage import (
+    StorageOptions,
+    explain,
+    read_bytes,
+    storage_unavailable,
+)
 
 pytestmark = pytest.mark.integration
 KEY, SECRET = "AKIAFASTDUPTEST", "very-secret-value-123"
@@ -22,10 +27,18 @@ KEY, SECRET = "AKIAFASTDUPTEST", "very-secret-value-123"
 @pytest.fixture(scope="module")
 def bucket(s3_server, archive_dataset, sample):
     """A bucket holding the archive dataset under data/ and the sample images under photos/."""
-    fs = s3fs.S3FileSystem(key=KEY, secret=SECRET, client_kwargs={"endpoint_url": s3_server, "region_name": "us-east-1"})
+    fs = s3fs.S3FileSystem(
+        key=KEY, secret=SECRET, client_kwargs={"endpoint_url": s3_server, "region_name": "us-east-1"}
+    )
     import boto3
 
-    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id=KEY, aws_secret_access_key=SECRET).create_bucket(Bucket="fdr-test")
+    boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        region_name="us-east-1",
+        aws_access_key_id=KEY,
+        aws_secret_access_key=SECRET,
+    ).create_bucket(Bucket="fdr-test")
     root, _, _, _ = archive_dataset
     for path in sorted(root.iterdir()):
         fs.put_file(str(path), f"fdr-test/data/{path.name}")
@@ -42,7 +55,14 @@ def test_s3_archives_to_s3_work_dir_and_resume(ray_local, s3_server, bucket, cap
     caplog.set_level(logging.DEBUG, logger="fastdup_ray")
     summary = fastdup_ray.run("s3://fdr-test/data", "s3://fdr-test/work", **s3_options(s3_server))
     assert (summary.good, summary.bad) == (8, 1)
-    for name in ("00000.tarfeatures.dat", "more.zipfeatures.dat.csv", "00001.tarfeatures.bad.csv", "extra.tgzfeatures.done", "similarity.csv", "connected_components.csv"):
+    for name in (
+        "00000.tarfeatures.dat",
+        "more.zipfeatures.dat.csv",
+        "00001.tarfeatures.bad.csv",
+        "extra.tgzfeatures.done",
+        "similarity.csv",
+        "connected_components.csv",
+    ):
         assert bucket.exists(f"fdr-test/work/{name}")
     similarity = pl.read_csv(io.BytesIO(bucket.cat_file("fdr-test/work/similarity.csv")))
     assert {frozenset(p) for p in zip(similarity["from"], similarity["to"])} == {
@@ -58,7 +78,9 @@ def test_s3_archives_to_s3_work_dir_and_resume(ray_local, s3_server, bucket, cap
 
 def test_minio_folder_of_images_to_local_work_dir(ray_local, s3_server, bucket, sample, tmp_path):
     host = s3_server.removeprefix("http://")
-    summary = fastdup_ray.run(f"minio://{host}/fdr-test/photos", str(tmp_path), s3_key=KEY, s3_secret=SECRET, s3_region="us-east-1")
+    summary = fastdup_ray.run(
+        f"minio://{host}/fdr-test/photos", str(tmp_path), s3_key=KEY, s3_secret=SECRET, s3_region="us-east-1"
+    )
     assert (summary.good, summary.bad) == (len(sample.images), 1)
     names, _ = fastdup_ray.load_binary_features(tmp_path)
     assert all(n.startswith(f"minio://{host}/fdr-test/photos/") for n in names)
@@ -66,28 +88,52 @@ def test_minio_folder_of_images_to_local_work_dir(ray_local, s3_server, bucket, 
 
 
 def test_s3_file_list_with_a_missing_entry(ray_local, s3_server, bucket, tmp_path):
-    bucket.pipe_file("fdr-test/lists/some.txt", b"# two photos and a ghost\ns3://fdr-test/photos/scene_000.jpg\n\ns3://fdr-test/photos/scene_001.jpg\ns3://fdr-test/photos/ghost.jpg\n")
+    bucket.pipe_file(
+        "fdr-test/lists/some.txt",
+        b"# two photos and a ghost\ns3://fdr-test/photos/scene_000.jpg\n\ns3://fdr-test/photos/scene_001.jpg\ns3://fdr-test/photos/ghost.jpg\n",
+    )
     summary = fastdup_ray.run("s3://fdr-test/lists/some.txt", str(tmp_path), **s3_options(s3_server))
     assert (summary.good, summary.bad) == (2, 1)
     bad = pl.read_csv(tmp_path / "features.bad.csv")
-    assert bad["filename"].to_list() == ["s3://fdr-test/photos/ghost.jpg"] and "cannot read file" in bad["error"][0]
+    assert (
+        bad["filename"].to_list() == ["s3://fdr-test/photos/ghost.jpg"]
+        and "cannot read file" in bad["error"][0]
+    )
 
 
 def test_delete_tar_0_keeps_downloaded_archives_in_the_cache(ray_local, s3_server, bucket, tmp_path):
     cache = tmp_path / "cache"
-    fastdup_ray.run("s3://fdr-test/data/00000.tar", str(tmp_path / "work"), turi_param="delete_tar=0,delete_img=0", cache_dir=str(cache), **s3_options(s3_server))
-    from fastdup_ray.sources import cache_key
+    fastdup_ray.run(
+        "s3://fdr-test/data/00000.tar",
+        str(tmp_path / "work"),
+        turi_param="delete_tar=0,delete_img=0",
+        cache_dir=str(cache),
+        **s3_options(s3_server),
+    )
+    from fastdup_ray.map.sources import cache_key
 
     entry = cache_key("s3://fdr-test/data/00000.tar")
     assert (cache / "archives" / entry).stat().st_size == bucket.size("fdr-test/data/00000.tar")
-    assert sorted(p.name for p in (cache / "images" / entry).iterdir()) == ["000000000.jpg", "000000001.jpg", "000000002.jpg"]
-    fastdup_ray.run("s3://fdr-test/data/00001.tar", str(tmp_path / "work2"), cache_dir=str(tmp_path / "cache2"), **s3_options(s3_server))
+    assert sorted(p.name for p in (cache / "images" / entry).iterdir()) == [
+        "000000000.jpg",
+        "000000001.jpg",
+        "000000002.jpg",
+    ]
+    fastdup_ray.run(
+        "s3://fdr-test/data/00001.tar",
+        str(tmp_path / "work2"),
+        cache_dir=str(tmp_path / "cache2"),
+        **s3_options(s3_server),
+    )
     assert not (tmp_path / "cache2").exists()  # by default nothing is left behind
 
 
 def test_missing_bucket_is_a_clear_error(s3_server):
     with pytest.raises(InputError, match="s3://no-such-bucket/x"):
-        fastdup_ray.sources.list_inputs("s3://no-such-bucket/x", StorageOptions(endpoint_url=s3_server, key=KEY, secret=SECRET, region="us-east-1"))
+        fastdup_ray.map.sources.list_inputs(
+            "s3://no-such-bucket/x",
+            StorageOptions(endpoint_url=s3_server, key=KEY, secret=SECRET, region="us-east-1"),
+        )
 
 
 def test_storage_errors_are_explained_and_told_from_bad_data():
@@ -95,7 +141,9 @@ def test_storage_errors_are_explained_and_told_from_bad_data():
 
     assert "access denied to s3://b/p" in str(explain("s3://b/p", PermissionError("AccessDenied")))
     assert storage_unavailable(botocore.exceptions.EndpointConnectionError(endpoint_url="http://s3"))
-    assert not storage_unavailable(FileNotFoundError("x")) and not storage_unavailable(OSError("not a gzip file"))
+    assert not storage_unavailable(FileNotFoundError("x")) and not storage_unavailable(
+        OSError("not a gzip file")
+    )
 
 
 class FailingRequests:
@@ -116,13 +164,22 @@ class FailingRequests:
             request = f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}"
             self.requests.append(request)
             self.down = self.down and self.down_after is not None
-            fail = self.failures > 0 or (self.every and len(self.requests) % self.every == 0) or (self.down and environ["PATH_INFO"].startswith(self.scope))
+            fail = (
+                self.failures > 0
+                or (self.every and len(self.requests) % self.every == 0)
+                or (self.down and environ["PATH_INFO"].startswith(self.scope))
+            )
             self.failures -= self.failures > 0
             self.failed += bool(fail)
-            self.down = self.down or bool(self.down_after and not fail and request.startswith(self.down_after))
+            self.down = self.down or bool(
+                self.down_after and not fail and request.startswith(self.down_after)
+            )
         if fail:
             body = b"" if environ["REQUEST_METHOD"] == "HEAD" else self.BODY  # S3 answers HEAD without a body
-            start_response("503 Service Unavailable", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
+            start_response(
+                "503 Service Unavailable",
+                [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))],
+            )
             return [body]
         return self.app(environ, start_response)
 
@@ -131,7 +188,11 @@ class FailingRequests:
 def flaky_s3(s3_server):
     """A second endpoint on the same moto buckets (moto keeps them in this process) that
     fails requests on demand, as S3 does under load."""
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
     from werkzeug.serving import make_server
 
     faults = FailingRequests(DomainDispatcherApplication(create_backend_app))
@@ -149,7 +210,10 @@ def test_503_answers_are_retried_by_botocores_retry_mode(flaky_s3, bucket, mode)
     bucket.pipe_file("fdr-test/flaky/photo.jpg", b"picture bytes")
     options = dict(endpoint_url=endpoint, key=KEY, secret=SECRET, region="us-east-1", retry_mode=mode)
     faults.failures = 2
-    assert read_bytes("s3://fdr-test/flaky/photo.jpg", StorageOptions(**options, max_attempts=3)) == b"picture bytes"
+    assert (
+        read_bytes("s3://fdr-test/flaky/photo.jpg", StorageOptions(**options, max_attempts=3))
+        == b"picture bytes"
+    )
     first = faults.requests[0]
     assert faults.failed == 2 and faults.requests[:3] == [first] * 3  # one request, sent three times
     # With one attempt nothing else retries it: the read fails.
@@ -159,12 +223,17 @@ def test_503_answers_are_retried_by_botocores_retry_mode(flaky_s3, bucket, mode)
     assert storage_unavailable(failure.value)
 
 
-def test_a_run_against_an_s3_failing_every_eighth_request_finds_what_an_undisturbed_run_finds(flaky_s3, bucket):
+def test_a_run_against_an_s3_failing_every_eighth_request_finds_what_an_undisturbed_run_finds(
+    flaky_s3, bucket
+):
     """Listing, archive reads and the S3 work dir all go through botocore's retries."""
     endpoint, faults = flaky_s3
     faults.every = 8
     summary = fastdup_ray.run("s3://fdr-test/data", "s3://fdr-test/flaky-work", **s3_options(endpoint))
-    assert faults.failed >= 5 and (summary.good, summary.bad) == (8, 1)  # as in test_s3_archives_to_s3_work_dir_and_resume
+    assert faults.failed >= 5 and (summary.good, summary.bad) == (
+        8,
+        1,
+    )  # as in test_s3_archives_to_s3_work_dir_and_resume
     similarity = pl.read_csv(io.BytesIO(bucket.cat_file("fdr-test/flaky-work/similarity.csv")))
     assert {frozenset(p) for p in zip(similarity["from"], similarity["to"])} == {
         frozenset(("s3://fdr-test/data/00000.tar/000000002.jpg", "s3://fdr-test/data/more.zip/copy_of_2.jpg"))
@@ -175,7 +244,10 @@ def test_retry_settings_come_from_aws_variables_and_are_checked(monkeypatch):
     monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "4")
     assert StorageOptions().botocore_config()["retries"] == {"mode": "adaptive", "total_max_attempts": 4}
-    assert StorageOptions(retry_mode="standard", max_attempts=7).botocore_config()["retries"] == {"mode": "standard", "total_max_attempts": 7}
+    assert StorageOptions(retry_mode="standard", max_attempts=7).botocore_config()["retries"] == {
+        "mode": "standard",
+        "total_max_attempts": 7,
+    }
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "lots")
     with pytest.raises(ConfigError, match="AWS_MAX_ATTEMPTS"):
         StorageOptions().botocore_config()
@@ -195,7 +267,13 @@ def test_s3_server_gone_for_seconds_mid_run(ray_local, s3_server, bucket, tmp_pa
     from fastdup_ray.sample import jpeg_bytes, make_scene
 
     for t in range(6):
-        path = write_tar(tmp_path / f"{t:05d}.tar", {f"{t:02d}{i:03d}.jpg": jpeg_bytes(make_scene(30_000 + 40 * t + i, material=(t + i) % 12)) for i in range(40)})
+        path = write_tar(
+            tmp_path / f"{t:05d}.tar",
+            {
+                f"{t:02d}{i:03d}.jpg": jpeg_bytes(make_scene(30_000 + 40 * t + i, material=(t + i) % 12))
+                for i in range(40)
+            },
+        )
         bucket.put_file(str(path), f"fdr-test/outage/{path.name}")
     reference, work = tmp_path / "reference", tmp_path / "work"
     fastdup_ray.run("s3://fdr-test/outage", str(reference), **s3_options(s3_server))
@@ -235,7 +313,9 @@ def wait_for(condition, timeout: float = 120) -> None:
         time.sleep(0.02)
 
 
-def test_same_named_tars_in_two_prefixes_and_a_changed_object_on_rerun(ray_local, s3_server, bucket, tmp_path):
+def test_same_named_tars_in_two_prefixes_and_a_changed_object_on_rerun(
+    ray_local, s3_server, bucket, tmp_path
+):
     """s3://b/a/00000.tar and s3://b/b/00000.tar: two shards and two cache entries, each
     from its own bytes; re-uploading one object makes a rerun extract that shard again."""
     from conftest import write_tar
@@ -253,13 +333,26 @@ def test_same_named_tars_in_two_prefixes_and_a_changed_object_on_rerun(ray_local
     options = dict(cache_dir=str(cache), turi_param="delete_tar=0", executor="ray", **s3_options(s3_server))
     first = fastdup_ray.run("s3://fdr-test/twins", str(work), **options)
     names, _ = fastdup_ray.load_binary_features(work)
-    assert first.good == 5 and sorted(n.rsplit("/", 2)[-2] + "/" + n.rsplit("/", 1)[-1] for n in names) == ["00000.tar/900.jpg", "00000.tar/901.jpg", "00000.tar/902.jpg", "00000.tar/903.jpg", "00000.tar/904.jpg"]
+    assert first.good == 5 and sorted(n.rsplit("/", 2)[-2] + "/" + n.rsplit("/", 1)[-1] for n in names) == [
+        "00000.tar/900.jpg",
+        "00000.tar/901.jpg",
+        "00000.tar/902.jpg",
+        "00000.tar/903.jpg",
+        "00000.tar/904.jpg",
+    ]
     kept = [p for p in (cache / "archives").iterdir() if not p.name.endswith(".version")]
-    assert sorted(p.stat().st_size for p in kept) == sorted(bucket.size(f"fdr-test/twins/{x}/00000.tar") for x in "ab")
+    assert sorted(p.stat().st_size for p in kept) == sorted(
+        bucket.size(f"fdr-test/twins/{x}/00000.tar") for x in "ab"
+    )
     upload("a", [905])
     again = fastdup_ray.run("s3://fdr-test/twins", str(work), **options)
     assert (again.skipped_shards, again.good) == (1, 4)
-    assert sorted(n.rsplit("/", 1)[-1] for n in fastdup_ray.load_binary_features(work)[0]) == ["902.jpg", "903.jpg", "904.jpg", "905.jpg"]
+    assert sorted(n.rsplit("/", 1)[-1] for n in fastdup_ray.load_binary_features(work)[0]) == [
+        "902.jpg",
+        "903.jpg",
+        "904.jpg",
+        "905.jpg",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -273,8 +366,15 @@ def outage_archives(bucket, tmp_path_factory):
     root = tmp_path_factory.mktemp("outage-mid")
     scenes = [make_scene(70_000 + i, material=i) for i in range(5)]
     write_tar(root / "00000.tar", {f"{i}.jpg": jpeg_bytes(scenes[i]) for i in range(3)})
-    write_tar(root / "00001.tar", {"3.jpg": jpeg_bytes(scenes[3]), "4.jpg": jpeg_bytes(scenes[4]), "4.json": bytes(9 << 20),
-                                   "copy_of_0.jpg": jpeg_bytes(near_duplicate(scenes[0], 0))})
+    write_tar(
+        root / "00001.tar",
+        {
+            "3.jpg": jpeg_bytes(scenes[3]),
+            "4.jpg": jpeg_bytes(scenes[4]),
+            "4.json": bytes(9 << 20),
+            "copy_of_0.jpg": jpeg_bytes(near_duplicate(scenes[0], 0)),
+        },
+    )
     for path in sorted(root.iterdir()):
         bucket.put_file(str(path), f"fdr-test/outage-mid/{path.name}")
     return "s3://fdr-test/outage-mid"
@@ -289,18 +389,25 @@ def assert_storage_failure(failure, work, failed: str, location: str, finished: 
     """The run raised one line naming the failed shard and where the storage failed; that
     shard left nothing in work_dir, the others are finished, no bad row blames the storage
     and there is no reduce (a shard is missing)."""
-    from fastdup_ray.features import list_shards
-    from fastdup_ray.workdir import WorkDir
+    from fastdup_ray.rundir.shards import list_shards
+    from fastdup_ray.rundir.workdir import WorkDir
 
     message = str(failure.value)
-    assert failure.value.shards == [failed] and f"'{failed}'" in message and location in message and "\n" not in message
+    assert (
+        failure.value.shards == [failed]
+        and f"'{failed}'" in message
+        and location in message
+        and "\n" not in message
+    )
     assert list_shards(WorkDir(str(work))) == finished and not any(failed in p.name for p in work.iterdir())
     for bad_list in work.glob("*features.bad.csv"):
         assert "storage" not in bad_list.read_text() and "ServiceUnavailable" not in bad_list.read_text()
     assert not (work / "similarity.csv").exists()
 
 
-def test_storage_down_mid_archive_fails_only_that_shard_and_a_rerun_extracts_it(flaky_s3, outage_archives, tmp_path, monkeypatch):
+def test_storage_down_mid_archive_fails_only_that_shard_and_a_rerun_extracts_it(
+    flaky_s3, outage_archives, tmp_path, monkeypatch
+):
     """S3 answers 503 to everything from the middle of 00001.tar on, for longer than the
     retries (two attempts here): 00000.tar is finished, 00001.tar is not and is in no bad
     list, the run raises naming it. Once S3 is back, the same run extracts 00001.tar alone
@@ -323,10 +430,18 @@ def test_storage_down_mid_archive_fails_only_that_shard_and_a_rerun_extracts_it(
     assert summary.skipped_shards == 1 and (work / "00000.tarfeatures.done").stat().st_mtime_ns == finished
     assert (summary.good, summary.bad) == (6, 0) and summary.similar_pairs == 1
     assert run_outputs(work) == run_outputs(reference)
-    assert {"similarity.csv", "outliers.csv", "connected_components.csv", "component_info.csv", "features.bad.csv"} <= set(run_outputs(work))
+    assert {
+        "similarity.csv",
+        "outliers.csv",
+        "connected_components.csv",
+        "component_info.csv",
+        "features.bad.csv",
+    } <= set(run_outputs(work))
 
 
-def test_storage_down_mid_archive_on_the_ray_engine(ray_local, flaky_s3, outage_archives, tmp_path, monkeypatch):
+def test_storage_down_mid_archive_on_the_ray_engine(
+    ray_local, flaky_s3, outage_archives, tmp_path, monkeypatch
+):
     """The same outage (scoped to 00001.tar's object) under Ray Data: the decode task
     carries the failure as a row, never as an exception that would end the dataset."""
     from fastdup_ray.errors import StorageUnavailableError
@@ -340,7 +455,9 @@ def test_storage_down_mid_archive_on_the_ray_engine(ray_local, flaky_s3, outage_
     assert_storage_failure(failure, work, "00001.tar", f"{outage_archives}/00001.tar", ["00000.tar"])
     faults.down_after = None
     summary = fastdup_ray.run(outage_archives, str(work), executor="ray", **s3_options(endpoint))
-    assert summary.skipped_shards == 1 and (summary.good, summary.bad) == (6, 0) and summary.similar_pairs == 1
+    assert (
+        summary.skipped_shards == 1 and (summary.good, summary.bad) == (6, 0) and summary.similar_pairs == 1
+    )
 
 
 def image_list_on_a_dead_endpoint(tmp_path):
@@ -355,16 +472,20 @@ def image_list_on_a_dead_endpoint(tmp_path):
 
 def test_image_list_with_the_endpoint_down_from_the_start(tmp_path, monkeypatch):
     from fastdup_ray.errors import StorageUnavailableError
-    from fastdup_ray.features import list_shards
-    from fastdup_ray.workdir import WorkDir
+    from fastdup_ray.rundir.shards import list_shards
+    from fastdup_ray.rundir.workdir import WorkDir
 
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
     listing, endpoint = image_list_on_a_dead_endpoint(tmp_path)
     work = tmp_path / "work"
     with pytest.raises(StorageUnavailableError) as failure:
-        fastdup_ray.run(str(listing), str(work), executor="local", num_threads=1, shard_size=2, **s3_options(endpoint))
+        fastdup_ray.run(
+            str(listing), str(work), executor="local", num_threads=1, shard_size=2, **s3_options(endpoint)
+        )
     assert failure.value.shards == ["images-000000000-000000002.", "images-000000002-000000003."]
-    assert "s3://fdr-test/photos/scene_00" in str(failure.value) and "EndpointConnectionError" in str(failure.value)
+    assert "s3://fdr-test/photos/scene_00" in str(failure.value) and "EndpointConnectionError" in str(
+        failure.value
+    )
     assert list_shards(WorkDir(str(work))) == [] and not list(work.glob("*features.bad.csv"))
 
 
@@ -375,9 +496,32 @@ def test_cli_run_with_the_endpoint_down_is_one_line_and_a_failure(tmp_path):
 
     listing, endpoint = image_list_on_a_dead_endpoint(tmp_path)
     work = tmp_path / "work"
-    env = dict(os.environ, AWS_MAX_ATTEMPTS="2", AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, RAY_ADDRESS="")
-    done = subprocess.run([sys.executable, "-m", "fastdup_ray", "run", str(listing), "--work-dir", str(work), "--executor", "local", "--num-threads", "1",
-                           "--s3-endpoint-url", endpoint, "--s3-region", "us-east-1"], capture_output=True, text=True, timeout=300, env=env)
+    env = dict(
+        os.environ, AWS_MAX_ATTEMPTS="2", AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, RAY_ADDRESS=""
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastdup_ray",
+            "run",
+            str(listing),
+            "--work-dir",
+            str(work),
+            "--executor",
+            "local",
+            "--num-threads",
+            "1",
+            "--s3-endpoint-url",
+            endpoint,
+            "--s3-region",
+            "us-east-1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     errors = [line for line in done.stderr.splitlines() if line.startswith("fastdup-ray: error: ")]
     assert done.returncode != 0 and len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "'features.dat'" in errors[0] and "run the same command again" in errors[0]

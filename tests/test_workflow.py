@@ -52,7 +52,11 @@ def all_listed(work) -> list[str]:
     """Every location the run accounted for: its feature rows and its bad list (the
     top-level features.bad.csv: a single shard's own, or the merged list of many)."""
     names, _ = fastdup_ray.load_binary_features(work)
-    lists = [work / "features.bad.csv"] if (work / "features.bad.csv").exists() else sorted(work.glob("*features.bad.csv"))
+    lists = (
+        [work / "features.bad.csv"]
+        if (work / "features.bad.csv").exists()
+        else sorted(work.glob("*features.bad.csv"))
+    )
     return names + [n for f in lists for n in pl.read_csv(f, infer_schema=False)["filename"].to_list()]
 
 
@@ -71,6 +75,7 @@ def assert_one_row_each(work, expected):
 
 
 # 1. A rerun never returns stale results.
+
 
 def test_rerun_after_adding_removing_and_changing_images_uses_the_inputs_as_they_are_now(tmp_path):
     folder, work = tmp_path / "photos", tmp_path / "work"
@@ -133,6 +138,7 @@ def test_a_second_test_dir_does_not_reuse_the_first_ones_features(tmp_path):
 
 # 2. One input, one row.
 
+
 def test_overlapping_offset_slices_never_double_a_row(tmp_path):
     folder, work = tmp_path / "photos", tmp_path / "work"
     paths = scenes(folder, [f"{i:02d}.jpg" for i in range(10)])
@@ -152,7 +158,9 @@ def test_archives_with_one_file_name_in_different_folders_keep_every_image(tmp_p
     (root / "y").mkdir()
     members = {}
     for i, path in enumerate(["x/data.tar", "y/data.tar", "x__data.tar"]):
-        data = {f"{j}.jpg": jpeg_bytes(make_scene(100 + 10 * i + j, material=(i * 2 + j) % 9)) for j in range(2)}
+        data = {
+            f"{j}.jpg": jpeg_bytes(make_scene(100 + 10 * i + j, material=(i * 2 + j) % 9)) for j in range(2)
+        }
         (root / path).write_bytes(tar_bytes(data))
         members.update({f"{root}/{path}/{name}": blob for name, blob in data.items()})
     cache = tmp_path / "cache"
@@ -164,6 +172,7 @@ def test_archives_with_one_file_name_in_different_folders_keep_every_image(tmp_p
 
 
 # 3. A broken or empty archive never stops a run.
+
 
 def broken_corpus(root):
     """Good tars beside broken archives; returns (expected feature rows, expected bad rows)."""
@@ -179,12 +188,35 @@ def broken_corpus(root):
         archive.writestr("z.jpg", jpeg_bytes(make_scene(310, material=4)))
     (root / "truncated.zip").write_bytes(buffer.getvalue()[:-30])
     (root / "broken.jpg").write_bytes(b"\xff\xd8 broken")
-    inner = tar_bytes({"in1.jpg": jpeg_bytes(make_scene(320, material=5)), "in2.jpg": jpeg_bytes(make_scene(321, material=6))})
-    (root / "outer.tar").write_bytes(tar_bytes({"nested.tar": inner, "top.jpg": jpeg_bytes(make_scene(322, material=7))}))
+    inner = tar_bytes(
+        {
+            "in1.jpg": jpeg_bytes(make_scene(320, material=5)),
+            "in2.jpg": jpeg_bytes(make_scene(321, material=6)),
+        }
+    )
+    (root / "outer.tar").write_bytes(
+        tar_bytes({"nested.tar": inner, "top.jpg": jpeg_bytes(make_scene(322, material=7))})
+    )
     long_name = "L" * 236 + ".tar"  # a legal name; <name>features.dat.csv is not
     (root / long_name).write_bytes(tar_bytes({"long.jpg": jpeg_bytes(make_scene(323, material=8))}))
-    rows = [f"{root}/{k}" for k in good] + [f"{root}/outer.tar/nested.tar/in1.jpg", f"{root}/outer.tar/nested.tar/in2.jpg", f"{root}/outer.tar/top.jpg", f"{root}/{long_name}/long.jpg"]
-    bad = [f"{root}/{name}" for name in ("empty.tar", "no_members.tar", "all_broken.tar/a.jpg", "all_broken.tar/b.jpg", "corrupt.zip", "truncated.zip", "broken.jpg")]
+    rows = [f"{root}/{k}" for k in good] + [
+        f"{root}/outer.tar/nested.tar/in1.jpg",
+        f"{root}/outer.tar/nested.tar/in2.jpg",
+        f"{root}/outer.tar/top.jpg",
+        f"{root}/{long_name}/long.jpg",
+    ]
+    bad = [
+        f"{root}/{name}"
+        for name in (
+            "empty.tar",
+            "no_members.tar",
+            "all_broken.tar/a.jpg",
+            "all_broken.tar/b.jpg",
+            "corrupt.zip",
+            "truncated.zip",
+            "broken.jpg",
+        )
+    ]
     return rows, bad
 
 
@@ -221,9 +253,12 @@ def test_special_files_never_hang_a_run(tmp_path):
 
 # 4. Your own features mean cosine.
 
+
 def test_own_features_are_compared_by_cosine(tmp_path):
     work = tmp_path / "own"
-    fastdup_ray.save_binary_feature(work, ["a", "b", "c"], np.array([[3, 4, 0, 0], [6, 8, 0, 0], [0, 0.1, 0.1, 0]], dtype=np.float32))
+    fastdup_ray.save_binary_feature(
+        work, ["a", "b", "c"], np.array([[3, 4, 0, 0], [6, 8, 0, 0], [0, 0.1, 0.1, 0]], dtype=np.float32)
+    )
     fastdup_ray.run("unused", str(work), run_mode=2, threshold=0.0, k=2)
     pairs = {(r["from"], r["to"]): r["distance"] for r in similarity(work).iter_rows(named=True)}
     assert pairs[("a", "b")] == pytest.approx(1.0)
@@ -233,13 +268,17 @@ def test_own_features_are_compared_by_cosine(tmp_path):
 
 # 5. Outputs of one run belong together.
 
+
 def test_test_set_results_leave_the_train_run_intact(tmp_path):
     train, tests, work = tmp_path / "train", tmp_path / "tests", tmp_path / "work"
     scenes(train, ["1.jpg", "2.jpg", "3.jpg"])
     (tests).mkdir()
     (tests / "copy.jpg").write_bytes((train / "1.jpg").read_bytes())
     fastdup_ray.run(str(train), str(work), **LOCAL)
-    before = {name: (work / name).read_bytes() for name in ("similarity.csv", "outliers.csv", "connected_components.csv")}
+    before = {
+        name: (work / name).read_bytes()
+        for name in ("similarity.csv", "outliers.csv", "connected_components.csv")
+    }
     fastdup_ray.run(str(train), str(work), run_mode=3, test_dir=str(tests), **LOCAL)
     assert {name: (work / name).read_bytes() for name in before} == before
     pairs = pl.read_csv(work / "test_results" / "similarity.csv")
@@ -247,10 +286,14 @@ def test_test_set_results_leave_the_train_run_intact(tmp_path):
     meta = json.loads((work / "test_results" / "test_run.json").read_text())
     assert meta["train_work_dir"] == str(work) and meta["test_features"] == str(work / "test_features")
     fastdup_ray.run(str(train), str(work), run_mode=4, test_dir=str(work / "test_features"))
-    assert pl.read_csv(work / "test_results" / "similarity.csv").row(0)[:2] == (str(tests / "copy.jpg"), str(train / "1.jpg"))
+    assert pl.read_csv(work / "test_results" / "similarity.csv").row(0)[:2] == (
+        str(tests / "copy.jpg"),
+        str(train / "1.jpg"),
+    )
 
 
 # 6. Outliers are images far from everything; components follow similarity.csv.
+
 
 def test_an_image_with_a_close_copy_is_never_an_outlier(tmp_path):
     folder, work = tmp_path / "photos", tmp_path / "work"
@@ -260,7 +303,9 @@ def test_an_image_with_a_close_copy_is_never_an_outlier(tmp_path):
     outliers = pl.read_csv(work / "outliers.csv")
     assert outliers["from"].n_unique() == outliers.height  # one row per image
     assert outliers.height == min(9, int(np.ceil(0.5 * 9 * 4)))
-    nearest = similarity(work).filter(pl.col("from").str.ends_with("0.jpg") | pl.col("to").str.ends_with("0.jpg"))
+    nearest = similarity(work).filter(
+        pl.col("from").str.ends_with("0.jpg") | pl.col("to").str.ends_with("0.jpg")
+    )
     assert nearest.height and nearest["distance"].max() > 0.9
     copies = {str(folder / "0.jpg"), str(folder / "0_copy.jpg")}
     # Rows go from least to most outlying: the pair of copies comes first...
@@ -284,8 +329,11 @@ def test_components_are_built_from_the_pairs_of_similarity_csv(tmp_path):
 
 # 7. fastdup-style calls get what fastdup gives, or a one-line error.
 
+
 def test_run_mode_2_on_a_features_dat_file(tmp_path):
-    path = fastdup_ray.save_binary_feature(tmp_path / "mine", ["a", "b"], np.array([[1, 0], [1, 0.01]], dtype=np.float32))
+    path = fastdup_ray.save_binary_feature(
+        tmp_path / "mine", ["a", "b"], np.array([[1, 0], [1, 0.01]], dtype=np.float32)
+    )
     summary = fastdup_ray.run("unused", str(path), run_mode=2, k=1)
     assert summary.similar_pairs == 1
     assert similarity(tmp_path / "mine").row(0)[:2] == ("a", "b")
@@ -303,7 +351,9 @@ def test_multi_shard_run_writes_the_merged_bad_list(tmp_path):
     folder, work = tmp_path / "photos", tmp_path / "work"
     scenes(folder, ["a.jpg", "b.jpg", "c.jpg"])
     (folder / "bad1.jpg").write_bytes(b"nope")
-    (folder / "z.tar").write_bytes(tar_bytes({"bad2.jpg": b"nope", "ok.jpg": jpeg_bytes(make_scene(55, material=1))}))
+    (folder / "z.tar").write_bytes(
+        tar_bytes({"bad2.jpg": b"nope", "ok.jpg": jpeg_bytes(make_scene(55, material=1))})
+    )
     summary = fastdup_ray.run(str(folder), str(work), **LOCAL)
     bad = pl.read_csv(work / "features.bad.csv", infer_schema=False)
     assert sorted(bad["filename"]) == [str(folder / "bad1.jpg"), str(folder / "z.tar/bad2.jpg")]
@@ -311,6 +361,7 @@ def test_multi_shard_run_writes_the_merged_bad_list(tmp_path):
 
 
 # 8. The file system as users have it.
+
 
 def test_symlinked_folders_are_followed_once_and_the_work_dir_is_not_an_input(tmp_path):
     folder = tmp_path / "photos"
@@ -330,13 +381,17 @@ def test_symlinked_folders_are_followed_once_and_the_work_dir_is_not_an_input(tm
 
 
 def test_a_second_run_on_a_busy_work_dir_is_refused(tmp_path):
-    from fastdup_ray.workdir import WorkDir, run_lock
+    from fastdup_ray.rundir.workdir import WorkDir, run_lock
 
     folder, work = tmp_path / "photos", tmp_path / "work"
     scenes(folder, ["a.jpg", "b.jpg"])
     with run_lock(WorkDir(str(work))):
         result = cli("run", str(folder), "--work-dir", str(work), "--executor", "local")
-    assert result.returncode == 2 and "another fastdup_ray run" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode == 2
+        and "another fastdup_ray run" in result.stderr
+        and "Traceback" not in result.stderr
+    )
     assert not (work / "similarity.csv").exists()
 
 
@@ -371,10 +426,11 @@ def test_unusable_work_dir_or_model_is_one_line(tmp_path, case):
 
 # 9. Security of shared paths.
 
+
 def test_default_cache_is_private_and_a_planted_link_is_refused(tmp_path, monkeypatch):
     import tempfile
 
-    from fastdup_ray.run import default_cache_dir
+    from fastdup_ray.pipeline import default_cache_dir
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "shared_tmp"))
     (tmp_path / "shared_tmp").mkdir()
@@ -391,10 +447,13 @@ def test_default_cache_is_private_and_a_planted_link_is_refused(tmp_path, monkey
 
 def cli(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
     env = dict(os.environ, RAY_ADDRESS="")
-    return subprocess.run([sys.executable, "-m", "fastdup_ray", *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "fastdup_ray", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 # Issue 15: exact duplicates before the model.
+
 
 def test_byte_identical_files_are_reported_as_exact_duplicates(tmp_path):
     folder, work = tmp_path / "photos", tmp_path / "work"
@@ -406,8 +465,15 @@ def test_byte_identical_files_are_reported_as_exact_duplicates(tmp_path):
     pairs = similarity(work)
     exact = pairs.filter(pl.col("exact"))
     group = {paths[0], *map(str, copies)}
-    assert exact.height == 3 and set(exact["from"]) | set(exact["to"]) == group and (exact["distance"] == 1.0).all()
+    assert (
+        exact.height == 3
+        and set(exact["from"]) | set(exact["to"]) == group
+        and (exact["distance"] == 1.0).all()
+    )
     components = pl.read_csv(work / "connected_components.csv")
     assert components.filter(pl.col("filename").is_in(list(group)))["component_id"].n_unique() == 1
     stats = pl.read_csv(work / "stats.csv")
-    assert "hash" in stats.columns and stats.filter(pl.col("filename").is_in(list(group)))["hash"].n_unique() == 1
+    assert (
+        "hash" in stats.columns
+        and stats.filter(pl.col("filename").is_in(list(group)))["hash"].n_unique() == 1
+    )

@@ -103,7 +103,9 @@ class EngineSlot:
 
     def get(self, compute: str = "cpu", locations: Sequence[str] = ()) -> Engine:
         if self.engine is None:
-            self.engine = open_engine(choose(self.executor, compute, locations), self.num_threads, self.verbose)
+            self.engine = open_engine(
+                choose(self.executor, compute, locations), self.num_threads, self.verbose
+            )
         return self.engine
 
     def close(self) -> None:

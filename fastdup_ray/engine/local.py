@@ -28,8 +28,16 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 
 from fastdup_ray.engine import Resources
-from fastdup_ray.extract import ExtractJob, ShardCollector, closing_row, embed_chunk, rows_per_batch, session_for, unit_chunks
-from fastdup_ray.sources import WorkUnit
+from fastdup_ray.map.extract import (
+    ExtractJob,
+    ShardCollector,
+    closing_row,
+    embed_chunk,
+    rows_per_batch,
+    session_for,
+    unit_chunks,
+)
+from fastdup_ray.map.sources import WorkUnit
 
 log = logging.getLogger("fastdup_ray")
 
@@ -70,7 +78,7 @@ class LocalEngine:
 
     @property
     def resources(self) -> Resources:
-        from fastdup_ray.embed import cuda_available
+        from fastdup_ray.map.embed import cuda_available
 
         return Resources(cpus=self.workers, gpus=int(cuda_available()))
 

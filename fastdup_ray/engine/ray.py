@@ -19,8 +19,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from fastdup_ray.engine import Resources
-from fastdup_ray.extract import EmbedBatches, ExtractJob, ShardCollector, decode_units, rows_per_batch
-from fastdup_ray.sources import WorkUnit
+from fastdup_ray.map.extract import (
+    EmbedBatches,
+    ExtractJob,
+    ShardCollector,
+    decode_units,
+    rows_per_batch,
+)
+from fastdup_ray.map.sources import WorkUnit
 
 log = logging.getLogger("fastdup_ray")
 
@@ -60,7 +66,9 @@ GPU_BATCH = 256
 DECODE_SHARE = 0.27
 
 
-def plan_embedding(compute: str, num_threads: int, cluster_cpus: float, cluster_gpus: float, nodes: int = 1) -> EmbedPlan:
+def plan_embedding(
+    compute: str, num_threads: int, cluster_cpus: float, cluster_gpus: float, nodes: int = 1
+) -> EmbedPlan:
     """Size the actor pool for the cluster: one single-threaded session per core on CPU,
     one actor per GPU on GPU, leaving room for the decode tasks that feed them.
 
@@ -71,14 +79,28 @@ def plan_embedding(compute: str, num_threads: int, cluster_cpus: float, cluster_
     if compute == "gpu":
         if cluster_gpus >= 1:
             decode_tasks = max(1, int(cluster_cpus - cluster_gpus))
-            return EmbedPlan(actors=int(cluster_gpus), actor_cpus=1.0, actor_gpus=1.0, decode_cpus=1.0, compute="gpu", decode_tasks=decode_tasks)
+            return EmbedPlan(
+                actors=int(cluster_gpus),
+                actor_cpus=1.0,
+                actor_gpus=1.0,
+                decode_cpus=1.0,
+                compute="gpu",
+                decode_tasks=decode_tasks,
+            )
         log.warning("compute='gpu' but the Ray cluster has no GPU; embedding on CPU instead")
     cpus = max(1.0, cluster_cpus)
     actors = num_threads or max(1, int(cpus))
     kept_for_decode = min(cpus / 2, max(0.5 * nodes, DECODE_SHARE * cpus))
     actor_cpus = max(0.1, (cpus - kept_for_decode) / actors)
     decode_tasks = max(1, round(kept_for_decode / 0.5))
-    return EmbedPlan(actors=actors, actor_cpus=actor_cpus, actor_gpus=0.0, decode_cpus=0.25, compute="cpu", decode_tasks=decode_tasks)
+    return EmbedPlan(
+        actors=actors,
+        actor_cpus=actor_cpus,
+        actor_gpus=0.0,
+        decode_cpus=0.25,
+        compute="cpu",
+        decode_tasks=decode_tasks,
+    )
 
 
 class RayEngine:
@@ -94,8 +116,12 @@ class RayEngine:
         import ray
 
         cluster = ray.cluster_resources()
-        nodes = sum(1 for node in ray.nodes() if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) > 0)
-        return Resources(cpus=int(cluster.get("CPU", 1)), gpus=int(cluster.get("GPU", 0)), nodes=max(1, nodes))
+        nodes = sum(
+            1 for node in ray.nodes() if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) > 0
+        )
+        return Resources(
+            cpus=int(cluster.get("CPU", 1)), gpus=int(cluster.get("GPU", 0)), nodes=max(1, nodes)
+        )
 
     def warm_up(self, job: ExtractJob) -> None:
         """Ray Data starts its actors with the pipeline; nothing to start ahead here."""
@@ -129,7 +155,12 @@ class RayEngine:
         )
         dataset = dataset.map_batches(
             decode_units,
-            fn_kwargs={"size": job.image_size, "settings": job.read, "rows_per_batch": batch, "thumbnail_size": job.thumbnail_size},
+            fn_kwargs={
+                "size": job.image_size,
+                "settings": job.read,
+                "rows_per_batch": batch,
+                "thumbnail_size": job.thumbnail_size,
+            },
             batch_size=1,
             num_cpus=plan.decode_cpus,
             compute=ray.data.TaskPoolStrategy(size=plan.decode_tasks),

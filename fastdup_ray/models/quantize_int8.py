@@ -42,7 +42,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from fastdup_ray.decode import decode_image
+from fastdup_ray.map.decode import decode_image
 from fastdup_ray.sample import MATERIALS, jpeg_bytes, make_scene, near_duplicate
 
 HERE = Path(__file__).parent
@@ -92,8 +92,12 @@ def feed_pixels_to_first_convolution(model: onnx.ModelProto) -> None:
     kinds = [n.op_type for n in chain]
     if kinds != ["Cast", "Div", "Sub", "QuantizeLinear", "DequantizeLinear"]:
         raise SystemExit(f"unexpected input chain {kinds}; the export changed")
-    graph.initializer.extend([numpy_helper.from_array(np.array(1 / 127.5, np.float32), "images_scale"),
-                              numpy_helper.from_array(np.array(128, np.uint8), "images_zero_point")])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(1 / 127.5, np.float32), "images_scale"),
+            numpy_helper.from_array(np.array(128, np.uint8), "images_zero_point"),
+        ]
+    )
     chain[-1].input[:] = [transpose.output[0], "images_scale", "images_zero_point"]
     for node in chain[:-1]:
         graph.node.remove(node)
@@ -106,7 +110,9 @@ def feed_pixels_to_first_convolution(model: onnx.ModelProto) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=HERE / "efficientnet_lite0.onnx")
-    parser.add_argument("--size", type=int, default=None, help="input side in pixels (default: the fp32 model's)")
+    parser.add_argument(
+        "--size", type=int, default=None, help="input side in pixels (default: the fp32 model's)"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "efficientnet_lite0_int8.onnx")
     args = parser.parse_args()
     resized = args.out.with_suffix(".fp32.onnx")

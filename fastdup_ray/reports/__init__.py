@@ -5,7 +5,7 @@ They read the run's outputs and the thumbnails stored at extraction; they never 
 the pipeline or re-read the dataset.
 """
 
-from fastdup_ray.reports.galleries import (
+from fastdup_ray.reports.create import (
     create_components_gallery,
     create_duplicates_gallery,
     create_outliers_gallery,

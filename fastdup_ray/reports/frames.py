@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from fastdup_ray import layout
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.reports.tables import FRAME, RunTables, opened_runs
+from fastdup_ray.rundir import layout
 
 # Which table a gallery's frame stands for.
 PAIRS, OUTLIERS, COMPONENTS, STATS = "pairs", "outliers", "components", "stats"
@@ -137,7 +137,9 @@ def _image_ids(table: pl.DataFrame, kind: str, tables: RunTables) -> pl.DataFram
     elif "__id" in table.columns and "filename" not in table.columns and kind == STATS:
         table = _joined(table.with_columns(pl.col("__id").cast(pl.Int64)), names, "__id")
     if kind == COMPONENTS and "__id" in table.columns and "pagerank" not in table.columns:
-        ranks = tables.table(layout.CONNECTED_COMPONENTS_FILE, ("__id", "pagerank")).select("__id", "pagerank")
+        ranks = tables.table(layout.CONNECTED_COMPONENTS_FILE, ("__id", "pagerank")).select(
+            "__id", "pagerank"
+        )
         table = _joined(table.with_columns(pl.col("__id").cast(pl.Int64)), ranks, "__id")
     return table
 

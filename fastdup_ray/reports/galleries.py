@@ -7,26 +7,26 @@ S3: nothing is re-read from the dataset. A click on an image opens the original 
 is a local file, else the stored thumbnail.
 
 Each ``*_cards`` function picks a gallery's cards from a :class:`RunTables`; the
-``create_*_gallery`` functions open the run and write the pages (render.py). As in
-fastdup, their first argument is a work dir, one of its tables (a path), or a DataFrame
-of a table's rows (frames.py), whose run ``work_dir=`` names. A gallery with nothing to
-show says why and what to change.
+``create_*_gallery`` functions (create.py) open the run and write the pages (render.py).
+A gallery with nothing to show says why and what to change.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from fastdup_ray import layout, results
 from fastdup_ray.errors import ConfigError
-from fastdup_ray.reports import frames
-from fastdup_ray.reports.render import DEFAULT_PAGE_SIZE, DEFAULT_TILE_SIZE, Card, Gallery, Tile, write_gallery
-from fastdup_ray.reports.tables import ImageSource, KeepMarkers, RunTables, labels_of
+from fastdup_ray.reports.render import (
+    Card,
+    Gallery,
+    Tile,
+)
+from fastdup_ray.reports.tables import ImageSource, KeepMarkers, RunTables
+from fastdup_ray.rundir import layout, results
 
 PAIR_COLUMNS = ("from", "to", "distance")
 MEMBER_COLUMNS = ("__id", "component_id", "pagerank")
@@ -41,7 +41,9 @@ METRIC_ALIASES = {"dark": ("mean", True), "bright": ("mean", False)}
 
 
 def _limit(table: pl.DataFrame, num_images: int | None) -> pl.DataFrame:
-    if num_images is not None and (isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) or num_images < 0):
+    if num_images is not None and (
+        isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) or num_images < 0
+    ):
         raise ConfigError(f"num_images must be a whole number >= 0 or None, got {num_images!r}")
     return table if num_images is None else table.head(num_images)
 
@@ -60,7 +62,9 @@ def _slice_labels(tables: RunTables, slice_: str | Sequence[str] | None) -> set[
     if slice_ is None:
         return None
     if tables.labels is None:
-        raise ConfigError("slice needs annotations: a frame with filename and label columns (Visualizer(work_dir, annotations=frame))")
+        raise ConfigError(
+            "slice needs annotations: a frame with filename and label columns (Visualizer(work_dir, annotations=frame))"
+        )
     return {slice_} if isinstance(slice_, str) else {str(label) for label in slice_}
 
 
@@ -101,7 +105,14 @@ class TileMaker:
         wanted = [int(i) for i in ids if i is not None]
         self._facts[id(source)] = {**self._facts.get(id(source), {}), **source.facts(wanted)}
 
-    def tile(self, source: ImageSource, image_id, location: str, captions: Sequence[str] = (), on_card: Sequence[int] = ()) -> Tile:
+    def tile(
+        self,
+        source: ImageSource,
+        image_id,
+        location: str,
+        captions: Sequence[str] = (),
+        on_card: Sequence[int] = (),
+    ) -> Tile:
         image_id = _id(image_id)
         lines = [source.label] if source.label else []
         label = self.tables.label(location)
@@ -134,7 +145,9 @@ class TileMaker:
             return []
         if isinstance(self.markers, str):
             return [self.markers]
-        return [f"Green solid frame: the image fastdup-ray dedup --keep {self.markers.rule} keeps (one image per component); red dashed frame: an image it removes."]
+        return [
+            f"Green solid frame: the image fastdup-ray dedup --keep {self.markers.rule} keeps (one image per component); red dashed frame: an image it removes."
+        ]
 
 
 def _unique_pairs(pairs: pl.DataFrame, tables: RunTables) -> pl.DataFrame:
@@ -143,7 +156,11 @@ def _unique_pairs(pairs: pl.DataFrame, tables: RunTables) -> pl.DataFrame:
         return pairs
     low = pl.min_horizontal("from", "to").alias("_low")
     high = pl.max_horizontal("from", "to").alias("_high")
-    return pairs.with_columns(low, high).unique(["_low", "_high"], keep="first", maintain_order=True).drop("_low", "_high")
+    return (
+        pairs.with_columns(low, high)
+        .unique(["_low", "_high"], keep="first", maintain_order=True)
+        .drop("_low", "_high")
+    )
 
 
 def _pairs(tables: RunTables, threshold: float | None) -> pl.DataFrame:
@@ -172,43 +189,75 @@ def _no_pairs_reason(tables: RunTables, threshold: float | None, wanted: set[str
 # --- the galleries' cards ------------------------------------------------------------------
 
 
-def duplicates_cards(tables: RunTables, num_images: int | None = None, threshold: float | None = None, ascending: bool = False, keep: str | None = DEFAULT_KEEP, slice: str | Sequence[str] | None = None) -> Gallery:
+def duplicates_cards(
+    tables: RunTables,
+    num_images: int | None = None,
+    threshold: float | None = None,
+    ascending: bool = False,
+    keep: str | None = DEFAULT_KEEP,
+    slice: str | Sequence[str] | None = None,
+) -> Gallery:
     """Pairs of similarity.csv side by side, most similar first: each image's resolution,
     file size and component, and which of them ``dedup --keep <keep>`` keeps."""
     wanted = _slice_labels(tables, slice)
     pairs = _in_slice(_unique_pairs(_pairs(tables, threshold), tables), "from", tables, wanted)
-    pairs = tables.with_ids(_limit(pairs.sort("distance", descending=not ascending, maintain_order=True), num_images))
+    pairs = tables.with_ids(
+        _limit(pairs.sort("distance", descending=not ascending, maintain_order=True), num_images)
+    )
     maker = TileMaker(tables, keep)
     maker.prepare(tables.from_images, pairs["from_id"])
     maker.prepare(tables.to_images, pairs["to_id"])
     sizes = tables.component_sizes()
     exact = pairs["exact"].to_list() if "exact" in pairs.columns else [False] * pairs.height
     cards = []
-    for rank, (a, b, distance, a_id, b_id) in enumerate(pairs.select("from", "to", "distance", "from_id", "to_id").iter_rows()):
+    for rank, (a, b, distance, a_id, b_id) in enumerate(
+        pairs.select("from", "to", "distance", "from_id", "to_id").iter_rows()
+    ):
         facts = [f"pair {rank + 1} of {pairs.height}"]
         a_component, b_component = sizes.get(_id(a_id)), sizes.get(_id(b_id))
         if a_component and b_component:
             same = a_component[0] == b_component[0]
-            facts.append(f"component {a_component[0]} ({a_component[1]} images)" if same else f"components {a_component[0]} and {b_component[0]}")
+            facts.append(
+                f"component {a_component[0]} ({a_component[1]} images)"
+                if same
+                else f"components {a_component[0]} and {b_component[0]}"
+            )
         on_card = [_id(a_id), _id(b_id)]
         cards.append(
             Card(
-                heading=f"similarity {distance:.4f}" + (" \u00b7 byte-identical files" if exact[rank] else ""),
+                heading=f"similarity {distance:.4f}"
+                + (" \u00b7 byte-identical files" if exact[rank] else ""),
                 facts=facts,
-                tiles=[maker.tile(tables.from_images, a_id, a, on_card=on_card), maker.tile(tables.to_images, b_id, b, on_card=on_card)],
+                tiles=[
+                    maker.tile(tables.from_images, a_id, a, on_card=on_card),
+                    maker.tile(tables.to_images, b_id, b, on_card=on_card),
+                ],
             )
         )
     order = "least" if ascending else "most"
-    gallery = Gallery("duplicates", "Duplicates", f"Image pairs at or above the run's threshold, {order} similar first; each pair once.", cards, notes=maker.note())
+    gallery = Gallery(
+        "duplicates",
+        "Duplicates",
+        f"Image pairs at or above the run's threshold, {order} similar first; each pair once.",
+        cards,
+        notes=maker.note(),
+    )
     if not cards:
         gallery.empty = _no_pairs_reason(tables, threshold, wanted)
     return gallery
 
 
-def outliers_cards(tables: RunTables, num_images: int | None = None, ascending: bool = True, slice: str | Sequence[str] | None = None) -> Gallery:
+def outliers_cards(
+    tables: RunTables,
+    num_images: int | None = None,
+    ascending: bool = True,
+    slice: str | Sequence[str] | None = None,
+) -> Gallery:
     """Images of outliers.csv, most outlying first, each beside its nearest neighbour."""
     wanted = _slice_labels(tables, slice)
-    rows = tables.with_ids(_in_slice(tables.table_for(layout.OUTLIERS_FILE, PAIR_COLUMNS), "from", tables, wanted))
+    rows = tables.with_ids(
+        _in_slice(tables.table_for(layout.OUTLIERS_FILE, PAIR_COLUMNS), "from", tables, wanted)
+    )
     # One card per outlier: its least similar kNN edge decides how far out it is.
     rows = rows.sort("distance", maintain_order=True).unique("from", keep="first", maintain_order=True)
     rows = _limit(rows.sort("distance", descending=not ascending, maintain_order=True), num_images)
@@ -219,11 +268,21 @@ def outliers_cards(tables: RunTables, num_images: int | None = None, ascending: 
         Card(
             heading=f"outlier {rank}: similarity to its nearest neighbour {distance:.4f}",
             facts=[],
-            tiles=[maker.tile(tables.from_images, a_id, a, ["outlier"]), maker.tile(tables.to_images, b_id, b, ["nearest neighbour"])],
+            tiles=[
+                maker.tile(tables.from_images, a_id, a, ["outlier"]),
+                maker.tile(tables.to_images, b_id, b, ["nearest neighbour"]),
+            ],
         )
-        for rank, (a, b, distance, a_id, b_id) in enumerate(rows.select("from", "to", "distance", "from_id", "to_id").iter_rows(), start=1)
+        for rank, (a, b, distance, a_id, b_id) in enumerate(
+            rows.select("from", "to", "distance", "from_id", "to_id").iter_rows(), start=1
+        )
     ]
-    gallery = Gallery("outliers", "Outliers", "Images least similar to their nearest neighbour, most outlying first, each beside that neighbour.", cards)
+    gallery = Gallery(
+        "outliers",
+        "Outliers",
+        "Images least similar to their nearest neighbour, most outlying first, each beside that neighbour.",
+        cards,
+    )
     if not cards:
         lower = tables.config.get("lower_threshold")
         if wanted is not None:
@@ -242,7 +301,9 @@ def component_similarity(tables: RunTables, members: pl.DataFrame) -> dict[int, 
         return {}
     # Only the pairs between shown members: similarity.csv may hold millions of rows.
     names = members["filename"].to_list()
-    pairs = tables.table(layout.SIMILARITY_FILE, PAIR_COLUMNS).filter(pl.col("from").is_in(names) & pl.col("to").is_in(names))
+    pairs = tables.table(layout.SIMILARITY_FILE, PAIR_COLUMNS).filter(
+        pl.col("from").is_in(names) & pl.col("to").is_in(names)
+    )
     pairs = tables.with_ids(pairs)
     component = members.select("__id", "component_id")
     inside = (
@@ -250,25 +311,50 @@ def component_similarity(tables: RunTables, members: pl.DataFrame) -> dict[int, 
         .join(component.rename({"__id": "to_id", "component_id": "b"}), on="to_id")
         .filter(pl.col("a") == pl.col("b"))
     )
-    stats = inside.group_by("a").agg(pl.len().alias("pairs"), pl.col("distance").mean().alias("mean"), pl.col("distance").min().alias("min"))
+    stats = inside.group_by("a").agg(
+        pl.len().alias("pairs"),
+        pl.col("distance").mean().alias("mean"),
+        pl.col("distance").min().alias("min"),
+    )
     return {c: (n, mean, low) for c, n, mean, low in stats.iter_rows()}
 
 
-def components_cards(tables: RunTables, num_images: int | None = None, max_items: int = 12, min_size: int = 2, ascending: bool = False, keep: str | None = DEFAULT_KEEP, slice: str | Sequence[str] | None = None) -> Gallery:
+def components_cards(
+    tables: RunTables,
+    num_images: int | None = None,
+    max_items: int = 12,
+    min_size: int = 2,
+    ascending: bool = False,
+    keep: str | None = DEFAULT_KEEP,
+    slice: str | Sequence[str] | None = None,
+) -> Gallery:
     """Components of ``min_size`` or more images, largest first: each one's size, the mean
     and lowest similarity of its pairs, and up to ``max_items`` members (highest pagerank
     first), with the one ``dedup --keep <keep>`` keeps."""
     images = tables.single_run("components gallery")
-    members, info = tables.tables_for({layout.CONNECTED_COMPONENTS_FILE: MEMBER_COLUMNS, layout.COMPONENT_INFO_FILE: INFO_COLUMNS})
+    members, info = tables.tables_for(
+        {layout.CONNECTED_COMPONENTS_FILE: MEMBER_COLUMNS, layout.COMPONENT_INFO_FILE: INFO_COLUMNS}
+    )
     wanted = _slice_labels(tables, slice)
     # Either table may be a user's filtered copy: show the components both still hold.
-    info = info.filter(pl.col("Count") >= min_size).join(members.select("component_id"), on="component_id", how="semi", maintain_order="left")
+    info = info.filter(pl.col("Count") >= min_size).join(
+        members.select("component_id"), on="component_id", how="semi", maintain_order="left"
+    )
     if wanted is not None:
-        labelled = _in_slice(members.select("__id", "component_id").join(images.names, on="__id"), "filename", tables, wanted)
-        info = info.join(labelled.select("component_id"), on="component_id", how="semi", maintain_order="left")
-    info = _limit(info.sort(["Count", "component_id"], descending=[not ascending, False], maintain_order=True), num_images)
+        labelled = _in_slice(
+            members.select("__id", "component_id").join(images.names, on="__id"), "filename", tables, wanted
+        )
+        info = info.join(
+            labelled.select("component_id"), on="component_id", how="semi", maintain_order="left"
+        )
+    info = _limit(
+        info.sort(["Count", "component_id"], descending=[not ascending, False], maintain_order=True),
+        num_images,
+    )
     members = members.select(MEMBER_COLUMNS).join(info.select("component_id"), on="component_id", how="semi")
-    members = members.sort(["component_id", "pagerank", "__id"], descending=[False, True, False]).join(images.names, on="__id", how="left", maintain_order="left")
+    members = members.sort(["component_id", "pagerank", "__id"], descending=[False, True, False]).join(
+        images.names, on="__id", how="left", maintain_order="left"
+    )
     similarity = component_similarity(tables, members)
     by_component = {key[0]: group for key, group in members.group_by("component_id", maintain_order=True)}
     maker = TileMaker(tables, keep)
@@ -278,17 +364,30 @@ def components_cards(tables: RunTables, num_images: int | None = None, max_items
     for component, count in info.select("component_id", "Count").iter_rows():
         group = by_component[component].head(max_items)
         ids = group["__id"].to_list()
-        tiles = [maker.tile(images, i, name, [f"pagerank {rank:.4f}"], on_card=ids) for i, name, rank in group.select("__id", "filename", "pagerank").iter_rows()]
+        tiles = [
+            maker.tile(images, i, name, [f"pagerank {rank:.4f}"], on_card=ids)
+            for i, name, rank in group.select("__id", "filename", "pagerank").iter_rows()
+        ]
         facts = [f"{count} images" + (f", showing {len(tiles)}" if len(tiles) < count else "")]
         if component in similarity:
             pairs, mean, low = similarity[component]
-            facts.append(f"similarity inside: mean {mean:.4f}, min {low:.4f} over {pairs} pair{'s' * (pairs != 1)} of similarity.csv")
+            facts.append(
+                f"similarity inside: mean {mean:.4f}, min {low:.4f} over {pairs} pair{'s' * (pairs != 1)} of similarity.csv"
+            )
         else:
             facts.append("no pair of similarity.csv inside (joined by kNN edges below the run's threshold)")
         cards.append(Card(heading=f"component {component}", facts=facts, tiles=tiles, layout=_layout(tiles)))
     ccthreshold = tables.config.get("ccthreshold")
-    joined = f"at or above ccthreshold {ccthreshold:g}" if ccthreshold is not None else "at or above ccthreshold"
-    gallery = Gallery("components", "Components", f"Groups of images joined by similarity {joined}, at least {min_size} images, largest first.", cards, notes=maker.note())
+    joined = (
+        f"at or above ccthreshold {ccthreshold:g}" if ccthreshold is not None else "at or above ccthreshold"
+    )
+    gallery = Gallery(
+        "components",
+        "Components",
+        f"Groups of images joined by similarity {joined}, at least {min_size} images, largest first.",
+        cards,
+        notes=maker.note(),
+    )
     if not cards:
         if wanted is not None:
             gallery.empty = f"Nothing to show: {_slice_note(wanted, tables)}."
@@ -306,7 +405,14 @@ def stats_order(metric: str, ascending: bool | None) -> tuple[str, bool]:
     return column, default if ascending is None else ascending
 
 
-def stats_cards(tables: RunTables, metric: str = "blur", ascending: bool | None = None, num_images: int | None = 100, per_card: int = 10, slice: str | Sequence[str] | None = None) -> Gallery:
+def stats_cards(
+    tables: RunTables,
+    metric: str = "blur",
+    ascending: bool | None = None,
+    num_images: int | None = 100,
+    per_card: int = 10,
+    slice: str | Sequence[str] | None = None,
+) -> Gallery:
     """Images sorted by one statistic of stats.csv (blur, mean, width, unique_colors, ...;
     fastdup's 'dark' and 'bright' sort by mean)."""
     images = tables.single_run("statistics gallery")
@@ -314,29 +420,55 @@ def stats_cards(tables: RunTables, metric: str = "blur", ascending: bool | None 
     column, ascending = stats_order(metric, ascending)
     if column not in stats.columns or column in ("__id", "filename", "hash"):
         usable = [c for c in stats.columns if c not in ("__id", "filename", "hash")]
-        raise ConfigError(f"unknown statistic {metric!r}; stats.csv has {', '.join(usable)} (and fastdup's dark, bright)")
+        raise ConfigError(
+            f"unknown statistic {metric!r}; stats.csv has {', '.join(usable)} (and fastdup's dark, bright)"
+        )
     wanted = _slice_labels(tables, slice)
-    rows = _limit(_in_slice(stats, "filename", tables, wanted).sort([column, "__id"], descending=[not ascending, False]), num_images)
+    rows = _limit(
+        _in_slice(stats, "filename", tables, wanted).sort(
+            [column, "__id"], descending=[not ascending, False]
+        ),
+        num_images,
+    )
     flags = [c for c in stats.columns if c.startswith("is_")]
     maker = TileMaker(tables)
     maker.prepare(images, rows["__id"])
     tiles = []
     for row in rows.iter_rows(named=True):
-        captions = [f"{column} {_number(row[column])}"] + [flag[3:].replace("_", " ") for flag in flags if row[flag]]
+        captions = [f"{column} {_number(row[column])}"] + [
+            flag[3:].replace("_", " ") for flag in flags if row[flag]
+        ]
         tiles.append(maker.tile(images, row["__id"], row["filename"], captions))
     order = "lowest" if ascending else "highest"
     cards = [
-        Card(heading=f"{order} {column}: images {start + 1}-{start + len(chunk)}", facts=[], tiles=chunk, layout="wide")
+        Card(
+            heading=f"{order} {column}: images {start + 1}-{start + len(chunk)}",
+            facts=[],
+            tiles=chunk,
+            layout="wide",
+        )
         for start in range(0, len(tiles), per_card)
         for chunk in [tiles[start : start + per_card]]
     ]
-    gallery = Gallery(f"stats_{metric}", f"Statistics: {metric}", f"Images by {column}, {order} first.", cards)
+    gallery = Gallery(
+        f"stats_{metric}", f"Statistics: {metric}", f"Images by {column}, {order} first.", cards
+    )
     if not cards:
-        gallery.empty = f"Nothing to show: {_slice_note(wanted, tables)}." if wanted is not None else "No images: the run measured none (every image was bad?)."
+        gallery.empty = (
+            f"Nothing to show: {_slice_note(wanted, tables)}."
+            if wanted is not None
+            else "No images: the run measured none (every image was bad?)."
+        )
     return gallery
 
 
-def similarity_cards(tables: RunTables, num_images: int | None = None, max_items: int = 10, threshold: float | None = None, slice: str | Sequence[str] | None = None) -> Gallery:
+def similarity_cards(
+    tables: RunTables,
+    num_images: int | None = None,
+    max_items: int = 10,
+    threshold: float | None = None,
+    slice: str | Sequence[str] | None = None,
+) -> Gallery:
     """Images with the ones most similar to them, each pair shown once: a pair sits on the
     card of whichever of its two images comes first (images with the closest match come
     first). A test run's queries are its test images."""
@@ -347,10 +479,21 @@ def similarity_cards(tables: RunTables, num_images: int | None = None, max_items
         owned = pairs.rename({"from": "query", "from_id": "query_id", "to": "match", "to_id": "match_id"})
     else:
         # Queries in order of their closest match; each pair goes to its earlier image.
-        ends = pl.concat([pairs.select(pl.col("from").alias("image"), "distance"), pairs.select(pl.col("to").alias("image"), "distance")])
-        order = ends.group_by("image").agg(pl.col("distance").max().alias("best")).sort(["best", "image"], descending=[True, False])
+        ends = pl.concat(
+            [
+                pairs.select(pl.col("from").alias("image"), "distance"),
+                pairs.select(pl.col("to").alias("image"), "distance"),
+            ]
+        )
+        order = (
+            ends.group_by("image")
+            .agg(pl.col("distance").max().alias("best"))
+            .sort(["best", "image"], descending=[True, False])
+        )
         rank = order.with_row_index("rank").select("image", pl.col("rank").cast(pl.Int64))
-        pairs = pairs.join(rank.rename({"image": "from", "rank": "from_rank"}), on="from").join(rank.rename({"image": "to", "rank": "to_rank"}), on="to")
+        pairs = pairs.join(rank.rename({"image": "from", "rank": "from_rank"}), on="from").join(
+            rank.rename({"image": "to", "rank": "to_rank"}), on="to"
+        )
         from_first = pl.col("from_rank") <= pl.col("to_rank")
         owned = pairs.select(
             pl.when(from_first).then("from").otherwise("to").alias("query"),
@@ -359,20 +502,44 @@ def similarity_cards(tables: RunTables, num_images: int | None = None, max_items
             pl.when(from_first).then("to_id").otherwise("from_id").alias("match_id"),
             "distance",
         )
-    owned = _in_slice(owned, "query", tables, wanted).sort(["distance", "query", "match"], descending=[True, False, False])
+    owned = _in_slice(owned, "query", tables, wanted).sort(
+        ["distance", "query", "match"], descending=[True, False, False]
+    )
     queries = _limit(owned.unique("query", keep="first", maintain_order=True), num_images)
-    groups = {key[0]: group for key, group in owned.join(queries.select("query"), on="query", how="semi").group_by("query", maintain_order=True)}
+    groups = {
+        key[0]: group
+        for key, group in owned.join(queries.select("query"), on="query", how="semi").group_by(
+            "query", maintain_order=True
+        )
+    }
     maker = TileMaker(tables)
     maker.prepare(tables.from_images, queries["query_id"])
-    maker.prepare(tables.to_images, [i for group in groups.values() for i in group.head(max_items)["match_id"]])
+    maker.prepare(
+        tables.to_images, [i for group in groups.values() for i in group.head(max_items)["match_id"]]
+    )
     cards = []
     for query, query_id in queries.select("query", "query_id").iter_rows():
         group = groups[query]
         tiles = [maker.tile(tables.from_images, query_id, query, ["query"])]
-        tiles += [maker.tile(tables.to_images, i, name, [f"similarity {d:.4f}"]) for name, i, d in group.head(max_items).select("match", "match_id", "distance").iter_rows()]
+        tiles += [
+            maker.tile(tables.to_images, i, name, [f"similarity {d:.4f}"])
+            for name, i, d in group.head(max_items).select("match", "match_id", "distance").iter_rows()
+        ]
         shown = f", showing {max_items}" if group.height > max_items else ""
-        cards.append(Card(heading=f"{group.height} similar image{'s' * (group.height != 1)}{shown}", facts=[], tiles=tiles, layout=_layout(tiles)))
-    gallery = Gallery("similarity", "Similar images", "Each image followed by the images most similar to it; each pair shown once, on the card of the image whose closest match is closer.", cards)
+        cards.append(
+            Card(
+                heading=f"{group.height} similar image{'s' * (group.height != 1)}{shown}",
+                facts=[],
+                tiles=tiles,
+                layout=_layout(tiles),
+            )
+        )
+    gallery = Gallery(
+        "similarity",
+        "Similar images",
+        "Each image followed by the images most similar to it; each pair shown once, on the card of the image whose closest match is closer.",
+        cards,
+    )
     if not cards:
         gallery.empty = _no_pairs_reason(tables, threshold, wanted)
     return gallery
@@ -382,131 +549,3 @@ def _number(value) -> str:
     if isinstance(value, (int, np.integer)) or float(value).is_integer():
         return f"{int(value)}"
     return f"{value:.2f}"
-
-
-# --- fastdup's gallery functions -----------------------------------------------------------
-
-
-def open_tables(data, kind: str, work_dir, annotations, param: str = "work_dir") -> RunTables:
-    """The tables a create_*_gallery shows: of the run (or one table of it) at the path
-    ``data``, else at ``work_dir``; or, for a DataFrame, of the run it comes from
-    (``work_dir``, else looked up by its files: frames.py), with the frame in place."""
-    labels = labels_of(annotations)
-    if frames.is_frame(data):
-        return frames.frame_tables(data, kind, work_dir, labels, param)
-    location = data if data is not None else work_dir
-    if location is None:
-        raise ConfigError(f"a gallery needs a run: a work dir, one of its tables or a DataFrame first, or {param}=")
-    return RunTables(location, labels)
-
-
-def _written(gallery: Gallery, save_path, page_size: int, thumbnail_size: int) -> Path:
-    if save_path is None:
-        raise ConfigError("save_path is needed: the folder the gallery's pages and thumbnails go to")
-    return write_gallery(gallery, save_path, page_size, thumbnail_size)
-
-
-def create_duplicates_gallery(
-    similarity_file=None,
-    save_path=None,
-    num_images: int | None = None,
-    page_size: int = DEFAULT_PAGE_SIZE,
-    threshold: float | None = None,
-    ascending: bool = False,
-    keep: str | None = DEFAULT_KEEP,
-    thumbnail_size: int = DEFAULT_TILE_SIZE,
-    annotations=None,
-    slice=None,
-    work_dir=None,
-) -> Path:
-    """Pairs of similarity.csv side by side, most similar first, with each image's
-    resolution, file size and component, and which one ``dedup --keep <keep>`` keeps
-    (``keep=None``: no markers). ``similarity_file``: a work dir, a table of it, or a
-    DataFrame of pairs (fd.similarity(), similarity.csv's rows) whose run is ``work_dir``.
-    Returns the first page's path."""
-    tables = open_tables(similarity_file, frames.PAIRS, work_dir, annotations)
-    cards = duplicates_cards(tables, num_images, threshold, ascending, keep, slice)
-    return _written(cards, save_path, page_size, thumbnail_size)
-
-
-def create_outliers_gallery(
-    outliers_file=None,
-    save_path=None,
-    num_images: int | None = None,
-    page_size: int = DEFAULT_PAGE_SIZE,
-    ascending: bool = True,
-    thumbnail_size: int = DEFAULT_TILE_SIZE,
-    annotations=None,
-    slice=None,
-    work_dir=None,
-) -> Path:
-    """Images of outliers.csv, most outlying first, each beside its nearest neighbour.
-    ``outliers_file``: a work dir, a table of it, or a DataFrame of outliers
-    (fd.outliers(), outliers.csv's rows) whose run is ``work_dir``."""
-    tables = open_tables(outliers_file, frames.OUTLIERS, work_dir, annotations)
-    cards = outliers_cards(tables, num_images, ascending, slice)
-    return _written(cards, save_path, page_size, thumbnail_size)
-
-
-def create_components_gallery(
-    work_dir=None,
-    save_path=None,
-    num_images: int | None = None,
-    max_items: int = 12,
-    min_size: int = 2,
-    page_size: int = DEFAULT_PAGE_SIZE,
-    ascending: bool = False,
-    keep: str | None = DEFAULT_KEEP,
-    thumbnail_size: int = DEFAULT_TILE_SIZE,
-    annotations=None,
-    slice=None,
-    input_dir=None,
-) -> Path:
-    """Components of two or more images, largest first, with their size and similarity
-    inside, up to ``max_items`` members each (highest pagerank first). ``work_dir``: a
-    work dir, a table of it, or a DataFrame (fd.connected_components()'s frames,
-    connected_components.csv's rows) whose run is ``input_dir``, as fastdup names it."""
-    tables = open_tables(work_dir, frames.COMPONENTS, input_dir, annotations, param="input_dir")
-    cards = components_cards(tables, num_images, max_items, min_size, ascending, keep, slice)
-    return _written(cards, save_path, page_size, thumbnail_size)
-
-
-def create_stats_gallery(
-    stats_file=None,
-    save_path=None,
-    metric: str = "blur",
-    ascending: bool | None = None,
-    num_images: int | None = 100,
-    page_size: int = DEFAULT_PAGE_SIZE,
-    per_card: int = 10,
-    thumbnail_size: int = DEFAULT_TILE_SIZE,
-    annotations=None,
-    slice=None,
-    work_dir=None,
-) -> Path:
-    """Images sorted by one statistic of stats.csv (blur, mean, width, unique_colors, ...;
-    fastdup's 'dark' and 'bright' too). ``stats_file``: a work dir, a table of it, or a
-    DataFrame of images (fd.img_stats(), stats.csv's rows) whose run is ``work_dir``."""
-    tables = open_tables(stats_file, frames.STATS, work_dir, annotations)
-    cards = stats_cards(tables, metric, ascending, num_images, per_card, slice)
-    return _written(cards, save_path, page_size, thumbnail_size)
-
-
-def create_similarity_gallery(
-    similarity_file=None,
-    save_path=None,
-    num_images: int | None = None,
-    max_items: int = 10,
-    page_size: int = DEFAULT_PAGE_SIZE,
-    threshold: float | None = None,
-    thumbnail_size: int = DEFAULT_TILE_SIZE,
-    annotations=None,
-    slice=None,
-    work_dir=None,
-) -> Path:
-    """Each image followed by the images most similar to it, each pair once.
-    ``similarity_file``: a work dir, a table of it, or a DataFrame of pairs whose run is
-    ``work_dir``."""
-    tables = open_tables(similarity_file, frames.PAIRS, work_dir, annotations)
-    cards = similarity_cards(tables, num_images, max_items, threshold, slice)
-    return _written(cards, save_path, page_size, thumbnail_size)

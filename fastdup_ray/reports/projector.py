@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fastdup_ray.features import load_rows, load_thumbnails, read_marker
 from fastdup_ray.reports.tables import RunTables
-from fastdup_ray.workdir import write_file_atomically
+from fastdup_ray.rundir.shards import load_rows, load_thumbnails, read_marker
+from fastdup_ray.rundir.workdir import write_file_atomically
 
 log = logging.getLogger("fastdup_ray")
 
@@ -62,7 +62,13 @@ def projector_config(n: int, d: int, cell: int, with_sprite: bool) -> str:
         f"  tensor_shape: {d}",
     ]
     if with_sprite:
-        lines += ["  sprite {", '    image_path: "sprite.png"', f"    single_image_dim: {cell}", f"    single_image_dim: {cell}", "  }"]
+        lines += [
+            "  sprite {",
+            '    image_path: "sprite.png"',
+            f"    single_image_dim: {cell}",
+            f"    single_image_dim: {cell}",
+            "  }",
+        ]
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -72,14 +78,22 @@ def _tsv_field(text: str) -> str:
     return text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
 
 
-def export_to_tensorboard_projector(work_dir, log_dir, sample_size: int = 900, sprite_cell: int = 64, seed: int = 0) -> Path:
+def export_to_tensorboard_projector(
+    work_dir, log_dir, sample_size: int = 900, sprite_cell: int = 64, seed: int = 0
+) -> Path:
     """Write a projector log dir for a uniform sample of ``sample_size`` images of a run;
     returns the config's path. Open it with ``%tensorboard --logdir LOG_DIR``."""
     if sample_size < 1:
         raise ValueError(f"sample_size must be at least 1, got {sample_size}")
     most = (MAX_SPRITE_SIDE // sprite_cell) ** 2
     if sample_size > most:
-        log.warning("sample_size %d is more than a %d px sprite holds at %d px per image; using %d", sample_size, MAX_SPRITE_SIDE, sprite_cell, most)
+        log.warning(
+            "sample_size %d is more than a %d px sprite holds at %d px per image; using %d",
+            sample_size,
+            MAX_SPRITE_SIDE,
+            sprite_cell,
+            most,
+        )
         sample_size = most
     tables = RunTables(work_dir)
     names = tables.names
@@ -108,6 +122,8 @@ def export_to_tensorboard_projector(work_dir, log_dir, sample_size: int = 900, s
     else:
         log.warning("no thumbnails in %s: the projector shows points without images", tables.work.location)
     config = folder / "projector_config.pbtxt"
-    write_file_atomically(config, projector_config(len(ids), vectors.shape[1], sprite_cell, with_sprite).encode())
+    write_file_atomically(
+        config, projector_config(len(ids), vectors.shape[1], sprite_cell, with_sprite).encode()
+    )
     log.info("projector export: %d of %d images in %s", len(ids), names.height, folder)
     return config

@@ -24,7 +24,7 @@ import jinja2
 from PIL import Image
 
 from fastdup_ray.errors import ConfigError
-from fastdup_ray.workdir import write_file_atomically
+from fastdup_ray.rundir.workdir import write_file_atomically
 
 log = logging.getLogger("fastdup_ray")
 
@@ -93,7 +93,12 @@ def page_names(stem: str, pages: int) -> list[str]:
     return [f"{stem}.html" if page == 0 else f"{stem}_{page + 1}.html" for page in range(pages)]
 
 
-def render_pages(gallery: Gallery, page_size: int = DEFAULT_PAGE_SIZE, tile_size: int = DEFAULT_TILE_SIZE, index_link: bool = False) -> list[tuple[str, str]]:
+def render_pages(
+    gallery: Gallery,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    index_link: bool = False,
+) -> list[tuple[str, str]]:
     """(file name, HTML) of each page of ``gallery``; a tile with a ``thumbnail`` shows
     ``thumbnails/<thumbnail>``, the others a labelled empty box."""
     if page_size < 1:
@@ -139,17 +144,31 @@ def render_inline(gallery: Gallery, folder: Path, page_size: int, tile_size: int
 
     page = folder / gallery.filename
     return ENVIRONMENT.get_template("inline.html").render(
-        gallery=gallery, cards=gallery.cards[:page_size], total=len(gallery.cards), page=page, tile_size=tile_size, image_src=image_src, open_link=open_link
+        gallery=gallery,
+        cards=gallery.cards[:page_size],
+        total=len(gallery.cards),
+        page=page,
+        tile_size=tile_size,
+        image_src=image_src,
+        open_link=open_link,
     )
 
 
 def render_index(summary: list[tuple[str, str]], galleries: list[dict], parameters: dict, title: str) -> str:
     """index.html: the run's summary, a line per gallery (a link, or why it is empty or
     missing), and the run's parameters."""
-    return ENVIRONMENT.get_template("index.html").render(summary=summary, galleries=galleries, parameters=parameters, title=title, tile_size=DEFAULT_TILE_SIZE)
+    return ENVIRONMENT.get_template("index.html").render(
+        summary=summary, galleries=galleries, parameters=parameters, title=title, tile_size=DEFAULT_TILE_SIZE
+    )
 
 
-def write_gallery(gallery: Gallery, save_path: str | os.PathLike, page_size: int = DEFAULT_PAGE_SIZE, tile_size: int = DEFAULT_TILE_SIZE, index_link: bool = False) -> Path:
+def write_gallery(
+    gallery: Gallery,
+    save_path: str | os.PathLike,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    index_link: bool = False,
+) -> Path:
     """Write the pages and the thumbnails they show; returns the first page's path."""
     if page_size < 1:
         raise ConfigError(f"page_size must be at least 1, got {page_size}")
@@ -160,13 +179,22 @@ def write_gallery(gallery: Gallery, save_path: str | os.PathLike, page_size: int
     tiles = [tile for card in gallery.cards for tile in card.tiles]
     shown = [tile for tile in tiles if tile.source is not None and tile.image_id is not None]
     if shown and not write_thumbnails(folder / THUMBNAILS_DIR, shown, tile_size):
-        log.warning("no thumbnails for %s (extracted with thumbnail_size=0, or your own features): it shows locations only", gallery.title)
+        log.warning(
+            "no thumbnails for %s (extracted with thumbnail_size=0, or your own features): it shows locations only",
+            gallery.title,
+        )
     for tile in tiles:
         tile.link = link_of(tile)
     pages = render_pages(gallery, page_size, tile_size, index_link)
     for name, text in pages:
         write_file_atomically(folder / name, text.encode("utf-8"))
-    log.info("wrote %s (%d page%s, %d cards)", folder / pages[0][0], len(pages), "s" * (len(pages) > 1), len(gallery.cards))
+    log.info(
+        "wrote %s (%d page%s, %d cards)",
+        folder / pages[0][0],
+        len(pages),
+        "s" * (len(pages) > 1),
+        len(gallery.cards),
+    )
     return folder / pages[0][0]
 
 
@@ -174,7 +202,12 @@ def link_of(tile: Tile) -> str | None:
     """What a click on the image opens: the original when it is a local file a browser
     can show, else the stored thumbnail on its own (tars, S3, video frames)."""
     location = tile.location
-    if "://" not in location and location.lower().endswith(BROWSER_IMAGES) and os.path.isfile(location) and os.access(location, os.R_OK):
+    if (
+        "://" not in location
+        and location.lower().endswith(BROWSER_IMAGES)
+        and os.path.isfile(location)
+        and os.access(location, os.R_OK)
+    ):
         return Path(location).resolve().as_uri()
     return f"{THUMBNAILS_DIR}/{tile.thumbnail}" if tile.thumbnail else None
 

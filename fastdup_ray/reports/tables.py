@@ -19,11 +19,20 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from fastdup_ray import layout, results
 from fastdup_ray.errors import ConfigError, InputError
-from fastdup_ray.features import FEATURES_FILE, NAMES_SUFFIX, list_shards, load_names, load_stats, load_thumbnails, read_filenames, read_marker
-from fastdup_ray.storage import is_remote
-from fastdup_ray.workdir import WorkDir
+from fastdup_ray.rundir import layout, results
+from fastdup_ray.rundir.shards import (
+    FEATURES_FILE,
+    NAMES_SUFFIX,
+    list_shards,
+    load_names,
+    load_stats,
+    load_thumbnails,
+    read_filenames,
+    read_marker,
+)
+from fastdup_ray.rundir.storage import is_remote
+from fastdup_ray.rundir.workdir import WorkDir
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 # Bare features without shards (save_binary_feature's or fastdup's; fastdup 0.x's name).
@@ -98,7 +107,11 @@ class ImageSource:
         self.work = work
         self.label = label  # a caption line for its tiles when a gallery shows two sources
         self.prefixes = [] if bare else list_shards(work)
-        self.bare = bare if bare or self.prefixes else next((name for name in BARE_FEATURES if work.exists(name + NAMES_SUFFIX)), None)
+        self.bare = (
+            bare
+            if bare or self.prefixes
+            else next((name for name in BARE_FEATURES if work.exists(name + NAMES_SUFFIX)), None)
+        )
         if not self.prefixes and self.bare is None:
             raise InputError(f"no finished run in {work.location}: no features shards found")
         self._names: pl.DataFrame | None = None
@@ -117,8 +130,16 @@ class ImageSource:
     def names(self) -> pl.DataFrame:
         """``__id, filename`` of every image, in features.dat.csv order."""
         if self._names is None:
-            names = load_names(self.work, self.prefixes) if self.prefixes else read_filenames(self.work.local_copy(self.bare + NAMES_SUFFIX))
-            self._names = pl.DataFrame({"filename": pl.Series(names, dtype=pl.String)}).with_row_index("__id").with_columns(pl.col("__id").cast(pl.Int64))
+            names = (
+                load_names(self.work, self.prefixes)
+                if self.prefixes
+                else read_filenames(self.work.local_copy(self.bare + NAMES_SUFFIX))
+            )
+            self._names = (
+                pl.DataFrame({"filename": pl.Series(names, dtype=pl.String)})
+                .with_row_index("__id")
+                .with_columns(pl.col("__id").cast(pl.Int64))
+            )
         return self._names
 
     def thumbnails(self, ids: Sequence[int]) -> dict[int, bytes]:
@@ -136,7 +157,11 @@ class ImageSource:
         if self._facts.is_empty():
             return {}
         rows = self._facts.filter(pl.col("__id").is_in(list(ids)))
-        return {int(i): ImageFacts(int(w), int(h), int(s)) for i, w, h, s in rows.iter_rows() if None not in (w, h, s)}
+        return {
+            int(i): ImageFacts(int(w), int(h), int(s))
+            for i, w, h, s in rows.iter_rows()
+            if None not in (w, h, s)
+        }
 
     def _read_facts(self) -> pl.DataFrame:
         if results.has_stats(self.work):
@@ -165,12 +190,22 @@ def labels_of(annotations, label_col: str = "label") -> dict[str, str] | None:
         return None
     if isinstance(annotations, Mapping):
         return {str(k): str(v) for k, v in annotations.items() if v is not None}
-    frame = annotations if isinstance(annotations, pl.DataFrame) else pl.from_pandas(annotations) if hasattr(annotations, "iloc") else None
+    frame = (
+        annotations
+        if isinstance(annotations, pl.DataFrame)
+        else pl.from_pandas(annotations)
+        if hasattr(annotations, "iloc")
+        else None
+    )
     if frame is None:
-        raise ConfigError(f"annotations must be a pandas or polars DataFrame with filename and {label_col} columns, got {type(annotations).__name__}")
+        raise ConfigError(
+            f"annotations must be a pandas or polars DataFrame with filename and {label_col} columns, got {type(annotations).__name__}"
+        )
     missing = [c for c in ("filename", label_col) if c not in frame.columns]
     if missing:
-        raise ConfigError(f"annotations need columns filename and {label_col}; missing {', '.join(missing)} (it has {', '.join(frame.columns)})")
+        raise ConfigError(
+            f"annotations need columns filename and {label_col}; missing {', '.join(missing)} (it has {', '.join(frame.columns)})"
+        )
     frame = frame.select(pl.col("filename").cast(pl.String), pl.col(label_col).cast(pl.String)).drop_nulls()
     return dict(frame.iter_rows())
 
@@ -215,7 +250,9 @@ class RunTables:
             test_run = json.loads(self.work.read_bytes(layout.TEST_RUN_FILE))
             return {key: str(test_run[key]) for key in ("train_work_dir", "test_features")}
         except (ValueError, KeyError, TypeError):
-            raise InputError(f"{self.work.path(layout.TEST_RUN_FILE)} must be JSON naming train_work_dir and test_features") from None
+            raise InputError(
+                f"{self.work.path(layout.TEST_RUN_FILE)} must be JSON naming train_work_dir and test_features"
+            ) from None
 
     @property
     def is_test_run(self) -> bool:
@@ -224,7 +261,9 @@ class RunTables:
     def single_run(self, report: str) -> ImageSource:
         """The run's images; a test run's results have no components or statistics."""
         if self.is_test_run:
-            raise InputError(f"{self.work.location} holds a test run's results (test_results): make the {report} from the train work dir {self.to_images.work.location} instead")
+            raise InputError(
+                f"{self.work.location} holds a test run's results (test_results): make the {report} from the train work dir {self.to_images.work.location} instead"
+            )
         return self.from_images
 
     @property
@@ -235,7 +274,9 @@ class RunTables:
     def prefixes(self) -> list[str]:
         images = self.single_run("report")
         if not images.prefixes:
-            raise InputError(f"{self.work.location} holds bare {images.bare} features, not the shards of a run")
+            raise InputError(
+                f"{self.work.location} holds bare {images.bare} features, not the shards of a run"
+            )
         return images.prefixes
 
     @property
@@ -266,7 +307,9 @@ class RunTables:
         table = self._tables[name]
         missing = [column for column in columns if column not in table.columns]
         if missing:
-            raise InputError(f"{self.where(name)} has no column {', '.join(missing)} (it has {', '.join(table.columns)})")
+            raise InputError(
+                f"{self.where(name)} has no column {', '.join(missing)} (it has {', '.join(table.columns)})"
+            )
         return table
 
     def tables_for(self, roles: dict[str, Sequence[str]]) -> list[pl.DataFrame]:
@@ -275,11 +318,18 @@ class RunTables:
         replaced = None
         if self.chosen is not None:
             chosen = self.table(self.chosen)
-            replaced = next((name for name, columns in roles.items() if set(columns) <= set(chosen.columns)), None)
+            replaced = next(
+                (name for name, columns in roles.items() if set(columns) <= set(chosen.columns)), None
+            )
             if replaced is None:
                 wanted = " or ".join(",".join(columns) for columns in roles.values())
-                raise InputError(f"{self.where(self.chosen)} has columns {','.join(chosen.columns)}; this gallery reads {wanted}")
-        return [self.table(self.chosen) if name == replaced else self.table(name, columns) for name, columns in roles.items()]
+                raise InputError(
+                    f"{self.where(self.chosen)} has columns {','.join(chosen.columns)}; this gallery reads {wanted}"
+                )
+        return [
+            self.table(self.chosen) if name == replaced else self.table(name, columns)
+            for name, columns in roles.items()
+        ]
 
     def table_for(self, name: str, columns: Sequence[str]) -> pl.DataFrame:
         return self.tables_for({name: columns})[0]
@@ -298,10 +348,19 @@ class RunTables:
     def components(self) -> pl.DataFrame | None:
         """``__id, component_id, Count`` of every image; None when the run wrote no
         components (or for a test run, whose ids belong to two sources)."""
-        if self.is_test_run or not (results.has_table(self.work, layout.CONNECTED_COMPONENTS_FILE) and results.has_table(self.work, layout.COMPONENT_INFO_FILE)):
+        if self.is_test_run or not (
+            results.has_table(self.work, layout.CONNECTED_COMPONENTS_FILE)
+            and results.has_table(self.work, layout.COMPONENT_INFO_FILE)
+        ):
             return None
-        members = self.table(layout.CONNECTED_COMPONENTS_FILE, ("__id", "component_id")).select("__id", "component_id")
-        return members.join(self.table(layout.COMPONENT_INFO_FILE, ("component_id", "Count")).select("component_id", "Count"), on="component_id", how="left")
+        members = self.table(layout.CONNECTED_COMPONENTS_FILE, ("__id", "component_id")).select(
+            "__id", "component_id"
+        )
+        return members.join(
+            self.table(layout.COMPONENT_INFO_FILE, ("component_id", "Count")).select("component_id", "Count"),
+            on="component_id",
+            how="left",
+        )
 
     def component_sizes(self) -> dict[int, tuple[int, int]]:
         """__id -> (component_id, images in it); empty when there are no components."""
@@ -316,14 +375,16 @@ class RunTables:
         return self._markers[rule]
 
     def _read_keep_markers(self, rule: str) -> KeepMarkers | str:
-        from fastdup_ray.dedup import KEEP_RULES, keep_and_remove
+        from fastdup_ray.actions.dedup import KEEP_RULES, keep_and_remove
 
         if rule not in KEEP_RULES:
             raise ConfigError(f"keep must be one of {', '.join(KEEP_RULES)}, got {rule!r}")
         if self.is_test_run:
             return "a test run's results have no components, so no image is marked keep or remove"
         if not results.has_table(self.work, layout.CONNECTED_COMPONENTS_FILE):
-            return f"the run wrote no {layout.CONNECTED_COMPONENTS_FILE}, so no image is marked keep or remove"
+            return (
+                f"the run wrote no {layout.CONNECTED_COMPONENTS_FILE}, so no image is marked keep or remove"
+            )
         rows = self.from_images.names.height
         try:
             # Row numbers stand for the names: one name may stand for two rows.
@@ -331,8 +392,14 @@ class RunTables:
         except (InputError, ValueError) as exc:
             return f"no keep markers: {exc}"
         kept = keepers.select(pl.col("filename").cast(pl.Int64).alias("__id"), "component_id")
-        component_of = dict(pl.concat([kept, removed.select(pl.col("filename").cast(pl.Int64).alias("__id"), "component_id")]).iter_rows())
-        return KeepMarkers(rule, frozenset(kept["__id"].to_list()), {c: i for i, c in kept.iter_rows()}, component_of)
+        component_of = dict(
+            pl.concat(
+                [kept, removed.select(pl.col("filename").cast(pl.Int64).alias("__id"), "component_id")]
+            ).iter_rows()
+        )
+        return KeepMarkers(
+            rule, frozenset(kept["__id"].to_list()), {c: i for i, c in kept.iter_rows()}, component_of
+        )
 
     def label(self, location: str) -> str | None:
         return None if self.labels is None else self.labels.get(location)

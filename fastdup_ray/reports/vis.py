@@ -19,9 +19,15 @@ from pathlib import Path
 
 from fastdup_ray.errors import ConfigError
 from fastdup_ray.reports import frames, galleries
-from fastdup_ray.reports.render import DEFAULT_PAGE_SIZE, DEFAULT_TILE_SIZE, Gallery, render_inline, write_gallery
+from fastdup_ray.reports.render import (
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_TILE_SIZE,
+    Gallery,
+    render_inline,
+    write_gallery,
+)
 from fastdup_ray.reports.tables import RunTables, labels_of
-from fastdup_ray.storage import is_remote
+from fastdup_ray.rundir.storage import is_remote
 
 DEFAULT_NUM_IMAGES = 20  # fastdup's default for every gallery
 Labels = str | Sequence[str] | None
@@ -50,22 +56,32 @@ class Visualizer:
         """The run's tables with labels from the annotations' ``label_col``, when it has
         one (a listing without labels only gives no labels, unless a slice needs them),
         and ``external_df`` in place of its ``kind`` table."""
-        has_labels = self.annotations is not None and (isinstance(self.annotations, dict) or label_col in getattr(self.annotations, "columns", ()))
+        has_labels = self.annotations is not None and (
+            isinstance(self.annotations, dict) or label_col in getattr(self.annotations, "columns", ())
+        )
         if slice is not None and not has_labels:
-            raise ConfigError(f"slice needs annotations with filename and {label_col} columns: Visualizer(work_dir, annotations=frame), or label_col= naming the label column")
+            raise ConfigError(
+                f"slice needs annotations with filename and {label_col} columns: Visualizer(work_dir, annotations=frame), or label_col= naming the label column"
+            )
         tables = RunTables(self.work_dir, labels_of(self.annotations, label_col) if has_labels else None)
         if external_df is None:
             return tables
         if not frames.is_frame(external_df):
-            raise ConfigError(f"external_df must be a pandas or polars DataFrame, not {type(external_df).__name__}")
+            raise ConfigError(
+                f"external_df must be a pandas or polars DataFrame, not {type(external_df).__name__}"
+            )
         return frames.with_frame(tables, external_df, kind)
 
     def _folder(self, save_path: str | os.PathLike | None) -> Path:
         if save_path is not None:
             return Path(save_path)
         if is_remote(self.work_dir):
-            raise ConfigError(f"save_path is needed: galleries of a remote work dir ({self.work_dir}) go to a local folder")
-        folder = self.work_dir if os.path.isdir(self.work_dir) else os.path.dirname(self.work_dir)  # a table's folder
+            raise ConfigError(
+                f"save_path is needed: galleries of a remote work dir ({self.work_dir}) go to a local folder"
+            )
+        folder = (
+            self.work_dir if os.path.isdir(self.work_dir) else os.path.dirname(self.work_dir)
+        )  # a table's folder
         return Path(folder) / "galleries"
 
     def _write(self, gallery: Gallery, save_path, show: bool, page_size: int, thumbnail_size: int) -> Path:
@@ -95,7 +111,13 @@ class Visualizer:
         first, with each image's resolution and size and which one ``dedup --keep keep``
         keeps."""
         tables = self._tables(label_col, slice, external_df, frames.PAIRS)
-        return self._write(galleries.duplicates_cards(tables, num_images, threshold, ascending, keep, slice), save_path, show, page_size, thumbnail_size)
+        return self._write(
+            galleries.duplicates_cards(tables, num_images, threshold, ascending, keep, slice),
+            save_path,
+            show,
+            page_size,
+            thumbnail_size,
+        )
 
     def outliers_gallery(
         self,
@@ -111,7 +133,13 @@ class Visualizer:
     ) -> Path:
         """Images far from everything, most outlying first, beside their nearest neighbour."""
         tables = self._tables(label_col, slice, external_df, frames.OUTLIERS)
-        return self._write(galleries.outliers_cards(tables, num_images, ascending, slice), save_path, show, page_size, thumbnail_size)
+        return self._write(
+            galleries.outliers_cards(tables, num_images, ascending, slice),
+            save_path,
+            show,
+            page_size,
+            thumbnail_size,
+        )
 
     def component_gallery(
         self,
@@ -132,7 +160,15 @@ class Visualizer:
         ``max_items`` (default 12) members each; ``slice`` keeps the components with a
         member of those labels."""
         tables = self._tables(label_col, slice, external_df, frames.COMPONENTS)
-        cards = galleries.components_cards(tables, num_images, 12 if max_items is None else max_items, 2 if min_items is None else min_items, ascending, keep, slice)
+        cards = galleries.components_cards(
+            tables,
+            num_images,
+            12 if max_items is None else max_items,
+            2 if min_items is None else min_items,
+            ascending,
+            keep,
+            slice,
+        )
         return self._write(cards, save_path, show, page_size, thumbnail_size)
 
     def stats_gallery(
@@ -151,7 +187,13 @@ class Visualizer:
         """Images by one statistic: fastdup's 'dark' (lowest mean first), 'bright' (highest
         mean first), 'blur' (blurriest first), or any column of stats.csv."""
         tables = self._tables(label_col, slice, external_df, frames.STATS)
-        return self._write(galleries.stats_cards(tables, metric, ascending, num_images, slice=slice), save_path, show, page_size, thumbnail_size)
+        return self._write(
+            galleries.stats_cards(tables, metric, ascending, num_images, slice=slice),
+            save_path,
+            show,
+            page_size,
+            thumbnail_size,
+        )
 
     def similarity_gallery(
         self,
@@ -168,4 +210,10 @@ class Visualizer:
     ) -> Path:
         """Images followed by those most similar to them, each pair once."""
         tables = self._tables(label_col, slice, external_df, frames.PAIRS)
-        return self._write(galleries.similarity_cards(tables, num_images, max_items, threshold, slice), save_path, show, page_size, thumbnail_size)
+        return self._write(
+            galleries.similarity_cards(tables, num_images, max_items, threshold, slice),
+            save_path,
+            show,
+            page_size,
+            thumbnail_size,
+        )

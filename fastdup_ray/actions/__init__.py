@@ -1,0 +1,1 @@
+"""What a user does with a finished run: keep/remove lists, folder actions, the webdataset rewrite, evaluation."""

@@ -1,0 +1,208 @@
+"""The run's output folder, local or remote (s3:// or minio://), with atomic writes.
+
+Locally a file is written under a temporary name and renamed; on S3 an object appears
+only once its upload completes, so a single PUT is already atomic. Either way a reader
+never sees half a file under its final name. A local work dir is held by one run at a
+time (:func:`run_lock`), which also clears the temporary files a killed run left.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fastdup_ray.errors import InputError
+from fastdup_ray.rundir.storage import StorageOptions, is_remote, join, resolve
+
+LOCK_FILE = ".fastdup_ray.lock"
+# What every temporary name of this package looks like: ".<final name>.tmp-<8 hex>".
+TEMPORARY_PATTERN = ".*.tmp-*"
+
+
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """Write a local file under a temporary name, then rename it into place, so a reader
+    never sees half of it (no fsync: for reports, which can be rebuilt)."""
+    temp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        temp.write_bytes(data)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+class WorkDir:
+    def __init__(self, location: str, options: StorageOptions | None = None) -> None:
+        self.location = location
+        self.remote = is_remote(location)
+        self.options = options
+        if self.remote:
+            self.fs, self.root = resolve(location, options)
+            self._staging = None
+        else:
+            try:
+                Path(location).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"work_dir {location!r} cannot be created: {exc.strerror or exc}") from None
+
+    def __reduce__(self):
+        return (WorkDir, (self.location, self.options))
+
+    def path(self, name: str) -> str:
+        return join(self.location, name)
+
+    def sub(self, name: str) -> "WorkDir":
+        """The folder ``name`` inside this one, as a WorkDir of its own (created locally)."""
+        return WorkDir(join(self.location, name), self.options)
+
+    def _remote_path(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
+
+    @property
+    def staging(self) -> Path:
+        """A local folder where files are built before they go to their final place."""
+        if not self.remote:
+            return Path(self.location)
+        if self._staging is None:
+            self._staging = Path(tempfile.mkdtemp(prefix="fastdup_ray_staging_"))
+        return self._staging
+
+    def exists(self, name: str) -> bool:
+        if self.remote:
+            return self.fs.exists(self._remote_path(name))
+        return os.path.exists(self.path(name))
+
+    def size(self, name: str) -> int:
+        if self.remote:
+            return int(self.fs.size(self._remote_path(name)))
+        return os.path.getsize(self.path(name))
+
+    def read_bytes(self, name: str) -> bytes:
+        if self.remote:
+            return self.fs.cat_file(self._remote_path(name))
+        return Path(self.path(name)).read_bytes()
+
+    def read_range(self, name: str, start: int, stop: int) -> bytes:
+        """Bytes start..stop-1 of ``name`` (a row range of a features.dat, say)."""
+        if self.remote:
+            return self.fs.cat_file(self._remote_path(name), start=start, end=stop)
+        with open(self.path(name), "rb") as handle:
+            handle.seek(start)
+            return handle.read(stop - start)
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        if self.remote:
+            self.fs.pipe_file(self._remote_path(name), data)
+            return
+        temp = Path(self.location) / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, self.path(name))
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def remove(self, name: str) -> None:
+        """Delete ``name`` if it exists (a stale output of an earlier run)."""
+        if self.remote:
+            if self.exists(name):
+                self.fs.rm_file(self._remote_path(name))
+            return
+        Path(self.path(name)).unlink(missing_ok=True)
+
+    def remove_tree(self, name: str) -> None:
+        """Delete the folder ``name`` and everything in it, if it exists."""
+        if self.remote:
+            if self.exists(name):
+                self.fs.rm(self._remote_path(name), recursive=True)
+            return
+        shutil.rmtree(self.path(name), ignore_errors=True)
+
+    def remove_leftovers(self) -> int:
+        """Remove the temporary files a killed run left here (and in its sub-folders, such
+        as test_features); call only while holding run_lock. Returns how many."""
+        if self.remote:
+            return 0  # nothing is staged remotely: an upload appears whole or not at all
+        leftovers = list(Path(self.location).rglob(TEMPORARY_PATTERN))
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return len(leftovers)
+
+    def put(self, local_file: Path, name: str) -> None:
+        """Move a finished local file to ``name`` (rename locally, upload remotely)."""
+        if self.remote:
+            self.fs.put_file(str(local_file), self._remote_path(name))
+            local_file.unlink(missing_ok=True)
+        else:
+            os.replace(local_file, self.path(name))
+
+    def local_copy(self, name: str) -> str:
+        """A local path holding the file's content (the file itself when local)."""
+        if not self.remote:
+            return self.path(name)
+        target = self.staging / "read" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.fs.get_file(self._remote_path(name), str(target))
+        return str(target)
+
+    def names(self) -> list[str]:
+        """File names directly in the work dir."""
+        if self.remote:
+            try:
+                entries = self.fs.ls(self.root, detail=False, refresh=True)
+            except FileNotFoundError:
+                return []
+            return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+        return sorted(p.name for p in Path(self.location).iterdir() if p.is_file())
+
+    def close(self) -> None:
+        if self.remote and self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
+
+
+@contextmanager
+def run_lock(work: WorkDir) -> Iterator[None]:
+    """Hold the work dir for one run: a second run on it is refused at once, naming the
+    holder's pid, rather than interleaving shards. Remote work dirs have no lock (S3 has
+    none); their writes are whole objects."""
+    if work.remote:
+        yield
+        return
+    path = Path(work.location) / LOCK_FILE
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise InputError(
+                f"another fastdup_ray run (pid {holder}) is using work_dir {work.location}; wait for it to finish, or use another work_dir"
+            ) from None
+        try:
+            if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
+                break  # still the lock file: a run that just ended did not remove it under us
+        except FileNotFoundError:
+            pass
+        handle.close()
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()

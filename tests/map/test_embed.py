@@ -1,0 +1,99 @@
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from fastdup_ray.config import DEFAULT_D
+from fastdup_ray.errors import ConfigError
+from fastdup_ray.map.decode import decode_image
+from fastdup_ray.map.embed import SHIPPED_MODELS, Embedder, default_model_path
+from fastdup_ray.sample import jpeg_bytes, make_scene
+
+
+@pytest.fixture(scope="module", params=["fp32", "int8"])
+def embedder(request):
+    return Embedder(default_model_path(request.param), d=DEFAULT_D)
+
+
+@pytest.mark.parametrize("precision", sorted(SHIPPED_MODELS))
+def test_shipped_models_are_in_step_176_px_in_default_d_out(precision):
+    """fp32, int8 and fp16 take the same input and give features of the default width, so
+    the calibrated thresholds mean the same for each."""
+    session = ort.InferenceSession(default_model_path(precision), providers=["CPUExecutionProvider"])
+    assert (
+        session.get_inputs()[0].shape[1:] == [176, 176, 3]
+        and session.get_outputs()[0].shape[1] == DEFAULT_D == 320
+    )
+
+
+def test_shipped_model_gives_unit_vectors(embedder):
+    vectors = embedder.embed(
+        np.stack([decode_image(jpeg_bytes(make_scene(s)), embedder.image_size) for s in range(3)])
+    )
+    assert vectors.shape == (3, DEFAULT_D) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_edited_copy_scores_far_closer_than_unrelated_image(embedder):
+    photo = make_scene(10, material=5)
+    small = photo.resize((200, 150))
+    copy = jpeg_bytes(small, quality=40)  # recompressed hard and resized
+    unrelated = jpeg_bytes(make_scene(11, material=0))
+    vectors = embedder.embed(
+        np.stack([decode_image(b, embedder.image_size) for b in (jpeg_bytes(photo), copy, unrelated)])
+    )
+    to_copy, to_unrelated = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
+    assert to_copy > 0.9
+    assert to_copy - to_unrelated > 0.3
+
+
+def test_wrong_d_is_a_clear_error():
+    with pytest.raises(ConfigError, match=f"pass d={DEFAULT_D}"):
+        Embedder(d=512)
+
+
+def test_users_float_nchw_model(tmp_path):
+    """A user's own ONNX file: float NCHW input, feature-map output that we pool."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    weights = np.random.default_rng(0).normal(size=(8, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 64, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 64, 64])],
+        initializer=[helper.make_tensor("w", TensorProto.FLOAT, weights.shape, weights.ravel())],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "tiny.onnx"
+    onnx.save(model, path)
+    embedder = Embedder(str(path), d=8)
+    assert embedder.image_size == 64
+    vectors = embedder.embed(np.stack([decode_image(jpeg_bytes(make_scene(s)), 64) for s in range(2)]))
+    assert vectors.shape == (2, 8)
+
+
+def test_int8_and_fp16_models_keep_the_fp32_neighbourhoods_of_edited_copies():
+    """The fast int8 model (CPU default) and the fp16 one (GPU default) rank copies as the
+    fp32 model does, the same nearest neighbour for every image of a set of scenes and
+    their edited copies, with features close to fp32's."""
+    from fastdup_ray.sample import near_duplicate
+
+    scenes = [make_scene(40 + i, material=i % 8) for i in range(8)]
+    images = [jpeg_bytes(s) for s in scenes] + [
+        jpeg_bytes(near_duplicate(s, i % 4)) for i, s in enumerate(scenes)
+    ]
+    neighbours, features = [], []
+    for precision in ("fp32", "int8", "fp16"):
+        model = Embedder(default_model_path(precision), d=DEFAULT_D)
+        vectors = model.embed(np.stack([decode_image(b, model.image_size) for b in images]))
+        sims = vectors @ vectors.T
+        np.fill_diagonal(sims, -1)
+        neighbours.append(sims.argmax(axis=1))
+        features.append(vectors)
+    for other in neighbours:
+        assert (other == np.r_[np.arange(8, 16), np.arange(8)]).all()
+    fp32, int8, fp16 = features
+    assert (fp32 * fp16).sum(axis=1).min() > 0.999
+    assert (fp32 * int8).sum(axis=1).min() > 0.97
