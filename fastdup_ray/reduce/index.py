@@ -61,7 +61,8 @@ def check_index_spec(spec: str, d: int, parameter: str = "nnf_mode") -> None:
         faiss.index_factory(d, spec, metric)
     except RuntimeError as exc:
         raise ConfigError(
-            f"{parameter} {spec!r} is not an index faiss can build for d={d}: {str(exc).strip().splitlines()[-1]}"
+            f"{parameter} {spec!r} is not an index faiss can build for d={d}: "
+            f"{str(exc).strip().splitlines()[-1]}"
         ) from None
 
 
@@ -128,7 +129,8 @@ def searcher_for(index, compute: str):
     faiss = import_faiss()
     if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
         log.warning(
-            "compute='gpu' but faiss sees no GPU (install fastdup_ray[gpu] on a machine with a CUDA GPU); searching on CPU"
+            "compute='gpu' but faiss sees no GPU "
+            "(install fastdup_ray[gpu] on a machine with a CUDA GPU); searching on CPU"
         )
         return index
     try:

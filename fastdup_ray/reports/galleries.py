@@ -74,13 +74,19 @@ def _no_pairs_reason(tables: RunTables, threshold: float | None, wanted: set[str
         return f"Nothing to show: {slice_note(wanted, tables)}."
     if threshold is not None and pairs.height:
         best = pairs["distance"].max()
-        return f"No pairs at or above {threshold:g} (the gallery's threshold); the most similar pair scores {best:.4f}: try threshold={math.floor(best * 100) / 100:g}."
+        return (
+            f"No pairs at or above {threshold:g} (the gallery's threshold); "
+            f"the most similar pair scores {best:.4f}: try threshold={math.floor(best * 100) / 100:g}."
+        )
     run_threshold = tables.config.get("threshold")
     if not tables.shows_run_table(layout.SIMILARITY_FILE):
         return f"No pairs: {tables.chosen} has no rows."  # a table file or the DataFrame
     if run_threshold is None:
         return "No pairs: similarity.csv has no rows."
-    return f"No pairs at or above {run_threshold:g} (the run's threshold): to see less similar pairs, {rerun_hint(f'--threshold {lowered(run_threshold):g}')}."
+    return (
+        f"No pairs at or above {run_threshold:g} (the run's threshold): to see less similar pairs, "
+        f"{rerun_hint(f'--threshold {lowered(run_threshold):g}')}."
+    )
 
 
 # --- the galleries' cards ------------------------------------------------------------------
@@ -185,7 +191,10 @@ def outliers_cards(
         if wanted is not None:
             gallery.empty = f"Nothing to show: {slice_note(wanted, tables)}."
         elif lower is not None and tables.shows_run_table(layout.OUTLIERS_FILE):
-            gallery.empty = f"No outliers: outliers.csv is empty at lower_threshold {lower:g}; to list more images, {rerun_hint(f'--lower-threshold {min(0.5, round(lower + 0.05, 2)):g}')}."
+            gallery.empty = (
+                f"No outliers: outliers.csv is empty at lower_threshold {lower:g}; to list more images, "
+                f"{rerun_hint(f'--lower-threshold {min(0.5, round(lower + 0.05, 2)):g}')}."
+            )
         else:
             gallery.empty = "No outliers: the table has no rows."
     return gallery
@@ -269,7 +278,8 @@ def components_cards(
         if component in similarity:
             pairs, mean, low = similarity[component]
             facts.append(
-                f"similarity inside: mean {mean:.4f}, min {low:.4f} over {pairs} pair{'s' * (pairs != 1)} of similarity.csv"
+                f"similarity inside: mean {mean:.4f}, min {low:.4f} "
+                f"over {pairs} pair{'s' * (pairs != 1)} of similarity.csv"
             )
         else:
             facts.append("no pair of similarity.csv inside (joined by kNN edges below the run's threshold)")
@@ -291,7 +301,11 @@ def components_cards(
         if wanted is not None:
             gallery.empty = f"Nothing to show: {slice_note(wanted, tables)}."
         elif ccthreshold is not None and tables.chosen is None:
-            gallery.empty = f"No components of {min_size} or more images at ccthreshold {ccthreshold:g}: to join less similar images, {rerun_hint(f'--turi-param ccthreshold={lowered(ccthreshold):g}')}."
+            gallery.empty = (
+                f"No components of {min_size} or more images at ccthreshold {ccthreshold:g}: "
+                "to join less similar images, "
+                f"{rerun_hint(f'--turi-param ccthreshold={lowered(ccthreshold):g}')}."
+            )
         else:
             gallery.empty = f"No components of {min_size} or more images in these tables."
     return gallery
@@ -434,7 +448,8 @@ def similarity_cards(
     gallery = Gallery(
         "similarity",
         "Similar images",
-        "Each image followed by the images most similar to it; each pair shown once, on the card of the image whose closest match is closer.",
+        "Each image followed by the images most similar to it; each pair shown once, "
+        "on the card of the image whose closest match is closer.",
         cards,
     )
     if not cards:

@@ -38,7 +38,8 @@ def slice_labels(tables: RunTables, slice_: str | Sequence[str] | None) -> set[s
         return None
     if tables.labels is None:
         raise ConfigError(
-            "slice needs annotations: a frame with filename and label columns (Visualizer(work_dir, annotations=frame))"
+            "slice needs annotations: a frame with filename and label columns "
+            "(Visualizer(work_dir, annotations=frame))"
         )
     return {slice_} if isinstance(slice_, str) else {str(label) for label in slice_}
 
@@ -55,7 +56,10 @@ def slice_note(wanted: set[str] | None, tables: RunTables) -> str:
     if wanted is None:
         return ""
     present = sorted(set(tables.labels.values()))
-    return f"no rows whose image has a label in {sorted(wanted)} (labels in the annotations: {', '.join(present[:20]) or 'none'})"
+    return (
+        f"no rows whose image has a label in {sorted(wanted)} "
+        f"(labels in the annotations: {', '.join(present[:20]) or 'none'})"
+    )
 
 
 def rerun_hint(option: str) -> str:
@@ -121,5 +125,6 @@ class TileMaker:
         if isinstance(self.markers, str):
             return [self.markers]
         return [
-            f"Green solid frame: the image fastdup-ray dedup --keep {self.markers.rule} keeps (one image per component); red dashed frame: an image it removes."
+            f"Green solid frame: the image fastdup-ray dedup --keep {self.markers.rule} keeps "
+            "(one image per component); red dashed frame: an image it removes."
         ]
