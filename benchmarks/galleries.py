@@ -80,7 +80,8 @@ def time_galleries(photos: Path, out: Path, count: int) -> None:
     files = list((target / "thumbnails").glob("*.jpg"))
     size = sum(p.stat().st_size for p in files)
     print(
-        f"all: {total:.1f} s; thumbnails on disk: {len(files)} files, {size / 1e6:.1f} MB ({size / max(1, len(files)) / 1024:.1f} KiB each)"
+        f"all: {total:.1f} s; thumbnails on disk: {len(files)} files, {size / 1e6:.1f} MB "
+        f"({size / max(1, len(files)) / 1024:.1f} KiB each)"
     )
 
 

@@ -125,11 +125,13 @@ def main() -> int:
     cpu_busy = 100 * sum(cpu) / max(1, len(cpu))
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in measured["stages"].items())
     print(
-        f"end to end: {measured['good'] / measured['wall']:.0f} img/s ({measured['good']} images in {measured['wall']:.1f}s wall); "
+        f"end to end: {measured['good'] / measured['wall']:.0f} img/s "
+        f"({measured['good']} images in {measured['wall']:.1f}s wall); "
         f"extraction {measured['good'] / extract_s:.0f} img/s; stages: {stages}"
     )
     print(
-        f"during extraction: GPU utilisation {gpu_util:.0f}% (max memory {max((m for _, m in gpu), default=0):.0f} MiB), CPU busy {cpu_busy:.0f}%"
+        f"during extraction: GPU utilisation {gpu_util:.0f}% "
+        f"(max memory {max((m for _, m in gpu), default=0):.0f} MiB), CPU busy {cpu_busy:.0f}%"
     )
     if cpu_busy >= 85 and gpu_util < 70:
         verdict = "decoding on the CPUs (the GPU waits for batches)"

@@ -85,7 +85,8 @@ def main() -> int:
         measured = end_to_end(inputs, args.out / "work", [*extra, "--run-mode", "1"], env)
         wall, good = measured["wall"], measured["good"]
         print(
-            f"{name:20s}: {good / wall:6.1f} img/s extraction ({good} images, {wall:.1f}s wall incl. process + Ray start)"
+            f"{name:20s}: {good / wall:6.1f} img/s extraction "
+            f"({good} images, {wall:.1f}s wall incl. process + Ray start)"
         )
 
     one_go, split = args.out / "one_go", args.out / "split"

@@ -39,11 +39,13 @@ from fastdup_ray.reduce import outputs
 from fastdup_ray.reduce.graph import connected_components, pagerank
 from fastdup_ray.reduce.index import (
     build_index,
-    ivf_flat_lists,
-    ivf_knn,
     knn_search,
     merge_topk,
     topk_edges,
+)
+from fastdup_ray.reduce.lists import (
+    ivf_flat_lists,
+    ivf_knn,
 )
 from fastdup_ray.rundir.shards import (
     FeatureShardWriter,

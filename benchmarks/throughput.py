@@ -22,7 +22,8 @@ edited copies, then measures on this machine:
   (``--num-threads N``) beside the ceiling at that count: decode + resize alone and the
   model alone, each in N processes.
 
-    python benchmarks/throughput.py [--count 10000] [--repeats 2] [--vs-fastdup] [--executors auto,ray] [--scaling 1,2]
+    python benchmarks/throughput.py [--count 10000] [--repeats 2] [--vs-fastdup]
+        [--executors auto,ray] [--scaling 1,2]
 """
 
 from __future__ import annotations
@@ -243,9 +244,8 @@ def scaling(
             f"{r['good'] / r['wall']:.0f} (extract {r['good'] / r['stages']['extract']:.0f})" for r in runs
         ]
         print(
-            f"| {count} | "
-            + " | ".join(cells)
-            + f" | {ceiling('decode', count, paths, size):.0f} | {ceiling('model', count, paths, size):.0f} |",
+            f"| {count} | " + " | ".join(cells) + f" | {ceiling('decode', count, paths, size):.0f}"
+            f" | {ceiling('model', count, paths, size):.0f} |",
             flush=True,
         )
 
@@ -267,12 +267,14 @@ def main() -> int:
     parser.add_argument(
         "--memory-sizes",
         default="",
-        help="comma list of image counts (e.g. 2000,10000): one run each, peak memory per worker kind, to show it does not grow with the dataset",
+        help="comma list of image counts (e.g. 2000,10000): one run each, peak memory per worker kind, "
+        "to show it does not grow with the dataset",
     )
     parser.add_argument(
         "--scaling",
         default="",
-        help="comma list of worker counts (e.g. 1,2,4,8,16): each engine end to end and the decode / model ceilings at each count",
+        help="comma list of worker counts (e.g. 1,2,4,8,16): each engine end to end "
+        "and the decode / model ceilings at each count",
     )
     parser.add_argument(
         "--compare-model",
@@ -310,7 +312,9 @@ def main() -> int:
         total = sum(costs[label].values())
         steps = ", ".join(f"{k} {v:.2f}" for k, v in costs[label].items())
         print(
-            f"one core, {label} model ({Path(path).name}) at {model.image_size} px, d={model.output_width()}: {steps} ms an image; {total:.2f} ms = {1000 / total:.0f} img/s per core"
+            f"one core, {label} model ({Path(path).name}) at {model.image_size} px, "
+            f"d={model.output_width()}: {steps} ms an image; "
+            f"{total:.2f} ms = {1000 / total:.0f} img/s per core"
         )
     results = []
     compared = []
@@ -322,7 +326,8 @@ def main() -> int:
             timed = fastdup_run(python, folder, args.out / "fastdup-work", len(paths))
             peer.append(timed)
             print(
-                f"fastdup 2.54 #{repeat + 1}: {timed['good'] / timed['wall']:.0f} img/s ({timed['wall']:.1f}s wall, process start included)"
+                f"fastdup 2.54 #{repeat + 1}: {timed['good'] / timed['wall']:.0f} img/s "
+                f"({timed['wall']:.1f}s wall, process start included)"
             )
         for executor in executors:
             measured = end_to_end(folder, args.out / "work", ["--executor", executor, *args.run_args])
@@ -337,8 +342,10 @@ def main() -> int:
             )
             print(
                 f"end to end #{repeat + 1} ({executor}): {measured['good'] / measured['wall']:.0f} img/s "
-                f"({measured['good']} images in {measured['wall']:.1f}s wall: process start {startup:.1f}s, stages {stages}); "
-                f"extraction {measured['good'] / extract_s:.0f} img/s, {busy / (extract_s * cores):.0%} of {cores} cores' time in decode + stats + model"
+                f"({measured['good']} images in {measured['wall']:.1f}s wall: "
+                f"process start {startup:.1f}s, stages {stages}); "
+                f"extraction {measured['good'] / extract_s:.0f} img/s, "
+                f"{busy / (extract_s * cores):.0%} of {cores} cores' time in decode + stats + model"
             )
             print(f"  peak memory: {memory_line(measured['memory'])}")
             if args.compare_model:
@@ -350,8 +357,11 @@ def main() -> int:
                 other["executor"] = executor
                 compared.append(other)
                 print(
-                    f"  compared model #{repeat + 1} ({executor}): {other['good'] / other['wall']:.0f} img/s, extraction {other['good'] / other['stages']['extract']:.0f} img/s; "
-                    f"shipped / compared end to end {measured['good'] / measured['wall'] / (other['good'] / other['wall']):.3f}, "
+                    f"  compared model #{repeat + 1} ({executor}): "
+                    f"{other['good'] / other['wall']:.0f} img/s, "
+                    f"extraction {other['good'] / other['stages']['extract']:.0f} img/s; "
+                    "shipped / compared end to end "
+                    f"{measured['good'] / measured['wall'] / (other['good'] / other['wall']):.3f}, "
                     f"extraction {other['stages']['extract'] / extract_s:.3f}"
                 )
     for count in [int(c) for c in args.memory_sizes.split(",") if c]:
@@ -370,7 +380,8 @@ def main() -> int:
         ours = np.median([r["good"] / r["wall"] for r in results if r["executor"] == executor])
         theirs = np.median([r["good"] / r["wall"] for r in compared if r["executor"] == executor])
         print(
-            f"median end to end on {cores} cores ({executor}): shipped int8 {ours:.0f} img/s, compared model {theirs:.0f} img/s, ratio {ours / theirs:.3f}"
+            f"median end to end on {cores} cores ({executor}): shipped int8 {ours:.0f} img/s, "
+            f"compared model {theirs:.0f} img/s, ratio {ours / theirs:.3f}"
         )
     best = max(results, key=lambda r: r["good"] / r["wall"])
     if peer:
@@ -378,7 +389,8 @@ def main() -> int:
         for executor in executors:
             ours = np.median([r["good"] / r["wall"] for r in results if r["executor"] == executor])
             print(
-                f"median end to end on {cores} cores: fastdup_ray ({executor}) {ours:.0f} img/s, fastdup {theirs:.0f} img/s, ratio {ours / theirs:.2f}x"
+                f"median end to end on {cores} cores: fastdup_ray ({executor}) {ours:.0f} img/s, "
+                f"fastdup {theirs:.0f} img/s, ratio {ours / theirs:.2f}x"
             )
     print(
         json.dumps(

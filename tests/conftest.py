@@ -132,7 +132,10 @@ def chromium():
     except ImportError:
         sync_playwright = None
     if executable is None or sync_playwright is None:
-        message = "headless Chromium tests need Debian's chromium and the playwright package (.ci/run installs both)"
+        message = (
+            "headless Chromium tests need Debian's chromium and the playwright package "
+            "(.ci/run installs both)"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

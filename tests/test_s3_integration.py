@@ -150,7 +150,10 @@ class FailingRequests:
     """WSGI middleware in front of moto: answers ``failures`` requests with S3's 503
     ServiceUnavailable (or every ``every``-th request), then passes them on to moto."""
 
-    BODY = b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code><Message>Please retry.</Message></Error>'
+    BODY = (
+        b'<?xml version="1.0" encoding="UTF-8"?>'
+        b"<Error><Code>ServiceUnavailable</Code><Message>Please retry.</Message></Error>"
+    )
 
     def __init__(self, app):
         self.app, self.failures, self.every, self.requests, self.failed = app, 0, 0, [], 0

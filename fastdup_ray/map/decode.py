@@ -39,8 +39,10 @@ HEIF_BRANDS = frozenset(
     {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"mif2", b"msf1"}
 )
 MISSING_DECODER = {
-    "HEIF": "HEIC/HEIF image skipped: no HEIF decoder installed (pip install 'fastdup_ray[heif]', which adds pillow-heif)",
-    "AVIF": "AVIF image skipped: this Pillow cannot read AVIF (pip install 'fastdup_ray[avif]', Pillow >= 11.3)",
+    "HEIF": "HEIC/HEIF image skipped: no HEIF decoder installed "
+    "(pip install 'fastdup_ray[heif]', which adds pillow-heif)",
+    "AVIF": "AVIF image skipped: this Pillow cannot read AVIF "
+    "(pip install 'fastdup_ray[avif]', Pillow >= 11.3)",
 }
 
 

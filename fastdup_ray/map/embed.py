@@ -1,8 +1,9 @@
 """Embed stage: batches of RGB arrays -> L2-normalised feature vectors with ONNX Runtime.
 
 The shipped default is EfficientNet-Lite0 (models/NOTICE says where its weights come
-from), giving the 320-d mean-pooled output of its last block at 176 px. Users may pass their own ONNX file with ``model_path`` and its width ``d``; its
-input layout is read from the model itself.
+from), giving the 320-d mean-pooled output of its last block at 176 px. Users may pass
+their own ONNX file with ``model_path`` and its width ``d``; its input layout is read
+from the model itself.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ class Embedder:
             width = self.output_width()
             if width is not None and width != d:
                 raise ConfigError(
-                    f"model {os.path.basename(self.model_path)} gives {width}-d features but d={d}; pass d={width}"
+                    f"model {os.path.basename(self.model_path)} gives {width}-d features "
+                    f"but d={d}; pass d={width}"
                 )
 
     @property

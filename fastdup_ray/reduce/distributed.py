@@ -33,7 +33,6 @@ from fastdup_ray.reduce.graph import (
     small_star,
     star_labels,
 )
-from fastdup_ray.reduce.index import merge_candidates
 from fastdup_ray.reduce.knn_waves import (
     POINTS_PER_LIST,
     ROUTED_INDEX_DIR,
@@ -44,6 +43,7 @@ from fastdup_ray.reduce.knn_waves import (
     score_task,
     train_task,
 )
+from fastdup_ray.reduce.lists import merge_candidates
 from fastdup_ray.reduce.partitions import (
     Partition,
     ReducePlan,

@@ -16,10 +16,12 @@ import polars as pl
 
 from fastdup_ray.reduce.index import (
     build_index,
+    search_index_shard,
+)
+from fastdup_ray.reduce.lists import (
     merge_candidates,
     route,
     score_lists,
-    search_index_shard,
     train_lists,
 )
 from fastdup_ray.reduce.partitions import (

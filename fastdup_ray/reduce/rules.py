@@ -3,9 +3,10 @@ distributed reduce alike (and by run modes 3/4 and the benchmarks).
 
 Every table has a total order. A pair's similarity is what similarity.csv writes: the
 cosine of the two unit vectors computed in float64 and rounded to
-``SIMILARITY_DECIMALS`` (then clipped to [0, 1] where a table shows it). Neighbours are ranked, pairs selected and outliers cut on that
-value, ties broken by row id, so which of several equally similar neighbours makes the
-top-k never depends on the engine, the strategy or a float32 kernel's summation order.
+``SIMILARITY_DECIMALS`` (then clipped to [0, 1] where a table shows it). Neighbours are
+ranked, pairs selected and outliers cut on that value, ties broken by row id, so which of
+several equally similar neighbours makes the top-k never depends on the engine, the
+strategy or a float32 kernel's summation order.
 """
 
 from __future__ import annotations

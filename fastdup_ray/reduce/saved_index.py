@@ -69,12 +69,15 @@ def saved_index_shards(work: WorkDir, prefixes: list[str], rows: list[int]) -> l
             p for p, r in zip(prefixes, rows) if r
         ]:
             raise InputError(
-                f"{work.path(INDEX_MANIFEST)} indexes {manifest['ntotal']} vectors of other shards than work_dir's {n}; rerun run_mode 2"
+                f"{work.path(INDEX_MANIFEST)} indexes {manifest['ntotal']} vectors "
+                f"of other shards than work_dir's {n}; rerun run_mode 2"
             )
         return shards
     if not work.exists(INDEX_FILE):
         raise InputError(
-            f"this run mode needs {work.path(INDEX_FILE)} (or a distributed run's {ROUTED_INDEX_DIR}/ or {INDEX_MANIFEST}): run mode 0 or 2 on the train set first"
+            f"this run mode needs {work.path(INDEX_FILE)} "
+            f"(or a distributed run's {ROUTED_INDEX_DIR}/ or {INDEX_MANIFEST}): "
+            "run mode 0 or 2 on the train set first"
         )
     return [{"file": INDEX_FILE, "first": 0, "rows": n, "prefixes": list(prefixes)}]
 
@@ -99,7 +102,8 @@ def search_saved_index(
             index = faiss.read_index(work.local_copy(shard["file"]))
         if index.ntotal != shard["rows"]:
             raise InputError(
-                f"{work.path(shard['file'])} holds {index.ntotal} vectors, not the {shard['rows']} of its feature shards; rerun run_mode 2"
+                f"{work.path(shard['file'])} holds {index.ntotal} vectors, "
+                f"not the {shard['rows']} of its feature shards; rerun run_mode 2"
             )
         for first, sims, ids in search_index_shard(
             index, vectors, shard["first"], lambda: [(0, queries)], k, queries_in_index=False

@@ -24,11 +24,13 @@ from fastdup_ray.reduce.graph import connected_components, pagerank
 from fastdup_ray.reduce.index import (
     build_index,
     factory_string,
-    ivf_flat_lists,
-    ivf_knn,
     knn_edges,
     searcher_for,
     topk_edges,
+)
+from fastdup_ray.reduce.lists import (
+    ivf_flat_lists,
+    ivf_knn,
 )
 from fastdup_ray.reduce.partitions import ReducePlan, plan_partitions
 from fastdup_ray.reduce.saved_index import (

@@ -114,7 +114,8 @@ def _found_run(files: list[str] | None, labels, param: str) -> RunTables:
             return tables
     example = f" (such as {files[0]!r})" if files else ""
     raise ConfigError(
-        f"{param}= is needed: no run opened in this process holds the {len(files)} images {FRAME} names{example}; {needed}"
+        f"{param}= is needed: no run opened in this process holds the {len(files)} images "
+        f"{FRAME} names{example}; {needed}"
     )
 
 

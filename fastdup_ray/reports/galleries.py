@@ -6,9 +6,9 @@ stored per shard, so it works the same for loose files, members of tars and imag
 S3: nothing is re-read from the dataset. A click on an image opens the original when it
 is a local file, else the stored thumbnail.
 
-Each ``*_cards`` function picks a gallery's cards from a :class:`RunTables`; the
-``create_*_gallery`` functions (create.py) open the run and write the pages (render.py).
-A gallery with nothing to show says why and what to change.
+Each ``*_cards`` function picks a gallery's cards from a :class:`RunTables`, its tiles
+made by tiles.py; the ``create_*_gallery`` functions (create.py) open the run and write
+the pages (render.py). A gallery with nothing to show says why and what to change.
 """
 
 from __future__ import annotations
@@ -23,9 +23,19 @@ from fastdup_ray.errors import ConfigError
 from fastdup_ray.reports.render import (
     Card,
     Gallery,
-    Tile,
 )
-from fastdup_ray.reports.tables import ImageSource, KeepMarkers, RunTables
+from fastdup_ray.reports.tables import RunTables
+from fastdup_ray.reports.tiles import (
+    TileMaker,
+    as_id,
+    card_layout,
+    in_slice,
+    limit_rows,
+    lowered,
+    rerun_hint,
+    slice_labels,
+    slice_note,
+)
 from fastdup_ray.rundir import layout, results
 
 PAIR_COLUMNS = ("from", "to", "distance")
@@ -35,119 +45,6 @@ STATS_COLUMNS = ("__id", "filename", "width", "height")
 DEFAULT_KEEP = "resolution"
 # fastdup's stats_gallery names: 'dark' and 'bright' sort by mean brightness.
 METRIC_ALIASES = {"dark": ("mean", True), "bright": ("mean", False)}
-
-
-# --- helpers shared by the galleries -------------------------------------------------------
-
-
-def _limit(table: pl.DataFrame, num_images: int | None) -> pl.DataFrame:
-    if num_images is not None and (
-        isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) or num_images < 0
-    ):
-        raise ConfigError(f"num_images must be a whole number >= 0 or None, got {num_images!r}")
-    return table if num_images is None else table.head(num_images)
-
-
-def _layout(tiles: Sequence[Tile]) -> str:
-    """Two images sit beside another card in the grid; more take a whole row."""
-    return "pair" if len(tiles) <= 2 else "wide"
-
-
-def _id(value) -> int | None:
-    return None if value is None else int(value)
-
-
-def _slice_labels(tables: RunTables, slice_: str | Sequence[str] | None) -> set[str] | None:
-    """The labels a gallery keeps (fastdup's ``slice``); None keeps every row."""
-    if slice_ is None:
-        return None
-    if tables.labels is None:
-        raise ConfigError(
-            "slice needs annotations: a frame with filename and label columns (Visualizer(work_dir, annotations=frame))"
-        )
-    return {slice_} if isinstance(slice_, str) else {str(label) for label in slice_}
-
-
-def _in_slice(table: pl.DataFrame, column: str, tables: RunTables, wanted: set[str] | None) -> pl.DataFrame:
-    """Rows whose image in ``column`` has a label in ``wanted``."""
-    if wanted is None:
-        return table
-    labelled = [name for name, label in tables.labels.items() if label in wanted]
-    return table.filter(pl.col(column).is_in(labelled))
-
-
-def _slice_note(wanted: set[str] | None, tables: RunTables) -> str:
-    if wanted is None:
-        return ""
-    present = sorted(set(tables.labels.values()))
-    return f"no rows whose image has a label in {sorted(wanted)} (labels in the annotations: {', '.join(present[:20]) or 'none'})"
-
-
-def _rerun_hint(option: str) -> str:
-    return f"run again with {option} (same command and work dir: the extracted features are reused)"
-
-
-def _lower(value: float, step: float = 0.1, floor: float = 0.05) -> float:
-    return round(max(floor, value - step), 2)
-
-
-class TileMaker:
-    """Tiles with the captions every gallery shares: the source (test or train image),
-    the label, resolution and file size, and dedup's keep marker when asked for."""
-
-    def __init__(self, tables: RunTables, keep: str | None = None) -> None:
-        self.tables = tables
-        self.markers = tables.keep_markers(keep) if keep else None
-        self._facts: dict[int, dict] = {}
-
-    def prepare(self, source: ImageSource, ids) -> None:
-        """Read the resolution and size of the images about to be shown, in one go."""
-        wanted = [int(i) for i in ids if i is not None]
-        self._facts[id(source)] = {**self._facts.get(id(source), {}), **source.facts(wanted)}
-
-    def tile(
-        self,
-        source: ImageSource,
-        image_id,
-        location: str,
-        captions: Sequence[str] = (),
-        on_card: Sequence[int] = (),
-    ) -> Tile:
-        image_id = _id(image_id)
-        lines = [source.label] if source.label else []
-        label = self.tables.label(location)
-        if label is not None:
-            lines.append(f"label: {label}")
-        lines += captions
-        facts = self._facts.get(id(source), {}).get(image_id)
-        if facts is not None:
-            lines.append(facts.caption())
-        tile = Tile(image_id, location, lines, source)
-        if isinstance(self.markers, KeepMarkers) and image_id is not None and not self.tables.is_test_run:
-            self._mark(tile, self.markers, on_card)
-        return tile
-
-    def _mark(self, tile: Tile, markers: KeepMarkers, on_card: Sequence[int]) -> None:
-        if tile.image_id in markers.kept:
-            tile.marker, tile.marker_text = "keep", "dedup keeps"
-            return
-        component = markers.component_of.get(tile.image_id)
-        if component is None:
-            return
-        tile.marker, tile.marker_text = "remove", "dedup removes"
-        keeper = markers.keeper_of.get(component)
-        if keeper is not None and keeper not in on_card:
-            names = self.tables.from_images.names
-            tile.captions.append(f"kept instead: {names['filename'][keeper]}")
-
-    def note(self) -> list[str]:
-        if self.markers is None:
-            return []
-        if isinstance(self.markers, str):
-            return [self.markers]
-        return [
-            f"Green solid frame: the image fastdup-ray dedup --keep {self.markers.rule} keeps (one image per component); red dashed frame: an image it removes."
-        ]
 
 
 def _unique_pairs(pairs: pl.DataFrame, tables: RunTables) -> pl.DataFrame:
@@ -174,16 +71,22 @@ def _no_pairs_reason(tables: RunTables, threshold: float | None, wanted: set[str
     """Why a pair gallery is empty, and what to change."""
     pairs = tables.table_for(layout.SIMILARITY_FILE, PAIR_COLUMNS)
     if wanted is not None and (threshold is None or pairs.filter(pl.col("distance") >= threshold).height):
-        return f"Nothing to show: {_slice_note(wanted, tables)}."
+        return f"Nothing to show: {slice_note(wanted, tables)}."
     if threshold is not None and pairs.height:
         best = pairs["distance"].max()
-        return f"No pairs at or above {threshold:g} (the gallery's threshold); the most similar pair scores {best:.4f}: try threshold={math.floor(best * 100) / 100:g}."
+        return (
+            f"No pairs at or above {threshold:g} (the gallery's threshold); "
+            f"the most similar pair scores {best:.4f}: try threshold={math.floor(best * 100) / 100:g}."
+        )
     run_threshold = tables.config.get("threshold")
     if not tables.shows_run_table(layout.SIMILARITY_FILE):
         return f"No pairs: {tables.chosen} has no rows."  # a table file or the DataFrame
     if run_threshold is None:
         return "No pairs: similarity.csv has no rows."
-    return f"No pairs at or above {run_threshold:g} (the run's threshold): to see less similar pairs, {_rerun_hint(f'--threshold {_lower(run_threshold):g}')}."
+    return (
+        f"No pairs at or above {run_threshold:g} (the run's threshold): to see less similar pairs, "
+        f"{rerun_hint(f'--threshold {lowered(run_threshold):g}')}."
+    )
 
 
 # --- the galleries' cards ------------------------------------------------------------------
@@ -199,10 +102,10 @@ def duplicates_cards(
 ) -> Gallery:
     """Pairs of similarity.csv side by side, most similar first: each image's resolution,
     file size and component, and which of them ``dedup --keep <keep>`` keeps."""
-    wanted = _slice_labels(tables, slice)
-    pairs = _in_slice(_unique_pairs(_pairs(tables, threshold), tables), "from", tables, wanted)
+    wanted = slice_labels(tables, slice)
+    pairs = in_slice(_unique_pairs(_pairs(tables, threshold), tables), "from", tables, wanted)
     pairs = tables.with_ids(
-        _limit(pairs.sort("distance", descending=not ascending, maintain_order=True), num_images)
+        limit_rows(pairs.sort("distance", descending=not ascending, maintain_order=True), num_images)
     )
     maker = TileMaker(tables, keep)
     maker.prepare(tables.from_images, pairs["from_id"])
@@ -214,7 +117,7 @@ def duplicates_cards(
         pairs.select("from", "to", "distance", "from_id", "to_id").iter_rows()
     ):
         facts = [f"pair {rank + 1} of {pairs.height}"]
-        a_component, b_component = sizes.get(_id(a_id)), sizes.get(_id(b_id))
+        a_component, b_component = sizes.get(as_id(a_id)), sizes.get(as_id(b_id))
         if a_component and b_component:
             same = a_component[0] == b_component[0]
             facts.append(
@@ -222,7 +125,7 @@ def duplicates_cards(
                 if same
                 else f"components {a_component[0]} and {b_component[0]}"
             )
-        on_card = [_id(a_id), _id(b_id)]
+        on_card = [as_id(a_id), as_id(b_id)]
         cards.append(
             Card(
                 heading=f"similarity {distance:.4f}"
@@ -254,13 +157,13 @@ def outliers_cards(
     slice: str | Sequence[str] | None = None,
 ) -> Gallery:
     """Images of outliers.csv, most outlying first, each beside its nearest neighbour."""
-    wanted = _slice_labels(tables, slice)
+    wanted = slice_labels(tables, slice)
     rows = tables.with_ids(
-        _in_slice(tables.table_for(layout.OUTLIERS_FILE, PAIR_COLUMNS), "from", tables, wanted)
+        in_slice(tables.table_for(layout.OUTLIERS_FILE, PAIR_COLUMNS), "from", tables, wanted)
     )
     # One card per outlier: its least similar kNN edge decides how far out it is.
     rows = rows.sort("distance", maintain_order=True).unique("from", keep="first", maintain_order=True)
-    rows = _limit(rows.sort("distance", descending=not ascending, maintain_order=True), num_images)
+    rows = limit_rows(rows.sort("distance", descending=not ascending, maintain_order=True), num_images)
     maker = TileMaker(tables)
     maker.prepare(tables.from_images, rows["from_id"])
     maker.prepare(tables.to_images, rows["to_id"])
@@ -286,9 +189,12 @@ def outliers_cards(
     if not cards:
         lower = tables.config.get("lower_threshold")
         if wanted is not None:
-            gallery.empty = f"Nothing to show: {_slice_note(wanted, tables)}."
+            gallery.empty = f"Nothing to show: {slice_note(wanted, tables)}."
         elif lower is not None and tables.shows_run_table(layout.OUTLIERS_FILE):
-            gallery.empty = f"No outliers: outliers.csv is empty at lower_threshold {lower:g}; to list more images, {_rerun_hint(f'--lower-threshold {min(0.5, round(lower + 0.05, 2)):g}')}."
+            gallery.empty = (
+                f"No outliers: outliers.csv is empty at lower_threshold {lower:g}; to list more images, "
+                f"{rerun_hint(f'--lower-threshold {min(0.5, round(lower + 0.05, 2)):g}')}."
+            )
         else:
             gallery.empty = "No outliers: the table has no rows."
     return gallery
@@ -335,19 +241,19 @@ def components_cards(
     members, info = tables.tables_for(
         {layout.CONNECTED_COMPONENTS_FILE: MEMBER_COLUMNS, layout.COMPONENT_INFO_FILE: INFO_COLUMNS}
     )
-    wanted = _slice_labels(tables, slice)
+    wanted = slice_labels(tables, slice)
     # Either table may be a user's filtered copy: show the components both still hold.
     info = info.filter(pl.col("Count") >= min_size).join(
         members.select("component_id"), on="component_id", how="semi", maintain_order="left"
     )
     if wanted is not None:
-        labelled = _in_slice(
+        labelled = in_slice(
             members.select("__id", "component_id").join(images.names, on="__id"), "filename", tables, wanted
         )
         info = info.join(
             labelled.select("component_id"), on="component_id", how="semi", maintain_order="left"
         )
-    info = _limit(
+    info = limit_rows(
         info.sort(["Count", "component_id"], descending=[not ascending, False], maintain_order=True),
         num_images,
     )
@@ -372,11 +278,14 @@ def components_cards(
         if component in similarity:
             pairs, mean, low = similarity[component]
             facts.append(
-                f"similarity inside: mean {mean:.4f}, min {low:.4f} over {pairs} pair{'s' * (pairs != 1)} of similarity.csv"
+                f"similarity inside: mean {mean:.4f}, min {low:.4f} "
+                f"over {pairs} pair{'s' * (pairs != 1)} of similarity.csv"
             )
         else:
             facts.append("no pair of similarity.csv inside (joined by kNN edges below the run's threshold)")
-        cards.append(Card(heading=f"component {component}", facts=facts, tiles=tiles, layout=_layout(tiles)))
+        cards.append(
+            Card(heading=f"component {component}", facts=facts, tiles=tiles, layout=card_layout(tiles))
+        )
     ccthreshold = tables.config.get("ccthreshold")
     joined = (
         f"at or above ccthreshold {ccthreshold:g}" if ccthreshold is not None else "at or above ccthreshold"
@@ -390,9 +299,13 @@ def components_cards(
     )
     if not cards:
         if wanted is not None:
-            gallery.empty = f"Nothing to show: {_slice_note(wanted, tables)}."
+            gallery.empty = f"Nothing to show: {slice_note(wanted, tables)}."
         elif ccthreshold is not None and tables.chosen is None:
-            gallery.empty = f"No components of {min_size} or more images at ccthreshold {ccthreshold:g}: to join less similar images, {_rerun_hint(f'--turi-param ccthreshold={_lower(ccthreshold):g}')}."
+            gallery.empty = (
+                f"No components of {min_size} or more images at ccthreshold {ccthreshold:g}: "
+                "to join less similar images, "
+                f"{rerun_hint(f'--turi-param ccthreshold={lowered(ccthreshold):g}')}."
+            )
         else:
             gallery.empty = f"No components of {min_size} or more images in these tables."
     return gallery
@@ -423,11 +336,9 @@ def stats_cards(
         raise ConfigError(
             f"unknown statistic {metric!r}; stats.csv has {', '.join(usable)} (and fastdup's dark, bright)"
         )
-    wanted = _slice_labels(tables, slice)
-    rows = _limit(
-        _in_slice(stats, "filename", tables, wanted).sort(
-            [column, "__id"], descending=[not ascending, False]
-        ),
+    wanted = slice_labels(tables, slice)
+    rows = limit_rows(
+        in_slice(stats, "filename", tables, wanted).sort([column, "__id"], descending=[not ascending, False]),
         num_images,
     )
     flags = [c for c in stats.columns if c.startswith("is_")]
@@ -455,7 +366,7 @@ def stats_cards(
     )
     if not cards:
         gallery.empty = (
-            f"Nothing to show: {_slice_note(wanted, tables)}."
+            f"Nothing to show: {slice_note(wanted, tables)}."
             if wanted is not None
             else "No images: the run measured none (every image was bad?)."
         )
@@ -472,7 +383,7 @@ def similarity_cards(
     """Images with the ones most similar to them, each pair shown once: a pair sits on the
     card of whichever of its two images comes first (images with the closest match come
     first). A test run's queries are its test images."""
-    wanted = _slice_labels(tables, slice)
+    wanted = slice_labels(tables, slice)
     pairs = tables.with_ids(_unique_pairs(_pairs(tables, threshold), tables))
     pairs = pairs.select("from", "to", "distance", "from_id", "to_id")
     if tables.is_test_run:
@@ -502,10 +413,10 @@ def similarity_cards(
             pl.when(from_first).then("to_id").otherwise("from_id").alias("match_id"),
             "distance",
         )
-    owned = _in_slice(owned, "query", tables, wanted).sort(
+    owned = in_slice(owned, "query", tables, wanted).sort(
         ["distance", "query", "match"], descending=[True, False, False]
     )
-    queries = _limit(owned.unique("query", keep="first", maintain_order=True), num_images)
+    queries = limit_rows(owned.unique("query", keep="first", maintain_order=True), num_images)
     groups = {
         key[0]: group
         for key, group in owned.join(queries.select("query"), on="query", how="semi").group_by(
@@ -531,13 +442,14 @@ def similarity_cards(
                 heading=f"{group.height} similar image{'s' * (group.height != 1)}{shown}",
                 facts=[],
                 tiles=tiles,
-                layout=_layout(tiles),
+                layout=card_layout(tiles),
             )
         )
     gallery = Gallery(
         "similarity",
         "Similar images",
-        "Each image followed by the images most similar to it; each pair shown once, on the card of the image whose closest match is closer.",
+        "Each image followed by the images most similar to it; each pair shown once, "
+        "on the card of the image whose closest match is closer.",
         cards,
     )
     if not cards:

@@ -101,7 +101,8 @@ def run_summary(tables: RunTables, keep: str | None) -> list[tuple[str, str]]:
         lines.append(
             (
                 "test run",
-                f"test images {tables.from_images.work.location} against the train run {tables.to_images.work.location}",
+                f"test images {tables.from_images.work.location} "
+                f"against the train run {tables.to_images.work.location}",
             )
         )
     else:
@@ -129,7 +130,8 @@ def run_summary(tables: RunTables, keep: str | None) -> list[tuple[str, str]]:
         lines.append(
             (
                 "components",
-                f"{grouped['component_id'].n_unique()} with 2 or more images ({grouped.height} images in them)",
+                f"{grouped['component_id'].n_unique()} with 2 or more images "
+                f"({grouped.height} images in them)",
             )
         )
     if tables.has(layout.OUTLIERS_FILE):

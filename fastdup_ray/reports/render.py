@@ -180,7 +180,8 @@ def write_gallery(
     shown = [tile for tile in tiles if tile.source is not None and tile.image_id is not None]
     if shown and not write_thumbnails(folder / THUMBNAILS_DIR, shown, tile_size):
         log.warning(
-            "no thumbnails for %s (extracted with thumbnail_size=0, or your own features): it shows locations only",
+            "no thumbnails for %s (extracted with thumbnail_size=0, or your own features): "
+            "it shows locations only",
             gallery.title,
         )
     for tile in tiles:

@@ -61,7 +61,8 @@ class Visualizer:
         )
         if slice is not None and not has_labels:
             raise ConfigError(
-                f"slice needs annotations with filename and {label_col} columns: Visualizer(work_dir, annotations=frame), or label_col= naming the label column"
+                f"slice needs annotations with filename and {label_col} columns: "
+                "Visualizer(work_dir, annotations=frame), or label_col= naming the label column"
             )
         tables = RunTables(self.work_dir, labels_of(self.annotations, label_col) if has_labels else None)
         if external_df is None:

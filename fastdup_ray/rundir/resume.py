@@ -65,8 +65,10 @@ def _inside_slice(prefix: str, marker: dict, units: list[WorkUnit]) -> bool:
         return True
     cut = next(u.name for u in files if not (u.locations[-1] < first or u.locations[0] > last))
     raise InputError(
-        f"this slice's shard {cut!r} overlaps the finished shard {prefix!r} (inputs {first} .. {last}), which reaches outside the slice: "
-        "its inputs would be counted twice. Run the same min_offset/max_offset slices as before, or start over with overwrite=True (--overwrite)"
+        f"this slice's shard {cut!r} overlaps the finished shard {prefix!r} "
+        f"(inputs {first} .. {last}), which reaches outside the slice: "
+        "its inputs would be counted twice. Run the same min_offset/max_offset slices as before, "
+        "or start over with overwrite=True (--overwrite)"
     )
 
 
@@ -77,7 +79,9 @@ def check_no_overlap(markers: dict[str, dict]) -> None:
     for (previous, before), (current, prefix) in zip(spans, spans[1:]):
         if current[0] <= previous[1]:
             raise InputError(
-                f"shards {before!r} and {prefix!r} hold some of the same inputs (made by overlapping min_offset/max_offset slices); remove one of them, or rerun with overwrite=True"
+                f"shards {before!r} and {prefix!r} hold some of the same inputs "
+                "(made by overlapping min_offset/max_offset slices); "
+                "remove one of them, or rerun with overwrite=True"
             )
     archives: dict[str, str] = {}
     for prefix, marker in markers.items():
@@ -85,5 +89,6 @@ def check_no_overlap(markers: dict[str, dict]) -> None:
             other = archives.setdefault(marker.get("first", ""), prefix)
             if other != prefix:
                 raise InputError(
-                    f"shards {other!r} and {prefix!r} were both made from {marker['first']}; remove one of them, or rerun with overwrite=True"
+                    f"shards {other!r} and {prefix!r} were both made from {marker['first']}; "
+                    "remove one of them, or rerun with overwrite=True"
                 )

@@ -275,7 +275,8 @@ def load_shards(
         vectors = np.frombuffer(work.read_bytes(data), dtype="<f4")
         if vectors.size != len(shard_names_) * d:
             raise InputError(
-                f"{work.path(data)} holds {vectors.size * 4} bytes but {len(shard_names_)} names x d={d} x 4 bytes = {len(shard_names_) * d * 4}"
+                f"{work.path(data)} holds {vectors.size * 4} bytes "
+                f"but {len(shard_names_)} names x d={d} x 4 bytes = {len(shard_names_) * d * 4}"
             )
         names.extend(shard_names_)
         arrays.append(vectors.reshape(len(shard_names_), d))

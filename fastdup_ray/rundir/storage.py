@@ -69,12 +69,14 @@ class StorageOptions:
         here, so that a stray AWS variable never stops a run on local files)."""
         if self.retry_mode not in RETRY_MODES:
             raise ConfigError(
-                f"retry_mode (AWS_RETRY_MODE) must be one of {', '.join(RETRY_MODES)}, not {self.retry_mode!r}"
+                f"retry_mode (AWS_RETRY_MODE) must be one of {', '.join(RETRY_MODES)}, "
+                f"not {self.retry_mode!r}"
             )
         attempts = str(self.max_attempts)
         if not attempts.isdigit() or int(attempts) < 1:
             raise ConfigError(
-                f"max_attempts (AWS_MAX_ATTEMPTS) must be a whole number of at least 1, not {self.max_attempts!r}"
+                "max_attempts (AWS_MAX_ATTEMPTS) must be a whole number of at least 1, "
+                f"not {self.max_attempts!r}"
             )
         # total_max_attempts counts the first attempt, as AWS_MAX_ATTEMPTS does (botocore's
         # max_attempts would count only the retries).

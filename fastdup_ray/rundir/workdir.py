@@ -189,7 +189,8 @@ def run_lock(work: WorkDir) -> Iterator[None]:
             holder = handle.read().strip() or "unknown"
             handle.close()
             raise InputError(
-                f"another fastdup_ray run (pid {holder}) is using work_dir {work.location}; wait for it to finish, or use another work_dir"
+                f"another fastdup_ray run (pid {holder}) is using work_dir {work.location}; "
+                "wait for it to finish, or use another work_dir"
             ) from None
         try:
             if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:

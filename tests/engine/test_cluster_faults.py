@@ -137,7 +137,8 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    """240 generated photos, 22 of them with a near-duplicate copy, and a broken JPEG: 263 inputs, 14 shards of 20."""
+    """240 generated photos, 22 of them with a near-duplicate copy, and a broken JPEG:
+    263 inputs, 14 shards of 20."""
     root = tmp_path_factory.mktemp("photos")
     for i in range(240):
         scene = make_scene(20_000 + i, material=i % 12)

@@ -64,7 +64,8 @@ def test_a_driver_script_without_a_main_guard_runs_once(tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(
         "import fastdup_ray\n"
-        f"summary = fastdup_ray.run({str(tmp_path / 'in')!r}, {str(tmp_path / 'work')!r}, executor='local', num_threads=2)\n"
+        f"summary = fastdup_ray.run({str(tmp_path / 'in')!r}, {str(tmp_path / 'work')!r}, "
+        "executor='local', num_threads=2)\n"
         "print('runs finished:', summary.good)\n"
     )
     result = subprocess.run(

@@ -4,16 +4,12 @@ import pytest
 from fastdup_ray.reduce.index import (
     build_index,
     factory_string,
-    ivf_flat_lists,
-    ivf_knn,
     knn_edges,
     knn_search,
-    merge_candidates,
-    route,
-    score_lists,
     search_index_shard,
     searcher_for,
 )
+from fastdup_ray.reduce.lists import ivf_flat_lists, ivf_knn, merge_candidates, route, score_lists
 
 
 def unit_rows(n, d, seed=0):
@@ -81,7 +77,7 @@ def routed_knn(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The distributed reduce's routed kNN, in memory: route, group lists into buckets,
     score each bucket, merge each query's candidates."""
-    from fastdup_ray.reduce.index import train_lists
+    from fastdup_ray.reduce.lists import train_lists
 
     centroids = train_lists(features, nlist, seed=seed)
     probes = route(features, centroids, nprobe)

@@ -10,15 +10,17 @@ import pytest
 import fastdup_ray
 from fastdup_ray.reduce import rules
 from fastdup_ray.reduce.index import (
-    blocked_ivf_knn,
     build_index,
     knn_search,
+    search_index_shard,
+    topk_edges,
+)
+from fastdup_ray.reduce.lists import (
+    blocked_ivf_knn,
     list_vectors,
     merge_candidates,
     route,
     score_lists,
-    search_index_shard,
-    topk_edges,
     train_lists,
 )
 from fastdup_ray.rundir.shards import FeatureShardWriter

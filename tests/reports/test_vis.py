@@ -189,7 +189,8 @@ def test_component_cards_show_size_and_similarity_inside(decided_run, tmp_path):
     )
     assert (
         "3 images" in three
-        and f"mean {inside['distance'].mean():.4f}, min {inside['distance'].min():.4f} over {inside.height} pairs"
+        and f"mean {inside['distance'].mean():.4f}, min {inside['distance'].min():.4f} "
+        f"over {inside.height} pairs"
         in three
     )
 
@@ -338,7 +339,11 @@ def test_a_notebook_shows_the_gallery_inline(decided_run, tmp_path):
     _, work = decided_run
     manager, client = start_new_kernel(kernel_name="python3")
     try:
-        code = f"from fastdup_ray.reports.vis import Visualizer, in_notebook\nprint(in_notebook())\nVisualizer({str(work)!r}).duplicates_gallery(save_path={str(tmp_path)!r}, num_images=2);"
+        code = (
+            "from fastdup_ray.reports.vis import Visualizer, in_notebook\n"
+            "print(in_notebook())\n"
+            f"Visualizer({str(work)!r}).duplicates_gallery(save_path={str(tmp_path)!r}, num_images=2);"
+        )
         shown, printed = [], []
 
         def collect(message):
