@@ -23,12 +23,7 @@ import polars as pl
 from fastdup_ray.config import RunConfig
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.rundir import layout, results
-from fastdup_ray.rundir.shards import (
-    BAD_FILE,
-    list_shards,
-    load_binary_features,
-    load_names,
-)
+from fastdup_ray.rundir.shards import load_binary_features
 from fastdup_ray.rundir.storage import StorageOptions, is_remote
 from fastdup_ray.rundir.summary import RunSummary
 from fastdup_ray.rundir.workdir import WorkDir
@@ -43,7 +38,10 @@ log = logging.getLogger("fastdup_ray")
 V1_ALIASES = {"cc_threshold": "ccthreshold", "outlier_percentile": "lower_threshold"}
 # fastdup v1 arguments this tool does not implement, with what to do instead.
 UNSUPPORTED = {
-    "embeddings": "save them with fastdup_ray.save_binary_feature(work_dir, filenames, array) and call fd.run(run_mode=2)",
+    "embeddings": (
+        "save them with fastdup_ray.save_binary_feature(work_dir, filenames, array) "
+        "and call fd.run(run_mode=2)"
+    ),
     "subset": "give the images to analyse as annotations=[...] (a list of files) or as input_dir",
     "bounding_box": "crops and bounding boxes are not supported; run on cropped images",
     "data_type": "only whole images are supported",
@@ -109,14 +107,12 @@ class Fastdup:
     @property
     def config(self) -> dict:
         """The finished run's parameters (its config.json)."""
-        import json
-
         work = self._existing_work()
-        if not work.exists(layout.CONFIG_FILE):
+        if not results.has_config(work):
             raise InputError(
                 f"no run in {self.work_dir}: {layout.CONFIG_FILE} is missing; call fd.run() first"
             )
-        return json.loads(work.read_bytes(layout.CONFIG_FILE))
+        return results.read_config(work)
 
     def run(
         self,
@@ -148,7 +144,8 @@ class Fastdup:
             source = [name for name in table["filename"].to_list() if name not in lost]
         if source is None:
             raise ConfigError(
-                "input_dir must be given, to fastdup_ray.create(work_dir, input_dir) or to fd.run(input_dir=...)"
+                "input_dir must be given, to fastdup_ray.create(work_dir, input_dir) or to "
+                "fd.run(input_dir=...)"
             )
         config = RunConfig.from_kwargs(source, self.work_dir, overwrite=overwrite, **v1_parameters(params))
         self.run_summary = run_config(config, rejected=missing)
@@ -177,10 +174,12 @@ class Fastdup:
         outliers = results.read_table(self._finished(), layout.OUTLIERS_FILE).height
         lines = [
             f"Dataset contains {listing.height} images",
-            f"Valid images are {100 * (listing.height - invalid) / total:.2f}% ({listing.height - invalid:,d}) of the data, "
+            f"Valid images are {100 * (listing.height - invalid) / total:.2f}% "
+            f"({listing.height - invalid:,d}) of the data, "
             f"invalid are {100 * invalid / total:.2f}% ({invalid:,d}) of the data",
             f"Components: {100 * grouped / total:.2f}% ({grouped:,d}) of images are in "
-            f"{components['component_id'].n_unique()} components of two or more; the largest has {largest:,d} images",
+            f"{components['component_id'].n_unique()} components of two or more; the largest has "
+            f"{largest:,d} images",
             f"Outliers: {100 * outliers / total:.2f}% ({outliers:,d}) of images are possible outliers",
         ]
         stats = self._stats_frame()
@@ -273,12 +272,9 @@ class Fastdup:
         never written there: they come from the environment, as for the run)."""
         if not is_remote(self.work_dir):
             return None
-        import json
-
-        bare = WorkDir(self.work_dir)
-        if not bare.exists(layout.CONFIG_FILE):
+        saved = results.read_config(WorkDir(self.work_dir), missing_ok=True)
+        if saved is None:
             return None
-        saved = json.loads(bare.read_bytes(layout.CONFIG_FILE))
         return StorageOptions(
             endpoint_url=saved.get("s3_endpoint_url"),
             region=saved.get("s3_region"),
@@ -294,7 +290,7 @@ class Fastdup:
     def _has_config(self) -> bool:
         if not is_remote(self.work_dir) and not os.path.isdir(self.work_dir):
             return False
-        return self._work().exists(layout.CONFIG_FILE)
+        return results.has_config(self._work())
 
     def _finished(self) -> WorkDir:
         """The work dir once it holds a finished run (run_mode 0 or 2)."""
@@ -303,7 +299,8 @@ class Fastdup:
         work = self._existing_work()
         if not results.has_table(work, layout.CONNECTED_COMPONENTS_FILE):
             raise InputError(
-                f"no finished run in {self.work_dir}: {layout.CONNECTED_COMPONENTS_FILE} is missing; call fd.run() first (run_mode 0 or 2)"
+                f"no finished run in {self.work_dir}: {layout.CONNECTED_COMPONENTS_FILE} is missing; call "
+                "fd.run() first (run_mode 0 or 2)"
             )
         remember_run(self.work_dir)  # a gallery of a frame of this run finds it without work_dir
         return work
@@ -315,7 +312,7 @@ class Fastdup:
         if "filename" in components.collect_schema().names():
             names = components.select(pl.col("__id").alias("index"), "filename").collect()
         else:  # written before the components table carried names
-            filenames = load_names(work, list_shards(work))
+            filenames = results.read_names(work)
             names = pl.DataFrame(
                 {"index": range(len(filenames)), "filename": filenames},
                 schema={"index": pl.Int64, "filename": pl.String},
@@ -324,14 +321,11 @@ class Fastdup:
 
     def _bad(self, first_index: int) -> pl.DataFrame:
         """The run's invalid images, numbered on from ``first_index`` as fastdup does."""
-        work = self._finished()
-        if not work.exists(BAD_FILE):
-            return pl.DataFrame(schema={"index": pl.Int64, "filename": pl.String, "error_code": pl.String})
-        bad = results.read_file_table(work, BAD_FILE, ("filename", "error"))
+        bad = results.read_bad_list(self._finished())
         return bad.select(
             (pl.int_range(pl.len(), dtype=pl.Int64) + first_index).alias("index"),
-            pl.col("filename").cast(pl.String),
-            pl.col("error").cast(pl.String).alias("error_code"),
+            "filename",
+            pl.col("error").alias("error_code"),
         )
 
     def _stats_frame(self) -> pl.DataFrame | None:
@@ -472,7 +466,8 @@ def annotation_table(annotations: Any, input_dir: str | list[str] | None) -> tup
     repeated = table.filter(pl.col("filename").is_duplicated())["filename"]
     if len(repeated):
         raise ConfigError(
-            f"annotations list {repeated[0]} more than once: one row per image (bounding boxes are not supported)"
+            f"annotations list {repeated[0]} more than once: one row per image (bounding boxes are not "
+            "supported)"
         )
     if not any(found.values()):
         first = missing[0][1].removeprefix("no such file: ")
@@ -496,7 +491,8 @@ def _as_polars(annotations: Any) -> pl.DataFrame:
     if type(annotations).__module__.startswith("pandas"):
         return pl.from_pandas(annotations)
     raise ConfigError(
-        f"annotations must be a DataFrame with a 'filename' column, a list of files or a .csv path, got {type(annotations).__name__}"
+        "annotations must be a DataFrame with a 'filename' column, a list of files or a .csv path, got "
+        f"{type(annotations).__name__}"
     )
 
 
@@ -539,7 +535,8 @@ def _resolve(name: str, input_dir: str | list[str] | None) -> tuple[str, str | N
         return here, WORKING_DIR, []
     if not isinstance(input_dir, str):
         raise ConfigError(
-            f"annotations name {name!r} relative to no folder: it is no file in the working directory, and there is "
+            f"annotations name {name!r} relative to no folder: it is no file in the working directory, and "
+            "there is "
             "no input_dir (the folder the names are relative to); give input_dir or absolute names"
         )
     inside = os.path.abspath(os.path.join(input_dir, name))
