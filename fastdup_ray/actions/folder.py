@@ -11,7 +11,6 @@ What was done is appended to work_dir/dedup_actions.csv (action, source, target,
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shutil
@@ -24,7 +23,7 @@ from fastdup_ray.errors import InputError
 from fastdup_ray.map.sources import fingerprint, record_local_version
 from fastdup_ray.map.sources.items import LIST_EXTENSIONS, kind_of
 from fastdup_ray.rundir import layout, results
-from fastdup_ray.rundir.shards import list_shards, load_names, read_marker, shard_names
+from fastdup_ray.rundir.shards import list_shards, read_marker, shard_names
 from fastdup_ray.rundir.storage import is_remote
 from fastdup_ray.rundir.summary import human_bytes
 from fastdup_ray.rundir.workdir import WorkDir, run_lock
@@ -124,10 +123,7 @@ def frame_video(name: str) -> str | None:
 def shard_locations(work: WorkDir, prefix: str) -> list[str]:
     """The input files a shard was cut from, in listing order: its rows' files (a video's
     frames stand for the video) and its bad rows."""
-    names = load_names(work, [prefix])
-    bad = shard_names(prefix)[2]
-    if work.exists(bad):
-        names += pl.read_csv(io.BytesIO(work.read_bytes(bad)), infer_schema=False)["filename"].to_list()
+    names = results.read_names(work, [prefix]) + results.read_bad_list(work, [prefix])["filename"].to_list()
     return sorted({frame_video(name) or name for name in names})
 
 

@@ -168,14 +168,17 @@ def read_bad_list(work: WorkDir | str, prefixes: Sequence[str] | None = None) ->
     with ``prefixes`` those shards' own lists in order; no rows where there is none."""
     work = _work(work)
     names = [BAD_FILE] if prefixes is None else [shard_names(prefix)[2] for prefix in prefixes]
-    lists = [
-        read_file_table(work, name, tuple(BAD_COLUMNS)).select(
-            pl.col(column).cast(kind) for column, kind in BAD_COLUMNS.items()
-        )
-        for name in names
-        if work.exists(name)
-    ]
+    lists = [_bad_list(work, name) for name in names if work.exists(name)]
     return pl.concat(lists, how="vertical") if lists else pl.DataFrame(schema=BAD_COLUMNS)
+
+
+def _bad_list(work: WorkDir, name: str) -> pl.DataFrame:
+    # All text, never inferred: a reason or a name that looks like a number stays as written.
+    try:
+        table = pl.read_csv(io.BytesIO(work.read_bytes(name)), infer_schema=False)
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read {work.path(name)}: {str(exc).splitlines()[0]}") from None
+    return _checked(table, work.path(name), tuple(BAD_COLUMNS)).select(tuple(BAD_COLUMNS))
 
 
 def part_names(work: WorkDir | str, folder: str) -> list[str]:
