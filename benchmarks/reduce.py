@@ -1,11 +1,14 @@
-"""Reduce benchmark: index + kNN + components + output files over synthetic features.
+"""Reduce benchmark: the product's reduce (index + kNN + components + output files) over synthetic features.
 
 Writes N vectors of width d as extraction writes them (feature shards of --shard-rows
 with completion markers), with planted near-duplicate groups (2-5 noisy copies of one
 vector, cosine >= ~0.9) inside a clustered background (like real embeddings, which are
-not spread uniformly), then times the reduce phase by phase and prints peak memory
-(this process's maximum RSS), recall@k of the index against exact search on a sample of
-queries, and the fraction of planted groups recovered exactly as components.
+not spread uniformly), then runs the product's in-memory reduce on them
+(``fastdup_ray.run`` with run_mode=2, reduce_strategy='memory') and prints its seconds
+per stage (RunSummary.seconds), peak memory (this process's maximum RSS), recall@k of
+the run's kNN against exact search on a sample of queries (the saved nnf.index searched
+as the run searched it), and the fraction of planted groups recovered exactly as
+components (connected_components.csv).
 
     python benchmarks/reduce.py --n 100000 --nnf-mode HNSW32
 
@@ -30,31 +33,21 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from fastdup_ray.reduce import outputs
-from fastdup_ray.reduce.graph import connected_components, pagerank
-from fastdup_ray.reduce.index import (
-    build_index,
-    knn_search,
-    merge_topk,
-    topk_edges,
-)
-from fastdup_ray.reduce.lists import (
-    ivf_flat_lists,
-    ivf_knn,
-)
+import fastdup_ray
+from fastdup_ray.reduce.index import merge_topk, search_topk
+from fastdup_ray.reduce.lists import ivf_flat_lists
+from fastdup_ray.rundir import layout, results
 from fastdup_ray.rundir.shards import (
     FeatureShardWriter,
     list_shards,
-    load_names,
     load_rows,
     load_shards,
-    read_marker,
 )
+from fastdup_ray.rundir.summary import RunSummary
 from fastdup_ray.rundir.workdir import WorkDir
 
 
@@ -93,9 +86,11 @@ DRIVER = """
 import json, sys
 import fastdup_ray
 work, nlist, k, nprobe, ccthreshold, executor, rows_per_partition = sys.argv[1:]
-summary = fastdup_ray.run("unused", work, run_mode=2, k=int(k), nnf_mode=f"IVF{nlist},Flat", nprobe=int(nprobe),
-                          threshold=float(ccthreshold), ccthreshold=float(ccthreshold), reduce_strategy="distributed",
-                          executor=executor, rows_per_partition=int(rows_per_partition))
+summary = fastdup_ray.run(
+    "unused", work, run_mode=2, k=int(k), nnf_mode=f"IVF{nlist},Flat", nprobe=int(nprobe),
+    threshold=float(ccthreshold), ccthreshold=float(ccthreshold), reduce_strategy="distributed",
+    executor=executor, rows_per_partition=int(rows_per_partition),
+)
 # VmHWM, not ru_maxrss: the latter keeps the peak of the benchmark process this one was
 # forked from (it survives exec), VmHWM belongs to this process's own memory.
 peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
@@ -136,8 +131,11 @@ class WorkerMemory:
         self._thread.join()
 
 
-def exact_topk(work: WorkDir, prefixes: list[str], queries_ids: np.ndarray, d: int, k: int) -> np.ndarray:
-    """The exact k nearest rows of the sampled rows (faiss over one shard at a time)."""
+def exact_neighbours(
+    work: WorkDir, prefixes: list[str], queries_ids: np.ndarray, d: int, k: int
+) -> np.ndarray:
+    """The exact k nearest rows of the sampled rows (faiss over one shard at a time): the
+    benchmark's yardstick, apart from the product's search."""
     import faiss
 
     queries = load_rows(work, prefixes, queries_ids, d)
@@ -159,12 +157,29 @@ def exact_topk(work: WorkDir, prefixes: list[str], queries_ids: np.ndarray, d: i
     return best[1]
 
 
+def recall_at_k(found: dict[int, set[int]], truth: np.ndarray, sample: np.ndarray, k: int) -> float:
+    """Mean share of each sampled row's exact k nearest rows that the run found."""
+    return float(
+        np.mean([len(found.get(int(q), set()) & set(truth[i].tolist())) / k for i, q in enumerate(sample)])
+    )
+
+
+def groups_recovered(work: WorkDir, groups: list[list[int]]) -> int:
+    """Planted groups that are exactly one component of the run's connected_components
+    (its CSV or its Parquet parts)."""
+    members = results.read_table(work, layout.CONNECTED_COMPONENTS_FILE, ("__id", "component_id"))
+    labels = members.sort("__id")["component_id"].to_numpy()
+    sizes = np.bincount(labels, minlength=len(labels))
+    return sum(bool((labels[g] == labels[g[0]]).all() and sizes[labels[g[0]]] == len(g)) for g in groups)
+
+
 def scaling(args) -> int:
     """The distributed reduce at each size, each in a fresh driver process."""
     import polars as pl
 
     print(
-        f"distributed reduce on the {args.executor} engine, d={args.d}, k={args.k}, nprobe={args.nprobe}, lists of ~1000 vectors, shards of {args.shard_rows}, partitions of {args.rows_per_partition} rows"
+        f"distributed reduce on the {args.executor} engine, d={args.d}, k={args.k}, nprobe={args.nprobe}, "
+        f"lists of ~1000 vectors, shards of {args.shard_rows}, partitions of {args.rows_per_partition} rows"
     )
     rows = []
     for n in args.sizes:
@@ -196,43 +211,97 @@ def scaling(args) -> int:
             return 1
         result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
         work = WorkDir(str(args.out))
-        prefixes = list_shards(work)
         sample = np.sort(np.random.default_rng(1).choice(n, size=min(args.queries, n), replace=False))
-        truth = exact_topk(work, prefixes, sample, args.d, args.k)
+        truth = exact_neighbours(work, list_shards(work), sample, args.d, args.k)
         edges = (
-            pl.scan_parquet(str(args.out / "edges" / "*.parquet"))
+            pl.scan_parquet(str(args.out / layout.EDGES_DIR / "*.parquet"))
             .filter(pl.col("src").is_in(sample.tolist()))
             .collect()
         )
         found = {src: set(group["dst"].to_list()) for (src,), group in edges.group_by("src")}
-        recall = np.mean(
-            [len(found.get(int(q), set()) & set(truth[i].tolist())) / args.k for i, q in enumerate(sample)]
-        )
-        labels = (
-            pl.scan_parquet(str(args.out / "connected_components" / "*.parquet"))
-            .select("__id", "component_id")
-            .collect()
-            .sort("__id")["component_id"]
-            .to_numpy()
-        )
-        sizes = np.bincount(labels, minlength=n)
-        recovered = sum(
-            bool((labels[g] == labels[g[0]]).all() and sizes[labels[g[0]]] == len(g)) for g in groups
-        )
+        recall = recall_at_k(found, truth, sample, args.k)
+        recovered = groups_recovered(work, groups)
         seconds = result["seconds"]
         rows.append((n, wall, result["driver_rss"], workers.peak, recall, recovered, len(groups)))
         print(
             f"{n:>9,} vectors: {wall:.0f}s wall ({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())}); "
-            f"driver peak RSS {result['driver_rss'] / 2**20:.0f} MiB, largest worker {workers.peak / 2**20:.0f} MiB; "
-            f"recall@{args.k} {recall:.4f} ({len(sample)} queries); planted groups found as components {recovered}/{len(groups)}",
+            f"driver peak RSS {result['driver_rss'] / 2**20:.0f} MiB, "
+            f"largest worker {workers.peak / 2**20:.0f} MiB; "
+            f"recall@{args.k} {recall:.4f} ({len(sample)} queries); "
+            f"planted groups found as components {recovered}/{len(groups)}",
             flush=True,
         )
     if len(rows) > 1:
         first, last = rows[0], rows[-1]
         print(
-            f"{last[0] / first[0]:.0f}x the vectors: {last[1] / first[1]:.2f}x the time, driver RSS {last[2] / first[2]:.2f}x"
+            f"{last[0] / first[0]:.0f}x the vectors: {last[1] / first[1]:.2f}x the time, "
+            f"driver RSS {last[2] / first[2]:.2f}x"
         )
     shutil.rmtree(args.out, ignore_errors=True)
+    return 0
+
+
+def run_reduce(args) -> RunSummary:
+    """The product's in-memory reduce over the shards in args.out, as a user runs it."""
+    return fastdup_ray.run(
+        "unused",
+        str(args.out),
+        run_mode=2,
+        k=args.k,
+        nnf_mode=args.nnf_mode,
+        nprobe=args.nprobe,
+        threshold=args.ccthreshold,  # similarity.csv at the components' cut, as before
+        ccthreshold=args.ccthreshold,
+        reduce_strategy="memory",
+    )
+
+
+def run_neighbours(work: WorkDir, args, sample: np.ndarray) -> dict[int, set[int]]:
+    """The kNN the run found for the sampled rows: its saved nnf.index searched as the run
+    searched it (reduce.index.search_topk, the IVF lists at the run's nprobe)."""
+    import faiss
+
+    index = faiss.read_index(work.local_copy(layout.INDEX_FILE))
+    if ivf_flat_lists(args.nnf_mode):
+        faiss.extract_index_ivf(index).nprobe = args.nprobe
+    _, vectors = load_shards(work, list_shards(work), args.d, normalize=True)
+    _, ids = search_topk(index, vectors, vectors[sample], sample, args.k)
+    return {int(q): set(row[row >= 0].tolist()) for q, row in zip(sample, ids)}
+
+
+def in_memory(args) -> int:
+    """Write the dataset, time the product's reduce over it, then measure what it found."""
+    shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True)
+    start = time.perf_counter()
+    groups = write_dataset(args.out, args.n, args.d, args.shard_rows)
+    feature_bytes = args.n * args.d * 4
+    work = WorkDir(str(args.out))
+    print(
+        f"{args.n} vectors, d={args.d}, {len(groups)} planted groups, "
+        f"features {feature_bytes / 2**30:.2f} GiB in {len(list_shards(work))} shards "
+        f"(written in {time.perf_counter() - start:.1f}s)"
+    )
+    times = run_reduce(args).seconds
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    sample = np.random.default_rng(1).choice(args.n, size=min(args.queries, args.n), replace=False)
+    truth = exact_neighbours(work, list_shards(work), sample, args.d, args.k)
+    recall = recall_at_k(run_neighbours(work, args, sample), truth, sample, args.k)
+    recovered = groups_recovered(work, groups)
+    print(
+        "phases: "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in times.items())
+        + f"; total {sum(times.values()):.1f}s (index {args.nnf_mode}, k={args.k})"
+    )
+    print(f"peak memory {peak / 2**30:.2f} GiB = {peak / feature_bytes:.2f}x the feature files")
+    saved = work.size(layout.INDEX_FILE) / 2**30
+    timing = f"{times['save_index']:.1f}s" if "save_index" in times else "in the index phase"
+    print(f"saving the index (nnf.index, always saved by the run): {timing}, {saved:.2f} GiB")
+    print(f"recall@{args.k} vs exact ({len(sample)} queries): {recall:.4f}")
+    print(
+        f"planted groups recovered as components (ccthreshold {args.ccthreshold}): "
+        f"{recovered}/{len(groups)} = {recovered / max(1, len(groups)):.4f}"
+    )
     return 0
 
 
@@ -249,7 +318,7 @@ def main() -> int:
     parser.add_argument(
         "--save-index",
         action="store_true",
-        help="also build and serialise the faiss index run modes 3/4 reuse (timed and measured apart)",
+        help="no effect: the run always saves nnf.index now, and its size and time are always printed",
     )
     parser.add_argument("--ccthreshold", type=float, default=0.8)
     parser.add_argument(
@@ -269,115 +338,7 @@ def main() -> int:
     parser.add_argument("--executor", default="ray", choices=["ray", "local"])
     parser.add_argument("--rows-per-partition", type=int, default=250_000)
     args = parser.parse_args()
-    if args.scaling:
-        return scaling(args)
-    shutil.rmtree(args.out, ignore_errors=True)
-    args.out.mkdir(parents=True)
-    start = time.perf_counter()
-    groups = write_dataset(args.out, args.n, args.d, args.shard_rows)
-    feature_bytes = args.n * args.d * 4
-    print(
-        f"{args.n} vectors, d={args.d}, {len(groups)} planted groups, features {feature_bytes / 2**30:.2f} GiB in "
-        f"{len(list_shards(WorkDir(str(args.out))))} shards (written in {time.perf_counter() - start:.1f}s)"
-    )
-
-    times: dict[str, float] = {}
-
-    def phase(name, fn):
-        t = time.perf_counter()
-        value = fn()
-        times[name] = time.perf_counter() - t
-        return value
-
-    work = WorkDir(str(args.out))
-    prefixes = list_shards(work)
-    nlist = ivf_flat_lists(args.nnf_mode)
-    if nlist:
-        # The run's path for IVF<n>,Flat: shards streamed into list order, searched blockwise.
-        @contextmanager
-        def timed(name):
-            t = time.perf_counter()
-            yield
-            times[name] = time.perf_counter() - t
-
-        names = phase("load", lambda: load_names(work, prefixes))
-        rows = [read_marker(work, p)["good"] for p in prefixes]
-        sims, ids, listed, centroids = ivf_knn(
-            lambda i: load_shards(work, [prefixes[i]], args.d)[1],
-            rows,
-            args.d,
-            args.k,
-            nlist,
-            args.nprobe,
-            phase=timed,
-        )
-        blocks = lambda: (listed.members(lst) for lst in range(listed.nlist))  # noqa: E731
-        index = listed.index
-    else:
-        names, stored = phase("load", lambda: load_shards(work, prefixes, args.d))
-        blocks = lambda: [(np.arange(args.n), stored)]  # noqa: E731
-        index = phase("index", lambda: build_index(stored, args.nnf_mode))
-        sims, ids = phase("knn", lambda: knn_search(stored, args.k, index=index))
-    src, dst, knn_sim = topk_edges(sims, ids)
-    a, b, sim = phase("pairs", lambda: outputs.unique_pairs(src, dst, knn_sim))
-    joined = sim >= args.ccthreshold
-    labels = phase("components", lambda: connected_components(args.n, a[joined], b[joined]))
-    rank, delta = phase("pagerank", lambda: pagerank(args.n, a[joined], b[joined], sim[joined]))
-
-    def write_outputs():
-        for table, name in (
-            (outputs.similarity_table(names, a, b, sim, args.ccthreshold), "similarity.csv"),
-            (outputs.outliers_table(names, src, dst, knn_sim, 0.05), "outliers.csv"),
-            *zip(
-                outputs.component_tables(labels, rank, delta),
-                ("connected_components.csv", "component_info.csv"),
-            ),
-        ):
-            work.write_bytes(name, table.write_csv().encode())
-
-    phase("outputs", write_outputs)
-    total = sum(times.values())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    if args.save_index:
-        import faiss
-
-        saved = args.out / "nnf.index"
-        phase("save index", lambda: faiss.write_index(index, str(saved)))
-        peak_saved = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-    rng = np.random.default_rng(1)
-    sample = rng.choice(args.n, size=min(args.queries, args.n), replace=False)
-    queries = load_rows(work, prefixes, sample, args.d)
-    truth_sims = np.full((len(sample), args.k), -np.inf, dtype=np.float32)
-    truth = np.full((len(sample), args.k), -1, dtype=np.int64)
-    for block_ids, vectors in blocks():  # exact search, block by block
-        scores = queries @ vectors.T
-        scores[block_ids[None, :] == sample[:, None]] = -np.inf
-        top = np.argsort(-scores, axis=1)[:, : args.k]
-        truth_sims, truth = merge_topk(
-            [(truth_sims, truth), (np.take_along_axis(scores, top, axis=1), block_ids[top])], args.k
-        )
-    recall = np.mean([len(set(truth[i]) & set(ids[q])) / args.k for i, q in enumerate(sample)])
-    recovered = 0
-    for group in groups:
-        label = labels[group[0]]
-        recovered += bool((labels[group] == label).all() and (labels == label).sum() == len(group))
-
-    print(
-        "phases: "
-        + ", ".join(f"{k} {v:.1f}s" for k, v in times.items())
-        + f"; total {total:.1f}s (index {args.nnf_mode}, k={args.k})"
-    )
-    print(f"peak memory {peak / 2**30:.2f} GiB = {peak / feature_bytes:.2f}x the feature files")
-    if args.save_index:
-        print(
-            f"saving the index: {times['save index']:.1f}s, {saved.stat().st_size / 2**30:.2f} GiB; peak memory with it {peak_saved / 2**30:.2f} GiB = {peak_saved / feature_bytes:.2f}x"
-        )
-    print(f"recall@{args.k} vs exact ({len(sample)} queries): {recall:.4f}")
-    print(
-        f"planted groups recovered as components (ccthreshold {args.ccthreshold}): {recovered}/{len(groups)} = {recovered / max(1, len(groups)):.4f}"
-    )
-    return 0
+    return scaling(args) if args.scaling else in_memory(args)
 
 
 if __name__ == "__main__":

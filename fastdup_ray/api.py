@@ -2,8 +2,9 @@
 ``fd.run(...)``, then the run's tables as pandas DataFrames with fastdup's column names,
 and ``fd.vis`` for the galleries.
 
-A thin layer: ``fd.run`` is :func:`fastdup_ray.run.run_config`, the frames are the run's
-tables read through :mod:`fastdup_ray.rundir.results` (CSV or Parquet parts) and joined with the
+A thin layer: ``fd.run`` is :func:`fastdup_ray.pipeline.run_config` (its annotations
+checked and resolved by :mod:`fastdup_ray.annotations`), the frames are the run's tables
+read through :mod:`fastdup_ray.rundir.results` (CSV or Parquet parts) and joined with the
 run's image list, so ``create`` on a finished work dir opens it without recomputing.
 As in fastdup, an image's ``index`` is its row in ``features.dat.csv`` (the tables'
 ``__id``); pairs name their images by index (``from``, ``to``) and by file
@@ -20,15 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from fastdup_ray.annotations import annotation_table
 from fastdup_ray.config import RunConfig
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.rundir import layout, results
-from fastdup_ray.rundir.shards import (
-    BAD_FILE,
-    list_shards,
-    load_binary_features,
-    load_names,
-)
+from fastdup_ray.rundir.shards import load_binary_features
 from fastdup_ray.rundir.storage import StorageOptions, is_remote
 from fastdup_ray.rundir.summary import RunSummary
 from fastdup_ray.rundir.workdir import WorkDir
@@ -43,13 +40,14 @@ log = logging.getLogger("fastdup_ray")
 V1_ALIASES = {"cc_threshold": "ccthreshold", "outlier_percentile": "lower_threshold"}
 # fastdup v1 arguments this tool does not implement, with what to do instead.
 UNSUPPORTED = {
-    "embeddings": "save them with fastdup_ray.save_binary_feature(work_dir, filenames, array) and call fd.run(run_mode=2)",
+    "embeddings": (
+        "save them with fastdup_ray.save_binary_feature(work_dir, filenames, array) "
+        "and call fd.run(run_mode=2)"
+    ),
     "subset": "give the images to analyse as annotations=[...] (a list of files) or as input_dir",
     "bounding_box": "crops and bounding boxes are not supported; run on cropped images",
     "data_type": "only whole images are supported",
 }
-# Columns the frames make themselves; annotations may not bring their own.
-RESERVED = ("index", "is_valid", "error_code")
 # stats.csv's names -> fastdup's img_stats() names.
 STATS_NAMES = {"__id": "index", "width": "img_w", "height": "img_h", "unique_colors": "unique", "std": "stdv"}
 STATS_INTEGERS = ("img_w", "img_h", "file_size", "unique")
@@ -109,14 +107,12 @@ class Fastdup:
     @property
     def config(self) -> dict:
         """The finished run's parameters (its config.json)."""
-        import json
-
         work = self._existing_work()
-        if not work.exists(layout.CONFIG_FILE):
+        if not results.has_config(work):
             raise InputError(
                 f"no run in {self.work_dir}: {layout.CONFIG_FILE} is missing; call fd.run() first"
             )
-        return json.loads(work.read_bytes(layout.CONFIG_FILE))
+        return results.read_config(work)
 
     def run(
         self,
@@ -148,7 +144,8 @@ class Fastdup:
             source = [name for name in table["filename"].to_list() if name not in lost]
         if source is None:
             raise ConfigError(
-                "input_dir must be given, to fastdup_ray.create(work_dir, input_dir) or to fd.run(input_dir=...)"
+                "input_dir must be given, to fastdup_ray.create(work_dir, input_dir) or to "
+                "fd.run(input_dir=...)"
             )
         config = RunConfig.from_kwargs(source, self.work_dir, overwrite=overwrite, **v1_parameters(params))
         self.run_summary = run_config(config, rejected=missing)
@@ -177,10 +174,12 @@ class Fastdup:
         outliers = results.read_table(self._finished(), layout.OUTLIERS_FILE).height
         lines = [
             f"Dataset contains {listing.height} images",
-            f"Valid images are {100 * (listing.height - invalid) / total:.2f}% ({listing.height - invalid:,d}) of the data, "
+            f"Valid images are {100 * (listing.height - invalid) / total:.2f}% "
+            f"({listing.height - invalid:,d}) of the data, "
             f"invalid are {100 * invalid / total:.2f}% ({invalid:,d}) of the data",
             f"Components: {100 * grouped / total:.2f}% ({grouped:,d}) of images are in "
-            f"{components['component_id'].n_unique()} components of two or more; the largest has {largest:,d} images",
+            f"{components['component_id'].n_unique()} components of two or more; the largest has "
+            f"{largest:,d} images",
             f"Outliers: {100 * outliers / total:.2f}% ({outliers:,d}) of images are possible outliers",
         ]
         stats = self._stats_frame()
@@ -273,12 +272,9 @@ class Fastdup:
         never written there: they come from the environment, as for the run)."""
         if not is_remote(self.work_dir):
             return None
-        import json
-
-        bare = WorkDir(self.work_dir)
-        if not bare.exists(layout.CONFIG_FILE):
+        saved = results.read_config(WorkDir(self.work_dir), missing_ok=True)
+        if saved is None:
             return None
-        saved = json.loads(bare.read_bytes(layout.CONFIG_FILE))
         return StorageOptions(
             endpoint_url=saved.get("s3_endpoint_url"),
             region=saved.get("s3_region"),
@@ -294,7 +290,7 @@ class Fastdup:
     def _has_config(self) -> bool:
         if not is_remote(self.work_dir) and not os.path.isdir(self.work_dir):
             return False
-        return self._work().exists(layout.CONFIG_FILE)
+        return results.has_config(self._work())
 
     def _finished(self) -> WorkDir:
         """The work dir once it holds a finished run (run_mode 0 or 2)."""
@@ -303,7 +299,8 @@ class Fastdup:
         work = self._existing_work()
         if not results.has_table(work, layout.CONNECTED_COMPONENTS_FILE):
             raise InputError(
-                f"no finished run in {self.work_dir}: {layout.CONNECTED_COMPONENTS_FILE} is missing; call fd.run() first (run_mode 0 or 2)"
+                f"no finished run in {self.work_dir}: {layout.CONNECTED_COMPONENTS_FILE} is missing; call "
+                "fd.run() first (run_mode 0 or 2)"
             )
         remember_run(self.work_dir)  # a gallery of a frame of this run finds it without work_dir
         return work
@@ -315,7 +312,7 @@ class Fastdup:
         if "filename" in components.collect_schema().names():
             names = components.select(pl.col("__id").alias("index"), "filename").collect()
         else:  # written before the components table carried names
-            filenames = load_names(work, list_shards(work))
+            filenames = results.read_names(work)
             names = pl.DataFrame(
                 {"index": range(len(filenames)), "filename": filenames},
                 schema={"index": pl.Int64, "filename": pl.String},
@@ -324,14 +321,11 @@ class Fastdup:
 
     def _bad(self, first_index: int) -> pl.DataFrame:
         """The run's invalid images, numbered on from ``first_index`` as fastdup does."""
-        work = self._finished()
-        if not work.exists(BAD_FILE):
-            return pl.DataFrame(schema={"index": pl.Int64, "filename": pl.String, "error_code": pl.String})
-        bad = results.read_file_table(work, BAD_FILE, ("filename", "error"))
+        bad = results.read_bad_list(self._finished())
         return bad.select(
             (pl.int_range(pl.len(), dtype=pl.Int64) + first_index).alias("index"),
-            pl.col("filename").cast(pl.String),
-            pl.col("error").cast(pl.String).alias("error_code"),
+            "filename",
+            pl.col("error").alias("error_code"),
         )
 
     def _stats_frame(self) -> pl.DataFrame | None:
@@ -446,115 +440,6 @@ def v1_parameters(params: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"parameter {target!r} given twice (once as {name!r})")
         resolved[target] = value
     return resolved
-
-
-Missing = list[tuple[str, str]]  # (location, reason) of annotation names that are no file
-
-
-def annotation_table(annotations: Any, input_dir: str | list[str] | None) -> tuple[pl.DataFrame, Missing]:
-    """(table, missing): the annotations given to fd.run as a polars frame whose
-    ``filename`` column holds the run's locations (resolve_names), and the (location,
-    reason) of the names that are no file."""
-    table = _as_polars(annotations)
-    if "filename" not in table.columns:
-        raise ConfigError(
-            f"annotations need a 'filename' column (they have {', '.join(table.columns) or 'none'})"
-        )
-    clash = [c for c in RESERVED if c in table.columns]
-    if clash:
-        raise ConfigError(
-            f"annotations may not have the column(s) {', '.join(clash)}: the frames make them; rename yours"
-        )
-    if table.height == 0:
-        raise ConfigError("annotations list no images")
-    locations, missing, found = resolve_names(table["filename"].cast(pl.String).to_list(), input_dir)
-    table = table.with_columns(pl.Series("filename", locations, dtype=pl.String))
-    repeated = table.filter(pl.col("filename").is_duplicated())["filename"]
-    if len(repeated):
-        raise ConfigError(
-            f"annotations list {repeated[0]} more than once: one row per image (bounding boxes are not supported)"
-        )
-    if not any(found.values()):
-        first = missing[0][1].removeprefix("no such file: ")
-        raise InputError(f"annotations: none of the {table.height} file names is a file ({first}, ...)")
-    log.info("annotations: %s", _how_found(found, len(missing), input_dir))  # once per run, not per name
-    return table, missing
-
-
-def _as_polars(annotations: Any) -> pl.DataFrame:
-    if isinstance(annotations, pl.DataFrame):
-        return annotations
-    if isinstance(annotations, (list, tuple)):
-        return pl.DataFrame({"filename": [os.fspath(x) for x in annotations]}, schema={"filename": pl.String})
-    if isinstance(annotations, (str, os.PathLike)) and os.fspath(annotations).endswith(".csv"):
-        try:
-            return pl.read_csv(os.fspath(annotations), infer_schema=False)
-        except (OSError, pl.exceptions.PolarsError) as exc:
-            raise ConfigError(
-                f"annotations: cannot read {os.fspath(annotations)}: {str(exc).splitlines()[0]}"
-            ) from None
-    if type(annotations).__module__.startswith("pandas"):
-        return pl.from_pandas(annotations)
-    raise ConfigError(
-        f"annotations must be a DataFrame with a 'filename' column, a list of files or a .csv path, got {type(annotations).__name__}"
-    )
-
-
-# How resolve_names found a name, in the order it tries (fastdup's).
-ABSOLUTE, WORKING_DIR, INPUT_DIR = "absolute", "relative to the working directory", "relative to input_dir"
-
-
-def resolve_names(
-    names: list[str], input_dir: str | list[str] | None
-) -> tuple[list[str], Missing, dict[str, int]]:
-    """(locations, missing, found): each annotation name as the run reads it, found as fastdup
-    finds it: absolute, else relative to the working directory, else relative to
-    input_dir; the first that is a file wins, decided per name. A name that is none is
-    kept at its input_dir-relative path and listed in ``missing`` with the paths tried.
-    Relative to a remote input_dir, names are joined to it unchecked. ``found``: how
-    many names were found each way."""
-    locations, missing, found = [], [], {ABSOLUTE: 0, WORKING_DIR: 0, INPUT_DIR: 0}
-    for name in names:
-        location, how, tried = _resolve(name, input_dir)
-        locations.append(location)
-        if how is None:
-            paths = " and ".join(f"{path} ({why})" for path, why in tried)
-            missing.append((location, f"no such file: tried {paths}"))
-        else:
-            found[how] += 1
-    return locations, missing, found
-
-
-def _resolve(name: str, input_dir: str | list[str] | None) -> tuple[str, str | None, list[tuple[str, str]]]:
-    """(location, how it was found or None, [(path tried, why)]) of one annotation name."""
-    if is_remote(name):
-        return name, ABSOLUTE, []
-    if os.path.isabs(name):
-        path = os.path.abspath(name)
-        return path, ABSOLUTE if os.path.isfile(path) else None, [(path, ABSOLUTE)]
-    if isinstance(input_dir, str) and is_remote(input_dir):
-        return f"{input_dir.rstrip('/')}/{name}", INPUT_DIR, []
-    here = os.path.abspath(name)
-    if os.path.isfile(here):
-        return here, WORKING_DIR, []
-    if not isinstance(input_dir, str):
-        raise ConfigError(
-            f"annotations name {name!r} relative to no folder: it is no file in the working directory, and there is "
-            "no input_dir (the folder the names are relative to); give input_dir or absolute names"
-        )
-    inside = os.path.abspath(os.path.join(input_dir, name))
-    tried = [(here, WORKING_DIR), (inside, INPUT_DIR)]
-    return inside, INPUT_DIR if os.path.isfile(inside) else None, tried
-
-
-def _how_found(found: dict[str, int], missing: int, input_dir: Any) -> str:
-    """'142 file names resolved relative to the working directory', and the other ways."""
-    words = {WORKING_DIR: WORKING_DIR, INPUT_DIR: f"{INPUT_DIR} {input_dir}", ABSOLUTE: "as absolute paths"}
-    ways = [(found[how], said) for how, said in words.items() if found[how]]
-    (count, how), others = ways[0], ways[1:]
-    text = f"{count} file name{'s' * (count != 1)} resolved {how}"
-    text += "".join(f", {n} {way}" for n, way in others)
-    return text + (f"; {missing} found nowhere (bad rows of features.bad.csv)" if missing else "")
 
 
 def _fspath(location: Any) -> Any:

@@ -181,13 +181,6 @@ class RunConfig:
         values["model_file"] = os.path.basename(self.model_file())  # derived: what resume compares
         return json.dumps(values, indent=2, sort_keys=True)
 
-    @classmethod
-    def from_json(cls, text: str) -> "RunConfig":
-        """The config a run wrote to config.json (derived keys such as model_file dropped)."""
-        values = json.loads(text)
-        values.pop("model_file", None)
-        return cls(**values)
-
     def storage_options(self):
         from fastdup_ray.rundir.storage import StorageOptions
 

@@ -41,7 +41,7 @@ from fastdup_ray.reduce.saved_index import (
     search_saved_index,
 )
 from fastdup_ray.reduce.strategy import reduce_shards
-from fastdup_ray.rundir import layout
+from fastdup_ray.rundir import layout, results
 from fastdup_ray.rundir.resume import check_no_overlap, plan_resume
 from fastdup_ray.rundir.shards import (
     BAD_FILE,
@@ -99,23 +99,23 @@ def check_resume_settings(work: WorkDir, config: RunConfig) -> None:
     if config.overwrite:
         clear_run(work)
         return
-    previous = None
-    if work.exists(layout.CONFIG_FILE):
-        try:
-            previous = json.loads(work.read_bytes(layout.CONFIG_FILE))
-        except ValueError:
-            previous = None
+    try:
+        previous = results.read_config(work, missing_ok=True)
+    except InputError:
+        previous = None  # unreadable: no record, so shards here are refused below; none, rewritten
     if previous is None:
         if list_shards(work):
             raise ConfigError(
-                f"work_dir {work.location} holds features shards of no recorded run (your own features?); use another work_dir, or overwrite=True (--overwrite) to clear them"
+                f"work_dir {work.location} holds features shards of no recorded run (your own features?); "
+                "use another work_dir, or overwrite=True (--overwrite) to clear them"
             )
         return
     if "input_dir" in previous and comparable_input(previous["input_dir"]) != comparable_input(
         config.input_dir
     ):
         raise ConfigError(
-            f"work_dir {work.location} holds a run of input_dir {previous['input_dir']!r}, not {config.input_dir!r}: "
+            f"work_dir {work.location} holds a run of input_dir {previous['input_dir']!r}, not "
+            f"{config.input_dir!r}: "
             "use another work_dir, or overwrite=True (--overwrite) to clear that run first"
         )
     current = config.extraction_settings()
@@ -128,7 +128,8 @@ def check_resume_settings(work: WorkDir, config: RunConfig) -> None:
             for k, (old, new) in different.items()
         )
         raise ConfigError(
-            f"work_dir already holds shards made with other settings ({text}); use a new work_dir, or overwrite=True (--overwrite)"
+            f"work_dir already holds shards made with other settings ({text}); use a new work_dir, or "
+            "overwrite=True (--overwrite)"
         )
 
 
@@ -162,7 +163,8 @@ def default_cache_dir() -> str:
         or stat.S_IMODE(info.st_mode) & 0o077
     ):
         raise InputError(
-            f"the default cache folder {path} is not a private folder of this user (a link, another owner, or open to others); remove it, or give cache_dir"
+            f"the default cache folder {path} is not a private folder of this user (a link, another owner, "
+            "or open to others); remove it, or give cache_dir"
         )
     return path
 
@@ -261,7 +263,8 @@ def require_an_image(work: WorkDir, prefixes: list[str], summary: RunSummary, wh
     first = first_bad_row(work, prefixes)
     tried = f"; the first, {first[0]}: {first[1]}" if first else ""
     raise InputError(
-        f"no image could be read from {where}: {summary.bad} inputs, all bad{tried} (every reason in {work.path(BAD_FILE)})"
+        f"no image could be read from {where}: {summary.bad} inputs, all bad{tried} (every reason in "
+        f"{work.path(BAD_FILE)})"
     )
 
 
@@ -310,7 +313,8 @@ def extract(
     if not units and (config.min_offset or config.max_offset is not None):
         inputs = len(listing.archives) + len(listing.files[: config.num_images or None])
         raise ConfigError(
-            f"min_offset={config.min_offset} (max_offset={config.max_offset}) selects none of the {inputs} inputs of {config.input_dir} (offsets 0 to {inputs - 1})"
+            f"min_offset={config.min_offset} (max_offset={config.max_offset}) selects none of the {inputs} "
+            f"inputs of {config.input_dir} (offsets 0 to {inputs - 1})"
         )
     locations = [location for unit in units for location in unit.locations]
     compute = decide_compute(config, engines, locations)
@@ -391,9 +395,7 @@ def test_features(
         summary.good = len(names)
         return names, unit_rows(vectors), config.test_dir
     test_work = WorkDir(work.path(layout.TEST_FEATURES_DIR), config.storage_options())
-    previous = (
-        json.loads(test_work.read_bytes(layout.CONFIG_FILE)) if test_work.exists(layout.CONFIG_FILE) else {}
-    )
+    previous = results.read_config(test_work, missing_ok=True) or {}
     replaced = comparable_input(previous.get("input_dir", config.test_dir)) != comparable_input(
         config.test_dir
     )
@@ -438,12 +440,12 @@ def score_test_set(
         outliers = outputs.outliers_table(
             test_names, src, dst, sim, config.lower_threshold, to_names=train_names
         )
-        results = WorkDir(work.path(layout.TEST_RESULTS_DIR), config.storage_options())
-        results.write_bytes(layout.SIMILARITY_FILE, similarity.write_csv().encode("utf-8"))
-        results.write_bytes(layout.OUTLIERS_FILE, outliers.write_csv().encode("utf-8"))
+        test_results = WorkDir(work.path(layout.TEST_RESULTS_DIR), config.storage_options())
+        test_results.write_bytes(layout.SIMILARITY_FILE, similarity.write_csv().encode("utf-8"))
+        test_results.write_bytes(layout.OUTLIERS_FILE, outliers.write_csv().encode("utf-8"))
         train_location = work.location if work.remote else os.path.abspath(work.location)
         test_location = test_location if is_remote(test_location) else os.path.abspath(test_location)
-        results.write_bytes(
+        test_results.write_bytes(
             layout.TEST_RUN_FILE,
             json.dumps(
                 {
@@ -455,4 +457,4 @@ def score_test_set(
             ).encode(),
         )
     summary.similar_pairs, summary.outlier_rows = similarity.height, outliers.height
-    log.info("test results in %s", results.location)
+    log.info("test results in %s", test_results.location)

@@ -1,17 +1,14 @@
 """The default k, threshold and ccthreshold, and the tune/report split they were chosen on."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from fastdup_ray.config import DEFAULT_CCTHRESHOLD, DEFAULT_THRESHOLD, RunConfig
+from fastdup_ray.photoset import build_set, split_halves
 from fastdup_ray.reduce.index import knn_edges
 from fastdup_ray.reduce.outputs import unique_pairs
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from photoset import build_set, split_halves
 
 
 def test_default_k_links_every_pair_of_a_group_of_four():

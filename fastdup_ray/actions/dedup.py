@@ -28,12 +28,7 @@ from fastdup_ray.errors import InputError
 from fastdup_ray.map.sources.archives import open_archive_stream
 from fastdup_ray.map.sources.items import kind_of
 from fastdup_ray.rundir import layout, results
-from fastdup_ray.rundir.shards import (
-    list_shards,
-    load_binary_features,
-    load_names,
-    shard_names,
-)
+from fastdup_ray.rundir.shards import list_shards
 from fastdup_ray.rundir.storage import StorageOptions, is_remote, storage_unavailable
 from fastdup_ray.rundir.workdir import WorkDir
 
@@ -93,7 +88,8 @@ def keep_and_remove(
     )
     if len(components) != len(names):
         raise InputError(
-            f"{layout.CONNECTED_COMPONENTS_FILE} of {work_dir} has {len(components)} rows for {len(names)} images: rerun the neighbours step (run_mode 2)"
+            f"{layout.CONNECTED_COMPONENTS_FILE} of {work_dir} has {len(components)} rows for {len(names)} "
+            "images: rerun the neighbours step (run_mode 2)"
         )
     return choose_keepers(components, names, stats, keep)
 
@@ -162,20 +158,12 @@ def removed_rows(work_dir: str, keep: str) -> tuple[list[str], list[bool]]:
 
 def run_names(work_dir: str) -> list[str]:
     """Row names of the run, in features.dat order, without reading its vectors."""
-    work = WorkDir(work_dir)
-    prefixes = list_shards(work)
-    return load_names(work, prefixes) if prefixes else load_binary_features(work_dir)[0]
+    return results.read_names(work_dir)
 
 
 def bad_names(work_dir: str) -> list[str]:
     """Every name on the run's bad lists: an archive of only bad images is an input too."""
-    work = WorkDir(work_dir)
-    names: list[str] = []
-    for prefix in list_shards(work):
-        bad = shard_names(prefix)[2]
-        if work.exists(bad):
-            names += pl.read_csv(io.BytesIO(work.read_bytes(bad)), infer_schema=False)["filename"].to_list()
-    return names
+    return results.read_bad_list(work_dir, list_shards(WorkDir(work_dir)))["filename"].to_list()
 
 
 def removals_by_archive(names: list[str], removed: list[bool]) -> dict[str, dict[str, list[bool]]]:
@@ -222,7 +210,8 @@ def refuse_overwriting_inputs(targets: dict[str, Path]) -> None:
         archive = inputs.get(os.path.realpath(target))
         if archive is not None:
             raise InputError(
-                f"webdataset output {target} would overwrite the input archive {archive}; write to a folder outside the inputs"
+                f"webdataset output {target} would overwrite the input archive {archive}; write to a folder "
+                "outside the inputs"
             )
 
 
@@ -316,7 +305,8 @@ def until_unreadable(
             raise
         if counts["read"]:
             problems.append(
-                f"{archive}: cut off or corrupt after {counts['read']} members ({type(exc).__name__}: {exc}); the samples read before it were written"
+                f"{archive}: cut off or corrupt after {counts['read']} members ({type(exc).__name__}: "
+                f"{exc}); the samples read before it were written"
             )
         else:
             problems.append(f"{archive}: not written, it cannot be read ({type(exc).__name__}: {exc})")

@@ -121,11 +121,9 @@ def read_ground_truth(path: str) -> dict[str, str]:
 
 def require_run_outputs(work: Path) -> dict:
     """The run's config.json, once the files evaluation reads are known to be there."""
-    import json
-
     if not work.is_dir():
         raise InputError(f"no finished run in {work}: no such folder")
-    missing = [layout.CONFIG_FILE] if not (work / layout.CONFIG_FILE).exists() else []
+    missing = [] if results.has_config(str(work)) else [layout.CONFIG_FILE]
     # The tables may be CSVs or, for a big run, Parquet parts: results.py knows both.
     missing += [
         name
@@ -136,7 +134,7 @@ def require_run_outputs(work: Path) -> dict:
         raise InputError(
             f"no finished run in {work}: {', '.join(missing)} missing (run_mode 0 or 2 writes them)"
         )
-    return json.loads((work / layout.CONFIG_FILE).read_text())
+    return results.read_config(str(work))
 
 
 def evaluate_run(work_dir: str, ground_truth_csv: str) -> dict[str, float]:
@@ -170,7 +168,8 @@ def evaluate_run(work_dir: str, ground_truth_csv: str) -> dict[str, float]:
     unknown = set(similarity["from"]).union(similarity["to"]).difference(index)
     if unknown:
         raise InputError(
-            f"{work / layout.SIMILARITY_FILE} names {len(unknown)} images that are not in the run's features (e.g. {min(unknown)})"
+            f"{work / layout.SIMILARITY_FILE} names {len(unknown)} images that are not in the run's "
+            f"features (e.g. {min(unknown)})"
         )
     found = np.array(
         [group_ids[index[f]] == group_ids[index[t]] for f, t in zip(similarity["from"], similarity["to"])],

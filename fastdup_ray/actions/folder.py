@@ -11,8 +11,6 @@ What was done is appended to work_dir/dedup_actions.csv (action, source, target,
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import os
 import shutil
@@ -25,8 +23,9 @@ from fastdup_ray.errors import InputError
 from fastdup_ray.map.sources import fingerprint, record_local_version
 from fastdup_ray.map.sources.items import LIST_EXTENSIONS, kind_of
 from fastdup_ray.rundir import layout, results
-from fastdup_ray.rundir.shards import list_shards, load_names, read_marker, shard_names
+from fastdup_ray.rundir.shards import list_shards, read_marker, shard_names
 from fastdup_ray.rundir.storage import is_remote
+from fastdup_ray.rundir.summary import human_bytes
 from fastdup_ray.rundir.workdir import WorkDir, run_lock
 
 log = logging.getLogger("fastdup_ray")
@@ -68,26 +67,17 @@ class ActionPlan:
         }[self.action]
         line = f"{self.kept} kept, {count} {done}"
         if self.left_alone:
-            line += f", {len(self.left_alone)} left alone ({self.left_alone[0]}{', ...' if len(self.left_alone) > 1 else ''})"
+            more = ", ..." if len(self.left_alone) > 1 else ""
+            line += f", {len(self.left_alone)} left alone ({self.left_alone[0]}{more})"
         return f"dry run, nothing changed: {line}" if dry_run else line
-
-
-def human_bytes(size: float) -> str:
-    if size < 1000:
-        return f"{int(size)} bytes"
-    for unit in ("KB", "MB", "GB", "TB"):
-        size /= 1000
-        if size < 1000 or unit == "TB":
-            break
-    return f"{size:.1f} {unit}"
 
 
 def folder_input(work: WorkDir, action: str) -> str:
     """The run's input_dir when it is a local folder; else an error pointing at
     --webdataset-out, which writes deduplicated copies of archives."""
-    if not work.exists(layout.CONFIG_FILE):
+    if not results.has_config(work):
         raise InputError(f"no finished run in {work.location}: {layout.CONFIG_FILE} is missing")
-    input_dir = json.loads(work.read_bytes(layout.CONFIG_FILE)).get("input_dir")
+    input_dir = results.read_config(work).get("input_dir")
     what = None
     if isinstance(input_dir, list):
         what = "a list of locations"
@@ -105,8 +95,9 @@ def folder_input(work: WorkDir, action: str) -> str:
         raise InputError(f"the run's input folder {input_dir} no longer exists: nothing to {action}")
     if what:
         raise InputError(
-            f"{OPTIONS[action]} acts on a run of a local folder; this run's input_dir {input_dir!r} is {what}: "
-            "for archives write deduplicated copies with --webdataset-out DIR, otherwise act on remove.csv yourself"
+            f"{OPTIONS[action]} acts on a run of a local folder; this run's input_dir {input_dir!r} "
+            f"is {what}: for archives write deduplicated copies with --webdataset-out DIR, otherwise "
+            "act on remove.csv yourself"
         )
     return os.path.abspath(input_dir)
 
@@ -132,10 +123,7 @@ def frame_video(name: str) -> str | None:
 def shard_locations(work: WorkDir, prefix: str) -> list[str]:
     """The input files a shard was cut from, in listing order: its rows' files (a video's
     frames stand for the video) and its bad rows."""
-    names = load_names(work, [prefix])
-    bad = shard_names(prefix)[2]
-    if work.exists(bad):
-        names += pl.read_csv(io.BytesIO(work.read_bytes(bad)), infer_schema=False)["filename"].to_list()
+    names = results.read_names(work, [prefix]) + results.read_bad_list(work, [prefix])["filename"].to_list()
     return sorted({frame_video(name) or name for name in names})
 
 
@@ -143,7 +131,10 @@ def changed_input(work: WorkDir, prefix: str, marker: dict, sizes: dict[str, int
     """None when the shard's inputs are as the run saw them (same fingerprint); else what
     changed, naming the file where it can be found (the marker holds one hash per shard)."""
     if "inputs" not in marker:
-        return f"shard {prefix or 'features.dat'} records no fingerprint of its inputs (features made elsewhere), so they cannot be checked"
+        return (
+            f"shard {prefix or 'features.dat'} records no fingerprint of its inputs (features made "
+            "elsewhere), so they cannot be checked"
+        )
     locations = shard_locations(work, prefix)
     versions: dict[str, str] = {}
     for location in locations:
@@ -160,7 +151,8 @@ def changed_input(work: WorkDir, prefix: str, marker: dict, sizes: dict[str, int
             return f"{location} changed since the run (size {sizes[location]} -> {size} bytes)"
         if mtime.isdigit() and int(mtime) > marker_time:
             return f"{location} changed since the run (modified after the run read it)"
-    return f"an input among {marker.get('first')} .. {marker.get('last')} changed since the run (size or modification time)"
+    among = f"{marker.get('first')} .. {marker.get('last')}"
+    return f"an input among {among} changed since the run (size or modification time)"
 
 
 def check_inputs_unchanged(work: WorkDir, input_dir: str, action: str) -> None:
@@ -178,7 +170,8 @@ def check_inputs_unchanged(work: WorkDir, input_dir: str, action: str) -> None:
         problem = changed_input(work, prefix, marker, sizes)
         if problem:
             raise InputError(
-                f"refused to {action}: {problem}; nothing was changed. Rerun `fastdup-ray run {input_dir} --work-dir {work.location}` "
+                f"refused to {action}: {problem}; nothing was changed. Rerun `fastdup-ray run {input_dir} "
+                f"--work-dir {work.location}` "
                 "(unchanged shards are reused), then dedup again"
             )
 
@@ -205,7 +198,8 @@ def plan_actions(
             raise InputError(f"{OPTIONS[action]} {target_dir} is a file, not a folder")
         if os.path.commonpath([root, target_root]) == root:
             raise InputError(
-                f"{OPTIONS[action]} {target_dir} lies inside the input folder {input_dir}: the next run would read it as input; choose a folder outside"
+                f"{OPTIONS[action]} {target_dir} lies inside the input folder {input_dir}: the next run "
+                "would read it as input; choose a folder outside"
             )
     keepers, removed = keep_and_remove(work_dir, keep)
     plan = ActionPlan(action, input_dir, target_root, kept=len(keepers))
@@ -275,7 +269,8 @@ def apply_plan(work_dir: str, plan: ActionPlan) -> str:
                 done.append(action)
         except OSError as exc:
             raise InputError(
-                f"stopped after {len(done)} of {len(plan.actions)} files at {action.source}: {exc.strerror or exc}; "
+                f"stopped after {len(done)} of {len(plan.actions)} files at {action.source}: "
+                f"{exc.strerror or exc}; "
                 f"what was done is in {work.path(layout.DEDUP_ACTIONS_FILE)}"
             ) from None
         finally:

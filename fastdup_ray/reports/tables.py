@@ -11,7 +11,6 @@ images the train run's.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -22,21 +21,16 @@ import polars as pl
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.rundir import layout, results
 from fastdup_ray.rundir.shards import (
-    FEATURES_FILE,
-    NAMES_SUFFIX,
     list_shards,
-    load_names,
     load_stats,
     load_thumbnails,
-    read_filenames,
     read_marker,
 )
 from fastdup_ray.rundir.storage import is_remote
+from fastdup_ray.rundir.summary import human_bytes
 from fastdup_ray.rundir.workdir import WorkDir
 
 TABLE_SUFFIXES = (".csv", ".parquet")
-# Bare features without shards (save_binary_feature's or fastdup's; fastdup 0.x's name).
-BARE_FEATURES = (FEATURES_FILE, "atrain_features.dat")
 FACT_COLUMNS = ("__id", "width", "height", "file_size")
 # What the galleries' messages call a DataFrame shown in place of a table.
 FRAME = "the DataFrame"
@@ -90,14 +84,6 @@ class ImageFacts:
         return f"{self.width}\u00d7{self.height} px \u00b7 {human_bytes(self.file_size)}"
 
 
-def human_bytes(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return ""  # unreachable: GB ends the loop
-
-
 class ImageSource:
     """Names, thumbnails and statistics of one set of features: a run's finished shards,
     or bare ``features.dat`` + ``features.dat.csv`` (names only). Compared by identity:
@@ -107,11 +93,7 @@ class ImageSource:
         self.work = work
         self.label = label  # a caption line for its tiles when a gallery shows two sources
         self.prefixes = [] if bare else list_shards(work)
-        self.bare = (
-            bare
-            if bare or self.prefixes
-            else next((name for name in BARE_FEATURES if work.exists(name + NAMES_SUFFIX)), None)
-        )
+        self.bare = bare if bare or self.prefixes else results.bare_features(work)
         if not self.prefixes and self.bare is None:
             raise InputError(f"no finished run in {work.location}: no features shards found")
         self._names: pl.DataFrame | None = None
@@ -130,11 +112,7 @@ class ImageSource:
     def names(self) -> pl.DataFrame:
         """``__id, filename`` of every image, in features.dat.csv order."""
         if self._names is None:
-            names = (
-                load_names(self.work, self.prefixes)
-                if self.prefixes
-                else read_filenames(self.work.local_copy(self.bare + NAMES_SUFFIX))
-            )
+            names = results.read_names(self.work, self.prefixes, self.bare)
             self._names = (
                 pl.DataFrame({"filename": pl.Series(names, dtype=pl.String)})
                 .with_row_index("__id")
@@ -199,12 +177,14 @@ def labels_of(annotations, label_col: str = "label") -> dict[str, str] | None:
     )
     if frame is None:
         raise ConfigError(
-            f"annotations must be a pandas or polars DataFrame with filename and {label_col} columns, got {type(annotations).__name__}"
+            f"annotations must be a pandas or polars DataFrame with filename and {label_col} columns, got "
+            f"{type(annotations).__name__}"
         )
     missing = [c for c in ("filename", label_col) if c not in frame.columns]
     if missing:
         raise ConfigError(
-            f"annotations need columns filename and {label_col}; missing {', '.join(missing)} (it has {', '.join(frame.columns)})"
+            f"annotations need columns filename and {label_col}; missing {', '.join(missing)} (it has "
+            f"{', '.join(frame.columns)})"
         )
     frame = frame.select(pl.col("filename").cast(pl.String), pl.col(label_col).cast(pl.String)).drop_nulls()
     return dict(frame.iter_rows())
@@ -225,7 +205,7 @@ class RunTables:
         self.labels = labels
         self._tables: dict[str, pl.DataFrame] = {}
         self._markers: dict[str, KeepMarkers | str] = {}
-        test_run = self._test_run()
+        test_run = results.read_test_run(self.work)
         if test_run is None:
             self.from_images = self.to_images = ImageSource(self.work)
         else:
@@ -243,17 +223,6 @@ class RunTables:
         """How messages name table ``name``: its path, or 'the DataFrame'."""
         return FRAME if name == FRAME and FRAME in self._tables else self.work.path(name)
 
-    def _test_run(self) -> dict | None:
-        if not self.work.exists(layout.TEST_RUN_FILE):
-            return None
-        try:
-            test_run = json.loads(self.work.read_bytes(layout.TEST_RUN_FILE))
-            return {key: str(test_run[key]) for key in ("train_work_dir", "test_features")}
-        except (ValueError, KeyError, TypeError):
-            raise InputError(
-                f"{self.work.path(layout.TEST_RUN_FILE)} must be JSON naming train_work_dir and test_features"
-            ) from None
-
     @property
     def is_test_run(self) -> bool:
         return self.from_images is not self.to_images
@@ -262,7 +231,8 @@ class RunTables:
         """The run's images; a test run's results have no components or statistics."""
         if self.is_test_run:
             raise InputError(
-                f"{self.work.location} holds a test run's results (test_results): make the {report} from the train work dir {self.to_images.work.location} instead"
+                f"{self.work.location} holds a test run's results (test_results): make the {report} from "
+                f"the train work dir {self.to_images.work.location} instead"
             )
         return self.from_images
 
@@ -282,12 +252,7 @@ class RunTables:
     @property
     def config(self) -> dict:
         """The run's config.json (its parameters); {} when there is none (a test run)."""
-        if not self.work.exists(layout.CONFIG_FILE):
-            return {}
-        try:
-            return json.loads(self.work.read_bytes(layout.CONFIG_FILE))
-        except ValueError:
-            return {}
+        return results.read_config(self.work, missing_ok=True) or {}
 
     def has(self, name: str) -> bool:
         return name == self.chosen or results.has_table(self.work, name)
@@ -324,7 +289,8 @@ class RunTables:
             if replaced is None:
                 wanted = " or ".join(",".join(columns) for columns in roles.values())
                 raise InputError(
-                    f"{self.where(self.chosen)} has columns {','.join(chosen.columns)}; this gallery reads {wanted}"
+                    f"{self.where(self.chosen)} has columns {','.join(chosen.columns)}; this gallery reads "
+                    f"{wanted}"
                 )
         return [
             self.table(self.chosen) if name == replaced else self.table(name, columns)

@@ -1,20 +1,32 @@
-"""The one reader of a finished run: its tables, whichever form the reduce wrote them in.
+"""The one reader of a finished run: its parameters (config.json), the names of its
+images, its bad list, its statistics and its tables, whichever form the reduce wrote them in.
 
 A small run writes ``similarity.csv`` and the other CSVs of the run guide; a big one writes
 each table as Parquet parts (``similarity/part-00000.parquet``, ...) with the same columns,
-and the CSV too while it stays under ``csv_row_limit`` rows. Galleries, ``dedup``,
-``evaluate`` and the Python API read tables only through here.
+and the CSV too while it stays under ``csv_row_limit`` rows. The run itself (resume
+checks), galleries, ``dedup``, folder actions, ``evaluate`` and the Python API read a run
+only through here; only the run writes it.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Sequence
 
 import polars as pl
 
 from fastdup_ray.errors import InputError
 from fastdup_ray.rundir import layout
+from fastdup_ray.rundir.shards import (
+    BAD_FILE,
+    FEATURES_FILE,
+    NAMES_SUFFIX,
+    list_shards,
+    load_names,
+    read_filenames,
+    shard_names,
+)
 from fastdup_ray.rundir.workdir import WorkDir
 
 # Columns that must stay strings whatever they hold (a file named "123.jpg" is no number).
@@ -75,6 +87,98 @@ def typed(table: pl.DataFrame, types: dict[str, pl.DataType] = COLUMN_TYPES) -> 
 
 def _work(work: WorkDir | str) -> WorkDir:
     return work if isinstance(work, WorkDir) else WorkDir(str(work))
+
+
+# --- The run's record: its parameters, its images, what it skipped -------------------------
+
+# Bare features without shards (save_binary_feature's or fastdup's; fastdup 0.x's name).
+BARE_FEATURES = (FEATURES_FILE, "atrain_features.dat")
+BAD_COLUMNS = {"filename": pl.String, "error": pl.String}
+
+
+def has_config(work: WorkDir | str) -> bool:
+    return _work(work).exists(layout.CONFIG_FILE)
+
+
+def read_config(work: WorkDir | str, missing_ok: bool = False) -> dict | None:
+    """The run's parameters as its config.json records them (a dict: keys of older or
+    newer versions are kept, so no RunConfig is rebuilt from it). Missing: None when
+    ``missing_ok``, else an InputError; unreadable or not a JSON object: an InputError."""
+    work = _work(work)
+    if not work.exists(layout.CONFIG_FILE):
+        if missing_ok:
+            return None
+        raise InputError(
+            f"no run in {work.location}: {layout.CONFIG_FILE} is missing; run fastdup-ray there first"
+        )
+    where = work.path(layout.CONFIG_FILE)
+    try:
+        config = json.loads(work.read_bytes(layout.CONFIG_FILE))
+    except ValueError as exc:  # UnicodeDecodeError too
+        raise InputError(
+            f"cannot read {where}: {exc}; it is not the config.json a run writes (rerun with overwrite=True "
+            "to start over)"
+        ) from None
+    if not isinstance(config, dict):
+        raise InputError(
+            f"cannot read {where}: it holds a JSON {type(config).__name__}, not a run's parameters"
+        )
+    return config
+
+
+def read_test_run(work: WorkDir | str) -> dict[str, str] | None:
+    """``train_work_dir`` and ``test_features`` of a run_mode 3/4 results folder
+    (test_run.json); None for any other folder."""
+    work = _work(work)
+    if not work.exists(layout.TEST_RUN_FILE):
+        return None
+    try:
+        test_run = json.loads(work.read_bytes(layout.TEST_RUN_FILE))
+        return {key: str(test_run[key]) for key in ("train_work_dir", "test_features")}
+    except (ValueError, KeyError, TypeError):
+        raise InputError(
+            f"{work.path(layout.TEST_RUN_FILE)} must be JSON naming train_work_dir and test_features"
+        ) from None
+
+
+def bare_features(work: WorkDir | str) -> str | None:
+    """The bare features file of a folder without shards (features.dat), if it has one."""
+    work = _work(work)
+    return next((name for name in BARE_FEATURES if work.exists(name + NAMES_SUFFIX)), None)
+
+
+def read_names(
+    work: WorkDir | str, prefixes: Sequence[str] | None = None, bare: str | None = None
+) -> list[str]:
+    """Row names of the run in features.dat order (row i is index / ``__id`` i), without
+    reading a vector: those of ``prefixes`` (default: every finished shard), else of the
+    bare features file ``bare`` (default: the folder's, bare_features)."""
+    work = _work(work)
+    prefixes = list_shards(work) if prefixes is None and bare is None else list(prefixes or ())
+    if prefixes:
+        return load_names(work, prefixes)
+    bare = bare or bare_features(work)
+    if bare is None:
+        raise InputError(f"no finished run in {work.location}: no features shards found")
+    return read_filenames(work.local_copy(bare + NAMES_SUFFIX))
+
+
+def read_bad_list(work: WorkDir | str, prefixes: Sequence[str] | None = None) -> pl.DataFrame:
+    """``filename, error`` of every input the run skipped: its merged features.bad.csv, or
+    with ``prefixes`` those shards' own lists in order; no rows where there is none."""
+    work = _work(work)
+    names = [BAD_FILE] if prefixes is None else [shard_names(prefix)[2] for prefix in prefixes]
+    lists = [_bad_list(work, name) for name in names if work.exists(name)]
+    return pl.concat(lists, how="vertical") if lists else pl.DataFrame(schema=BAD_COLUMNS)
+
+
+def _bad_list(work: WorkDir, name: str) -> pl.DataFrame:
+    # All text, never inferred: a reason or a name that looks like a number stays as written.
+    try:
+        table = pl.read_csv(io.BytesIO(work.read_bytes(name)), infer_schema=False)
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read {work.path(name)}: {str(exc).splitlines()[0]}") from None
+    return _checked(table, work.path(name), tuple(BAD_COLUMNS)).select(tuple(BAD_COLUMNS))
 
 
 def part_names(work: WorkDir | str, folder: str) -> list[str]:

@@ -43,6 +43,18 @@ class RunSummary:
         return lines
 
 
+def human_bytes(count: float) -> str:
+    """A byte count as the summaries and captions print it: '512 B', '1.5 KB', ... '3.2 TB'
+    (powers of 1000, as disks are sold)."""
+    if count < 1000:
+        return f"{int(count)} B"
+    for unit in ("KB", "MB", "GB", "TB"):
+        count /= 1000
+        if count < 1000 or unit == "TB":
+            break
+    return f"{count:.1f} {unit}"
+
+
 @contextmanager
 def stage_timer(summary: RunSummary, stage: str) -> Iterator[None]:
     start = time.perf_counter()
