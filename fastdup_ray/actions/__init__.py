@@ -1,1 +1,2 @@
-"""What a user does with a finished run: keep/remove lists, folder actions, the webdataset rewrite, evaluation."""
+"""What a user does with a finished run: keep/remove lists, folder actions, the webdataset
+rewrite, evaluation."""
