@@ -17,7 +17,8 @@ and against flip-invariant features (mean of an image's and its mirror's
 embedding), with one core's model-alone img/s for each; ``--k-cost N`` the CPU time of
 the reduce for each k on N random vectors.
 
-    python benchmarks/quality.py [--photos ../shared/data/imagenet-sample-dev] [--halves tune] [--compare-models] [--k-cost 20000]
+    python benchmarks/quality.py [--photos ../shared/data/imagenet-sample-dev] [--halves tune]
+        [--compare-models] [--k-cost 20000]
 """
 
 from __future__ import annotations
@@ -148,13 +149,17 @@ def outcome(half: Half, pairs, threshold: float, ccthreshold: float) -> Outcome:
 
 def metrics_line(label: str, sim: np.ndarray, same: np.ndarray, total: int) -> str:
     m = pair_metrics(sim, same, total, precision_floor=PRECISION_FLOOR)
-    return f"| {label} | {m.average_precision:.4f} | {m.best_f1:.4f} ({m.best_f1_threshold:.2f}) | {m.recall_at_precision:.4f} ({m.threshold_at_precision:.3f}) | {int(same.sum()) / total:.4f} |"
+    return (
+        f"| {label} | {m.average_precision:.4f} | {m.best_f1:.4f} ({m.best_f1_threshold:.2f}) | "
+        f"{m.recall_at_precision:.4f} ({m.threshold_at_precision:.3f}) | {int(same.sum()) / total:.4f} |"
+    )
 
 
 def print_separation(half: Half) -> None:
     """AP / best F1 / recall at precision >= 0.95 over all pairs and over kNN pairs."""
     print(
-        f"\n{half.name} half: pairs scored | AP | best F1 (at) | recall at precision >= {PRECISION_FLOOR} (threshold) | true pairs scored"
+        f"\n{half.name} half: pairs scored | AP | best F1 (at) | "
+        f"recall at precision >= {PRECISION_FLOOR} (threshold) | true pairs scored"
     )
     print("|---|---|---|---|---|")
     a, b, sim = all_pairs(half.features)
@@ -165,16 +170,19 @@ def print_separation(half: Half) -> None:
 
 
 def print_thresholds(half: Half, k: int, ccthreshold: float | None = None) -> None:
-    """The trade-off table: similarity.csv and components at each threshold (ccthreshold = threshold unless given)."""
+    """The trade-off table: similarity.csv and components at each threshold (ccthreshold =
+    threshold unless given)."""
     pairs = knn_pairs(half.features, k)
     print(
-        f"\n{half.name} half, k={k}: threshold | similarity.csv pairs | precision | recall | false pairs | component purity | same-component precision | recall"
+        f"\n{half.name} half, k={k}: threshold | similarity.csv pairs | precision | recall | false pairs | "
+        "component purity | same-component precision | recall"
     )
     print("|---|---|---|---|---|---|---|---|")
     for t in THRESHOLDS:
         o = outcome(half, pairs, t, t if ccthreshold is None else ccthreshold)
         print(
-            f"| {t:.2f} | {o.pairs} | {o.precision:.4f} | {o.recall:.4f} | {o.pairs - o.found} | {o.purity:.4f} | {o.component_precision:.4f} | {o.component_recall:.4f} |"
+            f"| {t:.2f} | {o.pairs} | {o.precision:.4f} | {o.recall:.4f} | {o.pairs - o.found} | "
+            f"{o.purity:.4f} | {o.component_precision:.4f} | {o.component_recall:.4f} |"
         )
 
 
@@ -204,7 +212,8 @@ def middle_of_band(grid: list[float], safe, complete, what: str) -> float:
             f"no {what} meets both targets on the tune half (precision from {low}, recall up to {high})"
         )
     print(
-        f"{what}: precision target holds from {low:.2f}, recall >= {TARGET_RECALL} up to {high:.2f}; middle {(low + high) / 2:.3f}"
+        f"{what}: precision target holds from {low:.2f}, recall >= {TARGET_RECALL} up to {high:.2f}; "
+        f"middle {(low + high) / 2:.3f}"
     )
     return round((low + high) / 2, 2)
 
@@ -242,7 +251,8 @@ def choose_defaults(tune: Half) -> tuple[float, int, float]:
         "ccthreshold",
     )
     print(
-        f"k {k} (the smallest k >= 3 whose kNN pairs hold >= 99.5% of the true pairs), threshold {threshold:.2f}, ccthreshold {ccthreshold:.2f}"
+        f"k {k} (the smallest k >= 3 whose kNN pairs hold >= 99.5% of the true pairs), "
+        f"threshold {threshold:.2f}, ccthreshold {ccthreshold:.2f}"
     )
     return threshold, k, ccthreshold
 
@@ -264,8 +274,10 @@ def print_run(half: Half, config: RunConfig) -> None:
         labels, half.groups
     )
     print(
-        f"| {half.name} | {len(half.names)} | {half.true_pairs} | {len(similarity)} | {found / max(1, len(similarity)):.4f} | "
-        f"{found / half.true_pairs:.4f} | {component_purity(labels, half.groups):.4f} | {true_together / max(1, together):.4f} | "
+        f"| {half.name} | {len(half.names)} | {half.true_pairs} | {len(similarity)} | "
+        f"{found / max(1, len(similarity)):.4f} | "
+        f"{found / half.true_pairs:.4f} | {component_purity(labels, half.groups):.4f} | "
+        f"{true_together / max(1, together):.4f} | "
         f"{true_together / half.true_pairs:.4f} | {'yes' if agrees else 'NO'} |"
     )
 
@@ -314,15 +326,19 @@ def print_edits(half: Half) -> None:
         .sort("median")
     )
     print(
-        f"\n{half.name} half at the defaults: edit | copies | in similarity.csv with its original | with any of its group | in its original's component | similarity to original min / median"
+        f"\n{half.name} half at the defaults: edit | copies | in similarity.csv with its original | "
+        "with any of its group | in its original's component | similarity to original min / median"
     )
     print("|---|---|---|---|---|---|")
     for r in table.iter_rows(named=True):
         print(
-            f"| {r['edit']} | {r['copies']} | {r['with_original']} | {r['with_group']} | {r['same_component']} | {r['min']:.3f} / {r['median']:.3f} |"
+            f"| {r['edit']} | {r['copies']} | {r['with_original']} | {r['with_group']} | "
+            f"{r['same_component']} | {r['min']:.3f} / {r['median']:.3f} |"
         )
     print(
-        f"| all copies | {len(rows)} | {rows['with_original'].sum()} | {rows['with_group'].sum()} | {rows['same_component'].sum()} | {rows['similarity'].min():.3f} / {rows['similarity'].median():.3f} |"
+        f"| all copies | {len(rows)} | {rows['with_original'].sum()} | {rows['with_group'].sum()} | "
+        f"{rows['same_component'].sum()} | "
+        f"{rows['similarity'].min():.3f} / {rows['similarity'].median():.3f} |"
     )
 
 
@@ -362,8 +378,10 @@ def compare_models(half: Half, k: int) -> None:
     from fastdup_ray.map.embed import Embedder, default_model_path
 
     print(
-        f"\n{half.name} half, model variants: model | AP all pairs | recall at precision >= {PRECISION_FLOOR} all pairs | "
-        f"AP kNN pairs k={k} | recall at precision >= {PRECISION_FLOOR} kNN k={k} | one core img/s (model alone)"
+        f"\n{half.name} half, model variants: model | AP all pairs | "
+        f"recall at precision >= {PRECISION_FLOOR} all pairs | "
+        f"AP kNN pairs k={k} | recall at precision >= {PRECISION_FLOOR} kNN k={k} | "
+        "one core img/s (model alone)"
     )
     print("|---|---|---|---|---|---|")
     for precision in ("int8", "fp32"):
@@ -377,7 +395,8 @@ def compare_models(half: Half, k: int) -> None:
             knn = pair_metrics(sim, half.groups[a] == half.groups[b], half.true_pairs, PRECISION_FLOOR)
             label = f"{precision} {model.image_size} px" + (", flip-invariant" if mirrored else "")
             print(
-                f"| {label} | {every.average_precision:.4f} | {every.recall_at_precision:.4f} | {knn.average_precision:.4f} | "
+                f"| {label} | {every.average_precision:.4f} | {every.recall_at_precision:.4f} | "
+                f"{knn.average_precision:.4f} | "
                 f"{knn.recall_at_precision:.4f} | {one_core_rate(model, pixels, mirrored):.0f} |",
                 flush=True,
             )
@@ -405,8 +424,8 @@ def print_k_cost(n: int, d: int = DEFAULT_D, rounds: int = 3) -> None:
             connected_components(n, a[pair_sim >= 0.7], b[pair_sim >= 0.7])
             best[k] = min(best.get(k, float("inf")), time.process_time() - start)
     print(
-        f"\nreduce after extraction on {n} vectors (exact kNN, pairs, tables, components), CPU s, best of {rounds}: "
-        + ", ".join(f"k={k} {t:.2f}" for k, t in best.items())
+        f"\nreduce after extraction on {n} vectors (exact kNN, pairs, tables, components), "
+        f"CPU s, best of {rounds}: " + ", ".join(f"k={k} {t:.2f}" for k, t in best.items())
     )
 
 
@@ -415,8 +434,10 @@ def print_set(truth: pl.DataFrame, halves: list[Half]) -> None:
         rows = truth.filter(pl.col("half") == half.name)
         sizes = rows.group_by("group").len()["len"].to_numpy()
         print(
-            f"{half.name} half: {rows['group'].n_unique()} photos, {len(rows)} images ({len(half.names)} embedded), "
-            f"groups of 1/2/3/4 images: {'/'.join(str(int((sizes == s).sum())) for s in (1, 2, 3, 4))}, {half.true_pairs} true pairs"
+            f"{half.name} half: {rows['group'].n_unique()} photos, {len(rows)} images "
+            f"({len(half.names)} embedded), "
+            f"groups of 1/2/3/4 images: {'/'.join(str(int((sizes == s).sum())) for s in (1, 2, 3, 4))}, "
+            f"{half.true_pairs} true pairs"
         )
 
 
@@ -466,8 +487,10 @@ def main() -> int:
     for half in halves:
         print_thresholds(half, config.nearest_neighbors_k)
     print(
-        f"\nruns at the package defaults (threshold {config.threshold}, k {config.nearest_neighbors_k}, ccthreshold {config.ccthreshold}): "
-        "half | images | true pairs | similarity.csv pairs | precision | recall | component purity | same-component precision | recall | matches the recomputation"
+        f"\nruns at the package defaults (threshold {config.threshold}, k {config.nearest_neighbors_k}, "
+        f"ccthreshold {config.ccthreshold}): "
+        "half | images | true pairs | similarity.csv pairs | precision | recall | component purity | "
+        "same-component precision | recall | matches the recomputation"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for half in halves:
