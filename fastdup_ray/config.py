@@ -1,10 +1,10 @@
 """RunConfig: fastdup's run parameters, parsed once and carried through every stage.
 
 Its fields, defaults and checks come from the parameter table, ``fastdup_ray.params.PARAMS``;
-so do the CLI's run options and README's parameter table (``python -m fastdup_ray.config
-README.md`` rewrites it). Values come from keyword arguments of :func:`fastdup_ray.run`, the
-CLI or a --config file; the comma list ``turi_param`` ('ccthreshold=0.88,delete_tar=0') is
-unpacked into fields. Every invalid value raises :class:`ConfigError` naming the parameter.
+so do the CLI's run options and README's parameter table (``update_readme`` rewrites it).
+Values come from keyword arguments of :func:`fastdup_ray.run`, the CLI or a --config file;
+the comma list ``turi_param`` ('ccthreshold=0.88,delete_tar=0') is unpacked into fields.
+Every invalid value raises :class:`ConfigError` naming the parameter.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,9 +44,10 @@ __all__ = [
     "update_readme",
 ]
 
+# Where README's generated table starts and ends; the start says how to regenerate it.
+REGENERATE = "python -c 'from fastdup_ray.config import update_readme; update_readme(\"README.md\")'"
 README_BEGIN = (
-    "<!-- parameter table: generated from fastdup_ray/params.py; edit it there and run "
-    "python -m fastdup_ray.config README.md -->"
+    f"<!-- parameter table: generated from fastdup_ray/params.py; edit it there and run {REGENERATE} -->"
 )
 README_END = "<!-- end of the parameter table -->"
 
@@ -272,19 +272,12 @@ def update_readme(path: str) -> bool:
     """Write the generated table between README's markers; True when the file changed."""
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
-    begin, end = text.find(README_BEGIN), text.find(README_END)
+    # The start marker is found by its first words, so a reworded one is replaced too.
+    begin, end = text.find(README_BEGIN.split(":")[0]), text.find(README_END)
     if not 0 <= begin < end:
         raise ValueError(f"{path} has no parameter table markers ({README_BEGIN} ... {README_END})")
-    new = text[: begin + len(README_BEGIN)] + "\n" + parameter_table_markdown() + text[end:]
+    new = text[:begin] + README_BEGIN + "\n" + parameter_table_markdown() + text[end:]
     if new != text:
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(new)
     return new != text
-
-
-if __name__ == "__main__":
-    # python -m fastdup_ray.config [README.md]: print the table, or rewrite README's copy of it.
-    if len(sys.argv) > 1:
-        print(f"{sys.argv[1]}: {'updated' if update_readme(sys.argv[1]) else 'already up to date'}")
-    else:
-        print(parameter_table_markdown(), end="")

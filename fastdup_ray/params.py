@@ -2,8 +2,8 @@
 
 RunConfig's fields and defaults, its validation, the fingerprint a resume compares, the
 ``run`` command's options and README.md's parameter table are all made from ``PARAMS``, so
-adding a parameter means adding one entry here (fastdup_ray.config reads it). Regenerate
-README's table with ``python -m fastdup_ray.config README.md``.
+adding a parameter means adding one entry here (fastdup_ray.config reads it), then
+regenerating README's table with ``fastdup_ray.config.update_readme("README.md")``.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ PARAMS: tuple[Param, ...] = (
         stage="storage",
         cli=(),
         turi=True,
-        help="delete each downloaded archive once its shard is extracted (False keeps it in cache_dir)",
+        help="True: remote archives are streamed and never kept; False keeps a copy of each in cache_dir",
     ),
     Param(
         "delete_img",
@@ -154,7 +154,7 @@ PARAMS: tuple[Param, ...] = (
         stage="storage",
         cli=(),
         turi=True,
-        help="delete the images extracted from archives once embedded (False keeps them in cache_dir)",
+        help="True: images inside archives are read in memory and never kept; False keeps them in cache_dir",
     ),
     Param(
         "num_images",
@@ -297,6 +297,7 @@ PARAMS: tuple[Param, ...] = (
         stage="reduce",
         choices=("brute_force", "ball_tree", "lsh"),
         help="index for nn_provider=turi",
+        doc="index for `nn_provider='turi'`",
     ),
     Param(
         "nprobe",
