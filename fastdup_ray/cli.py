@@ -17,7 +17,7 @@ from fastdup_ray.params import PARAMS
 def _add_run_options(parser: argparse.ArgumentParser, inputs: bool = True) -> None:
     """One option per parameter of the table that has a flag (``inputs``: input_dir and
     --work-dir too). They carry no defaults here: RunConfig holds them, and an option
-    given on the command line overrides the same key of --config or of turi_param."""
+    given on the command line overrides the same key of --config."""
     parser.add_argument(
         "--config", help="YAML file of run parameters (RunConfig names); options given here override it"
     )
