@@ -9,181 +9,30 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fastdup_ray.config import (
-    DEFAULT_CCTHRESHOLD,
-    DEFAULT_D,
-    DEFAULT_K,
-    DEFAULT_THRESHOLD,
-    RunConfig,
-)
+from fastdup_ray.config import RunConfig, cli_help
 from fastdup_ray.errors import ConfigError, FastdupRayError, InputError
+from fastdup_ray.params import PARAMS
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Run options carry no defaults here: RunConfig holds them, and an option given on the
-    command line overrides the same key of --config."""
+def _add_run_options(parser: argparse.ArgumentParser, inputs: bool = True) -> None:
+    """One option per parameter of the table that has a flag (``inputs``: input_dir and
+    --work-dir too). They carry no defaults here: RunConfig holds them, and an option
+    given on the command line overrides the same key of --config."""
     parser.add_argument(
         "--config", help="YAML file of run parameters (RunConfig names); options given here override it"
     )
-    parser.add_argument(
-        "--threshold",
-        type=float,
-        help=f"similarity.csv keeps pairs at or above this cosine similarity (default {DEFAULT_THRESHOLD})",
-    )
-    parser.add_argument(
-        "--lower-threshold",
-        dest="lower_threshold",
-        type=float,
-        help="fraction of kNN edges, least similar first, written to outliers.csv (default 0.05)",
-    )
-    parser.add_argument(
-        "-k",
-        "--nearest-neighbors-k",
-        dest="nearest_neighbors_k",
-        type=int,
-        help=f"neighbours per image (default {DEFAULT_K})",
-    )
-    parser.add_argument(
-        "--turi-param",
-        dest="turi_param",
-        help=f"fastdup's comma list, e.g. 'ccthreshold=0.9,delete_tar=0' (default ccthreshold={DEFAULT_CCTHRESHOLD})",
-    )
-    parser.add_argument(
-        "--num-images",
-        dest="num_images",
-        type=int,
-        help="only the first N images of the sorted listing (0 = all)",
-    )
-    parser.add_argument("--d", type=int, help=f"feature width of the model (default {DEFAULT_D})")
-    parser.add_argument(
-        "--model-path",
-        dest="model_path",
-        help="your own ONNX model instead of the shipped EfficientNet-Lite0",
-    )
-    parser.add_argument(
-        "--precision",
-        choices=("auto", "int8", "fp32", "fp16"),
-        help="shipped model, all at 176 px: int8 (CPU default, ~2.3x the fp32 speed), fp16 (GPU default) or fp32",
-    )
-    parser.add_argument(
-        "--compute", choices=("cpu", "gpu"), help="where to embed (gpu falls back to cpu when none is found)"
-    )
-    parser.add_argument("--batch-size", dest="batch_size", type=int, help="images per batch (default 64)")
-    parser.add_argument(
-        "--num-threads",
-        dest="num_threads",
-        type=int,
-        help="embedding actors (threads with --executor local); 0 = one per CPU",
-    )
-    parser.add_argument(
-        "--executor",
-        choices=("auto", "local", "ray"),
-        help="local: worker processes on this machine; ray: Ray Data and Ray tasks; auto: ray when a cluster is given, inputs are remote or compute is gpu",
-    )
-    parser.add_argument(
-        "--nn-provider",
-        dest="nn_provider",
-        choices=("nnf", "turi"),
-        help="index family, fastdup's names (default nnf)",
-    )
-    parser.add_argument(
-        "--nnf-mode",
-        dest="nnf_mode",
-        help="faiss factory string for nn_provider=nnf: Flat (exact, default), HNSW32, IVF4096,Flat, IVF16384,PQ64, ...",
-    )
-    parser.add_argument(
-        "--nprobe",
-        type=int,
-        help="nnf_mode IVF<n>,Flat: lists each image is compared with, exactly (default 2)",
-    )
-    parser.add_argument(
-        "--nnmodel", choices=("brute_force", "ball_tree", "lsh"), help="index for nn_provider=turi"
-    )
-    parser.add_argument(
-        "--reduce-memory-gb",
-        dest="reduce_memory_gb",
-        type=float,
-        help="above this many GiB of vectors the reduce runs distributed, as tasks of the engine (default 8)",
-    )
-    parser.add_argument(
-        "--reduce-strategy",
-        dest="reduce_strategy",
-        choices=("auto", "memory", "distributed"),
-        help="memory: every vector in one process; distributed: tasks writing Parquet parts; auto (default): distributed above --reduce-memory-gb",
-    )
-    parser.add_argument(
-        "--rows-per-partition",
-        dest="rows_per_partition",
-        type=int,
-        help="rows per task of the distributed reduce (default 250000)",
-    )
-    parser.add_argument(
-        "--csv-row-limit",
-        dest="csv_row_limit",
-        type=int,
-        help="the distributed reduce writes a table's CSV too while it has at most this many rows (default 50000000)",
-    )
-    parser.add_argument(
-        "--run-mode",
-        dest="run_mode",
-        type=int,
-        choices=(0, 1, 2, 3, 4),
-        help="0 extract + neighbours (default), 1 extract features only, 2 neighbours from the shards in work-dir, 3 score test-dir images against work-dir's index, 4 the same with test-dir features",
-    )
-    parser.add_argument(
-        "--test-dir",
-        dest="test_dir",
-        help="run_mode 3: images, run_mode 4: extracted features, to score against work-dir's index",
-    )
-    parser.add_argument(
-        "--min-offset",
-        dest="min_offset",
-        type=int,
-        help="first input (archive or image) of the sorted listing to process",
-    )
-    parser.add_argument(
-        "--max-offset", dest="max_offset", type=int, help="process inputs before this offset (exclusive)"
-    )
-    parser.add_argument(
-        "--shard-size", dest="shard_size", type=int, help="loose images per features shard (default 1000)"
-    )
-    parser.add_argument(
-        "--video-fps", dest="video_fps", type=float, help="frames taken per second of video (default 1)"
-    )
-    parser.add_argument(
-        "--thumbnail-size",
-        dest="thumbnail_size",
-        type=int,
-        help="longest side of the thumbnails kept for the galleries (default 256; 0 = none)",
-    )
-    parser.add_argument(
-        "--cache-dir",
-        dest="cache_dir",
-        help="where delete_tar=0 / delete_img=0 keep archives and images (default: system temp dir)",
-    )
-    parser.add_argument(
-        "--s3-endpoint-url",
-        dest="s3_endpoint_url",
-        help="S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS)",
-    )
-    parser.add_argument("--s3-region", dest="s3_region", help="S3 region (default: AWS_REGION / AWS config)")
-    parser.add_argument(
-        "--s3-profile",
-        dest="s3_profile",
-        help="profile of ~/.aws/credentials; keys themselves only via AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="clear an earlier run in --work-dir first (needed to reuse a work dir for another input)",
-    )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="debug logging and Ray Data progress bars",
-    )
+    for param in PARAMS:
+        if not param.flags or (param.name in ("input_dir", "work_dir") and not inputs):
+            continue
+        if not param.flags[0].startswith("-"):  # positional: optional, --config may give it
+            parser.add_argument(param.name, nargs="?", help=cli_help(param))
+            continue
+        options: dict = {"dest": param.name, "help": cli_help(param)}
+        if param.kind == "bool":  # a switch: absent means "not given", not False
+            options.update(action="store_true", default=argparse.SUPPRESS)
+        else:
+            options.update(type={"int": int, "float": float}.get(param.kind), choices=param.choices or None)
+        parser.add_argument(*param.flags, **options)
 
 
 def load_config_file(path: str) -> dict:
@@ -257,12 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run", help="run the whole job over a folder, archive(s), bucket prefix, file list or video"
     )
-    run.add_argument(
-        "input_dir",
-        nargs="?",
-        help="folder (recursive), s3://bucket/prefix, minio://host/bucket/prefix, s3://b/{00000..00099}.tar, tar/tgz/zip, video, or a .txt/.csv file list",
-    )
-    run.add_argument("--work-dir", dest="work_dir", help="where the outputs go")
     _add_run_options(run)
     demo = commands.add_parser(
         "demo", help="make a small sample with known duplicates and a broken file, and run on it"
@@ -270,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "out_dir", nargs="?", default=None, help="folder for sample/ and work/ (default: a new temp folder)"
     )
-    _add_run_options(demo)
+    _add_run_options(demo, inputs=False)
     evaluate = commands.add_parser(
         "evaluate", help="precision, recall, F1, average precision and component purity against ground truth"
     )
@@ -302,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--move-to",
         dest="move_to",
         metavar="DIR",
-        help="folder inputs: move the images of remove.csv into DIR, keeping their paths below the input folder",
+        help=(
+            "folder inputs: move the images of remove.csv into DIR, keeping their paths below the "
+            "input folder"
+        ),
     )
     outputs.add_argument(
         "--symlink-to",
@@ -324,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 GALLERIES = {
-    "create_galleries": "every gallery below and index.html: the run's summary, parameters and a link to each",
+    "create_galleries": (
+        "every gallery below and index.html: the run's summary, parameters and a link to each"
+    ),
     "create_duplicates_gallery": "pairs of similarity.csv side by side, most similar first",
     "create_outliers_gallery": "outliers.csv: images far from everything, beside their nearest neighbour",
     "create_components_gallery": "components of two or more images, largest first",
@@ -380,7 +228,10 @@ def _add_report_commands(commands) -> None:
             gallery.add_argument(
                 "--metric",
                 default="blur",
-                help="statistic to sort by: blur, dark, bright, mean, min, max, std, width, height, file_size, unique_colors, ... (default %(default)s)",
+                help=(
+                    "statistic to sort by: blur, dark, bright, mean, min, max, std, width, height, "
+                    "file_size, unique_colors, ... (default %(default)s)"
+                ),
             )
             gallery.add_argument(
                 "--descending",
@@ -530,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "demo":
         work, galleries = (out_dir / "work").resolve(), (out_dir / "galleries").resolve()
         print(
-            f"outputs in {work}\nnext, look at what it found:\n  fastdup-ray create-galleries {work} {galleries}\n  then open file://{galleries}/index.html"
+            f"outputs in {work}\nnext, look at what it found:\n"
+            f"  fastdup-ray create-galleries {work} {galleries}\n  then open file://{galleries}/index.html"
         )
     return 0 if summary.good else 1

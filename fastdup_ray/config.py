@@ -1,7 +1,9 @@
 """RunConfig: fastdup's run parameters, parsed once and carried through every stage.
 
-Values come from keyword arguments of :func:`fastdup_ray.run` or from the CLI; the
-comma list ``turi_param`` ('ccthreshold=0.88,delete_tar=0') is unpacked into fields.
+Its fields, defaults and checks come from the parameter table, ``fastdup_ray.params.PARAMS``;
+so do the CLI's run options and README's parameter table (``update_readme`` rewrites it).
+Values come from keyword arguments of :func:`fastdup_ray.run`, the CLI or a --config file;
+the comma list ``turi_param`` ('ccthreshold=0.88,delete_tar=0') is unpacked into fields.
 Every invalid value raises :class:`ConfigError` naming the parameter.
 """
 
@@ -14,86 +16,67 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastdup_ray.errors import ConfigError
+from fastdup_ray.params import (
+    ALIASES,
+    BY_NAME,
+    DEFAULT_CCTHRESHOLD,
+    DEFAULT_D,
+    DEFAULT_K,
+    DEFAULT_THRESHOLD,
+    FINGERPRINTED,
+    PARAMS,
+    REQUIRED,
+    TURI_PARAM_KEYS,
+    Param,
+)
 
-# Chosen for the shipped int8 EfficientNet-Lite0 features on the tune half of
-# benchmarks/quality.py (150 of the dev photos, 153 edited copies in groups of up to
-# four), never on the half it reports: threshold and ccthreshold each sit in the middle
-# of the band where precision holds at 0.95 (false pairs scaled for a collection 10x
-# larger) and recall at 0.90: 0.58-0.72 for similarity.csv, 0.65-0.74 for components
-# (at least the threshold; purity >= 0.98). k=3 is the least that links every image of
-# a group of four to the other three. See README "Default thresholds". A similarity of
-# 0.9 does not mean the same for two models.
-DEFAULT_THRESHOLD = 0.65
-DEFAULT_CCTHRESHOLD = 0.70
-DEFAULT_K = 3
+# The defaults stay importable from here, where callers found them before the table.
+__all__ = [
+    "DEFAULT_CCTHRESHOLD",
+    "DEFAULT_D",
+    "DEFAULT_K",
+    "DEFAULT_THRESHOLD",
+    "RunConfig",
+    "check",
+    "cli_help",
+    "parameter_table_markdown",
+    "parse_turi_param",
+    "update_readme",
+]
 
-DEFAULT_D = 320  # width of the shipped models' features
-COMPUTE_CHOICES = ("cpu", "gpu")
-EXECUTOR_CHOICES = ("auto", "local", "ray")
-REDUCE_STRATEGIES = ("auto", "memory", "distributed")
-PRECISION_CHOICES = ("auto", "int8", "fp32", "fp16")
-RUN_MODES = (0, 1, 2, 3, 4)
-TURI_PARAM_KEYS = ("ccthreshold", "delete_tar", "delete_img")
-# fastdup's short names for its parameters.
-ALIASES = {"k": "nearest_neighbors_k"}
+# Where README's generated table starts and ends; the start says how to regenerate it.
+REGENERATE = "python -c 'from fastdup_ray.config import update_readme; update_readme(\"README.md\")'"
+README_BEGIN = (
+    f"<!-- parameter table: generated from fastdup_ray/params.py; edit it there and run {REGENERATE} -->"
+)
+README_END = "<!-- end of the parameter table -->"
+
+
+def _table_fields(cls: type) -> type:
+    """Give ``cls`` one dataclass field per entry of PARAMS, in table order (the required
+    ones, input_dir and work_dir, first, so RunConfig(input_dir, work_dir) still works)."""
+    cls.__annotations__ = {p.name: p.annotation for p in PARAMS}
+    for p in PARAMS:
+        if not p.required:
+            setattr(cls, p.name, field(default=p.default, repr=p.recorded))
+    return cls
 
 
 @dataclass
+@_table_fields
 class RunConfig:
-    """Every parameter of a run. Field names are fastdup's where fastdup has one."""
-
-    input_dir: str | list[str]
-    work_dir: str
-    test_dir: str | None = None
-    threshold: float = DEFAULT_THRESHOLD
-    lower_threshold: float = 0.05
-    nearest_neighbors_k: int = DEFAULT_K
-    ccthreshold: float = DEFAULT_CCTHRESHOLD
-    delete_tar: bool = True
-    delete_img: bool = True
-    num_images: int = 0
-    verbose: bool = False
-    d: int = DEFAULT_D
-    model_path: str | None = None
-    precision: str = "auto"
-    compute: str = "cpu"
-    run_mode: int = 0
-    # fastdup's name: clear an earlier run in work_dir (its shards, outputs and index) first.
-    overwrite: bool = False
-    batch_size: int = 64
-    num_threads: int = 0
-    # Which engine runs the stages: 'local' (worker processes on this machine, no Ray
-    # start-up), 'ray' (Ray Data; a cluster when RAY_ADDRESS names one), or 'auto' (see
-    # engine.choose).
-    executor: str = "auto"
-    nn_provider: str = "nnf"
-    nnf_mode: str = "Flat"
-    nnmodel: str = "brute_force"
-    # Lists each image is compared with under nnf_mode 'IVF<n>,Flat' (searched blockwise).
-    nprobe: int = 2
-    reduce_memory_gb: float = 8.0
-    # 'memory' (every vector in one process), 'distributed' (waves of tasks writing Parquet
-    # parts, nothing per image on the driver) or 'auto': distributed above reduce_memory_gb.
-    reduce_strategy: str = "auto"
-    # Rows per task of the distributed reduce (a row range over the feature shards).
-    rows_per_partition: int = 250_000
-    # The distributed reduce writes each table's CSV too while it has at most this many rows.
-    csv_row_limit: int = 50_000_000
-    min_offset: int = 0
-    max_offset: int | None = None
-    shard_size: int = 1000
-    video_fps: float = 1.0
-    # Longest side of the JPEG thumbnails kept per shard for the galleries (0: none).
-    thumbnail_size: int = 256
-    cache_dir: str | None = None
-    s3_endpoint_url: str | None = None
-    s3_region: str | None = None
-    s3_profile: str | None = None
-    s3_key: str | None = field(default=None, repr=False)
-    s3_secret: str | None = field(default=None, repr=False)
-    turi_param: str = field(default="", repr=False)
+    """Every parameter of a run: one field per entry of fastdup_ray.params.PARAMS, named as
+    fastdup names it."""
 
     def __post_init__(self) -> None:
+        for p in PARAMS:  # pathlib paths are welcome, but config.json and shard names want str
+            value = getattr(self, p.name)
+            if p.kind == "path" and isinstance(value, os.PathLike):
+                setattr(self, p.name, os.fspath(value))
+            elif p.kind == "inputs" and isinstance(value, (list, tuple)):
+                setattr(self, p.name, [os.fspath(x) if isinstance(x, os.PathLike) else x for x in value])
+            elif p.kind == "inputs" and isinstance(value, os.PathLike):
+                setattr(self, p.name, os.fspath(value))
         if self.turi_param:
             for key, value in parse_turi_param(self.turi_param).items():
                 setattr(self, key, value)
@@ -102,7 +85,7 @@ class RunConfig:
     @classmethod
     def from_kwargs(cls, input_dir: str, work_dir: str, **kwargs: Any) -> "RunConfig":
         """Build a config from fastdup-style keyword arguments (aliases such as ``k`` allowed)."""
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {p.name for p in PARAMS}
         resolved: dict[str, Any] = {}
         for name, value in kwargs.items():
             target = ALIASES.get(name, name)
@@ -111,73 +94,36 @@ class RunConfig:
             if target in resolved:
                 raise ConfigError(f"parameter {target!r} given twice (once as {name!r})")
             resolved[target] = value
-        inputs = (
-            [os.fspath(x) for x in input_dir]
-            if isinstance(input_dir, (list, tuple))
-            else os.fspath(input_dir)
-        )
-        return cls(input_dir=inputs, work_dir=os.fspath(work_dir), **resolved)
+        return cls(input_dir=input_dir, work_dir=work_dir, **resolved)
 
     def validate(self) -> None:
-        _check_fraction("threshold", self.threshold)
-        _check_fraction("lower_threshold", self.lower_threshold)
-        _check_fraction("ccthreshold", self.ccthreshold)
-        _check_int("nearest_neighbors_k", self.nearest_neighbors_k, minimum=1)
-        _check_int("num_images", self.num_images, minimum=0)
-        _check_int("d", self.d, minimum=1)
-        _check_int("batch_size", self.batch_size, minimum=1)
-        _check_int("num_threads", self.num_threads, minimum=0)
-        _check_int("min_offset", self.min_offset, minimum=0)
-        if self.max_offset is not None:
-            _check_int("max_offset", self.max_offset, minimum=self.min_offset + 1)
-        _check_int("shard_size", self.shard_size, minimum=1)
-        _check_int("thumbnail_size", self.thumbnail_size, minimum=0)
-        _check_int("nprobe", self.nprobe, minimum=1)
-        _check_int("rows_per_partition", self.rows_per_partition, minimum=1)
-        _check_int("csv_row_limit", self.csv_row_limit, minimum=0)
-        if self.reduce_strategy not in REDUCE_STRATEGIES:
+        for p in PARAMS:
+            check(p, getattr(self, p.name))
+        # Rules between parameters, which no single entry of the table can state.
+        if self.max_offset is not None and self.max_offset <= self.min_offset:
             raise ConfigError(
-                f"reduce_strategy must be one of {REDUCE_STRATEGIES}, got {self.reduce_strategy!r}"
+                f"max_offset must be an integer >= {self.min_offset + 1}, got {self.max_offset!r}"
             )
-        if (
-            isinstance(self.reduce_memory_gb, bool)
-            or not isinstance(self.reduce_memory_gb, (int, float))
-            or self.reduce_memory_gb <= 0
-        ):
-            raise ConfigError(f"reduce_memory_gb must be a number > 0, got {self.reduce_memory_gb!r}")
         from fastdup_ray.reduce.index import factory_string
 
         factory_string(self.nn_provider, self.nnf_mode, self.nnmodel)  # names the bad parameter
-        if (
-            isinstance(self.video_fps, bool)
-            or not isinstance(self.video_fps, (int, float))
-            or self.video_fps <= 0
-        ):
-            raise ConfigError(f"video_fps must be a number > 0, got {self.video_fps!r}")
-        if self.compute not in COMPUTE_CHOICES:
-            raise ConfigError(f"compute must be one of {COMPUTE_CHOICES}, got {self.compute!r}")
-        if self.executor not in EXECUTOR_CHOICES:
-            raise ConfigError(f"executor must be one of {EXECUTOR_CHOICES}, got {self.executor!r}")
-        if not isinstance(self.overwrite, bool):
-            raise ConfigError(f"overwrite must be True or False, got {self.overwrite!r}")
-        if self.run_mode not in RUN_MODES:
-            raise ConfigError(f"run_mode must be one of {RUN_MODES}, got {self.run_mode!r}")
         if self.run_mode in (3, 4) and not self.test_dir:
             raise ConfigError(
-                f"run_mode={self.run_mode} needs test_dir: the images (3) or features (4) to score against work_dir's index"
+                f"run_mode={self.run_mode} needs test_dir: the images (3) or features (4) to score "
+                "against work_dir's index"
             )
-        if self.precision not in PRECISION_CHOICES:
-            raise ConfigError(f"precision must be one of {PRECISION_CHOICES}, got {self.precision!r}")
         if self.model_path is not None and not os.path.isfile(self.model_path):
             raise ConfigError(f"model_path {self.model_path!r} is not a file")
         if not self.work_dir:
             raise ConfigError("work_dir must be given")
 
     def to_json(self) -> str:
-        """The resolved parameters, without secrets (keys never reach a file or a log)."""
+        """The resolved parameters, without secrets (keys never reach a file or a log) and
+        without turi_param, which is already unpacked into its fields."""
         values = dataclasses.asdict(self)
-        for private in ("turi_param", "s3_key", "s3_secret"):  # turi_param is already unpacked
-            values.pop(private)
+        for p in PARAMS:
+            if not p.recorded:
+                values.pop(p.name)
         values["model_file"] = os.path.basename(self.model_file())  # derived: what resume compares
         return json.dumps(values, indent=2, sort_keys=True)
 
@@ -193,12 +139,11 @@ class RunConfig:
         )
 
     def extraction_settings(self) -> dict[str, Any]:
-        """Settings that change what a features shard holds: a resume must not mix them."""
+        """Settings that change what a features shard holds: a resume must not mix them.
+        The model enters as its file name, which model_path, precision and compute decide."""
         return {
             "model_file": os.path.basename(self.model_file()),
-            "d": self.d,
-            "video_fps": self.video_fps,
-            "shard_size": self.shard_size,
+            **{name: getattr(self, name) for name in FINGERPRINTED},
         }
 
     def model_file(self) -> str:
@@ -227,23 +172,105 @@ def parse_turi_param(text: str) -> dict[str, Any]:
             raise ConfigError(f"turi_param item {item!r} must look like key=value")
         if key not in TURI_PARAM_KEYS:
             raise ConfigError(f"turi_param key {key!r} is unknown; known keys: {', '.join(TURI_PARAM_KEYS)}")
-        if key == "ccthreshold":
+        if BY_NAME[key].kind == "float":
             try:
                 parsed[key] = float(raw)
             except ValueError:
-                raise ConfigError(f"turi_param ccthreshold must be a number, got {raw!r}") from None
-        else:
+                raise ConfigError(f"turi_param {key} must be a number, got {raw!r}") from None
+        else:  # a bool, written as fastdup writes it
             if raw not in ("0", "1"):
                 raise ConfigError(f"turi_param {key} must be 0 or 1, got {raw!r}")
             parsed[key] = raw == "1"
     return parsed
 
 
-def _check_fraction(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ConfigError(f"{name} must be a number between 0 and 1, got {value!r}")
+def check(param: Param, value: Any) -> None:
+    """Raise ConfigError naming ``param`` when ``value`` is not of its kind, choices or range."""
+    if value is None and param.optional:
+        return
+    kind = param.kind
+    if kind == "bool":
+        ok, wanted = isinstance(value, bool), "True or False"
+    elif kind == "int":
+        ok, wanted = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif kind == "float":
+        ok, wanted = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif kind == "inputs":
+        ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(x, str) for x in value))
+        wanted = "a location or a list of locations"
+    else:
+        ok, wanted = isinstance(value, str), "a path" if kind == "path" else "a string"
+    if param.choices:
+        if not ok or value not in param.choices:
+            raise ConfigError(f"{param.name} must be one of {param.choices}, got {value!r}")
+        return
+    if param.low is not None:
+        if ok:
+            below = value <= param.low if param.low_open else value < param.low
+            ok = not below and (param.high is None or value <= param.high)
+        if param.high is not None:
+            wanted += f" between {param.low} and {param.high}"
+        else:
+            wanted += f" {'>' if param.low_open else '>='} {param.low}"
+    if not ok:
+        raise ConfigError(
+            f"{param.name} must be {wanted}{' (or None)' if param.optional else ''}, got {value!r}"
+        )
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def shown_default(param: Param) -> str:
+    """The default as README's table writes it (markdown)."""
+    value = param.default
+    if param.shown_default:
+        return param.shown_default
+    if value is REQUIRED:
+        return "required"
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return f"`{value!r}`" if value == "" else f"`{value}`"
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 10_000:
+        return f"{value:,}"
+    return f"{value:.2f}" if isinstance(value, float) and param.high == 1 else str(value)
+
+
+def cli_help(param: Param) -> str:
+    """The option's --help line: its help and, where that says something, its default."""
+    text, value = param.help, param.default
+    if param.shown_default or not (value is REQUIRED or value is None or value is False or value == ""):
+        text += f" (default {shown_default(param).replace('`', '')})"
+    return text.replace("%", "%%")  # argparse formats help with %
+
+
+def parameter_table_markdown() -> str:
+    """README.md's parameter table, one row per parameter, from PARAMS."""
+    rows = ["| parameter | CLI | default | meaning here |", "|---|---|---|---|"]
+    for p in PARAMS:
+        name = f"`{p.name}`" + "".join(f" (alias `{alias}`)" for alias in p.aliases)
+        if p.flags and not p.flags[0].startswith("-"):
+            cli = "first argument"
+        elif p.flags:
+            cli = ", ".join(f"`{flag}`" for flag in p.flags)
+        else:
+            cli = "in `--turi-param`" if p.turi else "—"
+        meaning = p.doc or p.help
+        if p.fingerprint:
+            meaning += "; a resume must keep it ([the resume rule](#the-resume-rule))"
+        meaning = meaning.replace("|", "\\|")  # a | inside a cell would end it
+        rows.append(f"| {name} | {cli} | {shown_default(p)} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def update_readme(path: str) -> bool:
+    """Write the generated table between README's markers; True when the file changed."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    # The start marker is found by its first words, so a reworded one is replaced too.
+    begin, end = text.find(README_BEGIN.split(":")[0]), text.find(README_END)
+    if not 0 <= begin < end:
+        raise ValueError(f"{path} has no parameter table markers ({README_BEGIN} ... {README_END})")
+    new = text[:begin] + README_BEGIN + "\n" + parameter_table_markdown() + text[end:]
+    if new != text:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(new)
+    return new != text
