@@ -77,6 +77,8 @@ class RunConfig:
                 setattr(self, p.name, [os.fspath(x) if isinstance(x, os.PathLike) else x for x in value])
             elif p.kind == "inputs" and isinstance(value, os.PathLike):
                 setattr(self, p.name, os.fspath(value))
+            elif p.kind == "bool" and type(value) is int and value in (0, 1):
+                setattr(self, p.name, bool(value))  # fastdup's scripts write verbose=1, delete_img=0
         if self.turi_param:
             for key, value in parse_turi_param(self.turi_param).items():
                 setattr(self, key, value)

@@ -67,3 +67,9 @@ def test_to_json_round_trips():
     assert (
         RunConfig.from_kwargs("in", "out", precision="fp32").model_file().endswith("efficientnet_lite0.onnx")
     )
+
+
+def test_fastdups_zero_and_one_are_booleans():
+    config = RunConfig.from_kwargs("in", "out", verbose=1, delete_img=0)
+    config.validate()
+    assert config.verbose is True and config.delete_img is False
