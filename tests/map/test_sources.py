@@ -421,6 +421,6 @@ def test_without_pillow_heif_a_heic_photo_is_a_bad_row_that_names_the_extra(tmp_
         "ok"
     ][:2].tolist() == [False, True]
     assert (
-        batch["reason"][0]
-        == "HEIC/HEIF image skipped: no HEIF decoder installed (pip install 'fastdup_ray[heif]', which adds pillow-heif)"
+        batch["reason"][0] == "HEIC/HEIF image skipped: no HEIF decoder installed "
+        "(pip install 'fastdup_ray[heif]', which adds pillow-heif)"
     )

@@ -263,8 +263,9 @@ def list_inputs(
                 _classify([path], listing, from_list=True)
             else:
                 raise InputError(
-                    f"input_dir {input_dir!r} is a file that is not an image ({', '.join(IMAGE_EXTENSIONS)}), "
-                    f"archive ({', '.join(ARCHIVE_EXTENSIONS)}), video ({', '.join(VIDEO_EXTENSIONS)}) or file list (.txt, .csv)"
+                    f"input_dir {input_dir!r} is a file that is not an image "
+                    f"({', '.join(IMAGE_EXTENSIONS)}), archive ({', '.join(ARCHIVE_EXTENSIONS)}), "
+                    f"video ({', '.join(VIDEO_EXTENSIONS)}) or file list (.txt, .csv)"
                 )
         else:
             skipped = _classify(
@@ -282,7 +283,8 @@ def list_inputs(
     listing.bad.sort()
     if not listing:
         raise InputError(
-            f"no images found under {input_dir!r} (looked for {', '.join(IMAGE_EXTENSIONS + ARCHIVE_EXTENSIONS + VIDEO_EXTENSIONS)} in any case)"
+            f"no images found under {input_dir!r} (looked for "
+            f"{', '.join(IMAGE_EXTENSIONS + ARCHIVE_EXTENSIONS + VIDEO_EXTENSIONS)} in any case)"
         )
     return listing
 
