@@ -47,7 +47,6 @@ from fastdup_ray.rundir.shards import (
     BAD_FILE,
     SHARD_SUFFIXES,
     adopt_plain_features,
-    first_bad_row,
     list_shards,
     load_binary_features,
     load_names,
@@ -260,8 +259,8 @@ def require_an_image(work: WorkDir, prefixes: list[str], summary: RunSummary, wh
     nothing but bad rows must not look like a run that found no duplicates)."""
     if summary.good:
         return
-    first = first_bad_row(work, prefixes)
-    tried = f"; the first, {first[0]}: {first[1]}" if first else ""
+    bad = results.read_bad_list(work, prefixes)
+    tried = f"; the first, {bad['filename'][0]}: {bad['error'][0]}" if bad.height else ""
     raise InputError(
         f"no image could be read from {where}: {summary.bad} inputs, all bad{tried} (every reason in "
         f"{work.path(BAD_FILE)})"

@@ -228,17 +228,6 @@ def write_merged_bad_list(work: WorkDir, prefixes: list[str]) -> None:
     work.write_bytes(BAD_FILE, b"".join(parts))
 
 
-def first_bad_row(work: WorkDir, prefixes: list[str]) -> tuple[str, str] | None:
-    """(location, reason) of the first bad row of the shards, in shard order, if any."""
-    for prefix in prefixes:
-        name = shard_names(prefix)[2]
-        if work.exists(name):
-            rows = pl.read_csv(io.BytesIO(work.read_bytes(name)), infer_schema=False, n_rows=1)
-            if rows.height:
-                return rows["filename"][0], rows["error"][0]
-    return None
-
-
 def list_shards(work: WorkDir) -> list[str]:
     """Prefixes of every shard with a completion marker, sorted."""
     return sorted(name[: -len(DONE_FILE)] for name in work.names() if name.endswith(DONE_FILE))
