@@ -81,7 +81,7 @@ def test_file_list_ignores_blanks_and_comments_and_resolves_relative_paths(tmp_p
     assert listing.bad == [
         (
             str(tmp_path / "notes.doc"),
-            "not an input of any kind (image, archive, video): unknown extension",
+            "not an input of any kind (image, archive, video, parquet): unknown extension",
         )
     ]
     (tmp_path / "list.csv").write_text("filename\na.jpg\n")

@@ -6,9 +6,9 @@ per line, ``.csv`` with a ``filename`` column), a brace pattern
 (``s3://bucket/laion/{00000..41454}.tar``), or a Python list of locations.
 
 The kinds of input, and the reader of each, are the registry below (:mod:`.kinds`).
-A *unit* is what one task reads and what one features shard holds: each archive is a
-unit (shard named after the file, with a short hash of its full location when two
-share a file name or the name is too long for a file system); loose images and
+A *unit* is what one task reads and what one features shard holds: each archive or
+Parquet file is a unit (shard named after the file, with a short hash of its full
+location when two share a file name or the name is too long for a file system); loose images and
 videos are cut, in sorted order, into shards of ``shard_size`` with stable names
 (``images-<first>-<end>.``), or a single unnamed shard (plain ``features.dat``) when
 the run is that one shard and nothing else. ``min_offset``/``max_offset`` pick a slice of
@@ -59,6 +59,7 @@ from fastdup_ray.map.sources.kinds import (
     kind_of,
     register,
 )
+from fastdup_ray.map.sources.parquet import PARQUET_EXTENSIONS, read_parquet
 from fastdup_ray.map.sources.video import read_video
 from fastdup_ray.rundir.storage import (
     StorageOptions,
@@ -73,6 +74,7 @@ log = logging.getLogger("fastdup_ray")
 register(InputKind("image", IMAGE_EXTENSIONS, read_image))
 register(InputKind("archive", ARCHIVE_EXTENSIONS, read_archive, own_shard=True))
 register(InputKind("video", VIDEO_EXTENSIONS, read_video))
+register(InputKind("parquet", PARQUET_EXTENSIONS, read_parquet, own_shard=True))
 
 
 @dataclass(frozen=True)
