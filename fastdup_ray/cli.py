@@ -260,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "input_dir",
         nargs="?",
-        help="folder (recursive), s3://bucket/prefix, minio://host/bucket/prefix, s3://b/{00000..00099}.tar, tar/tgz/zip, video, or a .txt/.csv file list",
+        help="folder (recursive), s3://bucket/prefix, minio://host/bucket/prefix, s3://b/{00000..00099}.tar, "
+        "tar/tgz/zip, .parquet of image bytes, video, or a .txt/.csv file list",
     )
     run.add_argument("--work-dir", dest="work_dir", help="where the outputs go")
     _add_run_options(run)

@@ -229,3 +229,9 @@ def test_resume_treats_parquet_shards_as_one_file_each():
     assert plan.stale == ["a.parquet"]
     with pytest.raises(Exception, match="both made from /d/a.parquet"):
         check_no_overlap({"a.parquet": marker, "a.parquet-1234567890.": marker})
+
+
+def test_columns_named_like_the_frames_own_are_kept_under_another_name(tmp_path):
+    path = write_parquet(tmp_path / "r.parquet", {"jpg": jpegs(1), "filename": ["cat.jpg"], "index": [4]})
+    [item] = read(path)
+    assert item.annotations == {"parquet_filename": "cat.jpg", "parquet_index": 4}
