@@ -352,11 +352,14 @@ class Fastdup:
         return self._with_user_columns(listing, "filename")
 
     def _user_columns(self) -> pl.DataFrame | None:
-        """The annotations given to run() (filename and your columns), if any."""
+        """The annotations given to run() (filename and your columns), else the columns
+        that came with the inputs (a Parquet file's captions, ...), if any."""
         if self._user_annotations is None:
             work = self._existing_work()
             if work.exists(layout.ANNOTATIONS_FILE):
                 self._user_annotations = results.read_file_table(work, layout.ANNOTATIONS_FILE, ("filename",))
+            else:
+                self._user_annotations = results.read_input_annotations(work)
         return self._user_annotations
 
     def _with_user_columns(self, table: pl.DataFrame, on: str, suffix: str = "") -> pl.DataFrame:

@@ -74,7 +74,7 @@ PARAMS: tuple[Param, ...] = (
         stage="map",
         help=(
             "folder (recursive), s3://bucket/prefix, minio://host/bucket/prefix, s3://b/{00000..00099}.tar, "
-            "tar/tgz/zip, video, or a .txt/.csv file list"
+            "tar/tgz/zip, .parquet of image bytes, video, or a .txt/.csv file list"
         ),
         doc="the images: see [Inputs in detail](#inputs-in-detail)",
     ),

@@ -303,7 +303,7 @@ def extract(
             listing, config.shard_size, config.min_offset, config.max_offset, config.num_images
         )
     log.info(
-        "found %d inputs (%d archives, %d image/video files) -> %d shards",
+        "found %d inputs (%d archive or Parquet files, %d image/video files) -> %d shards",
         len(listing),
         len(listing.archives),
         len(listing.files),

@@ -27,6 +27,7 @@ import polars as pl
 from fastdup_ray.errors import InputError
 from fastdup_ray.map.sources.archives import open_archive_stream
 from fastdup_ray.map.sources.items import kind_of
+from fastdup_ray.map.sources.parquet import PARQUET_EXTENSIONS
 from fastdup_ray.rundir import layout, results
 from fastdup_ray.rundir.shards import list_shards
 from fastdup_ray.rundir.storage import StorageOptions, is_remote, storage_unavailable
@@ -97,6 +98,10 @@ def keep_and_remove(
 # The outer archive of a row's name: the shortest prefix ending in an archive extension
 # followed by '/' (an image row) or by nothing (a bad row naming the archive itself).
 ARCHIVE_PREFIX = re.compile(r"^(.*?\.(?:tar|tgz|tar\.gz|zip))(?:/(.*))?$", re.IGNORECASE | re.DOTALL)
+# The Parquet file of a row read from one ('<file>.parquet/<key>'), or of a bad row naming it.
+PARQUET_PREFIX = re.compile(
+    rf"^(.*?(?:{'|'.join(re.escape(e) for e in PARQUET_EXTENSIONS)}))(?:/.*)?$", re.IGNORECASE | re.DOTALL
+)
 # The n-th occurrence (n >= 2) of a member name repeated in one archive is the row
 # '<name>#<n>' (sources/archives.py): the suffix follows the image's extension.
 OCCURRENCE = re.compile(r"^(.*)#([2-9]|[1-9][0-9]+)$", re.DOTALL)
@@ -116,6 +121,24 @@ def archive_of(name: str) -> tuple[str, str] | None:
     """(archive, member) of a row named inside an archive; member is '' for the archive itself."""
     match = ARCHIVE_PREFIX.match(name)
     return (match.group(1), match.group(2) or "") if match else None
+
+
+def parquet_of(name: str) -> str | None:
+    """The Parquet file a row was read from, or None."""
+    match = PARQUET_PREFIX.match(name)
+    return match.group(1) if match else None
+
+
+def parquet_left_out(names: list[str]) -> list[str]:
+    """One problem line when the run read Parquet files: --webdataset-out does not rewrite them."""
+    files = sorted({found for found in map(parquet_of, names) if found})
+    if not files:
+        return []
+    more = ", ..." if len(files) > 1 else ""
+    return [
+        f"{len(files)} Parquet input(s) not rewritten ({files[0]}{more}): --webdataset-out rewrites "
+        "tar and zip archives; the rows to drop are in remove.csv, named <file>.parquet/<key or row number>"
+    ]
 
 
 def member_occurrence(member: str) -> tuple[str, int]:
@@ -393,7 +416,8 @@ def write_deduplicated_webdataset(
     (InputError, before anything is written). What could not be copied whole is logged
     and listed in the result's ``problems``; keep.csv and remove.csv are written too."""
     names, removed = removed_rows(work_dir, keep)
-    targets = output_paths(run_archives(names + bad_names(work_dir)), Path(out_dir))
+    everything = names + bad_names(work_dir)
+    targets = output_paths(run_archives(everything), Path(out_dir))
     refuse_overwriting_inputs(targets)
     write_keep_remove(work_dir, keep)
     removals = removals_by_archive(names, removed)
@@ -406,4 +430,7 @@ def write_deduplicated_webdataset(
         for problem in problems:
             log.warning("webdataset output: %s", problem)
         result.problems += problems
+    for problem in parquet_left_out(everything):
+        log.warning("webdataset output: %s", problem)
+        result.problems.append(problem)
     return result

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from fastdup_ray.actions.dedup import archive_of, keep_and_remove
+from fastdup_ray.actions.dedup import archive_of, keep_and_remove, parquet_of
 from fastdup_ray.errors import InputError
 from fastdup_ray.map.sources import fingerprint, record_local_version
 from fastdup_ray.map.sources.items import LIST_EXTENSIONS, kind_of
+from fastdup_ray.map.sources.kinds import own_shard
 from fastdup_ray.rundir import layout, results
 from fastdup_ray.rundir.shards import list_shards, read_marker, shard_names
 from fastdup_ray.rundir.storage import is_remote
@@ -135,7 +136,9 @@ def changed_input(work: WorkDir, prefix: str, marker: dict, sizes: dict[str, int
             f"shard {prefix or 'features.dat'} records no fingerprint of its inputs (features made "
             "elsewhere), so they cannot be checked"
         )
-    locations = shard_locations(work, prefix)
+    # A shard of one archive or Parquet file was fingerprinted by that file, not its rows.
+    own = own_shard(marker.get("kind"))
+    locations = [marker.get("first", "")] if own else shard_locations(work, prefix)
     versions: dict[str, str] = {}
     for location in locations:
         record_local_version(location, versions)
@@ -209,6 +212,12 @@ def plan_actions(
         if frame_video(name):
             plan.left_alone.append(f"{name}: a video frame, not a file")
             continue
+        table = parquet_of(name)
+        if table and not os.path.isdir(table):
+            raise InputError(
+                f"{OPTIONS[action]} acts on loose files; {name} is a row of the Parquet file {table}: "
+                "drop the rows of remove.csv from it yourself"
+            )
         found = archive_of(name)
         if found and not os.path.isdir(found[0]):
             raise InputError(

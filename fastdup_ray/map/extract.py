@@ -57,10 +57,13 @@ def decode_items(
     thumbnails = np.full(rows, b"", dtype=object)
     hashes = np.full(rows, "", dtype=object)
     copy_of = np.full(rows, -1, dtype=np.int64)
+    annotations = np.full(rows, "", dtype=object)  # JSON of Item.annotations, or ""
     stats = {name: np.zeros(rows, dtype=np.float64) for name in STAT_COLUMNS}
     first_with: dict[str, int] = {}
     for i, item in enumerate(items):
         paths[i] = item.location
+        if item.annotations:
+            annotations[i] = json.dumps(item.annotations, ensure_ascii=False, default=str)
         if not item.ok:
             reasons[i], storage_failed[i] = item.reason, item.storage_failed
             continue
@@ -116,6 +119,7 @@ def decode_items(
         "thumbnail": thumbnails,
         "hash": hashes,
         "copy_of": copy_of,
+        "annotations": annotations,
         **{f"stat_{name}": values for name, values in stats.items()},
     }
 
@@ -238,6 +242,11 @@ class ShardCollector:
                 thumbnails if any(thumbnails) else None,
             )
             writer.add_bad(paths[bad].tolist(), batch["reason"][rows][bad].tolist())
+            if "annotations" in batch:
+                notes = batch["annotations"][rows]
+                noted = ~end & (notes != "")
+                if noted.any():
+                    writer.add_annotations(paths[noted].tolist(), notes[noted].tolist())
             if self.progress is not None:
                 self.progress.images(int(ok.sum() + bad.sum()))
             if end.any():

@@ -23,6 +23,7 @@ from fastdup_ray.rundir.shards import (
     FEATURES_FILE,
     NAMES_SUFFIX,
     list_shards,
+    load_annotations,
     load_names,
     read_filenames,
     shard_names,
@@ -161,6 +162,13 @@ def read_names(
     if bare is None:
         raise InputError(f"no finished run in {work.location}: no features shards found")
     return read_filenames(work.local_copy(bare + NAMES_SUFFIX))
+
+
+def read_input_annotations(work: WorkDir | str, prefixes: Sequence[str] | None = None) -> pl.DataFrame | None:
+    """The columns that came with the inputs (a Parquet file's captions, ...), ``filename``
+    first, of ``prefixes`` (default: every finished shard); None when no shard has any."""
+    work = _work(work)
+    return load_annotations(work, list_shards(work) if prefixes is None else list(prefixes))
 
 
 def read_bad_list(work: WorkDir | str, prefixes: Sequence[str] | None = None) -> pl.DataFrame:

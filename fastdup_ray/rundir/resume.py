@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from fastdup_ray.errors import InputError
 from fastdup_ray.map.sources import WorkUnit
+from fastdup_ray.map.sources.kinds import own_shard
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ def _span(marker: dict) -> tuple[str, str] | None:
 def _inside_slice(prefix: str, marker: dict, units: list[WorkUnit]) -> bool:
     """True when every input of the shard belongs to this slice (it is superseded);
     raises when the shard holds inputs both inside and outside the slice."""
-    if marker.get("kind") == "archive":
-        return any(u.kind == "archive" and u.locations[0] == marker.get("first") for u in units)
+    if own_shard(marker.get("kind")):  # one archive or Parquet file: superseded by a unit of it
+        return any(u.kind == marker["kind"] and u.locations[0] == marker.get("first") for u in units)
     span = _span(marker)
     files = [u for u in units if u.kind == "files" and u.locations]
     if span is None or not files:
@@ -83,9 +84,9 @@ def check_no_overlap(markers: dict[str, dict]) -> None:
                 "(made by overlapping min_offset/max_offset slices); "
                 "remove one of them, or rerun with overwrite=True"
             )
-    archives: dict[str, str] = {}
+    archives: dict[str, str] = {}  # and Parquet files: any kind of one file per shard
     for prefix, marker in markers.items():
-        if marker.get("kind") == "archive":
+        if own_shard(marker.get("kind")):
             other = archives.setdefault(marker.get("first", ""), prefix)
             if other != prefix:
                 raise InputError(

@@ -11,6 +11,10 @@ atomically, with the shard's counts and the fingerprint of its inputs) *and* the
 file holds exactly rows x d x 4 bytes. Rows are streamed to temporary files and moved
 into place on commit, so a crash never leaves a half-written shard that looks finished.
 
+Inputs that come with columns of their own (a Parquet row's caption, url, ...) add
+``<prefix>features.annotations.parquet``: ``filename`` (the row name, good and bad rows)
+then those columns, written on commit with the rest; :func:`load_annotations` reads them.
+
 Vectors are compared by cosine: the reduce reads them with ``normalize=True`` (unit
 length), so users' own features from ``save_binary_feature`` mean what ours mean.
 """
@@ -36,6 +40,7 @@ BAD_FILE = "features.bad.csv"
 DONE_FILE = "features.done"
 STATS_FILE = "features.stats.csv"
 THUMBNAILS_FILE = "features.thumbnails.parquet"
+ANNOTATIONS_FILE = "features.annotations.parquet"
 # Every file a shard may have, after its prefix, the marker first: what removing a stale
 # shard removes, in that order, so a half-removed shard never looks finished.
 SHARD_SUFFIXES = (
@@ -45,6 +50,7 @@ SHARD_SUFFIXES = (
     BAD_FILE,
     STATS_FILE,
     THUMBNAILS_FILE,
+    ANNOTATIONS_FILE,
 )
 
 
@@ -82,6 +88,10 @@ class FeatureShardWriter:
         self._stats = None  # opened on the first image that has statistics
         self._thumbnails_path = self.work.staging / f".{prefix}{THUMBNAILS_FILE}.tmp-{token}"
         self._thumbnails = None  # a parquet writer, opened on the first thumbnail
+        # One JSON object a line, made a Parquet table on commit (its columns' types are
+        # known only once every row is in: a column may be null in the first batches).
+        self._annotations_path = self.work.staging / f".{prefix}{ANNOTATIONS_FILE}.jsonl.tmp-{token}"
+        self._annotations = None
         self.good = 0
         self.bad = 0
 
@@ -130,6 +140,23 @@ class FeatureShardWriter:
             self._thumbnails = pq.ParquetWriter(self._thumbnails_path, table.schema, compression="none")
         self._thumbnails.write_table(table)
 
+    def add_annotations(self, filenames: list[str], rows: list[str]) -> None:
+        """Columns that came with these rows' inputs, each row a JSON object."""
+        if self._annotations is None:
+            self._annotations = open(self._annotations_path, "w", encoding="utf-8")
+        for name, row in zip(filenames, rows):
+            self._annotations.write(
+                json.dumps({"filename": name, **json.loads(row)}, ensure_ascii=False) + "\n"
+            )
+
+    def _commit_annotations(self) -> None:
+        self._annotations.close()
+        table = pl.read_ndjson(self._annotations_path, infer_schema_length=None)
+        staged = self._annotations_path.with_name(self._annotations_path.name.replace(".jsonl", ""))
+        table.write_parquet(staged)
+        self._annotations_path.unlink()
+        self.work.put(staged, f"{self.prefix}{ANNOTATIONS_FILE}")
+
     def add_bad(self, filenames: list[str], reasons: list[str]) -> None:
         self._bad_csv.writerows(zip(filenames, reasons))
         self.bad += len(filenames)
@@ -146,6 +173,8 @@ class FeatureShardWriter:
         if self._thumbnails is not None:
             self._thumbnails.close()
             self.work.put(self._thumbnails_path, f"{self.prefix}{THUMBNAILS_FILE}")
+        if self._annotations is not None:
+            self._commit_annotations()
         for temp, name in zip(self.temp_paths, self.final_names[:3]):
             self.work.put(temp, name)
         marker = {"good": self.good, "bad": self.bad, "d": self.d, **stats}
@@ -153,10 +182,10 @@ class FeatureShardWriter:
         return self.final_paths
 
     def abort(self) -> None:
-        for handle in (self._data, self._names, self._bad, self._stats, self._thumbnails):
+        for handle in (self._data, self._names, self._bad, self._stats, self._thumbnails, self._annotations):
             if handle is not None:
                 handle.close()
-        for path in (*self.temp_paths, self._stats_path, self._thumbnails_path):
+        for path in (*self.temp_paths, self._stats_path, self._thumbnails_path, self._annotations_path):
             path.unlink(missing_ok=True)
 
     def __enter__(self) -> "FeatureShardWriter":
@@ -329,6 +358,18 @@ def load_thumbnails(work: WorkDir, prefixes: list[str], ids: list[int] | np.ndar
             for row, jpeg in table.iter_rows():
                 found[int(row) + start] = jpeg
     return found
+
+
+def load_annotations(work: WorkDir, prefixes: list[str]) -> pl.DataFrame | None:
+    """The columns that came with the inputs of the given shards (``filename`` first),
+    in shard order; None when no shard has any. Shards with other columns (two Parquet
+    files of different schemas) are joined column-wise, missing values null."""
+    tables = [
+        pl.read_parquet(io.BytesIO(work.read_bytes(name)))
+        for name in (f"{prefix}{ANNOTATIONS_FILE}" for prefix in prefixes)
+        if work.exists(name)
+    ]
+    return pl.concat(tables, how="diagonal_relaxed") if tables else None
 
 
 def load_names(work: WorkDir, prefixes: list[str]) -> list[str]:

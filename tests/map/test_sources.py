@@ -79,7 +79,10 @@ def test_file_list_ignores_blanks_and_comments_and_resolves_relative_paths(tmp_p
     listing = list_inputs(str(tmp_path / "list.txt"))
     assert listing.files == sorted([str(tmp_path / "a.jpg"), str(tmp_path / "missing.png")])
     assert listing.bad == [
-        (str(tmp_path / "notes.doc"), "not an image, video or archive (unknown extension)")
+        (
+            str(tmp_path / "notes.doc"),
+            "not an input of any kind (image, archive, video, parquet): unknown extension",
+        )
     ]
     (tmp_path / "list.csv").write_text("filename\na.jpg\n")
     assert read_file_list(str(tmp_path / "list.csv")) == [str(tmp_path / "a.jpg")]
@@ -382,14 +385,14 @@ def test_a_loose_file_the_storage_cannot_serve_is_flagged_and_ends_its_unit(monk
     storage failed, and the unit's other files are not tried (its shard is run again)."""
     import botocore.exceptions
 
-    import fastdup_ray.map.sources as sources
+    import fastdup_ray.map.sources.files as files
 
     def read_bytes(location, options=None):
         if location.endswith("2.jpg"):
             raise botocore.exceptions.EndpointConnectionError(endpoint_url="http://s3")
         return b"bytes of " + location.encode()
 
-    monkeypatch.setattr(sources, "read_bytes", read_bytes)
+    monkeypatch.setattr(files, "read_bytes", read_bytes)
     unit = WorkUnit("images.", "files", ("s3://b/1.jpg", "s3://b/2.jpg", "s3://b/3.jpg"))
     first, failed = read_unit(unit, ReadSettings())
     assert first.ok and not first.storage_failed

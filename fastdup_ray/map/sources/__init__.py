@@ -5,9 +5,10 @@
 per line, ``.csv`` with a ``filename`` column), a brace pattern
 (``s3://bucket/laion/{00000..41454}.tar``), or a Python list of locations.
 
-A *unit* is what one task reads and what one features shard holds: each archive is a
-unit (shard named after the archive, with a short hash of its full location when two
-archives share a file name or the name is too long for a file system); loose images and
+The kinds of input, and the reader of each, are the registry below (:mod:`.kinds`).
+A *unit* is what one task reads and what one features shard holds: each archive or
+Parquet file is a unit (shard named after the file, with a short hash of its full
+location when two share a file name or the name is too long for a file system); loose images and
 videos are cut, in sorted order, into shards of ``shard_size`` with stable names
 (``images-<first>-<end>.``), or a single unnamed shard (plain ``features.dat``) when
 the run is that one shard and nothing else. ``min_offset``/``max_offset`` pick a slice of
@@ -30,43 +31,59 @@ import stat
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import polars as pl
 
 from fastdup_ray.errors import InputError
-from fastdup_ray.map.sources.archives import iter_archive
+from fastdup_ray.map.sources.archives import read_archive
+from fastdup_ray.map.sources.files import read_image
 from fastdup_ray.map.sources.items import (
     ARCHIVE_EXTENSIONS,
     IMAGE_EXTENSIONS,
     LIST_EXTENSIONS,
     VIDEO_EXTENSIONS,
     Item,
+    ReadSettings,
     cache_key,
     escape_name,
     is_utf8,
-    kind_of,
     location_hash,
     shorten,
 )
-from fastdup_ray.map.sources.video import iter_video_frames
+from fastdup_ray.map.sources.kinds import (
+    KINDS,
+    InputKind,
+    described,
+    extensions,
+    input_kind,
+    kind_of,
+    register,
+)
+from fastdup_ray.map.sources.parquet import PARQUET_EXTENSIONS, read_parquet
+from fastdup_ray.map.sources.video import read_video
 from fastdup_ray.rundir.storage import (
     StorageOptions,
     is_remote,
     list_files_with_versions,
     read_bytes,
-    storage_unavailable,
 )
 
 log = logging.getLogger("fastdup_ray")
 
+# The registry: a new input kind is its reader module and one line here.
+register(InputKind("image", IMAGE_EXTENSIONS, read_image))
+register(InputKind("archive", ARCHIVE_EXTENSIONS, read_archive, own_shard=True))
+register(InputKind("video", VIDEO_EXTENSIONS, read_video))
+register(InputKind("parquet", PARQUET_EXTENSIONS, read_parquet, own_shard=True))
+
 
 @dataclass(frozen=True)
 class WorkUnit:
-    """One shard of work: an archive, or a run of loose image/video files."""
+    """One shard of work: one file of an own-shard kind (an archive, a Parquet file), or
+    a run of loose image/video files."""
 
     name: str  # shard prefix in work_dir
-    kind: str  # "archive" or "files"
+    kind: str  # the kind's name ("archive", "parquet", ...), or "files" for loose files
     locations: tuple[str, ...]
     fingerprint: str = ""  # of the inputs as listed: a shard is reused only for the same
 
@@ -84,20 +101,9 @@ class WorkUnit:
 
 
 @dataclass
-class ReadSettings:
-    """What reading a unit needs besides its locations (picklable, sent to tasks)."""
-
-    storage: StorageOptions = field(default_factory=StorageOptions)
-    cache_dir: str | None = None
-    keep_archives: bool = False
-    keep_images: bool = False
-    video_fps: float = 1.0
-    max_items_per_archive: int = 0
-
-
-@dataclass
 class Listing:
-    """The inputs of a run, sorted: archives, loose files, and entries already known bad."""
+    """The inputs of a run, sorted: files that are a shard each (``archives``: archives,
+    Parquet files), loose files, and entries already known bad."""
 
     archives: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
@@ -115,10 +121,12 @@ def _classify(locations: list[str], listing: Listing, from_list: bool) -> int:
         if not is_utf8(location):
             listing.bad.append((escape_name(location), "file name is not valid UTF-8"))
             continue
-        kind = kind_of(location)
+        kind = input_kind(location)
         if kind is None:
             if from_list:
-                listing.bad.append((location, "not an image, video or archive (unknown extension)"))
+                listing.bad.append(
+                    (location, f"not an input of any kind ({', '.join(KINDS)}): unknown extension")
+                )
             else:
                 skipped += 1
             continue
@@ -127,7 +135,7 @@ def _classify(locations: list[str], listing: Listing, from_list: bool) -> int:
             if problem:
                 listing.bad.append((location, problem))
                 continue
-        (listing.archives if kind == "archive" else listing.files).append(location)
+        (listing.archives if kind.own_shard else listing.files).append(location)
     return skipped
 
 
@@ -263,9 +271,8 @@ def list_inputs(
                 _classify([path], listing, from_list=True)
             else:
                 raise InputError(
-                    f"input_dir {input_dir!r} is a file that is not an image "
-                    f"({', '.join(IMAGE_EXTENSIONS)}), archive ({', '.join(ARCHIVE_EXTENSIONS)}), "
-                    f"video ({', '.join(VIDEO_EXTENSIONS)}) or file list (.txt, .csv)"
+                    f"input_dir {input_dir!r} is a file of no input kind ({described()}) "
+                    "and no file list (.txt, .csv)"
                 )
         else:
             skipped = _classify(
@@ -283,8 +290,7 @@ def list_inputs(
     listing.bad.sort()
     if not listing:
         raise InputError(
-            f"no images found under {input_dir!r} (looked for "
-            f"{', '.join(IMAGE_EXTENSIONS + ARCHIVE_EXTENSIONS + VIDEO_EXTENSIONS)} in any case)"
+            f"no images found under {input_dir!r} (looked for {', '.join(extensions())} in any case)"
         )
     return listing
 
@@ -324,15 +330,15 @@ def plan_units(
 ) -> list[WorkUnit]:
     """Cut the listing into work units, keeping only the slice [min_offset, max_offset)."""
     files = listing.files[:num_images] if num_images else listing.files
-    ordered = sorted([(loc, "archive") for loc in listing.archives] + [(loc, "file") for loc in files])
+    ordered = sorted([(loc, kind_of(loc)) for loc in listing.archives] + [(loc, "file") for loc in files])
     sliced = ordered[min_offset:max_offset]
     file_index = {loc: i for i, loc in enumerate(files)}
     versions = listing.versions
     shared = shared_file_names(listing.archives)  # once: a LAION listing has ~41k archives
     units = [
-        WorkUnit(archive_shard_name(loc, shared), "archive", (loc,), fingerprint((loc,), versions))
+        WorkUnit(archive_shard_name(loc, shared), kind, (loc,), fingerprint((loc,), versions))
         for loc, kind in sliced
-        if kind == "archive"
+        if kind != "file"
     ]
     chosen = [loc for loc, kind in sliced if kind == "file"]
     # Unnamed (plain features.dat, fastdup's layout) only when this one shard is the whole
@@ -364,52 +370,30 @@ def plan_units(
 
 
 def read_unit(unit: WorkUnit, settings: ReadSettings) -> Iterator[Item]:
-    """Every Item of a unit: archive members, or loose files (video files expanded into frames)."""
-    cache = Path(settings.cache_dir) if settings.cache_dir else None
-
-    def video_items(location: str, data: bytes) -> Iterator[Item]:
-        return iter_video_frames(location, data, fps=settings.video_fps)
-
-    if unit.kind == "archive":
-        yield from iter_archive(
-            unit.locations[0],
-            settings.storage,
-            cache_dir=cache,
-            keep_archives=settings.keep_archives,
-            keep_images=settings.keep_images,
-            video_items=video_items,
-            max_items=settings.max_items_per_archive,
-        )
-        return
+    """Every Item of a unit, each file by its kind's reader (a file of no known kind is
+    read as an image). After a storage failure the unit's other files are not tried:
+    each would wait out the retries too, and a rerun reads the unit again."""
+    own = KINDS.get(unit.kind)
     for location in unit.locations:
-        try:
-            data = read_bytes(location, settings.storage)
-        except Exception as exc:  # noqa: BLE001 - any read failure is this input's bad reason
-            if storage_unavailable(exc):
-                # Not this file's fault, and the shard is read again by a rerun: the unit's
-                # other files are not tried (each would wait out the retries too).
-                why = f"cannot read file, the storage failed despite retries: {type(exc).__name__}: {exc}"
-                yield Item(location, reason=why, storage_failed=True)
+        kind = own or input_kind(location) or KINDS["image"]
+        for item in kind.read(location, settings):
+            yield item
+            if item.storage_failed:
                 return
-            reason = (
-                exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
-            )
-            yield Item(location, reason=f"cannot read file: {reason}")
-            continue
-        if kind_of(location) == "video":
-            yield from video_items(location, data)
-        else:
-            yield Item(location, data=data)
 
 
 __all__ = [
+    "KINDS",
+    "InputKind",
     "Item",
     "Listing",
     "ReadSettings",
     "WorkUnit",
     "cache_key",
+    "kind_of",
     "list_inputs",
     "plan_units",
     "read_file_list",
     "read_unit",
+    "register",
 ]

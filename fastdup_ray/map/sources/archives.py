@@ -13,6 +13,7 @@ is read too (``outer.tar/inner.tar/x.jpg``), down to MAX_NESTING levels.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import tarfile
@@ -24,7 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from fastdup_ray.map.sources.items import Item, cache_key, escape_name, is_utf8, kind_of
+from fastdup_ray.map.sources.items import Item, ReadSettings, cache_key, escape_name, is_utf8, kind_of
+from fastdup_ray.map.sources.video import iter_video_frames
 from fastdup_ray.rundir.storage import (
     StorageOptions,
     is_remote,
@@ -40,6 +42,14 @@ log = logging.getLogger("fastdup_ray")
 MAX_MEMBER_BYTES = 256 * 1024 * 1024
 # Archives inside archives are opened up to this depth (an archive bomb nests forever).
 MAX_NESTING = 3
+# What a member may be; any other member (webdataset's .txt/.json/.cls, a .parquet) is
+# not an image and is passed over.
+MEMBER_KINDS = ("image", "video", "archive")
+
+
+def member_kind(name: str) -> str | None:
+    kind = kind_of(name)
+    return kind if kind in MEMBER_KINDS else None
 
 
 def unsafe_reason(name: str) -> str | None:
@@ -89,7 +99,7 @@ def _member_item(
     if not is_utf8(name):
         yield Item(f"{archive}/{escape_name(name)}", reason="member name is not valid UTF-8")
         return
-    kind = kind_of(name)
+    kind = member_kind(name)
     if kind is None:
         return  # webdataset's .txt/.json/.cls and other members: not images
     # A repeated name (a writer's retried sample, or another picture under one name) is an
@@ -163,7 +173,7 @@ def iter_tar(
                 if member.isdir():
                     continue
                 if not member.isfile():
-                    if kind_of(member.name):
+                    if member_kind(member.name):
                         yield Item(
                             f"{location}/{escape_name(member.name)}",
                             reason="link or special member, not a file",
@@ -184,7 +194,7 @@ def iter_tar(
         if storage_unavailable(exc):
             raise  # the connection failed, not the archive: iter_archive says so
         where = location
-        if current and kind_of(current):  # a repeat is named by its occurrence, as its row would be
+        if current and member_kind(current):  # a repeat is named by its occurrence, as its row would be
             where = f"{location}/{escape_name(occurrence_name(current, seen))}"
         yield Item(
             where, reason=f"truncated or corrupt archive after {count} images: {type(exc).__name__}: {exc}"
@@ -281,3 +291,17 @@ def iter_archive(
             yield Item(location, reason=f"cannot read archive: {exc}")
         else:
             raise
+
+
+def read_archive(location: str, settings: ReadSettings) -> Iterator[Item]:
+    """The archive kind's reader: iter_archive with the run's read settings."""
+    cache = Path(settings.cache_dir) if settings.cache_dir else None
+    yield from iter_archive(
+        location,
+        settings.storage,
+        cache_dir=cache,
+        keep_archives=settings.keep_archives,
+        keep_images=settings.keep_images,
+        video_items=functools.partial(iter_video_frames, fps=settings.video_fps),
+        max_items=settings.max_items_per_archive,
+    )

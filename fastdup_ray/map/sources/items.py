@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from fastdup_ray.map.sources.kinds import kind_of  # noqa: F401 - re-exported: callers name kinds from here
+from fastdup_ray.rundir.storage import StorageOptions
 
 # HEIC/HEIF and AVIF are listed whether or not their decoder is installed: without it
 # each such file is a features.bad.csv row that names the extra to install (decode.py).
@@ -29,18 +32,6 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".m
 LIST_EXTENSIONS = (".txt", ".csv")
 
 
-def kind_of(name: str) -> str | None:
-    """'image', 'archive', 'video' or None, from the name's extension (any case)."""
-    lower = name.lower()
-    if lower.endswith(IMAGE_EXTENSIONS):
-        return "image"
-    if lower.endswith(ARCHIVE_EXTENSIONS):
-        return "archive"
-    if lower.endswith(VIDEO_EXTENSIONS):
-        return "video"
-    return None
-
-
 @dataclass
 class Item:
     """One input image as named in every output, with its content or why it has none."""
@@ -52,10 +43,25 @@ class Item:
     # Not bad data: the storage still failed after the S3 client's retries, so the unit's
     # shard is left unfinished for a rerun rather than this input listed in features.bad.csv.
     storage_failed: bool = False
+    # Scalar columns that came with the image (a Parquet row's caption, url, ...): the
+    # shard keeps them in its annotations table, keyed by ``location``.
+    annotations: dict | None = None
 
     @property
     def ok(self) -> bool:
         return self.reason is None
+
+
+@dataclass
+class ReadSettings:
+    """What reading a unit needs besides its locations (picklable, sent to tasks)."""
+
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    cache_dir: str | None = None
+    keep_archives: bool = False
+    keep_images: bool = False
+    video_fps: float = 1.0
+    max_items_per_archive: int = 0  # also caps the rows read from one Parquet file
 
 
 def escape_name(name: str) -> str:

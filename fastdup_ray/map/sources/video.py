@@ -9,7 +9,8 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 
-from fastdup_ray.map.sources.items import Item
+from fastdup_ray.map.sources.files import read_whole
+from fastdup_ray.map.sources.items import Item, ReadSettings
 
 
 def frame_name(video: str, seconds: float) -> str:
@@ -48,3 +49,12 @@ def iter_video_frames(location: str, data: bytes, fps: float = 1.0, max_frames: 
         return
     if count == 0:
         yield Item(location, reason="unreadable video: no frames decoded")
+
+
+def read_video(location: str, settings: ReadSettings) -> Iterator[Item]:
+    """A loose video file: read whole, then its frames at ``settings.video_fps``."""
+    data = read_whole(location, settings)
+    if isinstance(data, Item):
+        yield data
+        return
+    yield from iter_video_frames(location, data, fps=settings.video_fps)
