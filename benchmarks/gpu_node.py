@@ -1,8 +1,10 @@
 """One GPU node, end to end from local webdataset tars: images/s, GPU and CPU utilisation,
 and which of them limits the run.
 
-Writes ``--count`` photos (the photo folder's files cycled under new names: decoding cost
-is what matters here, not variety) into tars of ``--per-tar``, then times
+Writes ``--count`` photos into tars of ``--per-tar``: the photo folder's files cycled under
+new names, each with a JPEG comment segment holding its number, so every file has distinct
+bytes (the run decodes and embeds byte-identical files once, by content hash, and would
+otherwise measure almost nothing) at the same decoding cost. Then it times
 ``python -m fastdup_ray run TARS --compute gpu`` in a fresh process (Ray start-up
 included) while sampling ``nvidia-smi`` and /proc/stat every half second.
 
@@ -29,6 +31,15 @@ from throughput import end_to_end
 from fastdup_ray.engine import available_cpus
 
 
+def numbered_jpeg(data: bytes, number: int) -> bytes:
+    """The JPEG ``data`` with a comment segment (COM, 0xFFFE) after its start marker that
+    holds ``number``: distinct bytes, the same pixels."""
+    if data[:2] != b"\xff\xd8":
+        raise ValueError("not a JPEG (no start-of-image marker)")
+    comment = f"fastdup_ray benchmark copy {number}".encode()
+    return data[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + data[2:]
+
+
 def cycled_tars(photos: Path, out: Path, count: int, per_tar: int) -> list[Path]:
     blobs = [p.read_bytes() for p in list_photos(photos)]
     out.mkdir(parents=True, exist_ok=True)
@@ -40,7 +51,7 @@ def cycled_tars(photos: Path, out: Path, count: int, per_tar: int) -> list[Path]
             with tarfile.open(partial, "w") as archive:
                 for i in range(start, min(count, start + per_tar)):
                     info = tarfile.TarInfo(f"{i:09d}.jpg")
-                    data = blobs[i % len(blobs)]
+                    data = numbered_jpeg(blobs[i % len(blobs)], i)
                     info.size = len(data)
                     archive.addfile(info, io.BytesIO(data))
             partial.rename(path)
