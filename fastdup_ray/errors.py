@@ -28,3 +28,8 @@ class StorageUnavailableError(FastdupRayError):
     ) -> None:
         super().__init__(message)
         self.shards, self.location, self.cause = shards or [], location, cause
+
+
+class GpuUnavailableError(FastdupRayError):
+    """compute='gpu' was decided for the run, but CUDA does not start in a worker that must
+    embed on it; the message says why. The GPU model is never run on CPU instead."""

@@ -211,9 +211,11 @@ PARAMS: tuple[Param, ...] = (
         help="where to embed (gpu falls back to cpu when none is found)",
         doc=(
             "`gpu`: embedding actors use one GPU each with onnxruntime-gpu's CUDA provider, in batches of "
-            "at least 256, fed by CPU decode tasks, and the exact kNN runs on faiss-gpu; when no GPU is "
-            "found the run says so in one log line and embeds on CPU with the CPU model (decided once, "
-            "before any shard)"
+            "at least 256, fed by CPU decode tasks, and the exact kNN runs on faiss-gpu. Whether CUDA "
+            "really starts is checked with a session on a worker holding a GPU (onnxruntime-gpu lists "
+            "CUDA even where its libraries cannot load); when it does not, the run says why in one log "
+            "line and embeds on CPU with the CPU model, decided once before any shard and recorded in "
+            "config.json. The fp16 model never runs on the CPU provider"
         ),
     ),
     Param(

@@ -28,7 +28,7 @@ import numpy as np
 from fastdup_ray.config import RunConfig
 from fastdup_ray.engine import EngineSlot, choose, ray_cluster_given
 from fastdup_ray.errors import ConfigError, InputError
-from fastdup_ray.map.embed import Embedder
+from fastdup_ray.map.embed import INSTALL_GPU, Embedder
 from fastdup_ray.map.extract import ExtractJob, extract_units, write_listing_shard
 from fastdup_ray.map.progress import Progress
 from fastdup_ray.map.sources import ReadSettings, list_inputs, plan_units
@@ -268,22 +268,24 @@ def require_an_image(work: WorkDir, prefixes: list[str], summary: RunSummary, wh
 
 
 def decide_compute(config: RunConfig, engines: EngineSlot, locations: list[str]) -> str:
-    """'gpu' only when the engine that will embed has a GPU; decided once for the run,
-    before config.json records the model, so every shard is embedded by the same model
-    (the CPU default rather than a slow fp16 one on CPU)."""
+    """'gpu' only when the engine that will embed has a GPU where CUDA really starts;
+    decided once for the run, before config.json records the model, so every shard is
+    embedded by the same model (the CPU default rather than a slow fp16 one on CPU)."""
     if config.compute != "gpu" or not locations:
         return config.compute
-    from fastdup_ray.map.embed import cuda_available
+    from fastdup_ray.map.embed import cuda_problem
 
-    if choose(config.executor, "gpu", locations) == "ray" and not (ray_cluster_given() or cuda_available()):
-        gpus = 0  # no cluster, and this machine cannot run CUDA sessions: no Ray start to learn that
+    if choose(config.executor, "gpu", locations) == "ray" and not ray_cluster_given() and cuda_problem():
+        problem = cuda_problem()  # no cluster, and CUDA cannot start here: no Ray start to learn that
     else:
-        gpus = engines.get("gpu", locations).resources.gpus
-    if gpus:
+        engine = engines.get("gpu", locations)
+        no_gpu = f"no GPU was found ({INSTALL_GPU}, or give Ray a node with one)"
+        problem = engine.cuda_problem() if engine.resources.gpus else no_gpu
+    if problem is None:
         return "gpu"
     log.warning(
-        "compute='gpu' but no GPU was found (install fastdup_ray[gpu] on a machine with a CUDA GPU, "
-        "or give Ray a node with one); embedding on CPU with %s",
+        "compute='gpu' but %s; embedding on CPU with %s",
+        problem,
         os.path.basename(dataclasses.replace(config, compute="cpu").model_file()),
     )
     return "cpu"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -128,6 +129,36 @@ def test_gpu_asked_without_a_gpu_runs_on_cpu_with_the_cpu_model_and_says_so_once
     assert summary.good == len(sample.images) and {frozenset(p) for p in zip(pairs["from"], pairs["to"])} >= {
         frozenset((str(a), str(b))) for a, b in sample.duplicate_pairs
     }
+
+
+def test_gpu_asked_where_cuda_is_listed_but_cannot_start_runs_the_cpu_model_and_says_why(
+    sample, tmp_path, caplog, monkeypatch
+):
+    """As with onnxruntime-gpu on a machine whose CUDA libraries do not load: the provider
+    is listed, a session made with it runs on CPU. The run must not embed with the fp16
+    GPU model on the CPU provider (what it did): it warns once, with the reason, and
+    records the CPU model it ran in config.json."""
+    import logging
+
+    import onnxruntime as ort
+
+    from fastdup_ray.map import embed
+
+    if embed.cuda_available():
+        pytest.skip("this onnxruntime lists CUDA itself")
+    listed = [embed.CUDA, *ort.get_available_providers()]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
+    embed.cuda_problem.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="fastdup_ray"):
+            summary = fastdup_ray.run(str(sample.root), str(tmp_path), compute="gpu", executor="local", k=3)
+    finally:
+        embed.cuda_problem.cache_clear()
+    warnings = [r.message for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "CUDA did not start" in warnings[0] and "int8" in warnings[0], warnings
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert (config["compute"], config["model_file"]) == ("cpu", "efficientnet_lite0_int8.onnx")
+    assert summary.good == len(sample.images)
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,9 @@ class Engine(Protocol):
     @property
     def resources(self) -> Resources: ...
 
+    def cuda_problem(self) -> str | None:
+        """None when the workers that would embed on a GPU can start CUDA there; else why not."""
+
     def warm_up(self, job: Any) -> None:
         """Start what extraction will need (workers, models) without waiting for it."""
 

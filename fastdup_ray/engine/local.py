@@ -82,6 +82,11 @@ class LocalEngine:
 
         return Resources(cpus=self.workers, gpus=int(cuda_available()))
 
+    def cuda_problem(self) -> str | None:
+        from fastdup_ray.map.embed import cuda_problem
+
+        return cuda_problem()  # the workers are this machine's processes, with its libraries
+
     def _processes(self) -> ProcessPoolExecutor:
         """The pool, with every worker already started (the pool starts one per submit
         while none is idle, so one submit per worker starts them all, here)."""

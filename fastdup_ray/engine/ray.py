@@ -59,6 +59,7 @@ class EmbedPlan:
 
 
 GPU_BATCH = 256
+CUDA_PROBE_SECONDS = 300
 # CPUs reserved in Ray's accounting for decode tasks. Decoding (+ statistics, thumbnail)
 # now takes ~0.8x the int8 model's time per image, ~44% of the work; the operating system
 # shares the cores between the processes, and with two decode tasks per reserved CPU
@@ -103,6 +104,12 @@ def plan_embedding(
     )
 
 
+def _cuda_problem_here() -> str | None:
+    from fastdup_ray.map.embed import cuda_problem
+
+    return cuda_problem()
+
+
 class RayEngine:
     name = "ray"
 
@@ -122,6 +129,17 @@ class RayEngine:
         return Resources(
             cpus=int(cluster.get("CPU", 1)), gpus=int(cluster.get("GPU", 0)), nodes=max(1, nodes)
         )
+
+    def cuda_problem(self) -> str | None:
+        """Asked of a worker holding a GPU, where the actors will run: its libraries and
+        environment are not the driver's."""
+        import ray
+
+        probe = ray.remote(num_gpus=1, num_cpus=0)(_cuda_problem_here)
+        try:
+            return ray.get(probe.remote(), timeout=CUDA_PROBE_SECONDS)
+        except ray.exceptions.GetTimeoutError:
+            return f"no worker with a GPU answered within {CUDA_PROBE_SECONDS} s"
 
     def warm_up(self, job: ExtractJob) -> None:
         """Ray Data starts its actors with the pipeline; nothing to start ahead here."""

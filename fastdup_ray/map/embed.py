@@ -8,14 +8,17 @@ from the model itself.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import re
+import tempfile
 from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
 
-from fastdup_ray.errors import ConfigError, MissingDependencyError
+from fastdup_ray.errors import ConfigError, GpuUnavailableError, MissingDependencyError
 
 log = logging.getLogger("fastdup_ray")
 
@@ -84,17 +87,76 @@ def read_model_input(session) -> ModelInput:
 
 
 def cuda_available() -> bool:
-    return "CUDAExecutionProvider" in _onnxruntime().get_available_providers()
+    """onnxruntime lists CUDA: a GPU build is installed, which says nothing about whether
+    CUDA starts here (cuda_problem does)."""
+    return CUDA in _onnxruntime().get_available_providers()
+
+
+CUDA = "CUDAExecutionProvider"
+INSTALL_GPU = "install fastdup_ray[gpu] on a machine with a CUDA GPU"
+
+
+@functools.cache
+def cuda_problem() -> str | None:
+    """None when a session asked for CUDA really gets it in this process; else why not.
+
+    onnxruntime-gpu lists CUDA as available even where its libraries cannot load (no
+    driver, cuDNN or CUDA of another major version, a worker without the driver's
+    LD_LIBRARY_PATH), and a session asked for it then quietly runs on CPU. So the check
+    makes a session with the shipped fp16 model and reads the providers it really has."""
+    if not cuda_available():
+        return f"no GPU was found: onnxruntime has no {CUDA} ({INSTALL_GPU})"
+    ort = _onnxruntime()
+    session, errors = _with_native_stderr(
+        lambda: ort.InferenceSession(default_model_path("fp16"), providers=[CUDA, "CPUExecutionProvider"])
+    )
+    if CUDA in session.get_providers():
+        return None
+    return f"onnxruntime lists {CUDA} but CUDA did not start in this process ({_last_error(errors)})"
+
+
+def _with_native_stderr(make):
+    """``make()``, and what onnxruntime's C++ side wrote to stderr meanwhile (where it says
+    why a provider failed: Python never sees that text)."""
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            result = make()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        text = sink.read().decode(errors="replace")
+    if text:
+        log.debug("onnxruntime said: %s", text.strip())
+    return result, text
+
+
+def _last_error(text: str) -> str:
+    """The last line of onnxruntime's log that says what failed, without its colours and
+    its "time [W:onnxruntime:...]" prefix."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    lines = [re.sub(r"^.*?\[[EW]:onnxruntime:[^\]]*\]\s*", "", line).strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    failing = [line for line in lines if "error" in line.lower() or "fail" in line.lower()] or lines
+    if not failing:
+        return "it gave no reason: check nvidia-smi and LD_LIBRARY_PATH"
+    reason = failing[-1]
+    return reason if len(reason) <= 300 else reason[:297] + "..."
 
 
 def onnx_providers(compute: str) -> list[str]:
-    """ONNX Runtime providers for ``compute``; falls back to CPU with one log line when CUDA is absent."""
+    """ONNX Runtime providers for ``compute``; falls back to CPU with one log line when CUDA
+    cannot start (the run's compute was decided on the same check, so this is a worker
+    unlike the driver's machine)."""
     if compute == "gpu":
-        if cuda_available():
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        log.warning(
-            "compute='gpu' but onnxruntime has no CUDAExecutionProvider (install fastdup_ray[gpu] "
-            "on a machine with a CUDA GPU); embedding on CPU instead"
+        problem = cuda_problem()
+        if problem is None:
+            return [CUDA, "CPUExecutionProvider"]
+        raise GpuUnavailableError(
+            f"compute='gpu' but {problem}; the fp16 GPU model is not run on CPU: fix CUDA on this "
+            "node or run with compute='cpu'"
         )
     return ["CPUExecutionProvider"]
 
@@ -113,8 +175,9 @@ class Embedder:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = onnx_providers(compute)
         try:
-            self.session = ort.InferenceSession(self.model_path, options, providers=onnx_providers(compute))
+            self.session = ort.InferenceSession(self.model_path, options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own classes for a bad file
             detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise ConfigError(
@@ -123,7 +186,7 @@ class Embedder:
         # On CPU, runs of 16 images keep a convolution's activations in the core's cache:
         # the int8 model does 466 img/s per core in runs of 16 against 426 in runs of 64.
         # A GPU takes the whole batch at once.
-        self.run_size = None if "CUDAExecutionProvider" in self.session.get_providers() else CPU_RUN_SIZE
+        self.run_size = None if CUDA in self.session.get_providers() else CPU_RUN_SIZE
         self.input = read_model_input(self.session)
         self.d = d
         if d is not None:

@@ -92,3 +92,41 @@ def test_either_engine_maps_a_partial_in_order(ray_local, engine_name):
         assert list(engine.map(partial(np.add, 1), [np.arange(2)]))[0].tolist() == [1, 2]
     finally:
         engine.close()
+
+
+@pytest.mark.integration
+def test_a_ray_gpu_whose_worker_cannot_start_cuda_embeds_with_the_cpu_model(tmp_path):
+    """A cluster that offers a GPU whose worker cannot run CUDA (here: Ray told it has one
+    GPU, on a machine without CUDA) must not start fp16 actors on the CPU: the run asks a
+    GPU worker, warns with its answer and embeds with the CPU model, as config.json says."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    from fastdup_ray.map.embed import cuda_available
+    from fastdup_ray.sample import jpeg_bytes, make_scene
+
+    if cuda_available():
+        pytest.skip("this onnxruntime lists CUDA")
+    (tmp_path / "in").mkdir()
+    for i in range(4):
+        (tmp_path / "in" / f"{i}.jpg").write_bytes(jpeg_bytes(make_scene(i)))
+    code = (
+        "import ray, fastdup_ray; "
+        "ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, logging_level='WARNING'); "
+        f"s = fastdup_ray.run({str(tmp_path / 'in')!r}, {str(tmp_path / 'work')!r}, "
+        "executor='ray', compute='gpu', k=2); print('good', s.good)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"RAY_ADDRESS": "", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "good 4" in result.stdout
+    assert "compute='gpu' but no GPU was found: onnxruntime has no CUDAExecutionProvider" in result.stderr
+    config = json.loads((tmp_path / "work" / "config.json").read_text())
+    assert (config["compute"], config["model_file"]) == ("cpu", "efficientnet_lite0_int8.onnx")

@@ -97,3 +97,43 @@ def test_int8_and_fp16_models_keep_the_fp32_neighbourhoods_of_edited_copies():
     fp32, int8, fp16 = features
     assert (fp32 * fp16).sum(axis=1).min() > 0.999
     assert (fp32 * int8).sum(axis=1).min() > 0.97
+
+
+@pytest.fixture
+def cuda_listed_but_broken(monkeypatch):
+    """onnxruntime as onnxruntime-gpu behaves where CUDA cannot load: CUDA is listed as
+    available, and a session asked for it comes up on the CPU provider alone (CPU
+    onnxruntime does exactly that for a provider it lacks)."""
+    from fastdup_ray.map import embed
+
+    listed = [embed.CUDA, *ort.get_available_providers()]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
+    embed.cuda_problem.cache_clear()
+    yield
+    embed.cuda_problem.cache_clear()
+
+
+def test_cuda_listed_but_not_starting_is_found_by_a_real_session(cuda_listed_but_broken):
+    from fastdup_ray.map.embed import cuda_available, cuda_problem
+
+    assert cuda_available()
+    problem = cuda_problem()
+    assert problem is not None and "CUDA did not start in this process" in problem
+
+
+def test_a_gpu_session_where_cuda_cannot_start_refuses_rather_than_running_fp16_on_cpu(
+    cuda_listed_but_broken,
+):
+    from fastdup_ray.errors import GpuUnavailableError
+
+    with pytest.raises(GpuUnavailableError, match="compute='gpu' but .*CUDA did not start.*compute='cpu'"):
+        Embedder(default_model_path("fp16"), d=DEFAULT_D, compute="gpu")
+
+
+def test_no_cuda_at_all_is_named_as_no_gpu():
+    from fastdup_ray.map.embed import cuda_available, cuda_problem
+
+    if cuda_available():
+        pytest.skip("this onnxruntime lists CUDA")
+    cuda_problem.cache_clear()
+    assert cuda_problem().startswith("no GPU was found: onnxruntime has no CUDAExecutionProvider")
