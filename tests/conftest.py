@@ -154,3 +154,35 @@ def chromium():
         )
         yield browser
         browser.close()
+
+
+S3_KEY, S3_SECRET = "AKIAFASTDUPTEST", "very-secret-value-123"
+
+
+@pytest.fixture(scope="session")
+def bucket(s3_server, archive_dataset, sample):
+    """A bucket holding the archive dataset under data/ and the sample images under photos/."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(
+        key=S3_KEY, secret=S3_SECRET, client_kwargs={"endpoint_url": s3_server, "region_name": "us-east-1"}
+    )
+    import boto3
+
+    boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        region_name="us-east-1",
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_SECRET,
+    ).create_bucket(Bucket="fdr-test")
+    root, _, _, _ = archive_dataset
+    for path in sorted(root.iterdir()):
+        fs.put_file(str(path), f"fdr-test/data/{path.name}")
+    for path in sample.images + sample.corrupt:
+        fs.put_file(str(path), f"fdr-test/photos/{path.relative_to(sample.root)}")
+    return fs
+
+
+def s3_options(endpoint):
+    return dict(s3_endpoint_url=endpoint, s3_region="us-east-1", s3_key=S3_KEY, s3_secret=S3_SECRET)
