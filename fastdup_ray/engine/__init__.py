@@ -35,12 +35,12 @@ class Engine(Protocol):
     @property
     def resources(self) -> Resources: ...
 
-    def warm_up(self, job: Any) -> None:
+    def warm_up(self, plan: Any) -> None:
         """Start what extraction will need (workers, models) without waiting for it."""
 
-    def extract(self, units: list, job: Any, collector: Any) -> None:
-        """Read + decode + embed ``units`` with the settings of ``job`` (an ExtractJob);
-        every batch goes to ``collector.add`` on this process."""
+    def extract(self, plan: Any, sink: Any) -> None:
+        """Run the stages a map plan (fastdup_ray.map.plan.MapPlan) declares over its
+        units; every finished batch goes to ``sink.add`` on this process, in order."""
 
     def map(self, fn: Callable, items: Sequence) -> list:
         """``[fn(item) for item in items]``, run in parallel; ``fn`` must be picklable."""
