@@ -33,6 +33,7 @@ from fastdup_ray.map.extract import extract_units, write_listing_shard
 from fastdup_ray.map.plan import DecodeSettings, EmbedSettings, MapPlan, MapSettings
 from fastdup_ray.map.progress import Progress
 from fastdup_ray.map.sources import ReadSettings, list_inputs, plan_units
+from fastdup_ray.params import PARAMS
 from fastdup_ray.reduce import outputs
 from fastdup_ray.reduce.distributed import clear_outputs
 from fastdup_ray.reduce.index import check_index_spec, factory_string
@@ -41,7 +42,7 @@ from fastdup_ray.reduce.saved_index import (
     saved_index_shards,
     search_saved_index,
 )
-from fastdup_ray.reduce.strategy import reduce_shards
+from fastdup_ray.reduce.strategy import ReduceResult, ReduceSettings, reduce_shards
 from fastdup_ray.rundir import layout, results
 from fastdup_ray.rundir.resume import check_no_overlap, plan_resume
 from fastdup_ray.rundir.shards import (
@@ -243,16 +244,31 @@ def run_mode(
             count_images(summary, list(markers.values()))
             summary.shards = len(prefixes)
             require_an_image(work, prefixes, summary, work.location)
-            reduce_shards(config, work, prefixes, summary, engines, config.compute)
+            add_reduce(
+                summary, reduce_shards(reduce_settings(config, config.compute), work, prefixes, engines)
+            )
         else:
             score_test_set(config, work, prefixes, summary, engines)
         return
     prefixes, compute = extract(config, work, summary, engines, rejected)
     if config.run_mode == 0 and summary.good:
-        reduce_shards(config, work, prefixes, summary, engines, compute)
+        add_reduce(summary, reduce_shards(reduce_settings(config, compute), work, prefixes, engines))
     else:
         write_merged_bad_list(work, list_shards(work))
     require_an_image(work, prefixes, summary, config.input_dir)
+
+
+def reduce_settings(config: RunConfig, compute: str) -> ReduceSettings:
+    """The reduce's settings: every parameter params.py gives to the reduce stage."""
+    given = {p.name: getattr(config, p.name) for p in PARAMS if p.stage == "reduce"}
+    return ReduceSettings(**given, d=config.d, compute=compute)
+
+
+def add_reduce(summary: RunSummary, result: ReduceResult) -> None:
+    """What the reduce did, into the run's summary."""
+    summary.similar_pairs, summary.outlier_rows = result.similar_pairs, result.outlier_rows
+    summary.components, summary.grouped_images = result.components, result.grouped_images
+    summary.seconds.update(result.seconds)
 
 
 def require_an_image(work: WorkDir, prefixes: list[str], summary: RunSummary, where) -> None:

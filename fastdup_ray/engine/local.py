@@ -29,7 +29,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 
 from fastdup_ray.engine import Resources
-from fastdup_ray.map.plan import ACTOR, MapPlan, Sink, Stage
+from fastdup_ray.map.plan import ACTOR, MapPlan, Sink, Stage, gpus_here
 
 log = logging.getLogger("fastdup_ray")
 
@@ -93,9 +93,7 @@ class LocalEngine:
 
     @property
     def resources(self) -> Resources:
-        from fastdup_ray.map.embed import cuda_available
-
-        return Resources(cpus=self.workers, gpus=int(cuda_available()))
+        return Resources(cpus=self.workers, gpus=gpus_here())
 
     def _processes(self) -> ProcessPoolExecutor:
         """The pool, with every worker already started (the pool starts one per submit

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from fastdup_ray.map.batches import EmbedBatches, decode_items
-from fastdup_ray.map.record import DECODED, UNCOUNTED, WORK, Batch, work_batch, work_row
+from fastdup_ray.map.record import UNCOUNTED, WORK, Batch, work_batch, work_row
 from fastdup_ray.map.sources import Item, ReadSettings, WorkUnit, read_unit
 
 TASK = "task"
@@ -120,6 +120,13 @@ class MapSettings:
     decode: DecodeSettings
     embed: EmbedSettings
     batch_size: int = 64
+
+
+def gpus_here() -> int:
+    """GPUs the embed stage could use on this machine (CUDA sessions of ONNX Runtime)."""
+    from fastdup_ray.map.embed import cuda_available
+
+    return int(cuda_available())
 
 
 class Sink(Protocol):
@@ -222,4 +229,4 @@ def _cuts(unit: WorkUnit, read: ReadSettings, rows: int) -> Iterator[tuple[tuple
         yield (), count, pending
 
 
-__all__ = ["ACTOR", "DECODED", "TASK", "MapPlan", "MapSettings", "Piece", "Sink", "Stage"]
+__all__ = ["ACTOR", "TASK", "MapPlan", "MapSettings", "Piece", "Sink", "Stage", "gpus_here"]
