@@ -1,10 +1,11 @@
 """Engines run the stages; the stages never know which one does.
 
 An engine offers three things (datatrove's executors and img2dataset's distributor are
-the models): :meth:`Engine.extract` reads, decodes and embeds work units and hands each
-finished batch to the shard collector on this process; :meth:`Engine.map` runs a plain
-function over a list of items (the waves of the distributed reduce) and returns the
-results in order; :attr:`Engine.resources` says what it has. Two engines implement it:
+the models): :meth:`Engine.extract` runs the stages a map plan declares
+(:mod:`fastdup_ray.map.plan`: read + decode tasks, embedding actors) over its units and
+hands each finished batch, in order, to a sink on this process (the shard collector);
+:meth:`Engine.map` runs a plain function over a list of items (the waves of the
+distributed reduce) and returns the results in order; :attr:`Engine.resources` says what it has. Two engines implement it:
 
 - ``local`` (:mod:`fastdup_ray.engine.local`): worker processes on this machine, one
   single-threaded ONNX Runtime session each, no GIL between them, no Ray start-up;

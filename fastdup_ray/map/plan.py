@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from fastdup_ray.map.batches import EmbedBatches, decode_items
 from fastdup_ray.map.record import UNCOUNTED, WORK, Batch, work_batch, work_row
@@ -63,8 +63,8 @@ class ReadDecode:
     read: ReadSettings
     decode: DecodeSettings
     rows_per_batch: int
-    name: str = "read+decode"
-    placement: str = TASK
+    name: ClassVar[str] = "read+decode"
+    placement: ClassVar[str] = TASK
 
     def open(self) -> Callable[[Batch], Iterator[Batch]]:
         return self.run
@@ -103,8 +103,8 @@ class Embed:
     """DECODED batches in, EMBEDDED batches out, through one model session per process."""
 
     embed: EmbedSettings
-    name: str = "embed"
-    placement: str = ACTOR
+    name: ClassVar[str] = "embed"
+    placement: ClassVar[str] = ACTOR
 
     def open(self) -> Callable[[Batch], Iterator[Batch]]:
         session = EmbedBatches(self.embed.model_file, self.embed.d, self.embed.compute)
