@@ -5,7 +5,8 @@ the models): :meth:`Engine.extract` runs the stages a map plan declares
 (:mod:`fastdup_ray.map.plan`: read + decode tasks, embedding actors) over its units and
 hands each finished batch, in order, to a sink on this process (the shard collector);
 :meth:`Engine.map` runs a plain function over a list of items (the waves of the
-distributed reduce) and returns the results in order; :attr:`Engine.resources` says what it has. Two engines implement it:
+distributed reduce) and returns the results in order; :attr:`Engine.resources` says what
+it has. Two engines implement it:
 
 - ``local`` (:mod:`fastdup_ray.engine.local`): worker processes on this machine, one
   single-threaded ONNX Runtime session each, no GIL between them, no Ray start-up;
