@@ -1,7 +1,8 @@
 """Extraction throughput of two or more checkouts of fastdup_ray, alternating, same machine, same moment.
 
 Each round runs ``python -m fastdup_ray run`` once per checkout (PYTHONPATH set to it), in a
-fresh process on the same folder of JPEGs, and prints end-to-end and extraction img/s; then
+fresh process on the same folder of JPEGs, and prints end-to-end and extraction img/s and
+the CPU milliseconds of all its processes per image (what contention moves least); then
 the medians and each checkout's ratio to the first. Alternating rounds (every other one in
 reverse order) cancel the drift of a shared machine that single figures suffer from.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 from pathlib import Path
 
 import numpy as np
@@ -35,26 +37,41 @@ def main() -> None:
     folder = args.out / f"images-{args.count}"
     paths = build_volume_set(args.photos, folder, args.count)
     print(f"{len(paths)} JPEGs in {folder}; run args {args.run_args}")
-    rates: dict[str, list[tuple[float, float]]] = {name: [] for name in checkouts}
+    rates: dict[str, list[tuple[float, float, float]]] = {name: [] for name in checkouts}
     for round_number in range(args.rounds):
         # Every other round in the reverse order: neither checkout always runs right after the other.
         order = list(checkouts.items())
         for name, path in order if round_number % 2 == 0 else order[::-1]:
             env = dict(os.environ, PYTHONPATH=os.path.abspath(path))
+            before = cpu_seconds_of_children()
             measured = end_to_end(folder, args.out / "work", args.run_args, env=env)
-            rate = (measured["good"] / measured["wall"], measured["good"] / measured["stages"]["extract"])
+            cpu_ms = (cpu_seconds_of_children() - before) * 1000 / measured["good"]
+            rate = (
+                measured["good"] / measured["wall"],
+                measured["good"] / measured["stages"]["extract"],
+                cpu_ms,
+            )
             rates[name].append(rate)
             print(
-                f"round {round_number + 1} {name}: end to end {rate[0]:.1f}, extraction {rate[1]:.1f} img/s"
+                f"round {round_number + 1} {name}: end to end {rate[0]:.1f}, extraction {rate[1]:.1f} img/s, "
+                f"{cpu_ms:.2f} CPU ms an image"
             )
     first = next(iter(checkouts))
     base = np.median(rates[first], axis=0)
     for name, measured in rates.items():
         median = np.median(measured, axis=0)
         print(
-            f"median {name}: end to end {median[0]:.1f} img/s, extraction {median[1]:.1f} img/s; "
-            f"ratio to {first}: {median[0] / base[0]:.3f}, {median[1] / base[1]:.3f}"
+            f"median {name}: end to end {median[0]:.1f} img/s, extraction {median[1]:.1f} img/s, "
+            f"{median[2]:.2f} CPU ms an image; ratio to {first}: {median[0] / base[0]:.3f}, "
+            f"{median[1] / base[1]:.3f}, CPU per image {median[2] / base[2]:.3f}"
         )
+
+
+def cpu_seconds_of_children() -> float:
+    """User + system seconds of every finished child process (and theirs): on a shared
+    machine this moves far less than wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":
