@@ -29,9 +29,11 @@ from fastdup_ray.config import RunConfig
 from fastdup_ray.engine import EngineSlot, choose, ray_cluster_given
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.map.embed import INSTALL_GPU, Embedder
-from fastdup_ray.map.extract import ExtractJob, extract_units, write_listing_shard
+from fastdup_ray.map.extract import extract_units, write_listing_shard
+from fastdup_ray.map.plan import DecodeSettings, EmbedSettings, MapPlan, MapSettings
 from fastdup_ray.map.progress import Progress
 from fastdup_ray.map.sources import ReadSettings, list_inputs, plan_units
+from fastdup_ray.params import PARAMS
 from fastdup_ray.reduce import outputs
 from fastdup_ray.reduce.distributed import clear_outputs
 from fastdup_ray.reduce.index import check_index_spec, factory_string
@@ -40,7 +42,7 @@ from fastdup_ray.reduce.saved_index import (
     saved_index_shards,
     search_saved_index,
 )
-from fastdup_ray.reduce.strategy import reduce_shards
+from fastdup_ray.reduce.strategy import ReduceResult, ReduceSettings, reduce_shards
 from fastdup_ray.rundir import layout, results
 from fastdup_ray.rundir.resume import check_no_overlap, plan_resume
 from fastdup_ray.rundir.shards import (
@@ -242,16 +244,31 @@ def run_mode(
             count_images(summary, list(markers.values()))
             summary.shards = len(prefixes)
             require_an_image(work, prefixes, summary, work.location)
-            reduce_shards(config, work, prefixes, summary, engines, config.compute)
+            add_reduce(
+                summary, reduce_shards(reduce_settings(config, config.compute), work, prefixes, engines)
+            )
         else:
             score_test_set(config, work, prefixes, summary, engines)
         return
     prefixes, compute = extract(config, work, summary, engines, rejected)
     if config.run_mode == 0 and summary.good:
-        reduce_shards(config, work, prefixes, summary, engines, compute)
+        add_reduce(summary, reduce_shards(reduce_settings(config, compute), work, prefixes, engines))
     else:
         write_merged_bad_list(work, list_shards(work))
     require_an_image(work, prefixes, summary, config.input_dir)
+
+
+def reduce_settings(config: RunConfig, compute: str) -> ReduceSettings:
+    """The reduce's settings: every parameter params.py gives to the reduce stage."""
+    given = {p.name: getattr(config, p.name) for p in PARAMS if p.stage == "reduce"}
+    return ReduceSettings(**given, d=config.d, compute=compute)
+
+
+def add_reduce(summary: RunSummary, result: ReduceResult) -> None:
+    """What the reduce did, into the run's summary."""
+    summary.similar_pairs, summary.outlier_rows = result.similar_pairs, result.outlier_rows
+    summary.components, summary.grouped_images = result.components, result.grouped_images
+    summary.seconds.update(result.seconds)
 
 
 def require_an_image(work: WorkDir, prefixes: list[str], summary: RunSummary, where) -> None:
@@ -328,26 +345,10 @@ def extract(
     complete = {p for p, m in markers.items() if shard_is_complete(work, p, config.d, marker=m)}
     whole_run = config.min_offset == 0 and config.max_offset is None
     resume = plan_resume(units, markers, complete, whole_run, keep=frozenset({layout.LISTING_SHARD}))
-    job = ExtractJob(
-        model_file=settings.model_file(),
-        d=config.d,
-        compute=compute,
-        image_size=image_size,
-        thumbnail_size=config.thumbnail_size,
-        batch_size=config.batch_size,
-        read=ReadSettings(
-            storage=config.storage_options(),
-            cache_dir=cache_dir,
-            keep_archives=not config.delete_tar,
-            keep_images=not config.delete_img,
-            video_fps=config.video_fps,
-            max_items_per_archive=config.num_images,
-        ),
-        verbose=config.verbose,
-    )
+    plan = MapPlan(map_settings(settings, image_size, cache_dir), tuple(resume.todo))
     if resume.todo:
         engine = engines.get(compute, locations)
-        engine.warm_up(job)  # workers start and load the model while stale shards are cleared
+        engine.warm_up(plan)  # workers start and load the model while stale shards are cleared
     for prefix in resume.stale + [u.name for u in resume.todo if u.name in markers]:
         remove_shard(work, prefix)  # the marker first: never a finished-looking stale shard
     if resume.stale:
@@ -374,7 +375,7 @@ def extract(
         )
         try:
             with stage_timer(summary, "extract"):
-                extracted = extract_units(engines.get(compute, locations), resume.todo, job, work, progress)
+                extracted = extract_units(engines.get(compute, locations), plan, work, progress)
         finally:
             progress.close()
         extracted.raise_if_failed()  # no reduce while a shard is missing; a rerun extracts it
@@ -383,6 +384,24 @@ def extract(
     prefixes.sort()
     count_images(summary, [read_marker(work, p) or {} for p in prefixes])
     return prefixes, compute
+
+
+def map_settings(config: RunConfig, image_size: int, cache_dir: str | None) -> MapSettings:
+    """What the map stages need of ``config`` (its compute already decided)."""
+    read = ReadSettings(
+        storage=config.storage_options(),
+        cache_dir=cache_dir,
+        keep_archives=not config.delete_tar,
+        keep_images=not config.delete_img,
+        video_fps=config.video_fps,
+        max_items_per_archive=config.num_images,
+    )
+    return MapSettings(
+        read=read,
+        decode=DecodeSettings(image_size, config.thumbnail_size),
+        embed=EmbedSettings(config.model_file(), config.d, config.compute),
+        batch_size=config.batch_size,
+    )
 
 
 def test_features(

@@ -1,10 +1,12 @@
 """Engines run the stages; the stages never know which one does.
 
 An engine offers three things (datatrove's executors and img2dataset's distributor are
-the models): :meth:`Engine.extract` reads, decodes and embeds work units and hands each
-finished batch to the shard collector on this process; :meth:`Engine.map` runs a plain
-function over a list of items (the waves of the distributed reduce) and returns the
-results in order; :attr:`Engine.resources` says what it has. Two engines implement it:
+the models): :meth:`Engine.extract` runs the stages a map plan declares
+(:mod:`fastdup_ray.map.plan`: read + decode tasks, embedding actors) over its units and
+hands each finished batch, in order, to a sink on this process (the shard collector);
+:meth:`Engine.map` runs a plain function over a list of items (the waves of the
+distributed reduce) and returns the results in order; :attr:`Engine.resources` says what
+it has. Two engines implement it:
 
 - ``local`` (:mod:`fastdup_ray.engine.local`): worker processes on this machine, one
   single-threaded ONNX Runtime session each, no GIL between them, no Ray start-up;
@@ -38,12 +40,12 @@ class Engine(Protocol):
     def cuda_problem(self) -> str | None:
         """None when the workers that would embed on a GPU can start CUDA there; else why not."""
 
-    def warm_up(self, job: Any) -> None:
+    def warm_up(self, plan: Any) -> None:
         """Start what extraction will need (workers, models) without waiting for it."""
 
-    def extract(self, units: list, job: Any, collector: Any) -> None:
-        """Read + decode + embed ``units`` with the settings of ``job`` (an ExtractJob);
-        every batch goes to ``collector.add`` on this process."""
+    def extract(self, plan: Any, sink: Any) -> None:
+        """Run the stages a map plan (fastdup_ray.map.plan.MapPlan) declares over its
+        units; every finished batch goes to ``sink.add`` on this process, in order."""
 
     def map(self, fn: Callable, items: Sequence) -> list:
         """``[fn(item) for item in items]``, run in parallel; ``fn`` must be picklable."""

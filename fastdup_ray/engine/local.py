@@ -1,13 +1,14 @@
 """The local engine: worker processes on this machine, no Ray.
 
-Extraction: this process cuts each unit into batches (loose files as lists of locations
-that a worker reads itself; archive members read here, in order, since an archive is one
-stream) and hands them to a pool of worker processes; each worker keeps one
-single-threaded ONNX Runtime session and returns a batch of arrays (vectors, statistics,
-thumbnails) in one piece. Batches come back in the order they were cut, with a bounded
-number in flight, so shards hold rows in listing order, memory stays flat, and the one
-shard writer stays in this process. Processes share no GIL: decode and model scale with
-the cores, which threads of one process did not (about 800 img/s on 16 cores).
+Extraction: the map plan cuts each unit into pieces (:meth:`MapPlan.pieces`: loose files
+as lists of locations that a worker reads itself; archive members read here, in order,
+since an archive is one stream) and this engine hands them to a pool of worker processes;
+each worker runs every stage the plan declares on its piece, keeping one single-threaded
+ONNX Runtime session, and returns its batches of arrays (vectors, statistics, thumbnails).
+Batches come back in the order they were cut, with a bounded number in flight, so shards
+hold rows in listing order, memory stays flat, and the one shard writer stays in this
+process. Processes share no GIL: decode and model scale with the cores, which threads of
+one process did not (about 800 img/s on 16 cores).
 
 Workers are started with ``spawn`` (this process may already run threads: forking it
 is unsafe) and load their model as soon as the engine is asked to :meth:`warm_up`.
@@ -28,22 +29,36 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 
 from fastdup_ray.engine import Resources
-from fastdup_ray.map.extract import (
-    ExtractJob,
-    ShardCollector,
-    closing_row,
-    embed_chunk,
-    rows_per_batch,
-    session_for,
-    unit_chunks,
-)
-from fastdup_ray.map.sources import WorkUnit
+from fastdup_ray.map.plan import ACTOR, MapPlan, Sink, Stage, cuda_problem_here, gpus_here
 
 log = logging.getLogger("fastdup_ray")
 
+# What each stage that keeps a session runs with, per worker process: loaded once.
+_opened: dict[Stage, Callable] = {}
 
-def _load_session(job: ExtractJob) -> None:
-    session_for(job)
+
+def open_stage(stage: Stage) -> Callable:
+    """The stage's batch function in this process; an actor stage's is opened once and kept."""
+    if stage.placement != ACTOR:
+        return stage.open()
+    if stage not in _opened:
+        _opened[stage] = stage.open()
+    return _opened[stage]
+
+
+def open_actor_stages(stages: tuple[Stage, ...]) -> None:
+    for stage in stages:
+        if stage.placement == ACTOR:
+            open_stage(stage)
+
+
+def run_stages(stages: tuple[Stage, ...], work: dict) -> list[dict]:
+    """Every stage, in order, over one piece of work, in this worker: its finished batches."""
+    batches = [work]
+    for stage in stages:
+        run = open_stage(stage)
+        batches = [out for batch in batches for out in run(batch)]
+    return batches
 
 
 def _nothing() -> None:
@@ -70,22 +85,18 @@ def main_script_hidden() -> Iterator[None]:
 class LocalEngine:
     name = "local"
 
-    def __init__(self, workers: int, chunk_fn: Callable = embed_chunk) -> None:
+    def __init__(self, workers: int, piece_fn: Callable = run_stages) -> None:
         self.workers = max(1, workers)
-        self.chunk_fn = chunk_fn  # what a worker runs on one cut of a unit (picklable)
+        self.piece_fn = piece_fn  # what a worker runs on one piece: (stages, work) -> batches (picklable)
         self._pool: ProcessPoolExecutor | None = None
         self._warming: list[Future] = []
 
     @property
     def resources(self) -> Resources:
-        from fastdup_ray.map.embed import cuda_available
-
-        return Resources(cpus=self.workers, gpus=int(cuda_available()))
+        return Resources(cpus=self.workers, gpus=gpus_here())
 
     def cuda_problem(self) -> str | None:
-        from fastdup_ray.map.embed import cuda_problem
-
-        return cuda_problem()  # the workers are this machine's processes, with its libraries
+        return cuda_problem_here()  # the workers are this machine's processes, with its libraries
 
     def _processes(self) -> ProcessPoolExecutor:
         """The pool, with every worker already started (the pool starts one per submit
@@ -97,46 +108,37 @@ class LocalEngine:
                     self._pool.submit(_nothing)
         return self._pool
 
-    def warm_up(self, job: ExtractJob) -> None:
-        """Start the workers and load the model in each, without waiting for them."""
+    def warm_up(self, plan: MapPlan) -> None:
+        """Start the workers and open the plan's sessions in each, without waiting for them."""
         pool = self._processes()
-        self._warming = [pool.submit(_load_session, job) for _ in range(self.workers)]
+        stages = plan.stages(plan.batch_rows(self.workers))
+        self._warming = [pool.submit(open_actor_stages, stages) for _ in range(self.workers)]
 
-    def extract(self, units: list[WorkUnit], job: ExtractJob, collector: ShardCollector) -> None:
-        batch = rows_per_batch(job.batch_size, units, self.workers)
+    def extract(self, plan: MapPlan, sink: Sink) -> None:
+        """Every stage of ``plan`` over each piece in a worker; the pieces' batches go to
+        ``sink`` in the order the pieces were cut, with a bounded number in flight."""
+        rows = plan.batch_rows(self.workers)
+        stages = plan.stages(rows)
         log.info("extracting in %d worker processes (executor 'local')", self.workers)
         pool = self._processes()
         for future in self._warming:
             future.result()  # a model that cannot load fails here, once
-        rows: dict[str, int] = {}
-        in_flight: deque[tuple[str, Future | None]] = deque()
+        in_flight: deque[Future] = deque()
 
         def hand_over_oldest() -> None:
-            unit, future = in_flight.popleft()
-            if future is None:  # every batch of the unit has been handed over: close it
-                collector.add(closing_row(unit, rows.pop(unit, 0), job.d))
-                return
-            result = future.result()
-            rows[unit] = rows.get(unit, 0) + len(result["ok"])
-            collector.add(result)
+            for batch in in_flight.popleft().result():
+                sink.add(batch)
 
         try:
-            for unit in units:
-                seq = 0
-                for chunk in unit_chunks(unit, job.read, batch):
-                    if unit.name in collector.failed:
-                        break  # the storage failed under this unit: a rerun reads it whole
-                    in_flight.append((unit.name, pool.submit(self.chunk_fn, unit.name, chunk, seq, job)))
-                    seq += len(chunk.locations) if isinstance(chunk, WorkUnit) else len(chunk)
-                    while len(in_flight) > 2 * self.workers:
-                        hand_over_oldest()
-                in_flight.append((unit.name, None))
+            for piece in plan.pieces(rows, sink):
+                in_flight.append(pool.submit(self.piece_fn, stages, piece.work))
+                while len(in_flight) > 2 * self.workers:
+                    hand_over_oldest()
             while in_flight:
                 hand_over_oldest()
         except BaseException:
-            for _, future in in_flight:
-                if future is not None:
-                    future.cancel()
+            for future in in_flight:
+                future.cancel()
             raise
 
     def map(self, fn: Callable, items: Sequence) -> Iterator:

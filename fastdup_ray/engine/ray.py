@@ -1,10 +1,10 @@
 """The Ray engine: Ray Data tasks and actors on a cluster (the only module importing Ray).
 
-Extraction::
+Extraction: each stage the map plan declares is one Ray Data operator; today::
 
-    units ──> read + decode (CPU tasks, one unit each, streaming batches out)
-          ──> embed (actor pool, one ONNX Runtime session per actor, CPU or GPU)
-          ──> the shard collector on the driver (one writer per unit, marker last)
+    units ──> read + decode (a TASK stage: CPU tasks, one unit each, streaming batches out)
+          ──> embed (an ACTOR stage: actor pool, one ONNX Runtime session per actor, CPU or GPU)
+          ──> the sink on the driver (the shard collector: one writer per unit, marker last)
 
 ``map`` runs a plain function over items as Ray tasks (the waves of the distributed reduce,
 rounds), results in order.
@@ -12,21 +12,13 @@ rounds), results in order.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from fastdup_ray.engine import Resources
-from fastdup_ray.map.extract import (
-    EmbedBatches,
-    ExtractJob,
-    ShardCollector,
-    decode_units,
-    rows_per_batch,
-)
-from fastdup_ray.map.sources import WorkUnit
+from fastdup_ray.map.plan import TASK, MapPlan, Sink, Stage, cuda_problem_here
 
 log = logging.getLogger("fastdup_ray")
 
@@ -104,12 +96,6 @@ def plan_embedding(
     )
 
 
-def _cuda_problem_here() -> str | None:
-    from fastdup_ray.map.embed import cuda_problem
-
-    return cuda_problem()
-
-
 class RayEngine:
     name = "ray"
 
@@ -135,64 +121,44 @@ class RayEngine:
         environment are not the driver's."""
         import ray
 
-        probe = ray.remote(num_gpus=1, num_cpus=0)(_cuda_problem_here)
+        probe = ray.remote(num_gpus=1, num_cpus=0)(cuda_problem_here)
         try:
             return ray.get(probe.remote(), timeout=CUDA_PROBE_SECONDS)
         except ray.exceptions.GetTimeoutError:
             return f"no worker with a GPU answered within {CUDA_PROBE_SECONDS} s"
 
-    def warm_up(self, job: ExtractJob) -> None:
+    def warm_up(self, plan: MapPlan) -> None:
         """Ray Data starts its actors with the pipeline; nothing to start ahead here."""
 
-    def extract(self, units: list[WorkUnit], job: ExtractJob, collector: ShardCollector) -> None:
+    def extract(self, plan: MapPlan, sink: Sink) -> None:
         import ray
         import ray.data  # configures its loggers on import, so import before adjusting them
 
         # Ray Data logs every execution plan at INFO; our own log says what the run does.
         logging.getLogger("ray.data").setLevel(logging.INFO if self.verbose else logging.WARNING)
         have = self.resources
-        plan = plan_embedding(job.compute, self.num_threads, have.cpus, have.gpus, have.nodes)
-        log.debug("embedding plan: %s", plan)
+        sizing = plan_embedding(plan.compute, self.num_threads, have.cpus, have.gpus, have.nodes)
+        log.debug("embedding plan: %s", sizing)
+        plan = plan.on(sizing.compute)
         context = ray.data.DataContext.get_current()
         # Keep the units' order, so shard rows come out in listing order and runs repeat exactly.
         context.execution_options.preserve_order = True
         context.enable_progress_bars = self.verbose
-        largest = max(len(u.locations) for u in units)
-        batch = rows_per_batch(job.batch_size, units, 2 * plan.actors)
-        if plan.compute == "gpu":
+        batch = plan.batch_rows(2 * sizing.actors)
+        if sizing.compute == "gpu":
             # A GPU wants large batches (per-call overhead, kernel occupancy); CPU decode tasks
             # fill them, so a GPU batch is never smaller than GPU_BATCH unless a unit is.
-            batch = max(batch, min(GPU_BATCH, largest))
+            batch = max(batch, min(GPU_BATCH, max(len(u.locations) for u in plan.units)))
         # Ray Data merges a generator's yields into blocks of up to 128 MiB (~850 decoded
         # images) by default; blocks of about one batch keep the pipeline streaming and the
         # embedding actors' memory flat.
-        context.target_max_block_size = max(1 << 20, batch * job.image_size * job.image_size * 3 * 2)
-        dataset = ray.data.from_items(
-            [{"name": u.name, "kind": u.kind, "locations": json.dumps(list(u.locations))} for u in units],
-            override_num_blocks=len(units),
-        )
-        dataset = dataset.map_batches(
-            decode_units,
-            fn_kwargs={
-                "size": job.image_size,
-                "settings": job.read,
-                "rows_per_batch": batch,
-                "thumbnail_size": job.thumbnail_size,
-            },
-            batch_size=1,
-            num_cpus=plan.decode_cpus,
-            compute=ray.data.TaskPoolStrategy(size=plan.decode_tasks),
-        )
-        dataset = dataset.map_batches(
-            EmbedBatches,
-            fn_constructor_kwargs={"model_path": job.model_file, "d": job.d, "compute": plan.compute},
-            batch_size=batch,
-            compute=ray.data.ActorPoolStrategy(size=plan.actors),
-            num_cpus=plan.actor_cpus,
-            num_gpus=plan.actor_gpus,
-        )
+        context.target_max_block_size = max(1 << 20, batch * plan.row_bytes * 2)
+        work = plan.work_rows()
+        dataset = ray.data.from_items(work, override_num_blocks=len(work))
+        for stage in plan.stages(batch):
+            dataset = operator(dataset, stage, sizing, batch)
         for result in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            collector.add(result)
+            sink.add(result)
 
     def map(self, fn: Callable, items: Sequence) -> Iterator:
         """Results of ``fn`` over ``items`` as Ray tasks of one CPU each, in order."""
@@ -204,6 +170,44 @@ class RayEngine:
 
     def close(self) -> None:
         """Ray stays up for the caller (a driver script may run again)."""
+
+
+def operator(dataset, stage: Stage, sizing: EmbedPlan, batch: int):
+    """``dataset`` through ``stage``: a TASK stage as a pool of decode tasks fed one unit
+    each, an ACTOR stage as the pool of actors the sizing asks for, fed ``batch`` rows."""
+    import ray.data
+
+    if stage.placement == TASK:
+        return dataset.map_batches(
+            run_task,
+            fn_kwargs={"stage": stage},
+            batch_size=1,
+            num_cpus=sizing.decode_cpus,
+            compute=ray.data.TaskPoolStrategy(size=sizing.decode_tasks),
+        )
+    return dataset.map_batches(
+        StageActor,
+        fn_constructor_kwargs={"stage": stage},
+        batch_size=batch,
+        compute=ray.data.ActorPoolStrategy(size=sizing.actors),
+        num_cpus=sizing.actor_cpus,
+        num_gpus=sizing.actor_gpus,
+    )
+
+
+def run_task(batch: dict, stage: Stage) -> Iterator[dict]:
+    """A TASK stage over one batch, as a Ray Data generator."""
+    yield from stage.open()(batch)
+
+
+class StageActor:
+    """An ACTOR stage as a Ray Data callable class: opened (its session loaded) once per actor."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.run = stage.open()
+
+    def __call__(self, batch: dict) -> Iterator[dict]:
+        yield from self.run(batch)
 
 
 def apply_to(fn: Callable, item):

@@ -56,11 +56,16 @@ def human_bytes(count: float) -> str:
 
 
 @contextmanager
-def stage_timer(summary: RunSummary, stage: str) -> Iterator[None]:
+def timer(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Time the block into ``seconds[stage]`` (a stage's result, or a run's summary)."""
     start = time.perf_counter()
     yield
-    summary.seconds[stage] = time.perf_counter() - start
-    log.debug("stage %s took %.2fs", stage, summary.seconds[stage])
+    seconds[stage] = time.perf_counter() - start
+    log.debug("stage %s took %.2fs", stage, seconds[stage])
+
+
+def stage_timer(summary: RunSummary, stage: str):
+    return timer(summary.seconds, stage)
 
 
 def count_images(summary: RunSummary, markers: list[dict]) -> None:

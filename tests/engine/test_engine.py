@@ -3,6 +3,7 @@ loop gives, for the reduce's kNN over index shards and the union-find rounds."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import pytest
 
 import fastdup_ray
 from fastdup_ray.engine import open_engine
+from fastdup_ray.map.plan import DecodeSettings, EmbedSettings, MapPlan, MapSettings
+from fastdup_ray.map.record import EMBEDDED, IMAGE, UNCOUNTED, UNIT_END
+from fastdup_ray.sample import jpeg_bytes, make_scene
 
 PACKAGE = Path(fastdup_ray.__file__).parent
 IMPORTS_RAY = re.compile(r"^\s*(import ray\b|from ray\b)", re.MULTILINE)
@@ -130,3 +134,111 @@ def test_a_ray_gpu_whose_worker_cannot_start_cuda_embeds_with_the_cpu_model(tmp_
     assert "compute='gpu' but no GPU was found: onnxruntime has no CUDAExecutionProvider" in result.stderr
     config = json.loads((tmp_path / "work" / "config.json").read_text())
     assert (config["compute"], config["model_file"]) == ("cpu", "efficientnet_lite0_int8.onnx")
+
+
+def map_modules_imported(path: Path) -> set[str]:
+    """The fastdup_ray.map modules a source file imports, at any depth of it."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(
+                f"{node.module}.{alias.name}" for alias in node.names if node.module == "fastdup_ray"
+            )
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {name for name in names if name == "fastdup_ray.map" or name.startswith("fastdup_ray.map.")}
+
+
+def test_the_engines_import_nothing_of_the_map_but_its_plan():
+    """An engine schedules what the map declares; a new map stage or setting touches no engine."""
+    imported = {path.name: map_modules_imported(path) for path in sorted((PACKAGE / "engine").glob("*.py"))}
+    assert imported == {
+        "__init__.py": set(),
+        "local.py": {"fastdup_ray.map.plan"},
+        "ray.py": {"fastdup_ray.map.plan"},
+    }
+
+
+class RecordingSink:
+    """A sink that keeps every batch an engine hands it, each checked against the record."""
+
+    def __init__(self) -> None:
+        self.batches = []
+
+    def add(self, batch) -> None:
+        self.batches.append(EMBEDDED.check(batch))
+
+    def gave_up(self, unit: str) -> bool:
+        return False
+
+    def rows(self) -> dict[str, list[tuple[str, int, int]]]:
+        """unit -> (path, control, unit_rows) of its rows, in the order they came."""
+        out: dict[str, list] = {}
+        for batch in self.batches:
+            for unit, path, control, count in zip(
+                batch["unit"], batch["path"], batch["control"], batch["unit_rows"]
+            ):
+                out.setdefault(str(unit), []).append((str(path), int(control), int(count)))
+        return out
+
+
+def small_plan(tmp_path) -> MapPlan:
+    """A folder of 5 photos and a broken file, an archive of 3, and an empty unit, cut 2 rows at a time."""
+    from conftest import write_tar
+
+    from fastdup_ray.map.embed import Embedder
+    from fastdup_ray.map.sources import ReadSettings, WorkUnit
+
+    files = []
+    for i in range(5):
+        files.append(tmp_path / f"{i}.jpg")
+        files[-1].write_bytes(jpeg_bytes(make_scene(i)))
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    tar = write_tar(tmp_path / "t.tar", {f"m{i}.jpg": jpeg_bytes(make_scene(10 + i)) for i in range(3)})
+    units = (
+        WorkUnit("a.", "files", tuple(str(p) for p in [*files, tmp_path / "broken.jpg"])),
+        WorkUnit("t.tar", "archive", (str(tar),)),
+        WorkUnit("empty.", "files", ()),
+    )
+    model = Embedder()
+    settings = MapSettings(
+        ReadSettings(),
+        DecodeSettings(model.image_size, 32),
+        EmbedSettings(model.model_path, 320),
+        batch_size=2,
+    )
+    return MapPlan(settings, units)
+
+
+@pytest.mark.integration
+def test_control_rows_round_trip_through_both_engines(ray_local, tmp_path):
+    """Each unit's rows come in listing order, then exactly one UNIT_END row; Ray's decode
+    task reads a unit whole and counts its rows, the local engine's cuts cannot."""
+    plan = small_plan(tmp_path)
+    seen = {}
+    for name in ("local", "ray"):
+        engine, sink = open_engine(name, num_threads=2), RecordingSink()
+        try:
+            engine.extract(plan, sink)
+        finally:
+            engine.close()
+        seen[name] = sink
+        rows = sink.rows()
+        assert list(rows) == ["a.", "t.tar", "empty."]
+        # Ray reads each unit in one task; locally only the empty unit is a single cut.
+        counted = (
+            {"a.": 6, "t.tar": 3, "empty.": 0}
+            if name == "ray"
+            else {"a.": UNCOUNTED, "t.tar": UNCOUNTED, "empty.": 0}
+        )
+        for unit, unit_rows in rows.items():
+            *images, (_, control, announced) = unit_rows
+            assert control == UNIT_END and all(c == IMAGE for _, c, _ in images), unit
+            assert announced == counted[unit] and len(images) == {"a.": 6, "t.tar": 3, "empty.": 0}[unit]
+        assert [p.rsplit("/", 1)[-1] for p, _, _ in rows["t.tar"][:-1]] == ["m0.jpg", "m1.jpg", "m2.jpg"]
+    vectors = {
+        name: np.concatenate([b["embedding"][b["control"] == IMAGE] for b in sink.batches])
+        for name, sink in seen.items()
+    }
+    assert np.allclose(vectors["local"], vectors["ray"], atol=1e-6) and vectors["ray"].shape == (9, 320)

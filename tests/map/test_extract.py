@@ -1,5 +1,5 @@
-"""The batch functions of the map side, the shard collector, the engine choice and the
-local engine (worker processes), without Ray."""
+"""The batch functions and stages of the map side, the shard collector, the engine choice
+and the local engine (worker processes), without Ray."""
 
 import json
 import os
@@ -9,18 +9,12 @@ import pytest
 
 from fastdup_ray.config import DEFAULT_D, RunConfig
 from fastdup_ray.engine import available_cpus, choose
-from fastdup_ray.engine.local import LocalEngine
+from fastdup_ray.engine.local import LocalEngine, run_stages
 from fastdup_ray.engine.ray import plan_embedding
-from fastdup_ray.map.extract import (
-    EmbedBatches,
-    ExtractJob,
-    ShardCollector,
-    decode_items,
-    decode_units,
-    embed_chunk,
-    extract_units,
-    unit_chunks,
-)
+from fastdup_ray.map.batches import EmbedBatches, decode_items
+from fastdup_ray.map.extract import ShardCollector, extract_units
+from fastdup_ray.map.plan import DecodeSettings, EmbedSettings, MapPlan, MapSettings, ReadDecode, unit_pieces
+from fastdup_ray.map.record import UNIT_END, ends, work_batch
 from fastdup_ray.map.sources import Item, ReadSettings, WorkUnit
 from fastdup_ray.rundir.shards import (
     list_shards,
@@ -42,7 +36,8 @@ def test_decode_items_marks_bad_rows_and_closes_the_unit():
     batch = decode_items("u.", items, size=64, first_seq=10, total=4)
     assert batch["ok"].tolist() == [True, False, False, True, False]
     assert batch["reason"][1] == "empty file" and batch["reason"][2] == "cannot read file: gone"
-    assert batch["end"].tolist() == [False] * 4 + [True] and batch["unit_rows"][-1] == 4
+    assert ends(batch).tolist() == [False] * 4 + [True] and batch["unit_rows"][-1] == 4
+    assert batch["control"][-1] == UNIT_END
     assert batch["seq"].tolist() == [10, 11, 12, 13, 14]
     assert (
         batch["pixels"].shape == (5, 64, 64, 3)
@@ -51,19 +46,15 @@ def test_decode_items_marks_bad_rows_and_closes_the_unit():
     )
 
 
-def test_decode_units_streams_batches_of_a_unit(tmp_path):
+def test_read_decode_streams_batches_of_a_unit(tmp_path):
     paths = []
     for i in range(5):
         paths.append(tmp_path / f"{i}.jpg")
         paths[-1].write_bytes(jpeg_bytes(make_scene(i)))
-    unit = {
-        "name": np.array([""], dtype=object),
-        "kind": np.array(["files"], dtype=object),
-        "locations": np.array([json.dumps([str(p) for p in paths])], dtype=object),
-    }
-    batches = list(decode_units(unit, size=32, settings=ReadSettings(), rows_per_batch=2))
+    stage = ReadDecode(ReadSettings(), DecodeSettings(32), rows_per_batch=2)
+    batches = list(stage.open()(work_batch("", "files", [str(p) for p in paths])))
     assert [len(b["path"]) for b in batches] == [2, 2, 2]  # 2 + 2 + (1 image + end row)
-    assert batches[-1]["end"].tolist() == [False, True] and batches[-1]["unit_rows"][-1] == 5
+    assert ends(batches[-1]).tolist() == [False, True] and batches[-1]["unit_rows"][-1] == 5
 
 
 def test_embed_batches_only_embeds_good_rows():
@@ -79,7 +70,7 @@ def fake_embedded(unit, names, ok, total=None, first_seq=0):
     batch = decode_items(
         unit, [Item(n) if good else Item(n, reason="bad") for n, good in zip(names, ok)], 4, first_seq, total
     )
-    batch["ok"] = np.r_[np.asarray(ok, bool), [False] * (total is not None)]
+    batch["ok"] = np.array(list(ok) + [False] * (total is not None), dtype=bool)
     batch["reason"] = np.array(
         ["" if good else "bad" for good in ok] + [""] * (total is not None), dtype=object
     )
@@ -163,7 +154,7 @@ class ScriptedEngine:
     def __init__(self, batches):
         self.batches = batches
 
-    def extract(self, units, job, collector):
+    def extract(self, plan, collector):
         for batch in self.batches:
             collector.add(batch)
 
@@ -172,14 +163,14 @@ def test_extract_units_returns_the_units_the_storage_failed_under(tmp_path):
     from fastdup_ray.errors import FastdupRayError, StorageUnavailableError
 
     units = [WorkUnit(name, "files", (f"s3://x/{name}1.jpg",)) for name in ("", "b.", "c.")]
-    job = ExtractJob("model.onnx", 3, "cpu", 4)
+    settings = MapSettings(ReadSettings(), DecodeSettings(4), EmbedSettings("model.onnx", 3))
     batches = [
         storage_failed_row("c.", "s3://x/c.1.jpg", 0),
         fake_embedded("b.", ["s3://x/b.1.jpg"], [True], total=1),
         storage_failed_row("", "s3://x/1.jpg", 0),
         fake_embedded("", [], [], total=1),
     ]
-    result = extract_units(ScriptedEngine(batches), units, job, WorkDir(str(tmp_path)))
+    result = extract_units(ScriptedEngine(batches), MapPlan(settings, tuple(units)), WorkDir(str(tmp_path)))
     assert result.shards == ["b."] and list(result.failed) == ["c.", ""]
     with pytest.raises(StorageUnavailableError) as failure:
         result.raise_if_failed()
@@ -193,8 +184,7 @@ def test_extract_units_returns_the_units_the_storage_failed_under(tmp_path):
     )
     extract_units(
         ScriptedEngine([fake_embedded("b.", ["s3://x/b.1.jpg"], [True], total=1)]),
-        units[1:2],
-        job,
+        MapPlan(settings, tuple(units[1:2])),
         WorkDir(str(tmp_path / "ok")),
     ).raise_if_failed()
 
@@ -237,22 +227,26 @@ def test_auto_executor_is_local_unless_the_run_asks_for_ray(monkeypatch):
     assert 1 <= available_cpus() <= (os.cpu_count() or 1)
 
 
-def test_unit_chunks_cut_files_for_the_threads_and_stream_archive_members(tmp_path):
+def test_unit_pieces_cut_files_for_the_workers_and_stream_archive_members(tmp_path):
     files = WorkUnit("u.", "files", tuple(f"/x/{i}.jpg" for i in range(5)))
-    chunks = list(unit_chunks(files, ReadSettings(), 2))
-    assert [c.locations for c in chunks] == [
-        ("/x/0.jpg", "/x/1.jpg"),
-        ("/x/2.jpg", "/x/3.jpg"),
-        ("/x/4.jpg",),
+    pieces = list(unit_pieces(files, ReadSettings(), 2))
+    assert [json.loads(p.work["locations"][0]) for p in pieces] == [
+        ["/x/0.jpg", "/x/1.jpg"],
+        ["/x/2.jpg", "/x/3.jpg"],
+        ["/x/4.jpg"],
     ]
+    assert [p.work["first_seq"][0] for p in pieces] == [0, 2, 4]
+    assert [p.work["closes"][0] for p in pieces] == [False, False, True]  # the last closes the unit
     from conftest import write_tar
 
     tar = write_tar(tmp_path / "t.tar", {f"{i}.jpg": b"x" * (i + 1) for i in range(3)})
-    chunks = list(unit_chunks(WorkUnit("t.", "archive", (str(tar),)), ReadSettings(), 2))
-    assert [[item.location.rsplit("/", 1)[-1] for item in c] for c in chunks] == [
+    pieces = list(unit_pieces(WorkUnit("t.", "archive", (str(tar),)), ReadSettings(), 2))
+    assert [[item.location.rsplit("/", 1)[-1] for item in p.work["items"][0]] for p in pieces] == [
         ["0.jpg", "1.jpg"],
         ["2.jpg"],
     ]
+    [empty] = list(unit_pieces(WorkUnit("e.", "files", ()), ReadSettings(), 2))
+    assert empty.work["closes"][0] and json.loads(empty.work["locations"][0]) == []
 
 
 def scene_files(folder, count):
@@ -263,24 +257,23 @@ def scene_files(folder, count):
     return sorted(str(p) for p in folder.iterdir())
 
 
-def job_for(config: RunConfig) -> ExtractJob:
+def plan_for(config: RunConfig, units) -> MapPlan:
     from fastdup_ray.map.embed import Embedder
 
     size = Embedder(config.model_file()).image_size
-    return ExtractJob(
-        config.model_file(),
-        config.d,
-        "cpu",
-        size,
-        thumbnail_size=config.thumbnail_size,
+    settings = MapSettings(
+        ReadSettings(),
+        DecodeSettings(size, config.thumbnail_size),
+        EmbedSettings(config.model_file(), config.d, "cpu"),
         batch_size=config.batch_size,
     )
+    return MapPlan(settings, tuple(units))
 
 
-def extract_locally(config: RunConfig, units, work, chunk_fn=embed_chunk):
-    engine = LocalEngine(config.num_threads or 2, chunk_fn=chunk_fn)
+def extract_locally(config: RunConfig, units, work, piece_fn=run_stages):
+    engine = LocalEngine(config.num_threads or 2, piece_fn=piece_fn)
     try:
-        return extract_units(engine, units, job_for(config), work)
+        return extract_units(engine, plan_for(config, units), work)
     finally:
         engine.close()
 
@@ -306,11 +299,11 @@ def test_local_engine_writes_every_input_once_in_listing_order(tmp_path):
     assert np.allclose(load_shards(one, ["a.", "b.", "empty."], config.d)[1], vectors, atol=1e-6)
 
 
-def failing_chunk(unit, chunk, first_seq, job):
-    """embed_chunk, but the batch holding 04.jpg fails in its worker process."""
-    if any(location.endswith("04.jpg") for location in chunk.locations):
+def failing_piece(stages, work):
+    """run_stages, but the piece holding 04.jpg fails in its worker process."""
+    if "04.jpg" in work["locations"][0]:
         raise RuntimeError("disk on fire")
-    return embed_chunk(unit, chunk, first_seq, job)
+    return run_stages(stages, work)
 
 
 def test_local_engine_commits_nothing_when_a_batch_fails(tmp_path):
@@ -318,7 +311,7 @@ def test_local_engine_commits_nothing_when_a_batch_fails(tmp_path):
     work = WorkDir(str(tmp_path / "work"))
     config = RunConfig("in", str(tmp_path / "work"), batch_size=2, num_threads=2)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        extract_locally(config, [WorkUnit("a.", "files", tuple(locations))], work, chunk_fn=failing_chunk)
+        extract_locally(config, [WorkUnit("a.", "files", tuple(locations))], work, piece_fn=failing_piece)
     assert list_shards(work) == [] and not shard_is_complete(work, "a.", DEFAULT_D)
 
 
@@ -328,7 +321,6 @@ def test_local_engine_embeds_in_worker_processes(tmp_path):
 
     locations = scene_files(tmp_path / "in", 24)
     config = RunConfig("in", str(tmp_path / "work"), batch_size=4, num_threads=2)
-    job = job_for(config)
     before_self, before_children = (
         resource.getrusage(resource.RUSAGE_SELF),
         resource.getrusage(resource.RUSAGE_CHILDREN),
@@ -336,7 +328,9 @@ def test_local_engine_embeds_in_worker_processes(tmp_path):
     engine = LocalEngine(2)
     try:
         extract_units(
-            engine, [WorkUnit("a.", "files", tuple(locations))], job, WorkDir(str(tmp_path / "work"))
+            engine,
+            plan_for(config, [WorkUnit("a.", "files", tuple(locations))]),
+            WorkDir(str(tmp_path / "work")),
         )
     finally:
         engine.close()  # children are waited for: their times are counted now

@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fastdup_ray.map.extract import decode_items, unit_chunks
+from fastdup_ray.map.batches import decode_items
+from fastdup_ray.map.plan import unit_pieces
 from fastdup_ray.map.sources import ReadSettings, WorkUnit, list_inputs, plan_units, read_unit
 from fastdup_ray.map.sources import parquet as parquet_source
 from fastdup_ray.map.sources.kinds import KINDS, kind_of
@@ -210,8 +211,8 @@ def test_listing_plans_one_shard_per_file_fingerprinted_by_its_version(tmp_path)
 
 def test_the_local_engine_reads_a_parquet_unit_in_order_like_an_archive(tmp_path):
     path = write_parquet(tmp_path / "p.parquet", {"jpg": jpegs(5)}, row_group_size=2)
-    chunks = list(unit_chunks(WorkUnit("p.parquet", "parquet", (str(path),)), ReadSettings(), 2))
-    assert [[i.location for i in chunk] for chunk in chunks] == [
+    pieces = list(unit_pieces(WorkUnit("p.parquet", "parquet", (str(path),)), ReadSettings(), 2))
+    assert [[i.location for i in piece.work["items"][0]] for piece in pieces] == [
         [f"{path}/0", f"{path}/1"],
         [f"{path}/2", f"{path}/3"],
         [f"{path}/4"],

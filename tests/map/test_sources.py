@@ -411,7 +411,7 @@ def test_without_pillow_heif_a_heic_photo_is_a_bad_row_that_names_the_extra(tmp_
     import pillow_heif
 
     import fastdup_ray.map.decode as decode
-    from fastdup_ray.map.extract import decode_items
+    from fastdup_ray.map.batches import decode_items
     from fastdup_ray.sample import jpeg_bytes, make_scene
 
     pillow_heif.register_heif_opener()  # only to write the file

@@ -1,0 +1,249 @@
+"""The map as the engines see it: its settings, its stages, and the work they are given.
+
+An engine (:mod:`fastdup_ray.engine`) imports this module and nothing else of the map. A
+:class:`MapPlan` declares, in order, the stages a unit's rows go through, each with one
+calling convention (datatrove's steps are the model): ``stage.open()`` returns a function
+of one batch that yields batches (:mod:`fastdup_ray.map.record` declares their columns),
+and ``stage.placement`` says how it wants to be run:
+
+- ``TASK``: stateless CPU work, one WORK row per call (read + decode: a unit is one stream);
+- ``ACTOR``: holds a session loaded once per process (embed), fed batches of rows.
+
+The plan also says how its units are given: whole, one WORK row each, to the tasks of an
+engine that runs each stage in its own pool (:meth:`MapPlan.work_rows`), or cut into
+pieces that run every stage in one process (:meth:`MapPlan.pieces`). Adding a stage or a
+setting of one touches this package only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import ClassVar, Protocol
+
+from fastdup_ray.map.batches import EmbedBatches, decode_items
+from fastdup_ray.map.record import UNCOUNTED, WORK, Batch, work_batch, work_row
+from fastdup_ray.map.sources import Item, ReadSettings, WorkUnit, read_unit
+
+TASK = "task"
+ACTOR = "actor"
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """Pixels and thumbnails: the model's input size, the galleries' thumbnail size."""
+
+    image_size: int
+    thumbnail_size: int = 0
+
+
+@dataclass(frozen=True)
+class EmbedSettings:
+    """The model to embed with: its file, its width, and 'cpu' or 'gpu' (decided once)."""
+
+    model_file: str
+    d: int
+    compute: str = "cpu"
+
+
+class Stage(Protocol):
+    name: str
+    placement: str  # TASK or ACTOR
+
+    def open(self) -> Callable[[Batch], Iterator[Batch]]:
+        """What runs the stage's batches in this process (an actor's session loads here)."""
+
+
+@dataclass(frozen=True)
+class ReadDecode:
+    """WORK rows in, DECODED batches of ``rows_per_batch`` out, then each closing unit's
+    UNIT_END row. Rows the driver already read (``items``) are decoded as they are."""
+
+    read: ReadSettings
+    decode: DecodeSettings
+    rows_per_batch: int
+    name: ClassVar[str] = "read+decode"
+    placement: ClassVar[str] = TASK
+
+    def open(self) -> Callable[[Batch], Iterator[Batch]]:
+        return self.run
+
+    def run(self, work: Batch) -> Iterator[Batch]:
+        WORK.check(work)
+        given = work.get("items")
+        for i, name in enumerate(work["unit"]):
+            unit = WorkUnit(str(name), str(work["kind"][i]), tuple(json.loads(work["locations"][i])))
+            items = read_unit(unit, self.read) if given is None else given[i]
+            yield from self.run_one(unit.name, items, int(work["first_seq"][i]), bool(work["closes"][i]))
+
+    def run_one(self, unit: str, items: Iterable[Item], first: int, closes: bool) -> Iterator[Batch]:
+        pending: list[Item] = []
+        count = first
+        for item in items:
+            pending.append(item)
+            if len(pending) == self.rows_per_batch:
+                yield self.decoded(unit, pending, count)
+                count, pending = count + len(pending), []
+        if closes:
+            # A unit read whole (its first row here) is counted; a last cut of a unit whose
+            # cuts ran in parallel cannot know the unit's rows, only that they came first.
+            total = count + len(pending) if first == 0 else UNCOUNTED
+            yield self.decoded(unit, pending, count, total=total)
+        elif pending:
+            yield self.decoded(unit, pending, count)
+
+    def decoded(self, unit: str, items: list[Item], first: int, total: int | None = None) -> Batch:
+        size, thumbnails = self.decode.image_size, self.decode.thumbnail_size
+        return decode_items(unit, items, size, first, total=total, thumbnail_size=thumbnails)
+
+
+@dataclass(frozen=True)
+class Embed:
+    """DECODED batches in, EMBEDDED batches out, through one model session per process."""
+
+    embed: EmbedSettings
+    name: ClassVar[str] = "embed"
+    placement: ClassVar[str] = ACTOR
+
+    def open(self) -> Callable[[Batch], Iterator[Batch]]:
+        session = EmbedBatches(self.embed.model_file, self.embed.d, self.embed.compute)
+        return lambda batch: iter((session(batch),))
+
+
+@dataclass(frozen=True)
+class MapSettings:
+    """Everything extraction needs, derived once from the run's config (picklable: it
+    travels to worker processes and Ray tasks)."""
+
+    read: ReadSettings
+    decode: DecodeSettings
+    embed: EmbedSettings
+    batch_size: int = 64
+
+
+def gpus_here() -> int:
+    """GPUs the embed stage could use on this machine (CUDA sessions of ONNX Runtime)."""
+    from fastdup_ray.map.embed import cuda_available
+
+    return int(cuda_available())
+
+
+def cuda_problem_here() -> str | None:
+    """None when a CUDA session really starts in this process; else why not (embed.cuda_problem)."""
+    from fastdup_ray.map.embed import cuda_problem
+
+    return cuda_problem()
+
+
+class Sink(Protocol):
+    """Where an engine hands every finished batch, in order, on the driver."""
+
+    def add(self, batch: Batch) -> None: ...
+
+    def gave_up(self, unit: str) -> bool:
+        """True once ``unit`` is lost (its storage failed): its further cuts need not run."""
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A cut of a unit, as one WORK batch, for an engine that runs every stage on it."""
+
+    unit: str
+    work: Batch = field(repr=False)
+
+
+@dataclass(frozen=True)
+class MapPlan:
+    """The units to extract and how: the engines schedule what this declares."""
+
+    settings: MapSettings
+    units: tuple[WorkUnit, ...]
+
+    @property
+    def compute(self) -> str:
+        return self.settings.embed.compute
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one decoded row in flight (its pixels)."""
+        size = self.settings.decode.image_size
+        return size * size * 3
+
+    def on(self, compute: str) -> MapPlan:
+        """The plan embedding on ``compute`` instead (a cluster without the GPU asked for)."""
+        embed = replace(self.settings.embed, compute=compute)
+        return replace(self, settings=replace(self.settings, embed=embed))
+
+    def batch_rows(self, parts: int) -> int:
+        """``batch_size``, but a run of one unit is cut into at least ``parts`` batches:
+        small runs get smaller batches, so that every worker has work from the start."""
+        if len(self.units) != 1:
+            return self.settings.batch_size
+        return max(1, min(self.settings.batch_size, -(-len(self.units[0].locations) // parts)))
+
+    def stages(self, rows_per_batch: int) -> tuple[Stage, ...]:
+        """The stages in order, reading and decoding ``rows_per_batch`` rows at a time."""
+        return (
+            ReadDecode(self.settings.read, self.settings.decode, rows_per_batch),
+            Embed(self.settings.embed),
+        )
+
+    def work_rows(self) -> list[dict]:
+        """One WORK row per unit, read whole by one task (its rows are counted)."""
+        return [work_row(u.name, u.kind, u.locations) for u in self.units]
+
+    def pieces(self, rows_per_batch: int, sink: Sink) -> Iterator[Piece]:
+        """Every unit cut into pieces of ``rows_per_batch`` rows, in listing order; a unit
+        ``sink`` gave up on is not cut further."""
+        for unit in self.units:
+            for piece in unit_pieces(unit, self.settings.read, rows_per_batch):
+                if sink.gave_up(unit.name):
+                    break  # the storage failed under this unit: a rerun reads it whole
+                yield piece
+
+
+def unit_pieces(unit: WorkUnit, read: ReadSettings, rows_per_batch: int) -> Iterator[Piece]:
+    """Loose files as runs of locations that a worker reads itself (reads run in
+    parallel); archive members as Items read here, in order (an archive is one stream).
+    The last piece closes the unit (a unit of nothing is one closing piece)."""
+    previous = None
+    for cut in _cuts(unit, read, rows_per_batch):
+        if previous is not None:
+            yield _piece(unit, *previous, closes=False)
+        previous = cut
+    yield _piece(unit, *(previous or ((), 0, None)), closes=True)
+
+
+def _piece(unit: WorkUnit, locations, first: int, items, closes: bool) -> Piece:
+    return Piece(unit.name, work_batch(unit.name, unit.kind, locations, first, closes, items=items))
+
+
+def _cuts(unit: WorkUnit, read: ReadSettings, rows: int) -> Iterator[tuple[tuple, int, list | None]]:
+    """(locations, first row, Items already read) of each cut of ``unit``."""
+    if unit.kind == "files":
+        for start in range(0, len(unit.locations), rows):
+            yield unit.locations[start : start + rows], start, None
+        return
+    pending: list[Item] = []
+    count = 0
+    for item in read_unit(unit, read):
+        pending.append(item)
+        if len(pending) == rows:
+            yield (), count, pending
+            count, pending = count + len(pending), []
+    if pending:
+        yield (), count, pending
+
+
+__all__ = [
+    "ACTOR",
+    "TASK",
+    "MapPlan",
+    "MapSettings",
+    "Piece",
+    "Sink",
+    "Stage",
+    "cuda_problem_here",
+    "gpus_here",
+]
