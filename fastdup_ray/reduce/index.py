@@ -145,10 +145,11 @@ def searcher_for(index, compute: str):
 
 
 def candidates_to_fetch(index, size: int, k: int, queries_in_index: bool = True) -> int:
-    """How many candidates to ask the index for: k (+1 for the query itself when it is in
-    the index) from an exact index; 2k (at least k+10) from an approximate one, since they
-    are rescored exactly and the best k kept."""
-    wanted = k + queries_in_index if is_exact(index) else max(2 * k, k + 10)
+    """How many candidates to ask the index for: k + 1 (+1 for the query itself when it
+    is in the index) from an exact index, the one past the k-th showing whether a left-out
+    candidate could still tie (search_topk asks again only then); 2k (at least k+10) from
+    an approximate one, since they are rescored exactly and the best k kept."""
+    wanted = k + 1 + queries_in_index if is_exact(index) else max(2 * k, k + 10)
     return min(size, wanted)
 
 
@@ -158,21 +159,10 @@ def exact_topk(
     """Rescore candidate ids by the rule's similarity (rules.pair_similarity), drop the
     query itself, keep the best k (ties by smaller id). Returns (sims, ids), -inf / -1
     where fewer than k remain. In blocks of rows, so memory stays near RESCORE_BUDGET."""
-    m = len(queries)
-    sims, ids = empty_topk(m, k)
-    step = max(1, rules.RESCORE_BUDGET // max(1, candidates.shape[1] * features.shape[1]))
-    for start in range(0, m, step):
-        stop = min(m, start + step)
-        cand = candidates[start:stop]
-        usable = (cand >= 0) & (cand != query_ids[start:stop, None])
-        scores = np.where(
-            usable, rules.pair_similarity(queries[start:stop], features[np.where(usable, cand, 0)]), -np.inf
-        )
-        top_scores, top_ids = rules.best_first(scores, np.where(usable, cand, -1), k)
-        width = top_scores.shape[1]
-        sims[start:stop, :width] = top_scores
-        ids[start:stop, :width] = np.where(np.isfinite(top_scores), top_ids, -1)
-    return sims, ids
+    usable = (candidates >= 0) & (candidates != query_ids[:, None])
+    return rules.best_rescored(
+        queries, np.where(usable, candidates, -1), np.where(usable, candidates, 0), features, k
+    )
 
 
 def search_topk(

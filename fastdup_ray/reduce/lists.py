@@ -147,11 +147,25 @@ def blocked_ivf_knn(
             block = queries_here[start : start + max_block]
             queries = query_vectors(block)
             scores = queries @ members.T
-            scores[query_ids[block][:, None] == member_ids[None, :]] = -np.inf  # never a query's own row
+            mask_own_rows(scores, query_ids[block], member_ids)
             sims, ids = top_k_of_list(scores, member_ids, members, queries, k)
             merged = merge_topk([(best[0][block], best[1][block]), (sims, ids)], k)
             best[0][block], best[1][block] = merged
     return best
+
+
+def mask_own_rows(scores: np.ndarray, query_ids: np.ndarray, member_ids: np.ndarray) -> None:
+    """-inf where a query meets itself among a list's members (queries x members), in
+    place: a query is never its own neighbour. Members in id order (as lists are filled)
+    are looked up by binary search, others compared in full."""
+    if len(member_ids) == 0 or len(query_ids) == 0:
+        return
+    if np.all(member_ids[1:] > member_ids[:-1]):
+        at = np.minimum(np.searchsorted(member_ids, query_ids), len(member_ids) - 1)
+        own = np.flatnonzero(member_ids[at] == query_ids)
+        scores[own, at[own]] = -np.inf
+    else:
+        scores[query_ids[:, None] == member_ids[None, :]] = -np.inf
 
 
 def top_k_of_list(
@@ -159,8 +173,7 @@ def top_k_of_list(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each query's best k members of one list under the rule, from the list's float32
     matrix product ``scores`` (queries x members, -inf for a query's own row)."""
-    ids = np.broadcast_to(member_ids, scores.shape)
-    return rules.top_k_rescored(scores, ids, lambda rows, cols: members[cols], queries, k)
+    return rules.top_k_rescored(scores, member_ids, members, queries, k)
 
 
 def list_vectors(
@@ -281,7 +294,7 @@ def score_lists(
         for start in range(0, len(rows), max_block):
             block = rows[start : start + max_block]
             scores = vectors[block] @ member_vectors.T
-            scores[ids[block][:, None] == member_ids[None, :]] = -np.inf
+            mask_own_rows(scores, ids[block], member_ids)
             sims, cands = top_k_of_list(scores, member_ids, member_vectors, vectors[block], k)
             valid = cands >= 0
             found_q.append(np.broadcast_to(ids[block][:, None], cands.shape)[valid])

@@ -85,66 +85,95 @@ def best_first(sims: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, n
     return np.take_along_axis(sims, order, axis=1).astype(np.float32), np.take_along_axis(ids, order, axis=1)
 
 
-def top_k_rescored(
-    approx: np.ndarray, ids: np.ndarray, vectors_of, queries: np.ndarray, k: int
+def best_rescored(
+    queries: np.ndarray, ids: np.ndarray, at: np.ndarray, vectors: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The rule's top-k of each row from float32 scores of its candidates.
-
-    ``approx`` (m x c): float32 scores, -inf where a candidate is unusable (missing, the
-    query itself); ``ids`` (m x c) their ids; ``vectors_of(rows, cols)`` the candidates'
-    unit vectors (len x d). Every candidate within FLOAT32_SLACK of the row's k-th best
-    score is rescored by pair_similarity, so none that the rule would rank in the top k
-    is cut by a float32 rounding. Returns (sims, ids), m x k, -inf / -1 where fewer."""
-    m, c = approx.shape
+    """The rule's best k of each query's candidates: ``ids`` (m x c) their ids, -1 where
+    unusable; ``at`` (m x c) their rows in ``vectors``. Every candidate is rescored by
+    pair_similarity, in blocks of rows so memory stays near RESCORE_BUDGET. Returns
+    (sims, ids), m x k, -inf / -1 where fewer."""
+    m, c = ids.shape
     out_sims = np.full((m, k), -np.inf, dtype=np.float32)
     out_ids = np.full((m, k), -1, dtype=np.int64)
     if m == 0 or c == 0 or k == 0:
         return out_sims, out_ids
-    width = min(k, c)
-    if width < c:
-        # One partition gives the best k and the next one: a row whose k+1-th best ties
-        # its k-th within the slack (copies of one image; rare) is cut again, wider.
-        part = np.argpartition(-approx, width, axis=1)[:, : width + 1]
-        values = np.take_along_axis(approx, part, axis=1)
-        order = np.argsort(-values, axis=1, kind="stable")
-        top = np.take_along_axis(part, order[:, :width], axis=1)
-        kth = np.take_along_axis(values, order[:, width - 1 : width], axis=1)[:, 0]
-        after = np.take_along_axis(values, order[:, width:], axis=1)[:, 0]
-        wide = np.isfinite(after) & (after >= kth - FLOAT32_SLACK)
-    else:
-        top = np.broadcast_to(np.arange(c), (m, c))
-        wide = np.zeros(m, dtype=bool)
-    groups = [(np.flatnonzero(~wide), top[~wide])]
-    if wide.any():
-        rows = np.flatnonzero(wide)
-        kth = kth[rows]
-        window = approx[rows] >= (kth - FLOAT32_SLACK)[:, None]
-        size = int(window.sum(axis=1).max())
-        cols = (
-            np.argpartition(-np.where(window, approx[rows], -np.inf), size - 1, axis=1)[:, :size]
-            if size < c
-            else np.broadcast_to(np.arange(c), (len(rows), c))
-        )
-        groups.append((rows, cols))
-    for rows, cols in groups:
-        _rescore_rows(approx, ids, vectors_of, queries, k, rows, cols, out_sims, out_ids)
+    step = max(1, RESCORE_BUDGET // (c * queries.shape[1]))
+    for start in range(0, m, step):
+        rows = slice(start, start + step)
+        cand = ids[rows]
+        sims = np.where(cand >= 0, pair_similarity(queries[rows], vectors[at[rows]]), -np.inf)
+        top_sims, top_ids = best_first(sims, cand, k)
+        width = top_sims.shape[1]
+        out_sims[rows, :width] = top_sims
+        out_ids[rows, :width] = np.where(np.isfinite(top_sims), top_ids, -1)
     return out_sims, out_ids
 
 
-def _rescore_rows(approx, ids, vectors_of, queries, k, rows, cols, out_sims, out_ids) -> None:
-    """Rescore candidates ``cols`` of ``rows`` by the rule and write each row's top k."""
-    d = queries.shape[1]
-    step = max(1, RESCORE_BUDGET // max(1, cols.shape[1] * d))
-    for start in range(0, len(rows), step):
-        here, picked = rows[start : start + step], cols[start : start + step]
-        usable = np.isfinite(np.take_along_axis(approx[here], picked, axis=1))
-        cand = np.where(usable, np.take_along_axis(ids[here], picked, axis=1), -1)
-        row_of = np.broadcast_to(here[:, None], picked.shape)
-        vectors = vectors_of(row_of.ravel(), picked.ravel()).reshape(len(here), picked.shape[1], d)
-        sims = np.where(usable, pair_similarity(queries[here], vectors), -np.inf)
-        top_sims, top_ids = best_first(sims, cand, k)
-        out_sims[here, : top_sims.shape[1]] = top_sims
-        out_ids[here, : top_ids.shape[1]] = np.where(np.isfinite(top_sims), top_ids, -1)
+def largest(approx: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``count`` largest finite scores, largest first (ties in any order), and
+    their columns; -inf / -1 past a row's finite scores. One pass of a faiss heap per row,
+    several times faster than a partition of the whole row."""
+    import faiss  # the reduce's dependency (index.import_faiss says so where it is missing)
+
+    approx = np.ascontiguousarray(approx, dtype=np.float32)
+    m, c = approx.shape
+    # Empty heaps as faiss makes them (its own heapify and reorder are parallel regions
+    # whose thread start costs more than these few values).
+    values = np.full((m, count), np.finfo(np.float32).min, dtype=np.float32)
+    cols = np.full((m, count), -1, dtype=np.int64)
+    heaps = faiss.float_minheap_array_t()
+    heaps.k, heaps.nh = count, m
+    heaps.val, heaps.ids = faiss.swig_ptr(values), faiss.swig_ptr(cols)
+    heaps.addn(c, faiss.swig_ptr(approx), 0, 0, m)
+    values[cols < 0] = -np.inf
+    order = np.argsort(-values, axis=1)
+    return np.take_along_axis(values, order, axis=1), np.take_along_axis(cols, order, axis=1)
+
+
+def top_k_rescored(
+    approx: np.ndarray, column_ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rule's top-k of each row from float32 scores of its candidates.
+
+    ``approx`` (m x c): float32 scores of the queries (m x d) against ``vectors`` (c x d),
+    whose ids are ``column_ids``; -inf where a candidate is unusable (the query itself).
+    Every candidate within FLOAT32_SLACK of the row's k-th best score is rescored by
+    pair_similarity, so none that the rule would rank in the top k is cut by a float32
+    rounding. Returns (sims, ids), m x k, -inf / -1 where fewer."""
+    m, c = approx.shape
+    if m == 0 or c == 0 or k == 0:
+        return best_rescored(
+            queries, np.zeros((m, 0), dtype=np.int64), np.zeros((m, 0), dtype=np.int64), vectors, k
+        )
+    width = min(k, c)
+    if width < c:
+        # The best k and the next one: a row whose k+1-th best ties its k-th within the
+        # slack (copies of one image; rare) is cut again, wider, below.
+        values, cols = largest(approx, width + 1)
+        kth, after = values[:, width - 1], values[:, width]
+        wide = np.isfinite(after) & (after >= kth - FLOAT32_SLACK)
+        cols = cols[:, :width]
+    else:
+        cols = np.where(np.isfinite(approx), np.arange(c), -1)
+        wide = np.zeros(m, dtype=bool)
+    sims, ids = best_rescored(
+        queries, np.where(cols >= 0, column_ids[cols], -1), np.maximum(cols, 0), vectors, k
+    )
+    if wide.any():
+        rows = np.flatnonzero(wide)
+        scores = approx[rows]
+        window = scores >= (kth[rows] - FLOAT32_SLACK)[:, None]
+        size = int(window.sum(axis=1).max())
+        cols = (
+            np.argpartition(-np.where(window, scores, -np.inf), size - 1, axis=1)[:, :size]
+            if size < c
+            else np.broadcast_to(np.arange(c), (len(rows), c))
+        )
+        usable = np.isfinite(np.take_along_axis(scores, cols, axis=1))
+        sims[rows], ids[rows] = best_rescored(
+            queries[rows], np.where(usable, column_ids[cols], -1), cols, vectors, k
+        )
+    return sims, ids
 
 
 def may_hide_more(approx_last: np.ndarray, kth_sims: np.ndarray) -> np.ndarray:
