@@ -24,14 +24,16 @@ from fastdup_ray.pipeline import RunSummary, run
 from fastdup_ray.reports import (
     Visualizer,
     create_components_gallery,
+    create_duplicate_videos_gallery,
     create_duplicates_gallery,
     create_galleries,
     create_outliers_gallery,
     create_similarity_gallery,
     create_stats_gallery,
     export_to_tensorboard_projector,
+    find_top_components,
 )
-from fastdup_ray.rundir.shards import load_binary_features, save_binary_feature
+from fastdup_ray.rundir.shards import load_binary_feature, load_binary_features, save_binary_feature
 
 __version__ = "0.1.0"
 
@@ -39,6 +41,7 @@ __all__ = [
     "ConfigError",
     "create",
     "create_components_gallery",
+    "create_duplicate_videos_gallery",
     "create_duplicates_gallery",
     "create_galleries",
     "create_outliers_gallery",
@@ -48,10 +51,12 @@ __all__ = [
     "FastdupRayError",
     "InputError",
     "evaluate_run",
+    "find_top_components",
     "Fastdup",
     "RunConfig",
     "RunSummary",
     "Visualizer",
+    "load_binary_feature",
     "load_binary_features",
     "run",
     "save_binary_feature",
