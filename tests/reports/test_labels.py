@@ -215,3 +215,63 @@ def test_an_unknown_or_unsupported_option_is_a_one_line_error_naming_it(
     with pytest.raises(ConfigError, match=message) as caught:
         call(fd, tmp_path)
     assert "\n" not in str(caught.value)
+
+
+def test_the_heatmaps_notebook_flow_and_the_mislabel_page_in_chromium(labelled_run, chromium, tmp_path):
+    """fastdup's heatmaps notebook: find_top_components, a label list added per component,
+    then component_gallery(external_df=..., label_col='label', sort_by='comp_size')."""
+    fd, _, work, annotations = labelled_run
+    cdf = fastdup.find_top_components(str(work))
+    label_of = dict(annotations.values)
+    cdf["label"] = cdf["files"].apply(lambda files: [label_of[f] for f in files])
+    page = fd.vis.component_gallery(
+        save_path=tmp_path,
+        sort_by="comp_size",
+        external_df=cdf,
+        label_col="label",
+        ascending=True,
+        show=False,
+    )
+    shown = cards(page)
+    assert len(shown) == len(cdf) and [len(c["tiles"]) for c in shown] == list(cdf["len"])
+    for card, labels in zip(shown, cdf["label"], strict=True):
+        assert [re.search(r"label: (\w+)", t["text"]).group(1) for t in card["tiles"]] == labels
+
+    mislabels = fd.vis.similarity_gallery(save_path=tmp_path / "diff", slice="diff", show=False)
+    browser = chromium.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    browser.on("pageerror", lambda exc: errors.append(str(exc)))
+    browser.goto(mislabels.as_uri(), wait_until="load")
+    loaded = browser.eval_on_selector_all(
+        "img", "images => images.map(i => i.complete && i.naturalWidth > 0)"
+    )
+    text = browser.inner_text("body")
+    browser.close()
+    assert loaded and all(loaded) and not errors
+    assert "carry another label" in text and "label score 0%" in text
+
+
+def test_remove_duplicates_and_the_sprite_of_files(labelled_run, tmp_path, capsys):
+    import shutil
+
+    _, folder, _, annotations = labelled_run
+    copy = tmp_path / "images"
+    shutil.copytree(folder, copy)
+    before = sorted(p.name for p in copy.iterdir())
+    work = str(tmp_path / "work")
+    assert fastdup.remove_duplicates(str(copy), work, distance=0.9, dry_run=True, executor="local") == 0
+    assert "dry run, nothing changed" in capsys.readouterr().out
+    assert sorted(p.name for p in copy.iterdir()) == before
+    assert fastdup.remove_duplicates(str(copy), work, distance=0.9, executor="local") == 0
+    left = sorted(p.name for p in copy.iterdir())
+    assert (
+        sorted({scene_of(n) for n in left}) == [f"s{i}" for i in range(8)] and len(left) == 8
+    )  # one per scene
+
+    files = sorted(str(p) for p in folder.iterdir())
+    path, labels = fastdup.generate_sprite_image(
+        files, 9, str(tmp_path / "log"), get_label_func=dict(annotations.values), h=32
+    )
+    with Image.open(path) as sprite:
+        assert Path(path).name == "sprite.png" and sprite.size == (3 * 32, 3 * 32)
+    assert labels == [dict(annotations.values)[f] for f in files[:9]]
