@@ -12,6 +12,7 @@ Public API (a thin layer over the stage modules):
 """
 
 from fastdup_ray.actions.evaluate import evaluate_run
+from fastdup_ray.actions.remove import remove_duplicates
 from fastdup_ray.api import Fastdup, create
 from fastdup_ray.config import RunConfig
 from fastdup_ray.errors import (
@@ -24,14 +25,17 @@ from fastdup_ray.pipeline import RunSummary, run
 from fastdup_ray.reports import (
     Visualizer,
     create_components_gallery,
+    create_duplicate_videos_gallery,
     create_duplicates_gallery,
     create_galleries,
     create_outliers_gallery,
     create_similarity_gallery,
     create_stats_gallery,
     export_to_tensorboard_projector,
+    find_top_components,
 )
-from fastdup_ray.rundir.shards import load_binary_features, save_binary_feature
+from fastdup_ray.reports.projector import generate_sprite_image
+from fastdup_ray.rundir.shards import load_binary_feature, load_binary_features, save_binary_feature
 
 __version__ = "0.1.0"
 
@@ -39,6 +43,7 @@ __all__ = [
     "ConfigError",
     "create",
     "create_components_gallery",
+    "create_duplicate_videos_gallery",
     "create_duplicates_gallery",
     "create_galleries",
     "create_outliers_gallery",
@@ -48,11 +53,15 @@ __all__ = [
     "FastdupRayError",
     "InputError",
     "evaluate_run",
+    "find_top_components",
+    "generate_sprite_image",
     "Fastdup",
     "RunConfig",
     "RunSummary",
     "Visualizer",
+    "load_binary_feature",
     "load_binary_features",
+    "remove_duplicates",
     "run",
     "save_binary_feature",
     "StorageUnavailableError",

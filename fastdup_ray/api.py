@@ -250,6 +250,50 @@ class Fastdup:
             stats = self._with_user_columns(stats, "filename")
         return _out(stats, as_polars)
 
+    def connected_components_grouped(
+        self,
+        sort_by: str = "comp_size",
+        ascending: bool = True,
+        metric: str | None = None,
+        load_crops: bool | None = None,
+        group_by: str = "visual",
+        label_col: str = "label",
+    ) -> pd.DataFrame:
+        """fastdup's components a row each (``component_id`` or ``label``, ``files``,
+        ``files_ids``, ``label``, ``distance``, ``len``): reports/components.py."""
+        from fastdup_ray.reports.components import group_components
+        from fastdup_ray.reports.tables import RunTables, labels_of
+
+        if load_crops:
+            raise ConfigError("connected_components_grouped(load_crops=True) is not supported: no crops here")
+        user = self._user_columns()
+        labels = labels_of(user, label_col) if user is not None and label_col in user.columns else None
+        tables = RunTables(self._finished().location, labels)
+        return group_components(tables, group_by, None, metric, sort_by, ascending).to_pandas()
+
+    def __getitem__(self, index: int) -> dict:
+        """Image ``index`` of fd.annotations(valid_only=False) as a dict, as fastdup's."""
+        listing = self._annotation_frame(valid_only=False).filter(pl.col("index") == index)
+        if listing.is_empty():
+            raise IndexError(f"image index {index} is not in the run in {self.work_dir}")
+        return listing.row(0, named=True)
+
+    def feature_vectors(self, img_paths=None) -> tuple[np.ndarray, list[str]]:
+        """(embeddings, files) as fastdup's: the run's vectors of ``img_paths`` (files, or a
+        frame with filename; all when None). Images outside the run need fd.run() first."""
+        files, vectors = self.embeddings()
+        if img_paths is None:
+            return vectors, files
+        wanted = list(img_paths["filename"]) if hasattr(img_paths, "columns") else list(img_paths)
+        row_of = {name: row for row, name in enumerate(files)}
+        absent = [str(name) for name in wanted if str(name) not in row_of]
+        if absent:
+            raise InputError(
+                f"{len(absent)} images are not in the run ({absent[0]!r}, ...): fd.run() them first"
+            )
+        rows = [row_of[str(name)] for name in wanted]
+        return vectors[rows], [files[row] for row in rows]
+
     def embeddings(self) -> tuple[list[str], np.ndarray]:
         """(filenames, float32 array n x d): the run's feature vectors, row i = index i."""
         return load_binary_features(self._finished().location)

@@ -26,12 +26,15 @@ from fastdup_ray.reports.render import (
 )
 from fastdup_ray.reports.tables import RunTables
 from fastdup_ray.reports.tiles import (
+    DEFAULT_KEEP,
     TileMaker,
     as_id,
     card_layout,
     in_slice,
+    label_view,
     limit_rows,
     lowered,
+    pairs_by_labels,
     rerun_hint,
     slice_labels,
     slice_note,
@@ -39,10 +42,7 @@ from fastdup_ray.reports.tiles import (
 from fastdup_ray.rundir import layout, results
 
 PAIR_COLUMNS = ("from", "to", "distance")
-MEMBER_COLUMNS = ("__id", "component_id", "pagerank")
-INFO_COLUMNS = ("component_id", "Count")
 STATS_COLUMNS = ("__id", "filename", "width", "height")
-DEFAULT_KEEP = "resolution"
 # fastdup's stats_gallery names: 'dark' and 'bright' sort by mean brightness.
 METRIC_ALIASES = {"dark": ("mean", True), "bright": ("mean", False)}
 
@@ -102,8 +102,9 @@ def duplicates_cards(
 ) -> Gallery:
     """Pairs of similarity.csv side by side, most similar first: each image's resolution,
     file size and component, and which of them ``dedup --keep <keep>`` keeps."""
-    wanted = slice_labels(tables, slice)
-    pairs = in_slice(_unique_pairs(_pairs(tables, threshold), tables), "from", tables, wanted)
+    wanted, view = slice_labels(tables, slice), label_view(slice)
+    pairs = _unique_pairs(_pairs(tables, threshold), tables)
+    pairs = pairs_by_labels(pairs, tables, view) if view else in_slice(pairs, "from", tables, wanted)
     pairs = tables.with_ids(
         limit_rows(pairs.sort("distance", descending=not ascending, maintain_order=True), num_images)
     )
@@ -138,15 +139,20 @@ def duplicates_cards(
             )
         )
     order = "least" if ascending else "most"
+    of = {"diff": " whose labels differ", "same": " whose labels agree"}.get(view or "", "")
     gallery = Gallery(
         "duplicates",
         "Duplicates",
-        f"Image pairs at or above the run's threshold, {order} similar first; each pair once.",
+        f"Image pairs{of} at or above the run's threshold, {order} similar first; each pair once.",
         cards,
         notes=maker.note(),
     )
     if not cards:
-        gallery.empty = _no_pairs_reason(tables, threshold, wanted)
+        gallery.empty = (
+            f"Nothing to show: no pair{of} in {tables.where(layout.SIMILARITY_FILE)}."
+            if view
+            else _no_pairs_reason(tables, threshold, wanted)
+        )
     return gallery
 
 
@@ -157,7 +163,7 @@ def outliers_cards(
     slice: str | Sequence[str] | None = None,
 ) -> Gallery:
     """Images of outliers.csv, most outlying first, each beside its nearest neighbour."""
-    wanted = slice_labels(tables, slice)
+    wanted = slice_labels(tables, slice, compares=False)
     rows = tables.with_ids(
         in_slice(tables.table_for(layout.OUTLIERS_FILE, PAIR_COLUMNS), "from", tables, wanted)
     )
@@ -200,117 +206,6 @@ def outliers_cards(
     return gallery
 
 
-def component_similarity(tables: RunTables, members: pl.DataFrame) -> dict[int, tuple[int, float, float]]:
-    """component_id -> (pairs, mean, min similarity) over the pairs of similarity.csv whose
-    two images are both in the component; components with no such pair are left out."""
-    if not tables.has(layout.SIMILARITY_FILE):
-        return {}
-    # Only the pairs between shown members: similarity.csv may hold millions of rows.
-    names = members["filename"].to_list()
-    pairs = tables.table(layout.SIMILARITY_FILE, PAIR_COLUMNS).filter(
-        pl.col("from").is_in(names) & pl.col("to").is_in(names)
-    )
-    pairs = tables.with_ids(pairs)
-    component = members.select("__id", "component_id")
-    inside = (
-        pairs.join(component.rename({"__id": "from_id", "component_id": "a"}), on="from_id")
-        .join(component.rename({"__id": "to_id", "component_id": "b"}), on="to_id")
-        .filter(pl.col("a") == pl.col("b"))
-    )
-    stats = inside.group_by("a").agg(
-        pl.len().alias("pairs"),
-        pl.col("distance").mean().alias("mean"),
-        pl.col("distance").min().alias("min"),
-    )
-    return {c: (n, mean, low) for c, n, mean, low in stats.iter_rows()}
-
-
-def components_cards(
-    tables: RunTables,
-    num_images: int | None = None,
-    max_items: int = 12,
-    min_size: int = 2,
-    ascending: bool = False,
-    keep: str | None = DEFAULT_KEEP,
-    slice: str | Sequence[str] | None = None,
-) -> Gallery:
-    """Components of ``min_size`` or more images, largest first: each one's size, the mean
-    and lowest similarity of its pairs, and up to ``max_items`` members (highest pagerank
-    first), with the one ``dedup --keep <keep>`` keeps."""
-    images = tables.single_run("components gallery")
-    members, info = tables.tables_for(
-        {layout.CONNECTED_COMPONENTS_FILE: MEMBER_COLUMNS, layout.COMPONENT_INFO_FILE: INFO_COLUMNS}
-    )
-    wanted = slice_labels(tables, slice)
-    # Either table may be a user's filtered copy: show the components both still hold.
-    info = info.filter(pl.col("Count") >= min_size).join(
-        members.select("component_id"), on="component_id", how="semi", maintain_order="left"
-    )
-    if wanted is not None:
-        labelled = in_slice(
-            members.select("__id", "component_id").join(images.names, on="__id"), "filename", tables, wanted
-        )
-        info = info.join(
-            labelled.select("component_id"), on="component_id", how="semi", maintain_order="left"
-        )
-    info = limit_rows(
-        info.sort(["Count", "component_id"], descending=[not ascending, False], maintain_order=True),
-        num_images,
-    )
-    members = members.select(MEMBER_COLUMNS).join(info.select("component_id"), on="component_id", how="semi")
-    members = members.sort(["component_id", "pagerank", "__id"], descending=[False, True, False]).join(
-        images.names, on="__id", how="left", maintain_order="left"
-    )
-    similarity = component_similarity(tables, members)
-    by_component = {key[0]: group for key, group in members.group_by("component_id", maintain_order=True)}
-    maker = TileMaker(tables, keep)
-    shown = pl.concat([group.head(max_items) for group in by_component.values()]) if by_component else members
-    maker.prepare(images, shown["__id"])
-    cards = []
-    for component, count in info.select("component_id", "Count").iter_rows():
-        group = by_component[component].head(max_items)
-        ids = group["__id"].to_list()
-        tiles = [
-            maker.tile(images, i, name, [f"pagerank {rank:.4f}"], on_card=ids)
-            for i, name, rank in group.select("__id", "filename", "pagerank").iter_rows()
-        ]
-        facts = [f"{count} images" + (f", showing {len(tiles)}" if len(tiles) < count else "")]
-        if component in similarity:
-            pairs, mean, low = similarity[component]
-            facts.append(
-                f"similarity inside: mean {mean:.4f}, min {low:.4f} "
-                f"over {pairs} pair{'s' * (pairs != 1)} of similarity.csv"
-            )
-        else:
-            facts.append("no pair of similarity.csv inside (joined by kNN edges below the run's threshold)")
-        cards.append(
-            Card(heading=f"component {component}", facts=facts, tiles=tiles, layout=card_layout(tiles))
-        )
-    ccthreshold = tables.config.get("ccthreshold")
-    joined = (
-        f"at or above ccthreshold {ccthreshold:g}" if ccthreshold is not None else "at or above ccthreshold"
-    )
-    gallery = Gallery(
-        "components",
-        "Components",
-        f"Groups of images joined by similarity {joined}, at least {min_size} images, largest first.",
-        cards,
-        notes=maker.note(),
-    )
-    if not cards:
-        if wanted is not None:
-            gallery.empty = f"Nothing to show: {slice_note(wanted, tables)}."
-        elif ccthreshold is not None and tables.chosen is None:
-            gallery.empty = (
-                f"No components of {min_size} or more images at ccthreshold {ccthreshold:g}: "
-                "to join less similar images, "
-                f"{rerun_hint(f'--turi-param ccthreshold={lowered(ccthreshold):g}')}."
-            )
-        else:
-            gallery.empty = f"No components of {min_size} or more images in these tables."
-    return gallery
-
-
 def stats_order(metric: str, ascending: bool | None) -> tuple[str, bool]:
     """(column, ascending) of a stats gallery: 'dark' is lowest mean first, 'bright'
     highest mean first, other metrics lowest first unless said."""
@@ -325,6 +220,7 @@ def stats_cards(
     num_images: int | None = 100,
     per_card: int = 10,
     slice: str | Sequence[str] | None = None,
+    stem: str | None = None,
 ) -> Gallery:
     """Images sorted by one statistic of stats.csv (blur, mean, width, unique_colors, ...;
     fastdup's 'dark' and 'bright' sort by mean)."""
@@ -336,7 +232,7 @@ def stats_cards(
         raise ConfigError(
             f"unknown statistic {metric!r}; stats.csv has {', '.join(usable)} (and fastdup's dark, bright)"
         )
-    wanted = slice_labels(tables, slice)
+    wanted = slice_labels(tables, slice, compares=False)
     rows = limit_rows(
         in_slice(stats, "filename", tables, wanted).sort([column, "__id"], descending=[not ascending, False]),
         num_images,
@@ -362,7 +258,7 @@ def stats_cards(
         for chunk in [tiles[start : start + per_card]]
     ]
     gallery = Gallery(
-        f"stats_{metric}", f"Statistics: {metric}", f"Images by {column}, {order} first.", cards
+        stem or f"stats_{metric}", f"Statistics: {metric}", f"Images by {column}, {order} first.", cards
     )
     if not cards:
         gallery.empty = (
@@ -379,10 +275,18 @@ def similarity_cards(
     max_items: int = 10,
     threshold: float | None = None,
     slice: str | Sequence[str] | None = None,
+    **label_options,
 ) -> Gallery:
     """Images with the ones most similar to them, each pair shown once: a pair sits on the
     card of whichever of its two images comes first (images with the closest match come
-    first). A test run's queries are its test images."""
+    first). A test run's queries are its test images. fastdup's slice='diff' and
+    'same' compare labels: labelled.label_similarity_cards."""
+    if label_view(slice):
+        from fastdup_ray.reports.labelled import label_similarity_cards
+
+        return label_similarity_cards(
+            tables, label_view(slice), num_images, max_items, threshold, **label_options
+        )
     wanted = slice_labels(tables, slice)
     pairs = tables.with_ids(_unique_pairs(_pairs(tables, threshold), tables))
     pairs = pairs.select("from", "to", "distance", "from_id", "to_id")

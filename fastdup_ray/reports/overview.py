@@ -13,6 +13,7 @@ import polars as pl
 
 from fastdup_ray.errors import InputError
 from fastdup_ray.reports import galleries
+from fastdup_ray.reports.components import components_cards
 from fastdup_ray.reports.render import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_TILE_SIZE,
@@ -50,7 +51,7 @@ def create_galleries(
     builders: list[tuple[str, Callable[[], Gallery]]] = [
         ("Duplicates", lambda: galleries.duplicates_cards(tables, num_images, keep=keep)),
         ("Similar images", lambda: galleries.similarity_cards(tables, num_images)),
-        ("Components", lambda: galleries.components_cards(tables, num_images, keep=keep)),
+        ("Components", lambda: components_cards(tables, num_images, keep=keep)),
         ("Outliers", lambda: galleries.outliers_cards(tables, num_images)),
         *(
             (

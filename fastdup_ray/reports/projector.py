@@ -12,11 +12,13 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.reports.tables import RunTables
 from fastdup_ray.rundir.shards import load_rows, load_thumbnails, read_marker
 from fastdup_ray.rundir.workdir import write_file_atomically
@@ -127,3 +129,48 @@ def export_to_tensorboard_projector(
     )
     log.info("projector export: %d of %d images in %s", len(ids), names.height, folder)
     return config
+
+
+def generate_sprite_image(
+    img_list,
+    sample_size: int,
+    log_dir,
+    get_label_func=None,
+    h: int = 0,
+    w: int = 0,
+    alternative_filename=None,
+    alternative_width=None,
+    max_width: int | None = None,
+) -> tuple[str, list]:
+    """fastdup's sprite of image files: the first ``sample_size`` of ``img_list`` (local
+    files) in a square grid of ``h`` (or ``w``, else 64) px cells, saved as
+    ``<log_dir>/sprite.png`` (or ``alternative_filename``), scaled to ``max_width``
+    when given. Returns (path, labels): each image's label by ``get_label_func`` (a
+    mapping or a function of the file name), or [] without it."""
+    if alternative_width is not None:
+        raise ConfigError("generate_sprite_image(alternative_width=...) is not supported: the grid is square")
+    files = [os.fspath(name) for name in list(img_list)[:sample_size]]
+    if not files or sample_size < 1:
+        raise ConfigError("generate_sprite_image needs at least one image and sample_size >= 1")
+    cell = int(h or w or 64)
+    cells = []
+    for name in files:
+        try:
+            with Image.open(name) as picture:
+                tile = picture.convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise InputError(f"generate_sprite_image cannot read {name}: {exc}") from None
+        tile.thumbnail((cell, cell))
+        buffer = io.BytesIO()
+        tile.save(buffer, format="JPEG", quality=90)
+        cells.append(buffer.getvalue())
+    sheet = sprite_image(cells, cell)
+    if max_width is not None and sheet.width > max_width:
+        sheet = sheet.resize((max_width, round(sheet.height * max_width / sheet.width)))
+    path = Path(alternative_filename) if alternative_filename else Path(log_dir) / "sprite.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = io.BytesIO()
+    sheet.save(out, format="PNG")
+    write_file_atomically(path, out.getvalue())
+    label = get_label_func.get if isinstance(get_label_func, dict) else get_label_func
+    return str(path), [label(name) for name in files] if label else []

@@ -12,6 +12,7 @@ thumbnails the cards show.
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
 import io
 import logging
@@ -21,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fastdup_ray.errors import ConfigError
+from fastdup_ray.reports.options import Look
 from fastdup_ray.rundir.workdir import write_file_atomically
 
 log = logging.getLogger("fastdup_ray")
@@ -168,17 +170,22 @@ def write_gallery(
     page_size: int = DEFAULT_PAGE_SIZE,
     tile_size: int = DEFAULT_TILE_SIZE,
     index_link: bool = False,
+    look: Look = Look(),
+    save_artifacts: bool = False,
 ) -> Path:
-    """Write the pages and the thumbnails they show; returns the first page's path."""
+    """Write the pages and the thumbnails they show, drawn as ``look`` says; with
+    ``save_artifacts`` (fastdup's name) also ``<stem>_artifacts.csv``, a row per image
+    shown. Returns the first page's path."""
     if page_size < 1:
         raise ConfigError(f"page_size must be at least 1, got {page_size}")
     if tile_size < 16:
         raise ConfigError(f"thumbnail_size must be at least 16 (CSS pixels), got {tile_size}")
+    tile_size = look.tile_size(tile_size)
     folder = Path(save_path)
     (folder / THUMBNAILS_DIR).mkdir(parents=True, exist_ok=True)
     tiles = [tile for card in gallery.cards for tile in card.tiles]
     shown = [tile for tile in tiles if tile.source is not None and tile.image_id is not None]
-    if shown and not write_thumbnails(folder / THUMBNAILS_DIR, shown, tile_size):
+    if shown and not write_thumbnails(folder / THUMBNAILS_DIR, shown, tile_size, look):
         log.warning(
             "no thumbnails for %s (extracted with thumbnail_size=0, or your own features): "
             "it shows locations only",
@@ -189,6 +196,10 @@ def write_gallery(
     pages = render_pages(gallery, page_size, tile_size, index_link)
     for name, text in pages:
         write_file_atomically(folder / name, text.encode("utf-8"))
+    if save_artifacts:
+        write_file_atomically(
+            folder / f"{gallery.stem}_artifacts.csv", artifacts_csv(gallery).encode("utf-8")
+        )
     log.info(
         "wrote %s (%d page%s, %d cards)",
         folder / pages[0][0],
@@ -213,17 +224,39 @@ def link_of(tile: Tile) -> str | None:
     return f"{THUMBNAILS_DIR}/{tile.thumbnail}" if tile.thumbnail else None
 
 
-def write_thumbnails(folder: Path, tiles: list[Tile], tile_size: int) -> int:
-    """Set each tile's ``thumbnail`` to the one its source stored for it, saved under a
-    name made from its bytes, so a folder shared by the galleries of several runs never
-    shows one run's picture for another's image; and its shown size, the thumbnail
-    scaled to fit ``tile_size``. Returns how many tiles got one."""
+def artifacts_csv(gallery: Gallery) -> str:
+    """A row per image shown: its card, the card's heading, the file and its captions."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["card", "heading", "filename", "captions"])
+    for number, card in enumerate(gallery.cards, start=1):
+        for tile in card.tiles:
+            writer.writerow([number, card.heading, tile.location, " | ".join(tile.captions)])
+    return out.getvalue()
+
+
+def enhanced(jpeg: bytes) -> bytes:
+    """fastdup's enhance_image: the picture in grey, its histogram equalised."""
+    with Image.open(io.BytesIO(jpeg)) as picture:
+        grey = ImageOps.equalize(ImageOps.grayscale(picture))
+    out = io.BytesIO()
+    grey.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def write_thumbnails(folder: Path, tiles: list[Tile], tile_size: int, look: Look = Look()) -> int:
+    """Set each tile's ``thumbnail`` to the one its source stored for it (enhanced when
+    ``look`` says), saved under a name made from its bytes, so a folder shared by the
+    galleries of several runs never shows one run's picture for another's image; and its
+    shown size, the thumbnail scaled to fit ``tile_size`` (a square of that size without
+    ``keep_aspect_ratio``). Returns how many tiles got one."""
     wanted: dict[object, set[int]] = {}
     for tile in tiles:
         wanted.setdefault(tile.source, set()).add(tile.image_id)
     files: dict[tuple[int, int], tuple[str, tuple[int, int]]] = {}
     for source, ids in wanted.items():
         for image_id, jpeg in source.thumbnails(sorted(ids)).items():
+            jpeg = enhanced(jpeg) if look.enhance_image else jpeg
             name = f"{hashlib.sha256(jpeg).hexdigest()[:32]}.jpg"
             if not (folder / name).exists():  # the same name is the same bytes
                 write_file_atomically(folder / name, jpeg)
@@ -236,4 +269,6 @@ def write_thumbnails(folder: Path, tiles: list[Tile], tile_size: int) -> int:
             # Thumbnails of older runs (128 px) are scaled up to the tile: a grid of one size.
             scale = tile_size / max(width, height)
             tile.width, tile.height = max(1, round(width * scale)), max(1, round(height * scale))
+            if not look.keep_aspect_ratio:
+                tile.width = tile.height = tile_size
     return sum(tile.thumbnail is not None for tile in tiles)

@@ -32,8 +32,23 @@ def as_id(value) -> int | None:
     return None if value is None else int(value)
 
 
-def slice_labels(tables: RunTables, slice_: str | Sequence[str] | None) -> set[str] | None:
-    """The labels a gallery keeps (fastdup's ``slice``); None keeps every row."""
+# Which image of a component the galleries mark as the one dedup keeps, unless told.
+DEFAULT_KEEP = "resolution"
+# fastdup's two slices that compare labels instead of naming one.
+LABEL_VIEWS = ("diff", "same")
+
+
+def label_view(slice_) -> str | None:
+    """'diff' or 'same' when ``slice`` is one of fastdup's two label comparisons."""
+    return slice_ if isinstance(slice_, str) and slice_ in LABEL_VIEWS else None
+
+
+def slice_labels(
+    tables: RunTables, slice_: str | Sequence[str] | None, compares: bool = True
+) -> set[str] | None:
+    """The labels a gallery keeps (fastdup's ``slice``); None keeps every row, and so do
+    'diff' and 'same', which compare labels (they need labels all the same), in the
+    galleries that compare two images (``compares``)."""
     if slice_ is None:
         return None
     if tables.labels is None:
@@ -41,15 +56,41 @@ def slice_labels(tables: RunTables, slice_: str | Sequence[str] | None) -> set[s
             "slice needs annotations: a frame with filename and label columns "
             "(Visualizer(work_dir, annotations=frame))"
         )
+    if label_view(slice_):
+        if not compares:
+            raise ConfigError(
+                f"slice={slice_!r} compares the labels of similar images: it is for the similarity, "
+                "duplicates and component galleries; here slice takes a label or a list of labels"
+            )
+        return None
     return {slice_} if isinstance(slice_, str) else {str(label) for label in slice_}
+
+
+def labelled(table: pl.DataFrame, column: str, tables: RunTables, name: str) -> pl.DataFrame:
+    """``table`` with the label of the image in ``column`` as column ``name`` (null for
+    an image without one)."""
+    labels = tables.labels or {}
+    mapping = pl.DataFrame(
+        {column: list(labels), name: list(labels.values())}, schema={column: pl.String, name: pl.String}
+    )
+    return table.join(mapping, on=column, how="left", maintain_order="left")
+
+
+def pairs_by_labels(pairs: pl.DataFrame, tables: RunTables, view: str) -> pl.DataFrame:
+    """The pairs whose two images' labels differ ('diff') or agree ('same'); a pair with
+    an unlabelled image is neither."""
+    both = labelled(labelled(pairs, "from", tables, "_label_from"), "to", tables, "_label_to")
+    agree = pl.col("_label_from") == pl.col("_label_to")
+    known = pl.col("_label_from").is_not_null() & pl.col("_label_to").is_not_null()
+    return both.filter(known & (~agree if view == "diff" else agree)).drop("_label_from", "_label_to")
 
 
 def in_slice(table: pl.DataFrame, column: str, tables: RunTables, wanted: set[str] | None) -> pl.DataFrame:
     """Rows whose image in ``column`` has a label in ``wanted``."""
     if wanted is None:
         return table
-    labelled = [name for name, label in tables.labels.items() if label in wanted]
-    return table.filter(pl.col(column).is_in(labelled))
+    names = [name for name, label in tables.labels.items() if label in wanted]
+    return table.filter(pl.col(column).is_in(names))
 
 
 def slice_note(wanted: set[str] | None, tables: RunTables) -> str:
@@ -91,10 +132,11 @@ class TileMaker:
         location: str,
         captions: Sequence[str] = (),
         on_card: Sequence[int] = (),
+        label: str | None = None,
     ) -> Tile:
         image_id = as_id(image_id)
         lines = [source.label] if source.label else []
-        label = self.tables.label(location)
+        label = self.tables.label(location) if label is None else label
         if label is not None:
             lines.append(f"label: {label}")
         lines += captions

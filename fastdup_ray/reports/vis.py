@@ -19,6 +19,8 @@ from pathlib import Path
 
 from fastdup_ray.errors import ConfigError
 from fastdup_ray.reports import frames, galleries
+from fastdup_ray.reports.components import components_cards, is_grouped
+from fastdup_ray.reports.options import Look, check_options
 from fastdup_ray.reports.render import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_TILE_SIZE,
@@ -59,13 +61,13 @@ class Visualizer:
         has_labels = self.annotations is not None and (
             isinstance(self.annotations, dict) or label_col in getattr(self.annotations, "columns", ())
         )
-        if slice is not None and not has_labels:
+        if slice is not None and not has_labels and not is_grouped(external_df):
             raise ConfigError(
                 f"slice needs annotations with filename and {label_col} columns: "
                 "Visualizer(work_dir, annotations=frame), or label_col= naming the label column"
             )
         tables = RunTables(self.work_dir, labels_of(self.annotations, label_col) if has_labels else None)
-        if external_df is None:
+        if external_df is None or (kind == frames.COMPONENTS and is_grouped(external_df)):
             return tables
         if not frames.is_frame(external_df):
             raise ConfigError(
@@ -85,13 +87,24 @@ class Visualizer:
         )  # a table's folder
         return Path(folder) / "galleries"
 
-    def _write(self, gallery: Gallery, save_path, show: bool, page_size: int, thumbnail_size: int) -> Path:
+    def _write(
+        self,
+        gallery: Gallery,
+        save_path,
+        show: bool,
+        page_size: int,
+        thumbnail_size: int,
+        look: Look = Look(),
+        save_artifacts: bool = False,
+    ) -> Path:
         folder = self._folder(save_path)
-        page = write_gallery(gallery, folder, page_size, thumbnail_size)
+        page = write_gallery(
+            gallery, folder, page_size, thumbnail_size, look=look, save_artifacts=save_artifacts
+        )
         if show and in_notebook():
             from IPython.display import HTML, display
 
-            display(HTML(render_inline(gallery, folder, page_size, thumbnail_size)))
+            display(HTML(render_inline(gallery, folder, page_size, look.tile_size(thumbnail_size))))
         return page
 
     def duplicates_gallery(
@@ -107,18 +120,20 @@ class Visualizer:
         page_size: int = DEFAULT_PAGE_SIZE,
         show: bool = True,
         external_df=None,
+        max_width: int | None = None,
+        enhance_image: bool = False,
+        keep_aspect_ratio: bool = True,
+        save_artifacts: bool = False,
+        **options,
     ) -> Path:
         """Pairs at or above ``threshold`` (default: all of similarity.csv), most similar
         first, with each image's resolution and size and which one ``dedup --keep keep``
-        keeps."""
+        keeps; ``slice='diff'`` the pairs whose labels differ, 'same' those that agree."""
+        check_options(self.duplicates_gallery, options)
+        look = Look(max_width, keep_aspect_ratio, enhance_image)
         tables = self._tables(label_col, slice, external_df, frames.PAIRS)
-        return self._write(
-            galleries.duplicates_cards(tables, num_images, threshold, ascending, keep, slice),
-            save_path,
-            show,
-            page_size,
-            thumbnail_size,
-        )
+        cards = galleries.duplicates_cards(tables, num_images, threshold, ascending, keep, slice)
+        return self._write(cards, save_path, show, page_size, thumbnail_size, look, save_artifacts)
 
     def outliers_gallery(
         self,
@@ -131,16 +146,19 @@ class Visualizer:
         page_size: int = DEFAULT_PAGE_SIZE,
         show: bool = True,
         external_df=None,
+        max_width: int | None = None,
+        enhance_image: bool = False,
+        keep_aspect_ratio: bool = True,
+        save_artifacts: bool = False,
+        **options,
     ) -> Path:
-        """Images far from everything, most outlying first, beside their nearest neighbour."""
+        """Images far from everything, most outlying first, beside their nearest neighbour;
+        ``slice``: a label or a list of labels."""
+        check_options(self.outliers_gallery, options)
+        look = Look(max_width, keep_aspect_ratio, enhance_image)
         tables = self._tables(label_col, slice, external_df, frames.OUTLIERS)
-        return self._write(
-            galleries.outliers_cards(tables, num_images, ascending, slice),
-            save_path,
-            show,
-            page_size,
-            thumbnail_size,
-        )
+        cards = galleries.outliers_cards(tables, num_images, ascending, slice)
+        return self._write(cards, save_path, show, page_size, thumbnail_size, look, save_artifacts)
 
     def component_gallery(
         self,
@@ -156,12 +174,25 @@ class Visualizer:
         page_size: int = DEFAULT_PAGE_SIZE,
         show: bool = True,
         external_df=None,
+        group_by: str = "visual",
+        sort_by: str = "comp_size",
+        metric: str | None = None,
+        threshold: float | None = None,
+        max_width: int | None = None,
+        enhance_image: bool = False,
+        keep_aspect_ratio: bool = True,
+        save_artifacts: bool = False,
+        **options,
     ) -> Path:
         """Components of ``min_items`` (default 2) or more images, largest first, up to
-        ``max_items`` (default 12) members each; ``slice`` keeps the components with a
-        member of those labels."""
+        ``max_items`` (default 12) members each, grouped and ordered as
+        :mod:`fastdup_ray.reports.components` says (group_by, slice 'diff' / 'same' / labels,
+        metric, sort_by, threshold). ``external_df``: members (fd.connected_components()) or
+        groups (fastdup.find_top_components(), whose ``label_col`` lists label the tiles)."""
+        check_options(self.component_gallery, options)
+        look = Look(max_width, keep_aspect_ratio, enhance_image)
         tables = self._tables(label_col, slice, external_df, frames.COMPONENTS)
-        cards = galleries.components_cards(
+        cards = components_cards(
             tables,
             num_images,
             12 if max_items is None else max_items,
@@ -169,8 +200,14 @@ class Visualizer:
             ascending,
             keep,
             slice,
+            group_by,
+            sort_by,
+            metric,
+            threshold,
+            grouped=external_df if is_grouped(external_df) else None,
+            label_col=label_col,
         )
-        return self._write(cards, save_path, show, page_size, thumbnail_size)
+        return self._write(cards, save_path, show, page_size, thumbnail_size, look, save_artifacts)
 
     def stats_gallery(
         self,
@@ -184,17 +221,21 @@ class Visualizer:
         page_size: int = DEFAULT_PAGE_SIZE,
         show: bool = True,
         external_df=None,
+        max_width: int | None = None,
+        enhance_image: bool = False,
+        keep_aspect_ratio: bool = True,
+        save_artifacts: bool = False,
+        **options,
     ) -> Path:
         """Images by one statistic: fastdup's 'dark' (lowest mean first), 'bright' (highest
-        mean first), 'blur' (blurriest first), or any column of stats.csv."""
+        mean first), 'blur' (blurriest first), or any column of stats.csv. The page is
+        named as fastdup names it: after the column (``blur.html``, ``mean.html``, ...)."""
+        check_options(self.stats_gallery, options)
+        look = Look(max_width, keep_aspect_ratio, enhance_image)
         tables = self._tables(label_col, slice, external_df, frames.STATS)
-        return self._write(
-            galleries.stats_cards(tables, metric, ascending, num_images, slice=slice),
-            save_path,
-            show,
-            page_size,
-            thumbnail_size,
-        )
+        column, _ = galleries.stats_order(metric, ascending)
+        cards = galleries.stats_cards(tables, metric, ascending, num_images, slice=slice, stem=column)
+        return self._write(cards, save_path, show, page_size, thumbnail_size, look, save_artifacts)
 
     def similarity_gallery(
         self,
@@ -208,13 +249,34 @@ class Visualizer:
         page_size: int = DEFAULT_PAGE_SIZE,
         show: bool = True,
         external_df=None,
+        ascending: bool | None = None,
+        min_items: int | None = None,
+        max_width: int | None = None,
+        enhance_image: bool = False,
+        keep_aspect_ratio: bool = True,
+        save_artifacts: bool = False,
+        **options,
     ) -> Path:
-        """Images followed by those most similar to them, each pair once."""
+        """Images followed by those most similar to them, each pair once; with
+        ``slice='diff'`` fastdup's mislabel view (images whose look-alikes carry another
+        label, lowest label score first), 'same' its opposite (reports/labelled.py)."""
+        check_options(self.similarity_gallery, options)
+        look = Look(max_width, keep_aspect_ratio, enhance_image)
         tables = self._tables(label_col, slice, external_df, frames.PAIRS)
-        return self._write(
-            galleries.similarity_cards(tables, num_images, max_items, threshold, slice),
-            save_path,
-            show,
-            page_size,
-            thumbnail_size,
+        cards = galleries.similarity_cards(
+            tables, num_images, max_items, threshold, slice, **label_order(slice, ascending, min_items)
         )
+        return self._write(cards, save_path, show, page_size, thumbnail_size, look, save_artifacts)
+
+
+def label_order(slice, ascending: bool | None, min_items: int | None) -> dict:
+    """The similarity gallery's ascending / min_items, which order and cut its label
+    views (slice 'diff' or 'same')."""
+    if galleries.label_view(slice):
+        return {"ascending": ascending, "min_items": min_items}
+    for name, value in (("ascending", ascending), ("min_items", min_items)):
+        if value is not None:
+            raise ConfigError(
+                f"similarity_gallery({name}=...) orders and cuts the label views: give slice='diff' or 'same'"
+            )
+    return {}

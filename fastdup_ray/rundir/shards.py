@@ -436,3 +436,9 @@ def save_binary_feature(save_path: str | Path, filenames: list[str], array: np.n
 
 def read_bad_list(work_dir: str | Path, prefix: str = "") -> pl.DataFrame:
     return pl.read_csv(shard_paths(work_dir, prefix)[2], infer_schema=False)
+
+
+def load_binary_feature(filename: str | Path, d: int | None = None) -> tuple[list[str], np.ndarray]:
+    """fastdup's singular name for :func:`load_binary_features` (``filename=``: a work dir
+    or a features.dat file)."""
+    return load_binary_features(filename, d)

@@ -238,7 +238,7 @@ def test_visualizer_takes_fastdups_arguments(decided_run, tmp_path):
     assert "label: c" in (tmp_path / "components.html").read_text()
     bright = vis.stats_gallery(save_path=tmp_path, metric="bright", num_images=3)
     means = pl.read_csv(work / "stats.csv").sort("mean", descending=True)["filename"].head(3).to_list()
-    assert bright.name == "stats_bright.html" and [n for card in read_cards(bright) for n, _ in card] == means
+    assert bright.name == "mean.html" and [n for card in read_cards(bright) for n, _ in card] == means
     assert read_cards(vis.outliers_gallery(save_path=tmp_path)) and read_cards(
         vis.similarity_gallery(save_path=tmp_path, num_images=2)
     )
