@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from fastdup_ray.annotations import annotation_table
+from fastdup_ray.annotations import annotated_run
 from fastdup_ray.config import RunConfig
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.rundir import layout, results
@@ -137,18 +137,17 @@ class Fastdup:
         from fastdup_ray.pipeline import run_config
 
         source = _fspath(input_dir) if input_dir is not None else self.input_dir
-        table, missing = None, []
+        table, missing, boxes = None, [], None
         if annotations is not None:
-            table, missing = annotation_table(annotations, source)
-            lost = {location for location, _ in missing}
-            source = [name for name in table["filename"].to_list() if name not in lost]
+            asked = annotated_run(annotations, source)
+            table, missing, source, boxes = asked.table, asked.missing, asked.source, asked.boxes
         if source is None:
             raise ConfigError(
                 "input_dir must be given, to fastdup_ray.create(work_dir, input_dir) or to "
                 "fd.run(input_dir=...)"
             )
         config = RunConfig.from_kwargs(source, self.work_dir, overwrite=overwrite, **v1_parameters(params))
-        self.run_summary = run_config(config, rejected=missing)
+        self.run_summary = run_config(config, rejected=missing, boxes=boxes)
         self._input_dir, self._storage = source, config.storage_options()
         work = self._work()
         if table is not None:
