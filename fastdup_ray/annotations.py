@@ -77,7 +77,11 @@ def box_kind(table: pl.DataFrame) -> str | None:
 def box_table(table: pl.DataFrame, input_dir: str | list[str] | None) -> AnnotatedRun:
     """A row per bounding box: its ``filename`` the crop's name (image and box), every
     column of the user's kept; boxes of images found nowhere are bad rows; the inputs are
-    the boxed images (or the archives they lie in)."""
+    the boxed images (or the archives they lie in). An ``index`` column (the satellite
+    notebook's csv has one) is replaced by the run's row numbers, as fastdup does."""
+    if "index" in table.columns:
+        log.info("annotations: their 'index' column is replaced by the run's row numbers (as fastdup does)")
+        table = table.drop("index")
     _check_columns(table)
     kind = box_kind(table)
     columns = QUAD_COLUMNS if kind == QUAD else XYWH_COLUMNS

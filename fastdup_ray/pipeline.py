@@ -28,7 +28,7 @@ import numpy as np
 from fastdup_ray.config import RunConfig
 from fastdup_ray.engine import EngineSlot, choose, ray_cluster_given
 from fastdup_ray.errors import ConfigError, InputError
-from fastdup_ray.map.crops import Boxes, with_boxes
+from fastdup_ray.map.crops import Boxes, Margin, with_boxes
 from fastdup_ray.map.embed import INSTALL_GPU, Embedder
 from fastdup_ray.map.extract import extract_units, write_listing_shard
 from fastdup_ray.map.plan import DecodeSettings, EmbedSettings, MapPlan, MapSettings
@@ -406,7 +406,11 @@ def map_settings(config: RunConfig, image_size: int, cache_dir: str | None) -> M
     )
     return MapSettings(
         read=read,
-        decode=DecodeSettings(image_size, config.thumbnail_size),
+        decode=DecodeSettings(
+            image_size,
+            config.thumbnail_size,
+            Margin(config.augmentation_additive_margin, config.augmentation_horiz, config.augmentation_vert),
+        ),
         embed=EmbedSettings(config.model_file(), config.d, config.compute),
         batch_size=config.batch_size,
     )

@@ -13,7 +13,7 @@ from collections import OrderedDict
 import numpy as np
 from PIL import Image
 
-from fastdup_ray.map.crops import Box, crop_name
+from fastdup_ray.map.crops import Box, Margin, crop_name
 from fastdup_ray.map.decode import (
     STAT_COLUMNS,
     BadImage,
@@ -37,6 +37,7 @@ def decode_items(
     total: int | None = None,
     thumbnail_size: int = 0,
     boxes: list[list[Box] | None] | None = None,
+    margin: Margin = Margin(),
 ) -> Batch:
     """Decode a run of Items of one unit into a DECODED batch; with ``total`` a UNIT_END
     row closes the unit, announcing ``total`` rows before it.
@@ -45,7 +46,8 @@ def decode_items(
     made from the pixels already decoded, so no report ever re-reads the dataset. Each
     file's bytes get a content hash (``hash``); a byte-identical copy of an earlier row of
     the batch is not decoded again (``copy_of`` names that row, else -1). ``boxes``, one
-    entry per item: its bounding boxes, each a row of its own (decode_boxes), or None."""
+    entry per item: its bounding boxes, each a row of its own (decode_boxes), or None;
+    ``margin``: what is added around each box before it is cut."""
     widths = [1 if boxes is None or boxes[i] is None else len(boxes[i]) for i in range(len(items))]
     rows = sum(widths) + (total is not None)
     batch = DECODED.empty(rows, {"pixels": (size, size, 3)})
@@ -55,7 +57,7 @@ def decode_items(
     row = 0
     for i, item in enumerate(items):
         if boxes is not None and boxes[i] is not None:
-            decode_boxes(batch, row, item, boxes[i], size, thumbnail_size, first_with)
+            decode_boxes(batch, row, item, boxes[i], size, thumbnail_size, first_with, margin)
         else:
             decode_row(batch, row, item, size, thumbnail_size, first_with)
         row += widths[i]
@@ -68,7 +70,14 @@ STAT_FIELDS = tuple(f"stat_{s}" for s in STAT_COLUMNS)
 
 
 def decode_boxes(
-    batch: Batch, row: int, item: Item, boxes: list[Box], size: int, thumbnail_size: int, first_with: dict
+    batch: Batch,
+    row: int,
+    item: Item,
+    boxes: list[Box],
+    size: int,
+    thumbnail_size: int,
+    first_with: dict,
+    margin: Margin = Margin(),
 ) -> None:
     """Rows ``row`` on of ``batch``, one per box of ``item``, its image decoded once: each
     the crop's pixels, statistics and thumbnails, or why it is bad (the image's reason
@@ -99,7 +108,7 @@ def decode_boxes(
     for r in rows:
         first_with.setdefault(batch["hash"][r], r)
     try:
-        crops, _ = decode_crops(item.data, boxes, size, thumbnail_size)
+        crops, _ = decode_crops(item.data, boxes, size, thumbnail_size, margin)
     except BadImage as exc:
         for r in rows:
             batch["reason"][r] = str(exc)

@@ -68,6 +68,36 @@ class Box:
         return math.hypot(bx - ax, by - ay), math.hypot(cx - bx, cy - by)
 
 
+@dataclass(frozen=True)
+class Margin:
+    """fastdup's margins around every box before it is cut: ``additive`` pixels on each
+    side, and the box made ``horiz`` (of its width) wider and ``vert`` (of its height)
+    taller, half on each side. A rotated box grows along its own edges."""
+
+    additive: float = 0.0
+    horiz: float = 0.0
+    vert: float = 0.0
+
+    def grow(self, box: Box) -> Box:
+        """``box`` with the margins added (the box itself when there are none)."""
+        if not (self.additive or self.horiz or self.vert):
+            return box
+        width, height = box.sides()
+        dx, dy = self.additive + self.horiz * width / 2, self.additive + self.vert * height / 2
+        if box.kind == XYWH:
+            x, y, w, h = box.values
+            return Box(XYWH, (x - dx, y - dy, w + 2 * dx, h + 2 * dy))
+        (ax, ay), (bx, by), _, (dx4, dy4) = box.corners()
+        ux, uy = (bx - ax) / width, (by - ay) / width  # along the first (top) edge
+        vx, vy = (dx4 - ax) / height, (dy4 - ay) / height  # down the left edge
+        signs = ((-1, -1), (1, -1), (1, 1), (-1, 1))  # each corner's way out, clockwise from top-left
+        grown = [
+            (px + su * dx * ux + sv * dy * vx, py + su * dx * uy + sv * dy * vy)
+            for (px, py), (su, sv) in zip(box.corners(), signs)
+        ]
+        return Box(QUAD, tuple(v for point in grown for v in point))
+
+
 def crop_name(location: str, box: Box) -> str:
     """The row name of ``box`` of the image at ``location``."""
     return f"{location}#{box.key}"

@@ -16,7 +16,7 @@ from math import ceil
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, features
 
-from fastdup_ray.map.crops import BadBox, Box, crop, crop_size, draft_scale, draw_box
+from fastdup_ray.map.crops import Box, Margin, box_problem, crop, crop_size, draft_scale, draw_box
 
 log = logging.getLogger("fastdup_ray")
 
@@ -163,12 +163,13 @@ def open_rgb(data: bytes, size: int, scale: float | None = None) -> tuple[Image.
 
 
 def decode_crops(
-    data: bytes, boxes: list[Box], size: int, thumbnail_size: int
+    data: bytes, boxes: list[Box], size: int, thumbnail_size: int, margin: Margin = Margin()
 ) -> tuple[list[tuple[np.ndarray, tuple[int, int], bytes, bytes] | str], tuple[int, int]]:
     """Decode ``data`` once and cut each of ``boxes`` from it: per box (pixels at size x
     size, its (width, height) in original pixels, its thumbnail, a thumbnail of the whole
     image with the box drawn) or the reason it gives no crop; and the image's own
-    (width, height). Raises BadImage when the image itself cannot be decoded.
+    (width, height). ``margin``: fastdup's margins, added to each good box before it is
+    cut. Raises BadImage when the image itself cannot be decoded.
 
     Boxes are in original pixels, so a JPEG is drafted only as small as keeps the
     smallest box ``size`` pixels a side (crops.draft_scale): a small box of a large photo
@@ -177,12 +178,13 @@ def decode_crops(
     whole = shrunk(rgb, thumbnail_size, (width, height)) if thumbnail_size > 0 else None
     out: list = []
     for box in boxes:
-        try:
-            part = crop(rgb, box, width, height)
-        except BadBox as exc:
-            out.append(str(exc))
+        problem = box_problem(box, width, height)  # the box as given, before its margins
+        if problem:
+            out.append(problem)
             continue
-        shape = crop_size(box, width, height)
+        grown = margin.grow(box)
+        part = crop(rgb, grown, width, height)
+        shape = crop_size(grown, width, height)
         pixels = np.asarray(part.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
         thumbnail = make_thumbnail(part, thumbnail_size, shape)
         boxed = b"" if whole is None else jpeg_of(draw_box(whole, box, width, height))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import ClassVar, Protocol
 
 from fastdup_ray.map.batches import EmbedBatches, decode_items
-from fastdup_ray.map.crops import Box, Boxes, boxes_from_json, boxes_json
+from fastdup_ray.map.crops import Box, Boxes, Margin, boxes_from_json, boxes_json
 from fastdup_ray.map.record import UNCOUNTED, WORK, Batch, work_batch, work_row
 from fastdup_ray.map.sources import Item, ReadSettings, WorkUnit, read_unit
 
@@ -33,10 +33,12 @@ ACTOR = "actor"
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    """Pixels and thumbnails: the model's input size, the galleries' thumbnail size."""
+    """Pixels and thumbnails: the model's input size, the galleries' thumbnail size, and
+    the margins added to bounding boxes before they are cut."""
 
     image_size: int
     thumbnail_size: int = 0
+    margin: Margin = Margin()
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class ReadDecode:
             total=total,
             thumbnail_size=thumbnails,
             boxes=boxes if any(boxes) else None,
+            margin=self.decode.margin,
         )
 
 
