@@ -269,3 +269,34 @@ def test_galleries_show_the_crops_and_with_draw_bbox_the_box_on_its_image(folder
             if top.size and (top[..., 0] > 180).all() and (top[..., 1:] < 90).all():
                 outlined.add(photo)
     assert outlined == {"a", "b"}
+
+
+def test_boxes_of_s3_files_and_of_members_of_an_s3_tar(s3_server, bucket, tmp_path):
+    """A loose photo and a tar of photos on S3 (moto's server): the object's crop of the
+    loose a.jpg pairs with its crop of the tar's b.jpg; a box of an object that is not
+    there is a bad row."""
+    from conftest import s3_options
+
+    folder = write_photos(tmp_path / "photos")
+    tar = write_tar_of_photos(tmp_path / "objects.tar")
+    bucket.put_file(str(folder / "a.jpg"), "fdr-test/boxes/a.jpg")
+    bucket.put_file(str(tar), "fdr-test/boxes/objects.tar")
+    table = pd.DataFrame(
+        [
+            ("a.jpg", 50, 60, 120, 90, "page"),
+            ("a.jpg", 300, 200, 150, 150, "marble"),
+            ("objects.tar/images/b.jpg", 400, 300, 240, 180, "page"),
+            ("objects.tar/images/b.jpg", 20, 20, 200, 200, "bricks"),
+            ("gone.jpg", 10, 10, 20, 20, "lost"),
+        ],
+        columns=["filename", "col_x", "row_y", "width", "height", "label"],
+    )
+    fd = fastdup_ray.create(work_dir=tmp_path / "work", input_dir="s3://fdr-test/boxes")
+    fd.run(annotations=table, threshold=0.8, **LOCAL, **s3_options(s3_server))
+    assert crop_pairs(fd) == {frozenset({"page"})}
+    listing = fd.annotations(valid_only=False).set_index("label")
+    assert listing.loc["page", "filename"].tolist() == [
+        "s3://fdr-test/boxes/a.jpg#bbox=50,60,120,90",
+        "s3://fdr-test/boxes/objects.tar/images/b.jpg#bbox=400,300,240,180",
+    ]
+    assert not listing.loc["lost", "is_valid"] and listing["is_valid"].sum() == 4
