@@ -13,6 +13,7 @@ Public API (a thin layer over the stage modules):
 
 from fastdup_ray.actions.evaluate import evaluate_run
 from fastdup_ray.actions.remove import remove_duplicates
+from fastdup_ray.actions.search import init_search, search, vector_search
 from fastdup_ray.api import Fastdup, create
 from fastdup_ray.config import RunConfig
 from fastdup_ray.errors import (
@@ -52,6 +53,7 @@ __all__ = [
     "export_to_tensorboard_projector",
     "FastdupRayError",
     "InputError",
+    "init_search",
     "evaluate_run",
     "find_top_components",
     "generate_sprite_image",
@@ -64,5 +66,7 @@ __all__ = [
     "remove_duplicates",
     "run",
     "save_binary_feature",
+    "search",
     "StorageUnavailableError",
+    "vector_search",
 ]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from fastdup_ray.annotations import annotation_table
+from fastdup_ray.api_tools import RunTools
 from fastdup_ray.config import RunConfig
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.rundir import layout, results
@@ -75,7 +76,7 @@ def create(
     return Fastdup(work_dir, input_dir)
 
 
-class Fastdup:
+class Fastdup(RunTools):
     """One work dir and its run, with fastdup v1's methods (see :func:`create`)."""
 
     def __init__(
