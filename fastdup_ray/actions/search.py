@@ -54,7 +54,8 @@ class Searcher:
             raise InputError(f"no run in {location}: no such folder; run fastdup_ray there first")
         self.work = WorkDir(location, storage)
         self.storage = storage
-        config = results.read_config(self.work)
+        # run_mode 2 over features written by save_binary_feature records no config.json.
+        config = results.read_config(self.work, missing_ok=True) or {}
         self.index = SavedIndex(self.work, nprobe=int(config.get("nprobe", 2)))
         if d is not None and d != self.index.d:
             raise ConfigError(f"d={d} but the run in {self.work.location} has {self.index.d}-d features")
