@@ -26,6 +26,7 @@ from fastdup_ray.api_tools import RunTools
 from fastdup_ray.config import RunConfig
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.rundir import layout, results
+from fastdup_ray.rundir.own_features import own_features_run
 from fastdup_ray.rundir.shards import load_binary_features
 from fastdup_ray.rundir.storage import StorageOptions, is_remote
 from fastdup_ray.rundir.summary import RunSummary
@@ -41,10 +42,6 @@ log = logging.getLogger("fastdup_ray")
 V1_ALIASES = {"cc_threshold": "ccthreshold", "outlier_percentile": "lower_threshold"}
 # fastdup v1 arguments this tool does not implement, with what to do instead.
 UNSUPPORTED = {
-    "embeddings": (
-        "save them with fastdup_ray.save_binary_feature(work_dir, filenames, array) "
-        "and call fd.run(run_mode=2)"
-    ),
     "subset": "give the images to analyse as annotations=[...] (a list of files) or as input_dir",
     "bounding_box": "crops and bounding boxes are not supported; run on cropped images",
     "data_type": "only whole images are supported",
@@ -121,6 +118,7 @@ class Fastdup(RunTools):
         annotations: Any = None,
         overwrite: bool = False,
         print_summary: bool = False,
+        embeddings: Any = None,
         **params: Any,
     ) -> int:
         """Run fastdup_ray over ``input_dir`` (or the one given to create()) with fastdup's
@@ -130,16 +128,20 @@ class Fastdup(RunTools):
         extracted again; another input needs ``overwrite=True``.
 
         ``annotations``: the images to analyse, as a DataFrame with a ``filename`` column
-        and any columns of yours (``label``, ``split``, ...) that the frames then carry; or
-        a list of files. As in fastdup, a name is absolute, relative to the working
-        directory or relative to input_dir: the first of these that is a file is read; a
-        name that is none is a bad row (features.bad.csv) naming the paths tried.
+        and any columns of yours (``label``, ...) that the frames then carry, or a list of
+        files; a name is absolute, or relative to the working directory or input_dir (the
+        first that is a file; none: a bad row naming the paths tried). ``embeddings``: your
+        own n x d vectors, one per annotations row, reduced as run_mode 2 (own_features.py).
         """
         from fastdup_ray.pipeline import run_config
 
         source = _fspath(input_dir) if input_dir is not None else self.input_dir
         table, missing = None, []
-        if annotations is not None:
+        if embeddings is not None:  # your own n x d vectors, annotations naming their rows
+            source, table, params = own_features_run(
+                self.work_dir, embeddings, annotations, overwrite, params
+            )
+        elif annotations is not None:
             table, missing = annotation_table(annotations, source)
             lost = {location for location, _ in missing}
             source = [name for name in table["filename"].to_list() if name not in lost]
