@@ -35,6 +35,7 @@ from fastdup_ray.reports import (
     export_to_tensorboard_projector,
     find_top_components,
 )
+from fastdup_ray.reports.explore import explore
 from fastdup_ray.reports.projector import generate_sprite_image
 from fastdup_ray.rundir.shards import load_binary_feature, load_binary_features, save_binary_feature
 
@@ -50,6 +51,7 @@ __all__ = [
     "create_outliers_gallery",
     "create_similarity_gallery",
     "create_stats_gallery",
+    "explore",
     "export_to_tensorboard_projector",
     "FastdupRayError",
     "InputError",
