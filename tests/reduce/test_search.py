@@ -70,3 +70,31 @@ def test_saved_index_refuses_a_run_that_is_not_finished(tmp_path):
     (tmp_path / "nnf.index").unlink()
     with pytest.raises(InputError, match="needs .*nnf.index"):
         SavedIndex(WorkDir(str(tmp_path)))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"nnf_mode": "Flat", "reduce_strategy": "distributed"},  # exact shards: nnf.index.json
+        {"nnf_mode": "IVF8,Flat", "nprobe": 8, "reduce_strategy": "distributed"},  # nnf.routed/
+    ],
+)
+def test_a_distributed_run_is_searched_through_its_sharded_or_routed_index(tmp_path, params):
+    from fastdup_ray.rundir.shards import FeatureShardWriter
+
+    rng = np.random.default_rng(8)
+    vectors = unit(rng, 900, 16)
+    names = [f"img{i:04d}.jpg" for i in range(900)]
+    for number, rows in enumerate(np.split(np.arange(900), [300, 650])):
+        with FeatureShardWriter(str(tmp_path), d=16, prefix=f"part{number}.") as writer:
+            writer.add_good([names[i] for i in rows], vectors[rows])
+    fastdup_ray.run(
+        "unused", str(tmp_path), run_mode=2, k=3, rows_per_partition=400, executor="local", **params
+    )
+    index = SavedIndex(WorkDir(str(tmp_path)), nprobe=params.get("nprobe", 2))
+    assert index.routed == ("IVF" in params["nnf_mode"]) and index.names == names
+    assert index.routed or ((tmp_path / "nnf.index.json").is_file() and len(index.shards) > 1)
+    queries = vectors[[5, 400, 899]]
+    src, dst, sim = index.search(queries, 2)
+    assert dst.reshape(3, 2)[:, 0].tolist() == [5, 400, 899]  # every list probed: each finds itself
+    assert sim.reshape(3, 2)[:, 0] == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)
