@@ -25,8 +25,9 @@ from fastdup_ray.annotations import annotation_table
 from fastdup_ray.api_tools import RunTools
 from fastdup_ray.config import RunConfig
 from fastdup_ray.errors import ConfigError, InputError
+from fastdup_ray.out_of_reach import check_run_arguments
 from fastdup_ray.rundir import layout, results
-from fastdup_ray.rundir.own_features import own_features_run
+from fastdup_ray.rundir.own_features import embeddings_run
 from fastdup_ray.rundir.shards import load_binary_features
 from fastdup_ray.rundir.storage import StorageOptions, is_remote
 from fastdup_ray.rundir.summary import RunSummary
@@ -138,9 +139,7 @@ class Fastdup(RunTools):
         source = _fspath(input_dir) if input_dir is not None else self.input_dir
         table, missing = None, []
         if embeddings is not None:  # your own n x d vectors, annotations naming their rows
-            source, table, params = own_features_run(
-                self.work_dir, embeddings, annotations, overwrite, params
-            )
+            source, table, params = embeddings_run(self.work_dir, embeddings, annotations, overwrite, params)
         elif annotations is not None:
             table, missing = annotation_table(annotations, source)
             lost = {location for location, _ in missing}
@@ -280,22 +279,6 @@ class Fastdup(RunTools):
         if listing.is_empty():
             raise IndexError(f"image index {index} is not in the run in {self.work_dir}")
         return listing.row(0, named=True)
-
-    def feature_vectors(self, img_paths=None) -> tuple[np.ndarray, list[str]]:
-        """(embeddings, files) as fastdup's: the run's vectors of ``img_paths`` (files, or a
-        frame with filename; all when None). Images outside the run need fd.run() first."""
-        files, vectors = self.embeddings()
-        if img_paths is None:
-            return vectors, files
-        wanted = list(img_paths["filename"]) if hasattr(img_paths, "columns") else list(img_paths)
-        row_of = {name: row for row, name in enumerate(files)}
-        absent = [str(name) for name in wanted if str(name) not in row_of]
-        if absent:
-            raise InputError(
-                f"{len(absent)} images are not in the run ({absent[0]!r}, ...): fd.run() them first"
-            )
-        rows = [row_of[str(name)] for name in wanted]
-        return vectors[rows], [files[row] for row in rows]
 
     def embeddings(self) -> tuple[list[str], np.ndarray]:
         """(filenames, float32 array n x d): the run's feature vectors, row i = index i."""
@@ -477,8 +460,8 @@ class Fastdup(RunTools):
 
 
 def v1_parameters(params: dict[str, Any]) -> dict[str, Any]:
-    """fastdup v1's keyword arguments as RunConfig's (cc_threshold -> ccthreshold, ...);
-    an argument this tool does not implement is an error that says what to do."""
+    """fastdup v1's arguments as RunConfig's (cc_threshold -> ccthreshold); others: an error saying why."""
+    check_run_arguments(params)  # fastdup's detectors and downloaded models: out_of_reach.py
     for name, advice in UNSUPPORTED.items():
         if name in params and not (name == "data_type" and params[name] in ("image", "infer")):
             raise ConfigError(f"fd.run({name}=...) is not supported: {advice}")

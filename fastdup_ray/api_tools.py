@@ -1,20 +1,40 @@
 """The v1 object's tools over a finished run, kept out of api.py: ``fd.init_search`` /
 ``fd.search`` / ``fd.vector_search`` (actions/search.py), ``fd.explore()``
 (reports/explore.py), and fastdup's model-zoo calls this tool does not have
-(``fd.caption``, ``fd.enrich``: out_of_reach.py), each a thin call."""
+(``fd.caption``, ``fd.enrich``: out_of_reach.py), each a thin call; and
+``fd.feature_vectors`` (the run's vectors of some of its files)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastdup_ray.errors import SearchNotReadyError
+from fastdup_ray.errors import InputError, SearchNotReadyError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class RunTools:
     """Mixed into :class:`fastdup_ray.api.Fastdup` (which gives ``work_dir``, ``_finished``
-    and ``_work``)."""
+    and ``embeddings``)."""
 
     _searcher = None
+
+    def feature_vectors(self, img_paths=None) -> tuple[np.ndarray, list[str]]:
+        """(embeddings, files) as fastdup's: the run's vectors of ``img_paths`` (files, or a
+        frame with filename; all when None). Images outside the run need fd.run() first."""
+        files, vectors = self.embeddings()
+        if img_paths is None:
+            return vectors, files
+        wanted = list(img_paths["filename"]) if hasattr(img_paths, "columns") else list(img_paths)
+        row_of = {name: row for row, name in enumerate(files)}
+        absent = [str(name) for name in wanted if str(name) not in row_of]
+        if absent:
+            raise InputError(
+                f"{len(absent)} images are not in the run ({absent[0]!r}, ...): fd.run() them first"
+            )
+        rows = [row_of[str(name)] for name in wanted]
+        return vectors[rows], [files[row] for row in rows]
 
     def init_search(
         self, k: int, verbose: bool = False, license: str = "", threshold: float | None = None

@@ -87,6 +87,9 @@ class RunConfig:
     @classmethod
     def from_kwargs(cls, input_dir: str, work_dir: str, **kwargs: Any) -> "RunConfig":
         """Build a config from fastdup-style keyword arguments (aliases such as ``k`` allowed)."""
+        from fastdup_ray.out_of_reach import check_run_arguments
+
+        check_run_arguments(kwargs)  # fastdup's detectors and downloaded models, before "unknown"
         known = {p.name for p in PARAMS}
         resolved: dict[str, Any] = {}
         for name, value in kwargs.items():

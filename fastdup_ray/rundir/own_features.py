@@ -83,7 +83,7 @@ def write_embeddings(work: WorkDir, names: list[str], matrix: np.ndarray, overwr
         writer.add_good(names, matrix)
 
 
-def own_features_run(
+def embeddings_run(
     work_dir: str, embeddings: Any, annotations: Any, overwrite: bool, params: dict[str, Any], storage=None
 ) -> tuple[list[str], pl.DataFrame | None, dict[str, Any]]:
     """Write fd.run's embeddings to work_dir; returns (names, annotation table or None,
