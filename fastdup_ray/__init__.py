@@ -14,6 +14,7 @@ Public API (a thin layer over the stage modules):
 from fastdup_ray.actions.evaluate import evaluate_run
 from fastdup_ray.actions.remove import remove_duplicates
 from fastdup_ray.actions.search import init_search, search, vector_search
+from fastdup_ray.actions.video_frames import extract_video_frames
 from fastdup_ray.api import Fastdup, create
 from fastdup_ray.config import RunConfig
 from fastdup_ray.errors import (
@@ -53,6 +54,7 @@ __all__ = [
     "create_stats_gallery",
     "explore",
     "export_to_tensorboard_projector",
+    "extract_video_frames",
     "FastdupRayError",
     "InputError",
     "init_search",
