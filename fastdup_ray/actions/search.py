@@ -57,6 +57,9 @@ class Searcher:
         # run_mode 2 over features written by save_binary_feature records no config.json.
         config = results.read_config(self.work, missing_ok=True) or {}
         self.index = SavedIndex(self.work, nprobe=int(config.get("nprobe", 2)))
+        from fastdup_ray.reports.tables import remember_run
+
+        remember_run(location)  # a gallery of a search frame finds this run without work_dir
         if d is not None and d != self.index.d:
             raise ConfigError(f"d={d} but the run in {self.work.location} has {self.index.d}-d features")
         self.model_file = model_file_for(
