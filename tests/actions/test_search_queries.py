@@ -1,4 +1,4 @@
-"""actions/search.py: search over a finished run of real JPEGs: image queries (file, list, PIL, numpy) go
+"""actions/search.py over a finished run of real JPEGs: image queries (file, list, PIL, numpy) go
 through the run's own decode and embed, vectors are searched as given, and every misuse
 is one typed error naming the problem."""
 
