@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from fastdup_ray.config import model_file_for
-from fastdup_ray.errors import ConfigError, InputError, SearchNotReadyError
+from fastdup_ray.errors import ConfigError, GpuUnavailableError, InputError, SearchNotReadyError
 from fastdup_ray.reduce.search import SavedIndex, query_matrix, search_frame
 from fastdup_ray.rundir import results
 from fastdup_ray.rundir.storage import StorageOptions, is_remote, read_bytes
@@ -76,7 +76,10 @@ class Searcher:
         # features has none to embed a query image with.
         self._of_images = results.has_stats(self.work)
         if self._of_images:
-            self._load_model()
+            try:
+                self._load_model()
+            except GpuUnavailableError as exc:  # vector searches still work; image ones say this
+                log.warning("%s", exc)
 
     def _load_model(self):
         if self._embedder is None:
@@ -87,9 +90,18 @@ class Searcher:
                 )
             from fastdup_ray.map.embed import Embedder
 
-            self._embedder = Embedder(
-                self.model_file, d=self.index.d, compute=self.compute, threads=min(4, os.cpu_count() or 1)
-            )
+            try:
+                self._embedder = Embedder(
+                    self.model_file, d=self.index.d, compute=self.compute, threads=min(4, os.cpu_count() or 1)
+                )
+            except GpuUnavailableError as exc:
+                # Another model (the CPU one) would give other vectors: none of them compare.
+                model = os.path.basename(self.model_file)
+                raise GpuUnavailableError(
+                    f"the run in {self.work.location} embedded on GPU with {model}, so its image queries "
+                    f"must too, and here {str(exc).partition('; ')[0]}; search where CUDA starts, or by "
+                    "vector_search(vec=...)"
+                ) from None
         return self._embedder
 
     def search(self, query: Any, img: Any = None) -> pl.DataFrame:

@@ -10,7 +10,7 @@ from PIL import Image, ImageEnhance
 
 import fastdup_ray
 from fastdup_ray.actions import search as search_module
-from fastdup_ray.errors import ConfigError, InputError, SearchNotReadyError
+from fastdup_ray.errors import ConfigError, GpuUnavailableError, InputError, SearchNotReadyError
 from fastdup_ray.sample import jpeg_bytes, make_scene
 
 LOCAL = {"executor": "local", "num_threads": 2, "k": 3}
@@ -146,3 +146,24 @@ def test_a_run_of_your_own_features_is_searched_by_vector(tmp_path):
     assert own.vector_search(vectors[7] * 3)["to"].to_list()[0] == "v7"
     with pytest.raises(ConfigError, match="own 8-d features, not of images: search it with vector_search"):
         own.search(np.zeros((10, 10, 3), dtype=np.uint8))
+
+
+def test_a_gpu_run_without_cuda_here_is_searched_by_vector_and_says_why_not_by_image(
+    finished_run, tmp_path, monkeypatch
+):
+    import json
+    import shutil
+
+    work, paths, copy = finished_run
+    gpu_run = tmp_path / "gpu_run"
+    shutil.copytree(work, gpu_run)
+    config = json.loads((gpu_run / "config.json").read_text())
+    (gpu_run / "config.json").write_text(json.dumps({**config, "compute": "gpu"}))  # as a GPU run records it
+    monkeypatch.setattr("fastdup_ray.map.embed.cuda_problem", lambda: "no CUDA device is visible")
+    gpu = search_module.Searcher(2, gpu_run)
+    names, vectors = fastdup_ray.load_binary_features(gpu_run)
+    assert gpu.vector_search(vectors[3])["to"][0] == names[3]
+    with pytest.raises(
+        GpuUnavailableError, match="embedded on GPU with efficientnet_lite0_fp16.onnx, so its image"
+    ):
+        gpu.search(str(copy))
