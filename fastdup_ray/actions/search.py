@@ -132,7 +132,7 @@ class Searcher:
 
     def _answer(self, names: list[str], vectors: np.ndarray) -> pl.DataFrame:
         src, dst, sim = self.index.search(vectors, self.k)
-        return search_frame(names, src, dst, sim, self.index.names, self.threshold, self.store_int)
+        return search_frame(names, src, dst, sim, self.index.name_column, self.threshold, self.store_int)
 
     def _embed(self, pixels: list[np.ndarray]) -> np.ndarray:
         return self._load_model().embed(np.stack(pixels))

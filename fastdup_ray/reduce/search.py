@@ -51,7 +51,7 @@ def search_frame(
     src: np.ndarray,
     dst: np.ndarray,
     sim: np.ndarray,
-    train_names: Sequence[str],
+    train_names: Sequence[str] | pl.Series,
     threshold: float | None = None,
     store_int: bool = False,
 ) -> pl.DataFrame:
@@ -65,10 +65,11 @@ def search_frame(
     shown = rules.csv_values(sim)
     order = np.lexsort((dst, -shown, src))
     src, dst, shown = src[order], dst[order], shown[order]
+    names = train_names if isinstance(train_names, pl.Series) else pl.Series(train_names, dtype=pl.String)
     to = (
         pl.Series("to", dst, dtype=pl.Int64)
         if store_int
-        else pl.Series("to", train_names, dtype=pl.String).gather(dst)
+        else names.gather(dst).rename("to")
         if len(dst)
         else pl.Series("to", [], dtype=pl.String)
     )
@@ -101,6 +102,7 @@ class SavedIndex:
             raise InputError(f"no finished run in {work.location}: no feature shards with images")
         self.d = int(next(m["d"] for m in markers if m.get("good")))
         self.names = results.read_names(work, self.prefixes)
+        self.name_column = pl.Series("to", self.names, dtype=pl.String)  # made once, not per search
         self.routed = work.exists(ROUTED_INDEX_DIR)
         saved_index_shards(work, self.prefixes, [m.get("good", 0) for m in markers])  # no index: say so now
         self.shards = [] if self.routed else list(index_shards(work, self.prefixes, self.d))
