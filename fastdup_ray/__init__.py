@@ -13,6 +13,8 @@ Public API (a thin layer over the stage modules):
 
 from fastdup_ray.actions.evaluate import evaluate_run
 from fastdup_ray.actions.remove import remove_duplicates
+from fastdup_ray.actions.search import init_search, search, vector_search
+from fastdup_ray.actions.video_frames import extract_video_frames
 from fastdup_ray.api import Fastdup, create
 from fastdup_ray.config import RunConfig
 from fastdup_ray.errors import (
@@ -34,6 +36,7 @@ from fastdup_ray.reports import (
     export_to_tensorboard_projector,
     find_top_components,
 )
+from fastdup_ray.reports.explore import explore
 from fastdup_ray.reports.projector import generate_sprite_image
 from fastdup_ray.rundir.shards import load_binary_feature, load_binary_features, save_binary_feature
 
@@ -49,9 +52,12 @@ __all__ = [
     "create_outliers_gallery",
     "create_similarity_gallery",
     "create_stats_gallery",
+    "explore",
     "export_to_tensorboard_projector",
+    "extract_video_frames",
     "FastdupRayError",
     "InputError",
+    "init_search",
     "evaluate_run",
     "find_top_components",
     "generate_sprite_image",
@@ -64,5 +70,7 @@ __all__ = [
     "remove_duplicates",
     "run",
     "save_binary_feature",
+    "search",
     "StorageUnavailableError",
+    "vector_search",
 ]

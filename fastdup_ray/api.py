@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from fastdup_ray.annotations import annotated_run
+from fastdup_ray.api_tools import RunTools
 from fastdup_ray.config import RunConfig
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.rundir import layout, results
+from fastdup_ray.rundir.own_features import embeddings_run
 from fastdup_ray.rundir.shards import load_binary_features
 from fastdup_ray.rundir.storage import StorageOptions, is_remote
 from fastdup_ray.rundir.summary import RunSummary
@@ -65,7 +67,7 @@ def create(
     return Fastdup(work_dir, input_dir)
 
 
-class Fastdup:
+class Fastdup(RunTools):
     """One work dir and its run, with fastdup v1's methods (see :func:`create`)."""
 
     def __init__(
@@ -110,6 +112,7 @@ class Fastdup:
         annotations: Any = None,
         overwrite: bool = False,
         print_summary: bool = False,
+        embeddings: Any = None,
         **params: Any,
     ) -> int:
         """Run fastdup_ray over ``input_dir`` (or the one given to create()) with fastdup's
@@ -119,16 +122,18 @@ class Fastdup:
         extracted again; another input needs ``overwrite=True``.
 
         ``annotations``: the images to analyse, as a DataFrame with a ``filename`` column
-        and any columns of yours (``label``, ``split``, ...) that the frames then carry; or
-        a list of files. As in fastdup, a name is absolute, relative to the working
-        directory or relative to input_dir: the first of these that is a file is read; a
-        name that is none is a bad row (features.bad.csv) naming the paths tried.
+        and any columns of yours (``label``, ...) that the frames then carry, or a list of
+        files; a name is absolute, or relative to the working directory or input_dir (the
+        first that is a file; none: a bad row naming the paths tried). ``embeddings``: your
+        own n x d vectors, one per annotations row, reduced as run_mode 2 (own_features.py).
         """
         from fastdup_ray.pipeline import run_config
 
         source = _fspath(input_dir) if input_dir is not None else self.input_dir
         table, missing, boxes = None, [], None
-        if annotations is not None:
+        if embeddings is not None:  # your own n x d vectors, annotations naming their rows
+            source, table, params = embeddings_run(self.work_dir, embeddings, annotations, overwrite, params)
+        elif annotations is not None:
             asked = annotated_run(annotations, source)
             table, missing, source, boxes = asked.table, asked.missing, asked.source, asked.boxes
         if source is None:
@@ -267,22 +272,6 @@ class Fastdup:
         if listing.is_empty():
             raise IndexError(f"image index {index} is not in the run in {self.work_dir}")
         return listing.row(0, named=True)
-
-    def feature_vectors(self, img_paths=None) -> tuple[np.ndarray, list[str]]:
-        """(embeddings, files) as fastdup's: the run's vectors of ``img_paths`` (files, or a
-        frame with filename; all when None). Images outside the run need fd.run() first."""
-        files, vectors = self.embeddings()
-        if img_paths is None:
-            return vectors, files
-        wanted = list(img_paths["filename"]) if hasattr(img_paths, "columns") else list(img_paths)
-        row_of = {name: row for row, name in enumerate(files)}
-        absent = [str(name) for name in wanted if str(name) not in row_of]
-        if absent:
-            raise InputError(
-                f"{len(absent)} images are not in the run ({absent[0]!r}, ...): fd.run() them first"
-            )
-        rows = [row_of[str(name)] for name in wanted]
-        return vectors[rows], [files[row] for row in rows]
 
     def embeddings(self) -> tuple[list[str], np.ndarray]:
         """(filenames, float32 array n x d): the run's feature vectors, row i = index i."""

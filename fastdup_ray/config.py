@@ -87,6 +87,9 @@ class RunConfig:
     @classmethod
     def from_kwargs(cls, input_dir: str, work_dir: str, **kwargs: Any) -> "RunConfig":
         """Build a config from fastdup-style keyword arguments (aliases such as ``k`` allowed)."""
+        from fastdup_ray.out_of_reach import check_run_arguments
+
+        check_run_arguments(kwargs)  # fastdup's detectors and downloaded models, before "unknown"
         known = {p.name for p in PARAMS}
         resolved: dict[str, Any] = {}
         for name, value in kwargs.items():
@@ -151,14 +154,17 @@ class RunConfig:
     def model_file(self) -> str:
         """The ONNX file to embed with: the user's, or the shipped model at ``precision``
         ('auto': int8 on CPU, where its model step is ~2.3x faster; fp16 on GPU)."""
-        if self.model_path:
-            return self.model_path
-        from fastdup_ray.map.embed import default_model_path
+        return model_file_for(self.model_path, self.precision, self.compute)
 
-        precision = (
-            self.precision if self.precision != "auto" else ("fp16" if self.compute == "gpu" else "int8")
-        )
-        return default_model_path(precision)
+
+def model_file_for(model_path: str | None, precision: str, compute: str) -> str:
+    """The ONNX file a run with these settings embeds with (what config.json records for
+    it, so a search of a finished run embeds its queries with the same one)."""
+    if model_path:
+        return model_path
+    from fastdup_ray.map.embed import default_model_path
+
+    return default_model_path(precision if precision != "auto" else ("fp16" if compute == "gpu" else "int8"))
 
 
 def parse_turi_param(text: str) -> dict[str, Any]:

@@ -33,3 +33,12 @@ class StorageUnavailableError(FastdupRayError):
 class GpuUnavailableError(FastdupRayError):
     """compute='gpu' was decided for the run, but CUDA does not start in a worker that must
     embed on it; the message says why. The GPU model is never run on CPU instead."""
+
+
+class SearchNotReadyError(FastdupRayError, RuntimeError):
+    """search() or vector_search() was called before init_search() loaded a run."""
+
+
+class NotInFastdupRayError(FastdupRayError, NotImplementedError):
+    """A fastdup feature this tool does not have (captions, detectors, its model zoo, ...);
+    the message says what to use instead."""

@@ -6,14 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastdup_ray.errors import ConfigError
+from fastdup_ray.out_of_reach import check_run_arguments
 
 V1_ALIASES = {"cc_threshold": "ccthreshold", "outlier_percentile": "lower_threshold"}
 # fastdup v1 arguments this tool does not implement, with what to do instead.
 UNSUPPORTED = {
-    "embeddings": (
-        "save them with fastdup_ray.save_binary_feature(work_dir, filenames, array) "
-        "and call fd.run(run_mode=2)"
-    ),
     "subset": "give the images to analyse as annotations=[...] (a list of files) or as input_dir",
     "bounding_box": (
         "face, yolov5s and ocr boxes are not made here: give the boxes as annotations= with "
@@ -29,6 +26,7 @@ def v1_parameters(params: dict[str, Any], boxes: bool = False) -> dict[str, Any]
     """fastdup v1's keyword arguments as RunConfig's (cc_threshold -> ccthreshold, ...);
     an argument this tool does not implement is an error that says what to do. ``boxes``:
     the annotations hold bounding boxes (bounding_box='rotated' and data_type='bbox' agree)."""
+    check_run_arguments(params)  # fastdup's detectors and downloaded models: out_of_reach.py
     allowed = BOX_RUN if boxes else {"data_type": ("image", "infer")}
     for name, advice in UNSUPPORTED.items():
         if name in params and params[name] not in allowed.get(name, ()):

@@ -270,7 +270,7 @@ def test_fastdup_arguments_we_do_not_implement_say_what_to_do_instead(tmp_path):
     import numpy as np
 
     fd = fastdup_ray.create(work_dir=tmp_path / "work", input_dir=tmp_path)
-    with pytest.raises(ConfigError, match="save_binary_feature"):
+    with pytest.raises(ConfigError, match="embeddings=...\\) needs annotations"):
         fd.run(embeddings=np.zeros((2, 4), dtype=np.float32))
     with pytest.raises(ConfigError, match="given twice"):
         fd.run(cc_threshold=0.9, ccthreshold=0.8)

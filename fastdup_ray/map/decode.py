@@ -227,6 +227,13 @@ def shrunk(rgb: Image.Image, thumbnail_size: int, shape: tuple[int, int] | None 
     return small
 
 
+def picture_pixels(image: Image.Image, size: int) -> np.ndarray:
+    """An image already opened with PIL (a search query) as the model input a file of it
+    becomes: upright, RGB (transparency on white), squashed to (size, size, 3) uint8."""
+    rgb = _to_rgb(ImageOps.exif_transpose(image))
+    return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
 def resize_frame(pixels: np.ndarray, size: int) -> np.ndarray:
     """An already decoded RGB frame (a video's) squashed to (size, size, 3) like an image."""
     resized = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB").resize(

@@ -6,6 +6,8 @@ searched one index shard (or bucket of lists) at a time, ranked by the rule book
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -88,12 +90,18 @@ def search_saved_index(
     """Edges (query row, train row, similarity) from each query to its k nearest vectors
     in the saved index, one index shard (or bucket of routed lists, each query meeting
     only the lists it probes) in memory at a time."""
-    import faiss
-
     if work.exists(ROUTED_INDEX_DIR):
         return search_routed_index(work, queries, k, nprobe)
+    return search_index_shards(index_shards(work, prefixes, d), queries, k)
+
+
+def index_shards(work: WorkDir, prefixes: list[str], d: int) -> Iterator[tuple[Any, np.ndarray, int]]:
+    """The saved index's shards (faiss index, its unit vectors, first global row), loaded
+    one at a time as they are asked for, each checked against its feature shards. Not
+    for a routed index (see search_routed_index)."""
+    import faiss
+
     markers = [read_marker(work, p) or {} for p in prefixes]
-    best = empty_topk(len(queries), k)
     for shard in saved_index_shards(work, prefixes, [m.get("good", 0) for m in markers]):
         _, vectors = load_shards(work, shard["prefixes"], d, normalize=True)
         if shard["file"] is None:
@@ -105,9 +113,19 @@ def search_saved_index(
                 f"{work.path(shard['file'])} holds {index.ntotal} vectors, "
                 f"not the {shard['rows']} of its feature shards; rerun run_mode 2"
             )
-        for first, sims, ids in search_index_shard(
-            index, vectors, shard["first"], lambda: [(0, queries)], k, queries_in_index=False
+        yield index, vectors, shard["first"]
+
+
+def search_index_shards(
+    shards: Iterable[tuple[Any, np.ndarray, int]], queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges (query row, train row, similarity) from each query to its k nearest vectors
+    over ``shards`` (index_shards' triples, streamed from disk or held in memory)."""
+    best = empty_topk(len(queries), k)
+    for index, vectors, first in shards:
+        for block, sims, ids in search_index_shard(
+            index, vectors, first, lambda: [(0, queries)], k, queries_in_index=False
         ):
-            merge_into(best, first, sims, ids, k)
+            merge_into(best, block, sims, ids, k)
     src, dst, sim = topk_edges(*best)
     return src, dst, np.clip(sim, 0.0, 1.0)

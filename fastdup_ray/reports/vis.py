@@ -46,6 +46,19 @@ def in_notebook() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
+def gallery_folder(work_dir: str, save_path: str | os.PathLike | None = None) -> Path:
+    """Where a run's galleries go: ``save_path``, else ``<work_dir>/galleries`` (a local
+    folder: a remote work dir needs save_path)."""
+    if save_path is not None:
+        return Path(save_path)
+    if is_remote(work_dir):
+        raise ConfigError(
+            f"save_path is needed: galleries of a remote work dir ({work_dir}) go to a local folder"
+        )
+    folder = work_dir if os.path.isdir(work_dir) else os.path.dirname(work_dir)  # a table's folder
+    return Path(folder) / "galleries"
+
+
 class Visualizer:
     """The galleries of the run in ``work_dir`` (a work dir, a test_results folder, or one
     of their tables), labelled by ``annotations`` when given."""
@@ -76,16 +89,7 @@ class Visualizer:
         return frames.with_frame(tables, external_df, kind)
 
     def _folder(self, save_path: str | os.PathLike | None) -> Path:
-        if save_path is not None:
-            return Path(save_path)
-        if is_remote(self.work_dir):
-            raise ConfigError(
-                f"save_path is needed: galleries of a remote work dir ({self.work_dir}) go to a local folder"
-            )
-        folder = (
-            self.work_dir if os.path.isdir(self.work_dir) else os.path.dirname(self.work_dir)
-        )  # a table's folder
-        return Path(folder) / "galleries"
+        return gallery_folder(self.work_dir, save_path)
 
     def _write(
         self,
