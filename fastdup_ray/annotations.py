@@ -5,17 +5,25 @@ files or a .csv path, checked and turned into the run's locations.
 A name is found as fastdup finds it: absolute, else relative to the working directory,
 else relative to input_dir, the first that is a file winning; a name that is none is a
 bad row of the run (features.bad.csv) naming the paths tried.
+
+With fastdup's bounding-box columns (``col_x, row_y, width, height``, or a rotated box's
+``x1, y1, ... x4, y4``) a table has a row per box, several per image; each box is a row
+of the run named by map/crops.py's crop_name, and a name may then also lie inside an
+archive (``shards/0.tar/img.jpg``): the run reads the archive and keeps the boxed members.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
 from fastdup_ray.errors import ConfigError, InputError
+from fastdup_ray.map.crops import QUAD, QUAD_COLUMNS, XYWH, XYWH_COLUMNS, Box, Boxes, archive_of, crop_name
+from fastdup_ray.map.sources.items import ARCHIVE_EXTENSIONS
 from fastdup_ray.rundir.storage import is_remote
 
 log = logging.getLogger("fastdup_ray")
@@ -26,11 +34,93 @@ RESERVED = ("index", "is_valid", "error_code")
 Missing = list[tuple[str, str]]  # (location, reason) of annotation names that are no file
 
 
-def annotation_table(annotations: Any, input_dir: str | list[str] | None) -> tuple[pl.DataFrame, Missing]:
-    """(table, missing): the annotations given to fd.run as a polars frame whose
-    ``filename`` column holds the run's locations (resolve_names), and the (location,
-    reason) of the names that are no file."""
+@dataclass
+class AnnotatedRun:
+    """What fd.run(annotations=...) runs: the table (a row per image, or per box),
+    the bad rows of names found nowhere, the inputs to read, and the boxes by image
+    location (None for a table of whole images)."""
+
+    table: pl.DataFrame
+    missing: Missing
+    source: list[str]
+    boxes: Boxes | None = None
+
+
+def annotated_run(annotations: Any, input_dir: str | list[str] | None) -> AnnotatedRun:
+    """The run that fd.run(annotations=...) asks for (annotation_table, or box_table
+    when the table has bounding-box columns)."""
     table = _as_polars(annotations)
+    if box_kind(table) is not None:
+        return box_table(table, input_dir)
+    table, missing = annotation_table(table, input_dir)
+    lost = {location for location, _ in missing}
+    return AnnotatedRun(table, missing, [name for name in table["filename"].to_list() if name not in lost])
+
+
+def box_kind(table: pl.DataFrame) -> str | None:
+    """QUAD or XYWH when ``table`` has that kind's columns (a rotated box wins, as in
+    fastdup), None when it has neither; some of a kind's columns only are an error."""
+    for kind, columns in ((QUAD, QUAD_COLUMNS), (XYWH, XYWH_COLUMNS)):
+        if all(c in table.columns for c in columns):
+            return kind
+    for columns in (XYWH_COLUMNS, QUAD_COLUMNS):
+        some = [c for c in columns if c in table.columns]
+        if len(some) > 1:
+            lacking = [c for c in columns if c not in table.columns]
+            raise ConfigError(
+                f"annotations have the bounding-box columns {', '.join(some)} but not {', '.join(lacking)}: "
+                f"give all of {', '.join(columns)}"
+            )
+    return None
+
+
+def box_table(table: pl.DataFrame, input_dir: str | list[str] | None) -> AnnotatedRun:
+    """A row per bounding box: its ``filename`` the crop's name (image and box), every
+    column of the user's kept; boxes of images found nowhere are bad rows; the inputs are
+    the boxed images (or the archives they lie in). An ``index`` column (the satellite
+    notebook's csv has one) is replaced by the run's row numbers, as fastdup does."""
+    if "index" in table.columns:
+        log.info("annotations: their 'index' column is replaced by the run's row numbers (as fastdup does)")
+        table = table.drop("index")
+    _check_columns(table)
+    kind = box_kind(table)
+    columns = QUAD_COLUMNS if kind == QUAD else XYWH_COLUMNS
+    before = table.height
+    table = table.with_columns(pl.col(c).cast(pl.Float64, strict=False) for c in columns)
+    table = table.unique(["filename", *columns], keep="first", maintain_order=True)
+    if table.height < before:
+        log.warning(
+            "annotations: removed %d repeated bounding boxes (as fastdup does)", before - table.height
+        )
+    names = table["filename"].cast(pl.String).unique(maintain_order=True).to_list()
+    locations, missing, found = resolve_names(names, input_dir, archives=True)
+    where = dict(zip(names, locations))
+    why = dict(missing)
+    boxes: Boxes = {}
+    crops, bad = [], []
+    values = table.select(columns).fill_null(float("nan")).rows()
+    for name, numbers in zip(table["filename"].cast(pl.String).to_list(), values):
+        location, box = where[name], Box(kind, tuple(numbers))
+        crops.append(crop_name(location, box))
+        if location in why:
+            bad.append((crops[-1], why[location]))
+        else:
+            boxes.setdefault(location, []).append(box)
+    if not boxes:
+        first = missing[0][1].removeprefix("no such file: ")
+        raise InputError(f"annotations: none of the {len(names)} file names is a file ({first}, ...)")
+    log.info(
+        "annotations: %d bounding boxes of %d images; %s",
+        table.height,
+        len(names),
+        _how_found(found, len(missing), input_dir),
+    )
+    source = sorted({archive_of(loc, ARCHIVE_EXTENSIONS) or loc for loc in boxes})
+    table = table.with_columns(pl.Series("filename", crops, dtype=pl.String))
+    return AnnotatedRun(table, bad, source, boxes)
+
+
+def _check_columns(table: pl.DataFrame) -> None:
     if "filename" not in table.columns:
         raise ConfigError(
             f"annotations need a 'filename' column (they have {', '.join(table.columns) or 'none'})"
@@ -42,13 +132,21 @@ def annotation_table(annotations: Any, input_dir: str | list[str] | None) -> tup
         )
     if table.height == 0:
         raise ConfigError("annotations list no images")
+
+
+def annotation_table(annotations: Any, input_dir: str | list[str] | None) -> tuple[pl.DataFrame, Missing]:
+    """(table, missing): the annotations given to fd.run as a polars frame whose
+    ``filename`` column holds the run's locations (resolve_names), and the (location,
+    reason) of the names that are no file."""
+    table = _as_polars(annotations)
+    _check_columns(table)
     locations, missing, found = resolve_names(table["filename"].cast(pl.String).to_list(), input_dir)
     table = table.with_columns(pl.Series("filename", locations, dtype=pl.String))
     repeated = table.filter(pl.col("filename").is_duplicated())["filename"]
     if len(repeated):
         raise ConfigError(
-            f"annotations list {repeated[0]} more than once: one row per image (bounding boxes are not "
-            "supported)"
+            f"annotations list {repeated[0]} more than once: one row per image, or bounding boxes in "
+            f"the columns {', '.join(XYWH_COLUMNS)} (or a rotated box's {', '.join(QUAD_COLUMNS)})"
         )
     if not any(found.values()):
         first = missing[0][1].removeprefix("no such file: ")
@@ -82,17 +180,20 @@ ABSOLUTE, WORKING_DIR, INPUT_DIR = "absolute", "relative to the working director
 
 
 def resolve_names(
-    names: list[str], input_dir: str | list[str] | None
+    names: list[str], input_dir: str | list[str] | None, archives: bool = False
 ) -> tuple[list[str], Missing, dict[str, int]]:
     """(locations, missing, found): each annotation name as the run reads it, found as fastdup
     finds it: absolute, else relative to the working directory, else relative to
     input_dir; the first that is a file wins, decided per name. A name that is none is
     kept at its input_dir-relative path and listed in ``missing`` with the paths tried.
     Relative to a remote input_dir, names are joined to it unchecked. ``found``: how
-    many names were found each way."""
+    many names were found each way. With ``archives`` a name may also be a member of an
+    archive that is a file (``a.tar/img.jpg``)."""
     locations, missing, found = [], [], {ABSOLUTE: 0, WORKING_DIR: 0, INPUT_DIR: 0}
     for name in names:
         location, how, tried = _resolve(name, input_dir)
+        if how is None and archives:
+            location, how = _in_archive(location, tried)
         locations.append(location)
         if how is None:
             paths = " and ".join(f"{path} ({why})" for path, why in tried)
@@ -123,6 +224,15 @@ def _resolve(name: str, input_dir: str | list[str] | None) -> tuple[str, str | N
     inside = os.path.abspath(os.path.join(input_dir, name))
     tried = [(here, WORKING_DIR), (inside, INPUT_DIR)]
     return inside, INPUT_DIR if os.path.isfile(inside) else None, tried
+
+
+def _in_archive(location: str, tried: list[tuple[str, str]]) -> tuple[str, str | None]:
+    """(location, how) of the first path tried that lies in an archive that is a file."""
+    for path, how in tried:
+        archive = archive_of(path, ARCHIVE_EXTENSIONS)
+        if archive is not None and os.path.isfile(archive):
+            return path, how
+    return location, None
 
 
 def _how_found(found: dict[str, int], missing: int, input_dir: Any) -> str:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from fastdup_ray.annotations import annotation_table
+from fastdup_ray.annotations import annotated_run
 from fastdup_ray.config import RunConfig
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.rundir import layout, results
@@ -29,6 +29,7 @@ from fastdup_ray.rundir.shards import load_binary_features
 from fastdup_ray.rundir.storage import StorageOptions, is_remote
 from fastdup_ray.rundir.summary import RunSummary
 from fastdup_ray.rundir.workdir import WorkDir
+from fastdup_ray.v1_args import v1_parameters
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,17 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastdup_ray")
 
 # fastdup v1's names for parameters its v0 API (and RunConfig) call otherwise.
-V1_ALIASES = {"cc_threshold": "ccthreshold", "outlier_percentile": "lower_threshold"}
-# fastdup v1 arguments this tool does not implement, with what to do instead.
-UNSUPPORTED = {
-    "embeddings": (
-        "save them with fastdup_ray.save_binary_feature(work_dir, filenames, array) "
-        "and call fd.run(run_mode=2)"
-    ),
-    "subset": "give the images to analyse as annotations=[...] (a list of files) or as input_dir",
-    "bounding_box": "crops and bounding boxes are not supported; run on cropped images",
-    "data_type": "only whole images are supported",
-}
 # stats.csv's names -> fastdup's img_stats() names.
 STATS_NAMES = {"__id": "index", "width": "img_w", "height": "img_h", "unique_colors": "unique", "std": "stdv"}
 STATS_INTEGERS = ("img_w", "img_h", "file_size", "unique")
@@ -137,18 +127,19 @@ class Fastdup:
         from fastdup_ray.pipeline import run_config
 
         source = _fspath(input_dir) if input_dir is not None else self.input_dir
-        table, missing = None, []
+        table, missing, boxes = None, [], None
         if annotations is not None:
-            table, missing = annotation_table(annotations, source)
-            lost = {location for location, _ in missing}
-            source = [name for name in table["filename"].to_list() if name not in lost]
+            asked = annotated_run(annotations, source)
+            table, missing, source, boxes = asked.table, asked.missing, asked.source, asked.boxes
         if source is None:
             raise ConfigError(
                 "input_dir must be given, to fastdup_ray.create(work_dir, input_dir) or to "
                 "fd.run(input_dir=...)"
             )
-        config = RunConfig.from_kwargs(source, self.work_dir, overwrite=overwrite, **v1_parameters(params))
-        self.run_summary = run_config(config, rejected=missing)
+        config = RunConfig.from_kwargs(
+            source, self.work_dir, overwrite=overwrite, **v1_parameters(params, boxes is not None)
+        )
+        self.run_summary = run_config(config, rejected=missing, boxes=boxes)
         self._input_dir, self._storage = source, config.storage_options()
         work = self._work()
         if table is not None:
@@ -260,12 +251,11 @@ class Fastdup:
         label_col: str = "label",
     ) -> pd.DataFrame:
         """fastdup's components a row each (``component_id`` or ``label``, ``files``,
-        ``files_ids``, ``label``, ``distance``, ``len``): reports/components.py."""
+        ``files_ids``, ``label``, ``distance``, ``len``): reports/components.py. A run of
+        bounding boxes groups its crops (its rows), whatever ``load_crops`` says."""
         from fastdup_ray.reports.components import group_components
         from fastdup_ray.reports.tables import RunTables, labels_of
 
-        if load_crops:
-            raise ConfigError("connected_components_grouped(load_crops=True) is not supported: no crops here")
         user = self._user_columns()
         labels = labels_of(user, label_col) if user is not None and label_col in user.columns else None
         tables = RunTables(self._finished().location, labels)
@@ -471,22 +461,6 @@ class Fastdup:
             pl.col("distance").min().alias("min_distance"),
             pl.col("distance").max().alias("max_distance"),
         )
-
-
-def v1_parameters(params: dict[str, Any]) -> dict[str, Any]:
-    """fastdup v1's keyword arguments as RunConfig's (cc_threshold -> ccthreshold, ...);
-    an argument this tool does not implement is an error that says what to do."""
-    for name, advice in UNSUPPORTED.items():
-        if name in params and not (name == "data_type" and params[name] in ("image", "infer")):
-            raise ConfigError(f"fd.run({name}=...) is not supported: {advice}")
-    params = {k: v for k, v in params.items() if k != "data_type"}
-    resolved: dict[str, Any] = {}
-    for name, value in params.items():
-        target = V1_ALIASES.get(name, name)
-        if target in resolved:
-            raise ConfigError(f"parameter {target!r} given twice (once as {name!r})")
-        resolved[target] = value
-    return resolved
 
 
 def _fspath(location: Any) -> Any:

@@ -66,6 +66,13 @@ class Param:
         return base + " | None" if self.optional else base
 
 
+def _margin(name: str, high: float | None, help: str) -> Param:
+    """fastdup's margins around the bounding boxes of fd.run(annotations=...), added
+    before each is cut (map/crops.py's Margin); they change what a shard holds."""
+    extra = {"stage": "map", "low": 0, "high": high, "fingerprint": True, "turi": True}
+    return Param(name, "float", 0.0, help, **extra)
+
+
 PARAMS: tuple[Param, ...] = (
     Param(
         "input_dir",
@@ -400,6 +407,15 @@ PARAMS: tuple[Param, ...] = (
         low=0,
         help="longest side of the thumbnails kept for the galleries; 0 = none",
         doc="longest side of the JPEG thumbnails stored per shard for the galleries; 0 = none",
+    ),
+    _margin(
+        "augmentation_additive_margin", None, "pixels added on each side of a bounding box before its cut"
+    ),
+    _margin(
+        "augmentation_horiz", 1, "a bounding box made this fraction wider (half each side) before its cut"
+    ),
+    _margin(
+        "augmentation_vert", 1, "a bounding box made this fraction taller (half each side) before its cut"
     ),
     Param("batch_size", "int", 64, stage="map", low=1, help="images per decode and embedding batch"),
     Param(

@@ -28,11 +28,13 @@ import numpy as np
 from fastdup_ray.config import RunConfig
 from fastdup_ray.engine import EngineSlot, choose, ray_cluster_given
 from fastdup_ray.errors import ConfigError, InputError
+from fastdup_ray.map.crops import Boxes, Margin, with_boxes
 from fastdup_ray.map.embed import INSTALL_GPU, Embedder
 from fastdup_ray.map.extract import extract_units, write_listing_shard
 from fastdup_ray.map.plan import DecodeSettings, EmbedSettings, MapPlan, MapSettings
 from fastdup_ray.map.progress import Progress
 from fastdup_ray.map.sources import ReadSettings, list_inputs, plan_units
+from fastdup_ray.map.sources.items import ARCHIVE_EXTENSIONS
 from fastdup_ray.params import PARAMS
 from fastdup_ray.reduce import outputs
 from fastdup_ray.reduce.distributed import clear_outputs
@@ -201,9 +203,12 @@ def check_index_settings(config: RunConfig, d: int) -> None:
     )
 
 
-def run_config(config: RunConfig, rejected: list[tuple[str, str]] | tuple = ()) -> RunSummary:
+def run_config(
+    config: RunConfig, rejected: list[tuple[str, str]] | tuple = (), boxes: Boxes | None = None
+) -> RunSummary:
     """Run ``config``. ``rejected``: (location, reason) of inputs known bad before listing
-    (annotation names the object API found nowhere); they join the run's bad list."""
+    (annotation names the object API found nowhere); they join the run's bad list.
+    ``boxes``: the bounding boxes of each image location, each box a row of the run."""
     setup_logging(config.verbose)
     location, named = work_dir_of(config)
     if config.run_mode != 2:
@@ -214,7 +219,7 @@ def run_config(config: RunConfig, rejected: list[tuple[str, str]] | tuple = ()) 
     try:
         with run_lock(work):
             work.remove_leftovers()
-            run_mode(config, work, summary, named, engines, rejected)
+            run_mode(config, work, summary, named, engines, rejected, boxes)
     finally:
         engines.close()
         work.close()
@@ -230,6 +235,7 @@ def run_mode(
     named: list[str] | None,
     engines: EngineSlot,
     rejected=(),
+    boxes: Boxes | None = None,
 ) -> None:
     """The stages of the run mode asked for."""
     if config.run_mode in (2, 3, 4):
@@ -250,7 +256,7 @@ def run_mode(
         else:
             score_test_set(config, work, prefixes, summary, engines)
         return
-    prefixes, compute = extract(config, work, summary, engines, rejected)
+    prefixes, compute = extract(config, work, summary, engines, rejected, boxes)
     if config.run_mode == 0 and summary.good:
         add_reduce(summary, reduce_shards(reduce_settings(config, compute), work, prefixes, engines))
     else:
@@ -309,7 +315,7 @@ def decide_compute(config: RunConfig, engines: EngineSlot, locations: list[str])
 
 
 def extract(
-    config: RunConfig, work: WorkDir, summary: RunSummary, engines: EngineSlot, rejected=()
+    config: RunConfig, work: WorkDir, summary: RunSummary, engines: EngineSlot, rejected=(), boxes=None
 ) -> tuple[list[str], str]:
     """Plan the units, reuse the shards of unchanged inputs, remove stale ones, extract
     the rest on the run's engine; returns this run's shard prefixes and the compute used."""
@@ -321,6 +327,8 @@ def extract(
         units = plan_units(
             listing, config.shard_size, config.min_offset, config.max_offset, config.num_images
         )
+        if boxes is not None:
+            units = with_boxes(units, boxes, ARCHIVE_EXTENSIONS)
     log.info(
         "found %d inputs (%d archive or Parquet files, %d image/video files) -> %d shards",
         len(listing),
@@ -371,7 +379,7 @@ def extract(
         progress = Progress(
             len(resume.todo),
             len(resume.reused),
-            sum(len(u.locations) for u in resume.todo) if files_only else None,
+            sum(u.rows for u in resume.todo) if files_only else None,
         )
         try:
             with stage_timer(summary, "extract"):
@@ -398,7 +406,11 @@ def map_settings(config: RunConfig, image_size: int, cache_dir: str | None) -> M
     )
     return MapSettings(
         read=read,
-        decode=DecodeSettings(image_size, config.thumbnail_size),
+        decode=DecodeSettings(
+            image_size,
+            config.thumbnail_size,
+            Margin(config.augmentation_additive_margin, config.augmentation_horiz, config.augmentation_vert),
+        ),
         embed=EmbedSettings(config.model_file(), config.d, config.compute),
         batch_size=config.batch_size,
     )

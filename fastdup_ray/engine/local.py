@@ -142,9 +142,11 @@ class LocalEngine:
             raise
 
     def map(self, fn: Callable, items: Sequence) -> Iterator:
-        """Results of ``fn`` over ``items``, in order; one item runs in this process."""
-        if len(items) <= 1:
-            return iter([fn(item) for item in items])
+        """Results of ``fn`` over ``items``, in order, in the worker processes; a wave of
+        one item too (the reduce's train, outliers and tables), so the calling process
+        never holds a wave's data and its peak memory stays flat as the run grows."""
+        if not items:
+            return iter([])
         return self._processes().map(fn, items)
 
     def close(self) -> None:

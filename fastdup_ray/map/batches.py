@@ -6,16 +6,19 @@ stages (:mod:`fastdup_ray.map.plan`) run them in whatever process an engine give
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import OrderedDict
 
 import numpy as np
 from PIL import Image
 
+from fastdup_ray.map.crops import Box, Margin, crop_name
 from fastdup_ray.map.decode import (
     STAT_COLUMNS,
     BadImage,
     content_hash,
+    decode_crops,
     decode_with_thumbnail,
     image_stats,
     make_thumbnail,
@@ -27,7 +30,14 @@ from fastdup_ray.map.sources import Item
 
 
 def decode_items(
-    unit: str, items: list[Item], size: int, first_seq: int, total: int | None = None, thumbnail_size: int = 0
+    unit: str,
+    items: list[Item],
+    size: int,
+    first_seq: int,
+    total: int | None = None,
+    thumbnail_size: int = 0,
+    boxes: list[list[Box] | None] | None = None,
+    margin: Margin = Margin(),
 ) -> Batch:
     """Decode a run of Items of one unit into a DECODED batch; with ``total`` a UNIT_END
     row closes the unit, announcing ``total`` rows before it.
@@ -35,17 +45,82 @@ def decode_items(
     With ``thumbnail_size`` each good row also carries a JPEG thumbnail for the galleries,
     made from the pixels already decoded, so no report ever re-reads the dataset. Each
     file's bytes get a content hash (``hash``); a byte-identical copy of an earlier row of
-    the batch is not decoded again (``copy_of`` names that row, else -1)."""
-    rows = len(items) + (total is not None)
+    the batch is not decoded again (``copy_of`` names that row, else -1). ``boxes``, one
+    entry per item: its bounding boxes, each a row of its own (decode_boxes), or None;
+    ``margin``: what is added around each box before it is cut."""
+    widths = [1 if boxes is None or boxes[i] is None else len(boxes[i]) for i in range(len(items))]
+    rows = sum(widths) + (total is not None)
     batch = DECODED.empty(rows, {"pixels": (size, size, 3)})
     batch["unit"][:] = unit
     batch["seq"][:] = np.arange(first_seq, first_seq + rows, dtype=np.int64)
     first_with: dict[str, int] = {}
+    row = 0
     for i, item in enumerate(items):
-        decode_row(batch, i, item, size, thumbnail_size, first_with)
+        if boxes is not None and boxes[i] is not None:
+            decode_boxes(batch, row, item, boxes[i], size, thumbnail_size, first_with, margin)
+        else:
+            decode_row(batch, row, item, size, thumbnail_size, first_with)
+        row += widths[i]
     if total is not None:
         batch["control"][-1], batch["unit_rows"][-1] = UNIT_END, total
     return batch
+
+
+STAT_FIELDS = tuple(f"stat_{s}" for s in STAT_COLUMNS)
+
+
+def decode_boxes(
+    batch: Batch,
+    row: int,
+    item: Item,
+    boxes: list[Box],
+    size: int,
+    thumbnail_size: int,
+    first_with: dict,
+    margin: Margin = Margin(),
+) -> None:
+    """Rows ``row`` on of ``batch``, one per box of ``item``, its image decoded once: each
+    the crop's pixels, statistics and thumbnails, or why it is bad (the image's reason
+    when the image is bad). A crop's ``hash`` is of the file's bytes and the box."""
+    rows = range(row, row + len(boxes))
+    for r, box in zip(rows, boxes):
+        batch["path"][r] = crop_name(item.location, box)
+        if item.annotations:
+            batch["annotations"][r] = json.dumps(item.annotations, ensure_ascii=False, default=str)
+    if not item.ok:
+        for r in rows:
+            batch["reason"][r], batch["storage_failed"][r] = item.reason, item.storage_failed
+        return
+    if item.pixels is not None:
+        for r in rows:
+            batch["reason"][r] = "bounding boxes of a video frame are not supported"
+        return
+    file_hash = content_hash(item.data)
+    for r, box in zip(rows, boxes):
+        batch["hash"][r] = hashlib.blake2b(f"{file_hash}#{box.key}".encode(), digest_size=16).hexdigest()
+    if all(first_with.get(batch["hash"][r], r) != r for r in rows):
+        for r in rows:  # a byte-identical copy of an image with the same boxes: its rows
+            source = first_with[batch["hash"][r]]
+            batch["copy_of"][r] = source
+            for name in ("pixels", "ok", "reason", "thumbnail", "boxed", *STAT_FIELDS):
+                batch[name][r] = batch[name][source]
+        return
+    for r in rows:
+        first_with.setdefault(batch["hash"][r], r)
+    try:
+        crops, _ = decode_crops(item.data, boxes, size, thumbnail_size, margin)
+    except BadImage as exc:
+        for r in rows:
+            batch["reason"][r] = str(exc)
+        return
+    for r, result in zip(rows, crops):
+        if isinstance(result, str):
+            batch["reason"][r] = result
+            continue
+        batch["pixels"][r], (width, height), batch["thumbnail"][r], batch["boxed"][r] = result
+        batch["ok"][r] = True
+        for name, value in image_stats(batch["pixels"][r], width, height, len(item.data)).items():
+            batch[f"stat_{name}"][r] = value
 
 
 def decode_row(batch: Batch, i: int, item: Item, size: int, thumbnail_size: int, first_with: dict) -> None:

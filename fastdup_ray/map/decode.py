@@ -11,9 +11,12 @@ import hashlib
 import io
 import logging
 import warnings
+from math import ceil
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, features
+
+from fastdup_ray.map.crops import Box, Margin, box_problem, crop, crop_size, draft_scale, draw_box
 
 log = logging.getLogger("fastdup_ray")
 
@@ -124,9 +127,10 @@ def decode_with_thumbnail(
     return np.asarray(resized, dtype=np.uint8), shape, make_thumbnail(source, thumbnail_size, rgb.size)
 
 
-def open_rgb(data: bytes, size: int) -> tuple[Image.Image, tuple[int, int]]:
+def open_rgb(data: bytes, size: int, scale: float | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """Decode ``data`` to an upright RGB image at least ``size`` on each side where the
-    original is, and the original (width, height) after EXIF orientation."""
+    original is (with ``scale``: at least that fraction of the original on each side), and
+    the original (width, height) after EXIF orientation."""
     if not data:
         raise BadImage("empty file")
     require_decoder(data)
@@ -138,7 +142,8 @@ def open_rgb(data: bytes, size: int) -> tuple[Image.Image, tuple[int, int]]:
             if image.format == "JPEG":
                 # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image is large:
                 # it stays at least `size` on each side, and costs a fraction of a full decode.
-                image.draft("RGB", (size, size))
+                wanted = (size, size) if scale is None else (ceil(width * scale), ceil(height * scale))
+                image.draft("RGB", wanted)
             image.load()
             if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF turns it a quarter
                 width, height = height, width
@@ -157,12 +162,53 @@ def open_rgb(data: bytes, size: int) -> tuple[Image.Image, tuple[int, int]]:
         raise BadImage(f"corrupt image: {text}") from None
 
 
+def decode_crops(
+    data: bytes, boxes: list[Box], size: int, thumbnail_size: int, margin: Margin = Margin()
+) -> tuple[list[tuple[np.ndarray, tuple[int, int], bytes, bytes] | str], tuple[int, int]]:
+    """Decode ``data`` once and cut each of ``boxes`` from it: per box (pixels at size x
+    size, its (width, height) in original pixels, its thumbnail, a thumbnail of the whole
+    image with the box drawn) or the reason it gives no crop; and the image's own
+    (width, height). ``margin``: fastdup's margins, added to each good box before it is
+    cut. Raises BadImage when the image itself cannot be decoded.
+
+    Boxes are in original pixels, so a JPEG is drafted only as small as keeps the
+    smallest box ``size`` pixels a side (crops.draft_scale): a small box of a large photo
+    keeps its detail, and an image of large boxes still decodes at a fraction of the cost."""
+    rgb, (width, height) = open_rgb(data, size, scale=draft_scale(boxes, size))
+    whole = shrunk(rgb, thumbnail_size, (width, height)) if thumbnail_size > 0 else None
+    out: list = []
+    for box in boxes:
+        problem = box_problem(box, width, height)  # the box as given, before its margins
+        if problem:
+            out.append(problem)
+            continue
+        grown = margin.grow(box)
+        part = crop(rgb, grown, width, height)
+        shape = crop_size(grown, width, height)
+        pixels = np.asarray(part.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+        thumbnail = make_thumbnail(part, thumbnail_size, shape)
+        boxed = b"" if whole is None else jpeg_of(draw_box(whole, box, width, height))
+        out.append((pixels, shape, thumbnail, boxed))
+    return out, (width, height)
+
+
+def jpeg_of(picture: Image.Image) -> bytes:
+    out = io.BytesIO()
+    picture.save(out, format="JPEG", quality=80)
+    return out.getvalue()
+
+
 def make_thumbnail(rgb: Image.Image, thumbnail_size: int, shape: tuple[int, int] | None = None) -> bytes:
     """JPEG bytes of a picture of ``shape`` (width, height; default rgb.size) shrunk to fit
     thumbnail_size x thumbnail_size, never enlarged (b"" for 0). ``rgb`` may hold it
     squashed to another shape, as the model's square input does."""
     if thumbnail_size <= 0:
         return b""
+    return jpeg_of(shrunk(rgb, thumbnail_size, shape))
+
+
+def shrunk(rgb: Image.Image, thumbnail_size: int, shape: tuple[int, int] | None = None) -> Image.Image:
+    """make_thumbnail's picture before its JPEG encoding."""
     width, height = shape or rgb.size
     scale = min(1.0, thumbnail_size / max(width, height))
     target = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -178,9 +224,7 @@ def make_thumbnail(rgb: Image.Image, thumbnail_size: int, shape: tuple[int, int]
             if small.width >= target[0] and small.height >= target[1]
             else Image.Resampling.BILINEAR,
         )
-    out = io.BytesIO()
-    small.save(out, format="JPEG", quality=80)
-    return out.getvalue()
+    return small
 
 
 def resize_frame(pixels: np.ndarray, size: int) -> np.ndarray:

@@ -77,12 +77,13 @@ class ShardCollector:
         good, bad = rows & ok, rows & ~ok
         # stats.csv: filename, hash, then the numbers
         stats = {"hash": batch["hash"][good], **{name: batch[f"stat_{name}"][good] for name in STAT_COLUMNS}}
-        thumbnails = batch["thumbnail"][good].tolist()
+        thumbnails, boxed = batch["thumbnail"][good].tolist(), batch["boxed"][good].tolist()
         writer.add_good(
             batch["path"][good].tolist(),
             batch["embedding"][good],
             stats,
             thumbnails if any(thumbnails) else None,
+            boxed if any(boxed) else None,
         )
         writer.add_bad(batch["path"][bad].tolist(), batch["reason"][bad].tolist())
         noted = rows & (batch["annotations"] != "")

@@ -28,6 +28,7 @@ from functools import partial
 from typing import ClassVar, Protocol
 
 from fastdup_ray.map.batches import EmbedBatches, decode_items
+from fastdup_ray.map.crops import Box, Boxes, Margin, boxes_from_json, boxes_json
 from fastdup_ray.map.record import UNCOUNTED, WORK, Batch, work_batch, work_row
 from fastdup_ray.map.sources import Item, ReadSettings, WorkUnit, read_unit
 
@@ -37,10 +38,12 @@ ACTOR = "actor"
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    """Pixels and thumbnails: the model's input size, the galleries' thumbnail size."""
+    """Pixels and thumbnails: the model's input size, the galleries' thumbnail size, and
+    the margins added to bounding boxes before they are cut."""
 
     image_size: int
     thumbnail_size: int = 0
+    margin: Margin = Margin()
 
 
 @dataclass(frozen=True)
@@ -80,27 +83,68 @@ class ReadDecode:
         for i, name in enumerate(work["unit"]):
             unit = WorkUnit(str(name), str(work["kind"][i]), tuple(json.loads(work["locations"][i])))
             items = read_unit(unit, self.read) if given is None else given[i]
-            yield from self.run_one(unit.name, items, int(work["first_seq"][i]), bool(work["closes"][i]))
+            boxes = boxes_from_json(str(work["boxes"][i]))
+            yield from self.run_one(
+                unit.name, items, int(work["first_seq"][i]), bool(work["closes"][i]), boxes
+            )
 
-    def run_one(self, unit: str, items: Iterable[Item], first: int, closes: bool) -> Iterator[Batch]:
-        pending: list[Item] = []
+    def run_one(
+        self, unit: str, items: Iterable[Item], first: int, closes: bool, boxes: Boxes | None = None
+    ) -> Iterator[Batch]:
+        """With ``boxes`` (a run of bounding boxes) each image becomes a row per box, an
+        image without boxes none, and a box whose image never came a bad row at the end."""
+        pending: list[tuple[Item, list[Box] | None]] = []
         count = first
-        for item in items:
-            pending.append(item)
-            if len(pending) == self.rows_per_batch:
-                yield self.decoded(unit, pending, count)
-                count, pending = count + len(pending), []
+        for row in _rows(items, boxes):
+            pending.append(row)
+            if sum(_width(r) for r in pending) >= self.rows_per_batch:
+                batch = self.decoded(unit, pending, count)
+                count, pending = count + len(batch["seq"]), []
+                yield batch
         if closes:
             # A unit read whole (its first row here) is counted; a last cut of a unit whose
             # cuts ran in parallel cannot know the unit's rows, only that they came first.
-            total = count + len(pending) if first == 0 else UNCOUNTED
+            total = count + sum(_width(r) for r in pending) if first == 0 else UNCOUNTED
             yield self.decoded(unit, pending, count, total=total)
         elif pending:
             yield self.decoded(unit, pending, count)
 
-    def decoded(self, unit: str, items: list[Item], first: int, total: int | None = None) -> Batch:
+    def decoded(
+        self, unit: str, rows: list[tuple[Item, list[Box] | None]], first: int, total: int | None = None
+    ) -> Batch:
         size, thumbnails = self.decode.image_size, self.decode.thumbnail_size
-        return decode_items(unit, items, size, first, total=total, thumbnail_size=thumbnails)
+        items, boxes = [item for item, _ in rows], [found for _, found in rows]
+        return decode_items(
+            unit,
+            items,
+            size,
+            first,
+            total=total,
+            thumbnail_size=thumbnails,
+            boxes=boxes if any(boxes) else None,
+            margin=self.decode.margin,
+        )
+
+
+def _rows(items: Iterable[Item], boxes: Boxes | None) -> Iterator[tuple[Item, list[Box] | None]]:
+    """(item, its boxes) of each item to decode: all of them with None in a run of whole
+    images; in a run of boxes the items that have boxes, then a bad Item for each image
+    whose boxes are left (it was not in its input), so that every box gives one row."""
+    if boxes is None:
+        yield from ((item, None) for item in items)
+        return
+    left = dict(boxes)
+    for item in items:
+        found = left.pop(item.location, None)
+        if found:
+            yield item, found
+    for location, found in left.items():
+        yield Item(location, reason="no such image in its input (its bounding boxes name it)"), found
+
+
+def _width(row: tuple[Item, list[Box] | None]) -> int:
+    """The rows an item gives: one per box, or one."""
+    return 1 if row[1] is None else len(row[1])
 
 
 @dataclass(frozen=True)
@@ -224,7 +268,7 @@ class MapPlan:
 
     def work_rows(self) -> list[dict]:
         """One WORK row per unit, read whole by one task (its rows are counted)."""
-        return [work_row(u.name, u.kind, u.locations) for u in self.units]
+        return [work_row(u.name, u.kind, u.locations, boxes=_unit_boxes(u, u.locations)) for u in self.units]
 
     def fused(self, rows_per_batch: int) -> Fused:
         """The stages as one, for WORK rows of :meth:`work_pieces`."""
@@ -258,17 +302,39 @@ class MapPlan:
 def unit_pieces(unit: WorkUnit, read: ReadSettings, rows_per_batch: int) -> Iterator[Piece]:
     """Loose files as runs of locations that a worker reads itself (reads run in
     parallel); archive members as Items read here, in order (an archive is one stream).
-    The last piece closes the unit (a unit of nothing is one closing piece)."""
+    The last piece closes the unit (a unit of nothing is one closing piece). In a run of
+    bounding boxes each piece carries the boxes of its images, and the last one also
+    those of images its unit never gave (each a bad row)."""
     previous = None
+    given: set[str] = set()
     for cut in _cuts(unit, read, rows_per_batch):
         if previous is not None:
             yield _piece(unit, *previous, closes=False)
         previous = cut
-    yield _piece(unit, *(previous or ((), 0, None)), closes=True)
+        given.update(cut[0] or (item.location for item in cut[2] or ()))
+    locations, first, items = previous or ((), 0, None)
+    yield _piece(unit, locations, first, items, closes=True, left=given)
 
 
-def _piece(unit: WorkUnit, locations, first: int, items, closes: bool) -> Piece:
-    return Piece(unit.name, work_batch(unit.name, unit.kind, locations, first, closes, items=items))
+def _piece(unit: WorkUnit, locations, first: int, items, closes: bool, left: set[str] | None = None) -> Piece:
+    names = set(locations) | {item.location for item in items or ()}
+    if left is not None and unit.boxes:  # the closing piece: images of no earlier piece too
+        names |= set(unit.boxes) - left
+    boxes = _unit_boxes(unit, names)
+    return Piece(
+        unit.name, work_batch(unit.name, unit.kind, locations, first, closes, items=items, boxes=boxes)
+    )
+
+
+def _unit_boxes(unit: WorkUnit, locations) -> str:
+    """The JSON of ``unit``'s boxes of these locations (all of an archive's for its one
+    location), '' in a run of whole images."""
+    if unit.boxes is None:
+        return ""
+    if unit.kind != "files" and len(unit.locations) == 1 and tuple(locations) == unit.locations:
+        return boxes_json(unit.boxes)
+    wanted = set(locations)
+    return boxes_json({loc: found for loc, found in unit.boxes.items() if loc in wanted})
 
 
 def _cuts(unit: WorkUnit, read: ReadSettings, rows: int) -> Iterator[tuple[tuple, int, list | None]]:

@@ -100,6 +100,7 @@ ROW_COLUMNS = (
     Column("storage_failed", "bool", False, "the storage failed: the unit is not finished, not bad"),
     Column("reason", "object", "", "why a row is bad (features.bad.csv)"),
     Column("thumbnail", "object", b"", "JPEG thumbnail for the galleries, or b''"),
+    Column("boxed", "object", b"", "a crop's whole image with its box drawn (JPEG, draw_bbox), or b''"),
     Column("hash", "object", "", "content hash of the file's bytes, or '' (no file of its own)"),
     Column("copy_of", "int64", -1, "an earlier row of the batch with the same bytes, or -1"),
     Column("annotations", "object", "", "JSON of the columns that came with the input, or ''"),
@@ -120,28 +121,39 @@ WORK = Record(
         Column("locations", "object", "[]", "JSON list of the locations to read"),
         Column("first_seq", "int64", 0, "seq of the first row read"),
         Column("closes", "bool", True, "the unit's last cut: a UNIT_END row follows its rows"),
+        Column("boxes", "object", "", "JSON {location: [box, ...]} of a run of bounding boxes, or ''"),
     ),
     # Items the driver already read (an archive is one stream, read in order there).
     optional=(Column("items", "object", None, "list of Items already read, instead of locations"),),
 )
 
 
-def work_row(unit: str, kind: str, locations, first_seq: int = 0, closes: bool = True) -> dict:
-    """One WORK row as a plain dict (Ray Data's ``from_items`` takes these)."""
+def work_row(
+    unit: str, kind: str, locations, first_seq: int = 0, closes: bool = True, boxes: str = ""
+) -> dict:
+    """One WORK row as a plain dict (Ray Data's ``from_items`` takes these); ``boxes``:
+    the JSON of the bounding boxes of its images (map/crops.py), '' when it has none."""
     return {
         "unit": unit,
         "kind": kind,
         "locations": json.dumps(list(locations)),
         "first_seq": first_seq,
         "closes": closes,
+        "boxes": boxes,
     }
 
 
 def work_batch(
-    unit: str, kind: str, locations=(), first_seq: int = 0, closes: bool = True, items=None
+    unit: str,
+    kind: str,
+    locations=(),
+    first_seq: int = 0,
+    closes: bool = True,
+    items=None,
+    boxes: str = "",
 ) -> Batch:
     """A one-row WORK batch; ``items``: the rows already read, carried as they are."""
-    row = work_row(unit, kind, locations, first_seq, closes)
+    row = work_row(unit, kind, locations, first_seq, closes, boxes)
     batch = {name: np.array([value], dtype=WORK.by_name[name].dtype) for name, value in row.items()}
     if items is not None:
         batch["items"] = np.empty(1, dtype=object)

@@ -20,7 +20,7 @@ from fastdup_ray.reports.galleries import (
     similarity_cards,
     stats_cards,
 )
-from fastdup_ray.reports.options import Look, check_options
+from fastdup_ray.reports.options import Look, boxed_view, check_options
 from fastdup_ray.reports.render import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_TILE_SIZE,
@@ -69,6 +69,7 @@ def _written(
         options.pop("max_width", None),
         options.pop("keep_aspect_ratio", True),
         options.pop("enhance_image", False),
+        boxed_view(options),
     )
     artifacts = bool(options.pop("save_artifacts", False))
     if save_path is None:

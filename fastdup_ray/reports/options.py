@@ -19,12 +19,10 @@ from dataclasses import dataclass
 
 from fastdup_ray.errors import ConfigError
 
-BOXES = "bounding boxes and crops are not supported by the galleries; run on cropped images"
 # fastdup's gallery options that this tool has no counterpart for, and what to do instead.
 OUT_OF_REACH = {
-    "draw_bbox": BOXES,
-    "load_crops": BOXES,
-    "get_bounding_box_func": BOXES,
+    "get_bounding_box_func": "give the boxes to fd.run(annotations=...) (col_x, row_y, width, height "
+    "columns) and show them with draw_bbox=True",
     "get_extra_col_func": "give the extra column in annotations= (or external_df=) and name it label_col=",
     "get_reformat_filename_func": "rename the files in annotations= before run()",
     "get_display_filename_func": "rename the files in annotations= before run()",
@@ -39,6 +37,20 @@ OUT_OF_REACH = {
 # beside them (fastdup's lazy loading), and images come from the run's stored thumbnails,
 # so input_dir (where fastdup re-reads them) is not needed.
 NO_EFFECT = ("lazy_load", "jupyter_html", "input_dir")
+# fastdup's options for a run of bounding boxes, which every gallery takes (boxed_view).
+BOX_VIEW = ("draw_bbox", "load_crops")
+
+
+def boxed_view(options: dict) -> bool:
+    """Whether a gallery shows each crop of a run of bounding boxes as its whole image with
+    the box drawn (``draw_bbox=True``, or ``load_crops=False``: fastdup's full images) rather
+    than the crop itself (``load_crops=True``, the default for such a run). A run of whole
+    images shows them either way."""
+    for name in BOX_VIEW:
+        value = options.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return bool(options.get("draw_bbox")) or options.get("load_crops") is False
 
 
 def check_options(gallery: Callable, options: dict, also: tuple[str, ...] = ()) -> None:
@@ -48,7 +60,7 @@ def check_options(gallery: Callable, options: dict, also: tuple[str, ...] = ()) 
         "Visualizer.", "fd.vis."
     )
     for option in options:
-        if option in NO_EFFECT or option in also:
+        if option in NO_EFFECT or option in BOX_VIEW or option in also:
             continue
         if option in OUT_OF_REACH:
             raise ConfigError(f"{name}({option}=...) is not supported: {OUT_OF_REACH[option]}")
@@ -63,11 +75,12 @@ def check_options(gallery: Callable, options: dict, also: tuple[str, ...] = ()) 
 @dataclass(frozen=True)
 class Look:
     """How a gallery's images are drawn (fastdup's max_width, keep_aspect_ratio,
-    enhance_image)."""
+    enhance_image; ``boxed``: crops as their whole image with the box drawn, boxed_view)."""
 
     max_width: int | None = None
     keep_aspect_ratio: bool = True
     enhance_image: bool = False
+    boxed: bool = False
 
     def __post_init__(self) -> None:
         if self.max_width is not None and (

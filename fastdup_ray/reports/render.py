@@ -255,7 +255,7 @@ def write_thumbnails(folder: Path, tiles: list[Tile], tile_size: int, look: Look
         wanted.setdefault(tile.source, set()).add(tile.image_id)
     files: dict[tuple[int, int], tuple[str, tuple[int, int]]] = {}
     for source, ids in wanted.items():
-        for image_id, jpeg in source.thumbnails(sorted(ids)).items():
+        for image_id, jpeg in source.thumbnails(sorted(ids), boxed=look.boxed).items():
             jpeg = enhanced(jpeg) if look.enhance_image else jpeg
             name = f"{hashlib.sha256(jpeg).hexdigest()[:32]}.jpg"
             if not (folder / name).exists():  # the same name is the same bytes

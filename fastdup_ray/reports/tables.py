@@ -120,8 +120,9 @@ class ImageSource:
             )
         return self._names
 
-    def thumbnails(self, ids: Sequence[int]) -> dict[int, bytes]:
-        return load_thumbnails(self.work, self.prefixes, list(ids)) if self.prefixes else {}
+    def thumbnails(self, ids: Sequence[int], boxed: bool = False) -> dict[int, bytes]:
+        """The stored thumbnails of ``ids``; ``boxed``: a crop's whole image with its box drawn."""
+        return load_thumbnails(self.work, self.prefixes, list(ids), boxed) if self.prefixes else {}
 
     def counts(self) -> tuple[int, int]:
         """(good, bad) images, from the shards' completion markers."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from fastdup_ray.errors import ConfigError
 from fastdup_ray.reports import frames, galleries
 from fastdup_ray.reports.components import components_cards, is_grouped
-from fastdup_ray.reports.options import Look, check_options
+from fastdup_ray.reports.options import Look, boxed_view, check_options
 from fastdup_ray.reports.render import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_TILE_SIZE,
@@ -130,7 +130,7 @@ class Visualizer:
         first, with each image's resolution and size and which one ``dedup --keep keep``
         keeps; ``slice='diff'`` the pairs whose labels differ, 'same' those that agree."""
         check_options(self.duplicates_gallery, options)
-        look = Look(max_width, keep_aspect_ratio, enhance_image)
+        look = Look(max_width, keep_aspect_ratio, enhance_image, boxed_view(options))
         tables = self._tables(label_col, slice, external_df, frames.PAIRS)
         cards = galleries.duplicates_cards(tables, num_images, threshold, ascending, keep, slice)
         return self._write(cards, save_path, show, page_size, thumbnail_size, look, save_artifacts)
@@ -155,7 +155,7 @@ class Visualizer:
         """Images far from everything, most outlying first, beside their nearest neighbour;
         ``slice``: a label or a list of labels."""
         check_options(self.outliers_gallery, options)
-        look = Look(max_width, keep_aspect_ratio, enhance_image)
+        look = Look(max_width, keep_aspect_ratio, enhance_image, boxed_view(options))
         tables = self._tables(label_col, slice, external_df, frames.OUTLIERS)
         cards = galleries.outliers_cards(tables, num_images, ascending, slice)
         return self._write(cards, save_path, show, page_size, thumbnail_size, look, save_artifacts)
@@ -190,7 +190,7 @@ class Visualizer:
         metric, sort_by, threshold). ``external_df``: members (fd.connected_components()) or
         groups (fastdup.find_top_components(), whose ``label_col`` lists label the tiles)."""
         check_options(self.component_gallery, options)
-        look = Look(max_width, keep_aspect_ratio, enhance_image)
+        look = Look(max_width, keep_aspect_ratio, enhance_image, boxed_view(options))
         tables = self._tables(label_col, slice, external_df, frames.COMPONENTS)
         cards = components_cards(
             tables,
@@ -231,7 +231,7 @@ class Visualizer:
         mean first), 'blur' (blurriest first), or any column of stats.csv. The page is
         named as fastdup names it: after the column (``blur.html``, ``mean.html``, ...)."""
         check_options(self.stats_gallery, options)
-        look = Look(max_width, keep_aspect_ratio, enhance_image)
+        look = Look(max_width, keep_aspect_ratio, enhance_image, boxed_view(options))
         tables = self._tables(label_col, slice, external_df, frames.STATS)
         column, _ = galleries.stats_order(metric, ascending)
         cards = galleries.stats_cards(tables, metric, ascending, num_images, slice=slice, stem=column)
@@ -261,7 +261,7 @@ class Visualizer:
         ``slice='diff'`` fastdup's mislabel view (images whose look-alikes carry another
         label, lowest label score first), 'same' its opposite (reports/labelled.py)."""
         check_options(self.similarity_gallery, options)
-        look = Look(max_width, keep_aspect_ratio, enhance_image)
+        look = Look(max_width, keep_aspect_ratio, enhance_image, boxed_view(options))
         tables = self._tables(label_col, slice, external_df, frames.PAIRS)
         cards = galleries.similarity_cards(
             tables, num_images, max_items, threshold, slice, **label_order(slice, ascending, min_items)

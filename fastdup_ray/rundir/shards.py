@@ -41,6 +41,7 @@ DONE_FILE = "features.done"
 STATS_FILE = "features.stats.csv"
 THUMBNAILS_FILE = "features.thumbnails.parquet"
 ANNOTATIONS_FILE = "features.annotations.parquet"
+BOXED_COLUMN = "boxed"  # thumbnails file: a crop's whole image with its box drawn (draw_bbox)
 # Every file a shard may have, after its prefix, the marker first: what removing a stale
 # shard removes, in that order, so a half-removed shard never looks finished.
 SHARD_SUFFIXES = (
@@ -88,6 +89,7 @@ class FeatureShardWriter:
         self._stats = None  # opened on the first image that has statistics
         self._thumbnails_path = self.work.staging / f".{prefix}{THUMBNAILS_FILE}.tmp-{token}"
         self._thumbnails = None  # a parquet writer, opened on the first thumbnail
+        self._boxed = False  # whether the thumbnails file has the boxed column
         # One JSON object a line, made a Parquet table on commit (its columns' types are
         # known only once every row is in: a column may be null in the first batches).
         self._annotations_path = self.work.staging / f".{prefix}{ANNOTATIONS_FILE}.jsonl.tmp-{token}"
@@ -105,7 +107,10 @@ class FeatureShardWriter:
         vectors: np.ndarray,
         stats: dict[str, np.ndarray] | None = None,
         thumbnails: list[bytes] | None = None,
+        boxed: list[bytes] | None = None,
     ) -> None:
+        """Good rows: names, vectors, statistics, thumbnails and (crops of a run of
+        bounding boxes) ``boxed``, each crop's whole image with its box drawn."""
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
         if vectors.shape != (len(filenames), self.d):
             raise ValueError(f"expected {len(filenames)} x {self.d} vectors, got {vectors.shape}")
@@ -121,21 +126,26 @@ class FeatureShardWriter:
             columns = [np.asarray(v).tolist() for v in stats.values()]
             self._stats_csv.writerows([name, *values] for name, *values in zip(filenames, *columns))
         if thumbnails is not None:
-            self._write_thumbnails(filenames, thumbnails)
+            self._write_thumbnails(filenames, thumbnails, boxed)
         self.good += len(filenames)
 
-    def _write_thumbnails(self, filenames: list[str], thumbnails: list[bytes]) -> None:
+    def _write_thumbnails(
+        self, filenames: list[str], thumbnails: list[bytes], boxed: list[bytes] | None
+    ) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         # Row i of the thumbnails file is row good+i of the shard, so the row is the key.
-        table = pa.table(
-            {
-                "row": pa.array(range(self.good, self.good + len(filenames)), pa.int64()),
-                "filename": pa.array(filenames, pa.string()),
-                "thumbnail": pa.array(thumbnails, pa.binary()),
-            }
-        )
+        columns = {
+            "row": pa.array(range(self.good, self.good + len(filenames)), pa.int64()),
+            "filename": pa.array(filenames, pa.string()),
+            "thumbnail": pa.array(thumbnails, pa.binary()),
+        }
+        if self._thumbnails is None:
+            self._boxed = boxed is not None  # the file's columns are fixed by its first rows
+        if self._boxed:
+            columns[BOXED_COLUMN] = pa.array(boxed or [b""] * len(filenames), pa.binary())
+        table = pa.table(columns)
         if self._thumbnails is None:
             self._thumbnails = pq.ParquetWriter(self._thumbnails_path, table.schema, compression="none")
         self._thumbnails.write_table(table)
@@ -341,9 +351,12 @@ def load_rows(work: WorkDir, prefixes: list[str], ids: np.ndarray, d: int) -> np
     return out
 
 
-def load_thumbnails(work: WorkDir, prefixes: list[str], ids: list[int] | np.ndarray) -> dict[int, bytes]:
+def load_thumbnails(
+    work: WorkDir, prefixes: list[str], ids: list[int] | np.ndarray, boxed: bool = False
+) -> dict[int, bytes]:
     """JPEG thumbnails of the given run-wide row ids (``__id``), read only from the shards
-    that hold them; ids without a thumbnail are left out."""
+    that hold them; ids without a thumbnail are left out. ``boxed``: a crop's whole image
+    with its box drawn instead, where the shard has one (a run of bounding boxes)."""
     wanted = np.unique(np.asarray(ids, dtype=np.int64))
     found: dict[int, bytes] = {}
     for prefix, start, rows in shard_row_ranges(work, prefixes):
@@ -353,8 +366,15 @@ def load_thumbnails(work: WorkDir, prefixes: list[str], ids: list[int] | np.ndar
             # Read with polars: pyarrow's reader in a process that has loaded polars aborts
             # the interpreter at exit about one run in four ("terminate called without an
             # active exception"), seen from the gallery commands.
-            table = pl.read_parquet(io.BytesIO(work.read_bytes(name)), columns=["row", "thumbnail"])
-            table = table.filter(pl.col("row").is_in((inside - start).tolist()))
+            table = pl.read_parquet(io.BytesIO(work.read_bytes(name)))
+            if boxed and BOXED_COLUMN in table.columns:
+                table = table.with_columns(
+                    pl.when(pl.col(BOXED_COLUMN).bin.size() > 0)
+                    .then(pl.col(BOXED_COLUMN))
+                    .otherwise(pl.col("thumbnail"))
+                    .alias("thumbnail")
+                )
+            table = table.select("row", "thumbnail").filter(pl.col("row").is_in((inside - start).tolist()))
             for row, jpeg in table.iter_rows():
                 found[int(row) + start] = jpeg
     return found

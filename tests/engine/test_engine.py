@@ -98,6 +98,26 @@ def test_either_engine_maps_a_partial_in_order(ray_local, engine_name):
         engine.close()
 
 
+def test_a_local_wave_of_one_item_runs_in_a_worker_not_the_calling_process():
+    """The reduce's one-item waves (train, outliers, the tables) hold a wave's data: in the
+    calling process they would make the driver's peak grow with the run."""
+    import os
+
+    engine = open_engine("local", num_threads=2)
+    try:
+        (pid,) = engine.map(getpid_of, [0])
+        assert pid != os.getpid()
+        assert list(engine.map(getpid_of, [])) == []
+    finally:
+        engine.close()
+
+
+def getpid_of(_: int) -> int:
+    import os
+
+    return os.getpid()
+
+
 @pytest.mark.integration
 def test_a_ray_gpu_whose_worker_cannot_start_cuda_embeds_with_the_cpu_model(tmp_path):
     """A cluster that offers a GPU whose worker cannot run CUDA (here: Ray told it has one

@@ -197,8 +197,12 @@ def test_gallery_options_change_what_the_page_shows(labelled_run, tmp_path):
             "has no option 'colour'; it takes",
         ),
         (
-            lambda fd, p: fd.vis.outliers_gallery(save_path=p, draw_bbox=True),
-            r"draw_bbox=...\) is not supported",
+            lambda fd, p: fd.vis.outliers_gallery(save_path=p, get_bounding_box_func=dict),
+            r"get_bounding_box_func=...\) is not supported",
+        ),
+        (
+            lambda fd, p: fd.vis.outliers_gallery(save_path=p, draw_bbox="yes"),
+            "draw_bbox must be True or False",
         ),
         (
             lambda fd, p: fd.vis.component_gallery(save_path=p, sort_by="area"),

@@ -86,6 +86,13 @@ class WorkUnit:
     kind: str  # the kind's name ("archive", "parquet", ...), or "files" for loose files
     locations: tuple[str, ...]
     fingerprint: str = ""  # of the inputs as listed: a shard is reused only for the same
+    # {image location: [Box, ...]} in a run of bounding boxes (map/crops.py), else None
+    boxes: dict | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def rows(self) -> int:
+        """The rows it gives when its files are images: one per file, or one per box."""
+        return len(self.locations) if self.boxes is None else sum(map(len, self.boxes.values()))
 
     def marker_fields(self) -> dict:
         """What the shard's completion marker records about its inputs: the fingerprint
