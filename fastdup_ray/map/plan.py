@@ -277,16 +277,21 @@ class MapPlan:
     def work_pieces(self, rows_per_batch: int) -> list[dict]:
         """WORK rows for workers that run every stage: loose files in runs of
         ``rows_per_batch`` locations, so that every worker has some from the start; an
-        archive whole, one stream read where it runs (not on the driver)."""
+        archive whole, one stream read where it runs (not on the driver). In a run of
+        bounding boxes each piece carries its images' boxes, and the last one also those
+        of images its unit does not list (each a bad row)."""
         rows = []
         for unit in self.units:
             if unit.kind != "files" or not unit.locations:
-                rows.append(work_row(unit.name, unit.kind, unit.locations))
+                boxes = _unit_boxes(unit, unit.locations)
+                rows.append(work_row(unit.name, unit.kind, unit.locations, boxes=boxes))
                 continue
             for start in range(0, len(unit.locations), rows_per_batch):
-                stop = start + rows_per_batch
-                closes = stop >= len(unit.locations)
-                rows.append(work_row(unit.name, unit.kind, unit.locations[start:stop], start, closes))
+                locations = unit.locations[start : start + rows_per_batch]
+                closes = start + rows_per_batch >= len(unit.locations)
+                named = set(locations) | (set(unit.boxes or ()) - set(unit.locations) if closes else set())
+                boxes = _unit_boxes(unit, named)
+                rows.append(work_row(unit.name, unit.kind, locations, start, closes, boxes=boxes))
         return rows
 
     def pieces(self, rows_per_batch: int, sink: Sink) -> Iterator[Piece]:
