@@ -1,10 +1,15 @@
 """The Ray engine: Ray Data tasks and actors on a cluster (the only module importing Ray).
 
-Extraction: each stage the map plan declares is one Ray Data operator; today::
+Extraction on GPU: each stage the map plan declares is one Ray Data operator::
 
     units ──> read + decode (a TASK stage: CPU tasks, one unit each, streaming batches out)
-          ──> embed (an ACTOR stage: actor pool, one ONNX Runtime session per actor, CPU or GPU)
+          ──> embed (an ACTOR stage: one actor per GPU, one ONNX Runtime session each)
           ──> the sink on the driver (the shard collector: one writer per unit, marker last)
+
+On CPU, the plan's stages fused into one (``MapPlan.fused``): one actor per core reads,
+decodes and embeds pieces of units (``MapPlan.work_pieces``), and its batches go to the
+sink; decode and model then share every core as each image needs, with no pixels moved
+between processes.
 
 ``map`` runs a plain function over items as Ray tasks (the waves of the distributed reduce,
 rounds), results in order.
@@ -52,23 +57,14 @@ class EmbedPlan:
 
 GPU_BATCH = 256
 CUDA_PROBE_SECONDS = 300
-# CPUs reserved in Ray's accounting for decode tasks. Decoding (+ statistics, thumbnail)
-# now takes ~0.8x the int8 model's time per image, ~44% of the work; the operating system
-# shares the cores between the processes, and with two decode tasks per reserved CPU
-# decoding can use up to ~55% of them. (0.27 and 0.45 timed the same on 2 cores.)
-DECODE_SHARE = 0.27
 
 
 def plan_embedding(
     compute: str, num_threads: int, cluster_cpus: float, cluster_gpus: float, nodes: int = 1
 ) -> EmbedPlan:
-    """Size the actor pool for the cluster: one single-threaded session per core on CPU,
-    one actor per GPU on GPU, leaving room for the decode tasks that feed them.
-
-    The CPUs kept for decoding are at least half a CPU per node, and a decode task asks
-    for a quarter CPU, so that however Ray packs the actors onto nodes of any size, some
-    node keeps room for decoding (an actor pool filling every node to the last fraction
-    would wait forever for input)."""
+    """Size the pools for the cluster. On CPU, one actor per core (or per ``num_threads``),
+    each reading, decoding and embedding its pieces with a single-threaded session. On
+    GPU, one embedding actor per GPU, fed by decode tasks on the other cores."""
     if compute == "gpu":
         if cluster_gpus >= 1:
             decode_tasks = max(1, int(cluster_cpus - cluster_gpus))
@@ -83,16 +79,8 @@ def plan_embedding(
         log.warning("compute='gpu' but the Ray cluster has no GPU; embedding on CPU instead")
     cpus = max(1.0, cluster_cpus)
     actors = num_threads or max(1, int(cpus))
-    kept_for_decode = min(cpus / 2, max(0.5 * nodes, DECODE_SHARE * cpus))
-    actor_cpus = max(0.1, (cpus - kept_for_decode) / actors)
-    decode_tasks = max(1, round(kept_for_decode / 0.5))
     return EmbedPlan(
-        actors=actors,
-        actor_cpus=actor_cpus,
-        actor_gpus=0.0,
-        decode_cpus=0.25,
-        compute="cpu",
-        decode_tasks=decode_tasks,
+        actors=actors, actor_cpus=min(1.0, cpus / actors), actor_gpus=0.0, decode_cpus=0.0, compute="cpu"
     )
 
 
@@ -153,10 +141,13 @@ class RayEngine:
         # images) by default; blocks of about one batch keep the pipeline streaming and the
         # embedding actors' memory flat.
         context.target_max_block_size = max(1 << 20, batch * plan.row_bytes * 2)
-        work = plan.work_rows()
-        dataset = ray.data.from_items(work, override_num_blocks=len(work))
-        for stage in plan.stages(batch):
-            dataset = operator(dataset, stage, sizing, batch)
+        if sizing.compute == "cpu":
+            dataset = fused_pipeline(plan, sizing, batch)
+        else:
+            work = plan.work_rows()
+            dataset = ray.data.from_items(work, override_num_blocks=len(work))
+            for stage in plan.stages(batch):
+                dataset = operator(dataset, stage, sizing, batch)
         for result in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             sink.add(result)
 
@@ -170,6 +161,21 @@ class RayEngine:
 
     def close(self) -> None:
         """Ray stays up for the caller (a driver script may run again)."""
+
+
+def fused_pipeline(plan: MapPlan, sizing: EmbedPlan, batch: int):
+    """On CPU: one actor per core, each reading, decoding and embedding WORK pieces (the
+    plan's Fused stage), as the local engine's worker processes do."""
+    import ray.data
+
+    work = plan.work_pieces(batch)
+    return ray.data.from_items(work, override_num_blocks=len(work)).map_batches(
+        StageActor,
+        fn_constructor_kwargs={"stage": plan.fused(batch)},
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=sizing.actors),
+        num_cpus=sizing.actor_cpus,
+    )
 
 
 def operator(dataset, stage: Stage, sizing: EmbedPlan, batch: int):

@@ -9,6 +9,10 @@ and ``stage.placement`` says how it wants to be run:
 - ``TASK``: stateless CPU work, one WORK row per call (read + decode: a unit is one stream);
 - ``ACTOR``: holds a session loaded once per process (embed), fed batches of rows.
 
+On CPU the plan also declares its stages :class:`Fused`, one ACTOR stage over WORK rows
+(:meth:`MapPlan.fused` with :meth:`MapPlan.work_pieces`), for an engine whose every
+worker should read, decode and embed, as the local engine's processes do.
+
 The plan also says how its units are given: whole, one WORK row each, to the tasks of an
 engine that runs each stage in its own pool (:meth:`MapPlan.work_rows`), or cut into
 pieces that run every stage in one process (:meth:`MapPlan.pieces`). Adding a stage or a
@@ -20,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import ClassVar, Protocol
 
 from fastdup_ray.map.batches import EmbedBatches, decode_items
@@ -156,6 +161,34 @@ class Embed:
 
 
 @dataclass(frozen=True)
+class Fused:
+    """Every stage of a plan in one process, over one WORK row at a time, its batches
+    streamed out as each is embedded. One such actor per core keeps decode and model busy
+    in the proportion each image needs and moves no pixels between processes; separate
+    pools of decode tasks and embed actors, sized ahead, leave one of them short."""
+
+    stages: tuple[Stage, ...]
+    name: ClassVar[str] = "read+decode+embed"
+    placement: ClassVar[str] = ACTOR
+
+    def open(self) -> Callable[[Batch], Iterator[Batch]]:
+        return partial(run_through, tuple(stage.open() for stage in self.stages))
+
+
+def run_through(runs: tuple[Callable[[Batch], Iterator[Batch]], ...], work: Batch) -> Iterator[Batch]:
+    """``work`` through each stage's function in turn, lazily."""
+    batches: Iterator[Batch] = iter((work,))
+    for run in runs:
+        batches = _each(run, batches)
+    return batches
+
+
+def _each(run: Callable[[Batch], Iterator[Batch]], batches: Iterator[Batch]) -> Iterator[Batch]:
+    for batch in batches:
+        yield from run(batch)
+
+
+@dataclass(frozen=True)
 class MapSettings:
     """Everything extraction needs, derived once from the run's config (picklable: it
     travels to worker processes and Ray tasks)."""
@@ -237,6 +270,30 @@ class MapPlan:
         """One WORK row per unit, read whole by one task (its rows are counted)."""
         return [work_row(u.name, u.kind, u.locations, boxes=_unit_boxes(u, u.locations)) for u in self.units]
 
+    def fused(self, rows_per_batch: int) -> Fused:
+        """The stages as one, for WORK rows of :meth:`work_pieces`."""
+        return Fused(self.stages(rows_per_batch))
+
+    def work_pieces(self, rows_per_batch: int) -> list[dict]:
+        """WORK rows for workers that run every stage: loose files in runs of
+        ``rows_per_batch`` locations, so that every worker has some from the start; an
+        archive whole, one stream read where it runs (not on the driver). In a run of
+        bounding boxes each piece carries its images' boxes, and the last one also those
+        of images its unit does not list (each a bad row)."""
+        rows = []
+        for unit in self.units:
+            if unit.kind != "files" or not unit.locations:
+                boxes = _unit_boxes(unit, unit.locations)
+                rows.append(work_row(unit.name, unit.kind, unit.locations, boxes=boxes))
+                continue
+            for start in range(0, len(unit.locations), rows_per_batch):
+                locations = unit.locations[start : start + rows_per_batch]
+                closes = start + rows_per_batch >= len(unit.locations)
+                named = set(locations) | (set(unit.boxes or ()) - set(unit.locations) if closes else set())
+                boxes = _unit_boxes(unit, named)
+                rows.append(work_row(unit.name, unit.kind, locations, start, closes, boxes=boxes))
+        return rows
+
     def pieces(self, rows_per_batch: int, sink: Sink) -> Iterator[Piece]:
         """Every unit cut into pieces of ``rows_per_batch`` rows, in listing order; a unit
         ``sink`` gave up on is not cut further."""
@@ -304,6 +361,7 @@ def _cuts(unit: WorkUnit, read: ReadSettings, rows: int) -> Iterator[tuple[tuple
 
 __all__ = [
     "ACTOR",
+    "Fused",
     "TASK",
     "MapPlan",
     "MapSettings",
