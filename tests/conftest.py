@@ -1,6 +1,14 @@
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+
+# The loopback services (a `ray start` cluster, moto's S3 server) live beside the
+# rehearsal that also uses them (benchmarks/loopback.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from loopback import free_port  # noqa: E402, F401 - the tests import it from here
 
 from fastdup_ray.sample import make_sample_dataset
 
@@ -70,15 +78,6 @@ def archive_dataset(tmp_path_factory):
     planted = (f"{root}/00000.tar/000000002.jpg", f"{root}/more.zip/copy_of_2.jpg")
     corrupt = f"{root}/00001.tar/000000004.jpg"
     return root, planted, corrupt, 9
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -146,3 +146,57 @@ def test_same_named_tars_in_two_prefixes_and_a_changed_object_on_rerun(
         "904.jpg",
         "905.jpg",
     ]
+
+
+def test_dedup_of_an_s3_work_dir_writes_keep_remove_and_webdataset_copies_to_s3(s3_server, bucket):
+    """`fastdup-ray dedup s3://work --webdataset-out s3://prefix`, as a user runs it on a
+    cluster: keep.csv and remove.csv go to the S3 work dir, each archive's copy to the
+    prefix without the removed sample, and a prefix holding the inputs is refused."""
+    import os
+    import subprocess
+    import sys
+    import tarfile
+    import zipfile
+
+    work = "s3://fdr-test/dedup-work"
+    fastdup_ray.run("s3://fdr-test/data", work, executor="local", **s3_options(s3_server))
+    env = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID=KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET,
+        AWS_ENDPOINT_URL=s3_server,
+        AWS_DEFAULT_REGION="us-east-1",
+        RAY_ADDRESS="",
+    )
+
+    def dedup(*args):
+        command = [sys.executable, "-m", "fastdup_ray", "dedup", work, *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True)
+
+    done = dedup("--webdataset-out", "s3://fdr-test/wds")
+    assert done.returncode == 0, done.stderr
+    removed = pl.read_csv(io.BytesIO(bucket.cat_file("fdr-test/dedup-work/remove.csv")))["filename"].to_list()
+    assert removed == ["s3://fdr-test/data/more.zip/copy_of_2.jpg"]  # the shrunk copy
+    assert len(pl.read_csv(io.BytesIO(bucket.cat_file("fdr-test/dedup-work/keep.csv")))) == 7
+    assert sorted(p.rsplit("/", 1)[1] for p in bucket.ls("fdr-test/wds")) == [
+        "00000.tar",
+        "00001.tar",
+        "extra.tgz",
+        "more.zip",
+    ]
+    with zipfile.ZipFile(io.BytesIO(bucket.cat_file("fdr-test/wds/more.zip"))) as copy:
+        assert copy.namelist() == ["7.jpg"]
+    with tarfile.open(fileobj=io.BytesIO(bucket.cat_file("fdr-test/wds/00000.tar"))) as copy:
+        assert [m.name for m in copy] == [
+            "000000000.jpg",
+            "000000000.txt",
+            "000000000.json",
+            "000000001.jpg",
+            "000000001.txt",
+            "000000002.jpg",
+            "000000002.json",
+        ]
+        assert copy.extractfile("000000001.txt").read() == b"another"
+    refused = dedup("--webdataset-out", "s3://fdr-test/data")
+    assert refused.returncode != 0 and "is an input archive of the run" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -64,13 +64,14 @@ def choose_keepers(
     return keepers, removed
 
 
-def write_keep_remove(work_dir: str, keep: str = "resolution") -> tuple[Path, Path]:
-    """keep.csv and remove.csv in ``work_dir`` from a finished run's components."""
-    work = Path(work_dir)
+def write_keep_remove(work_dir: str, keep: str = "resolution") -> tuple[str, str]:
+    """keep.csv and remove.csv in ``work_dir`` (local or remote) from a finished run's
+    components; returns their locations."""
+    work = WorkDir(work_dir)
     keepers, removed = keep_and_remove(work_dir, keep)
-    keepers.write_csv(work / layout.KEEP_FILE)
-    removed.write_csv(work / layout.REMOVE_FILE)
-    return work / layout.KEEP_FILE, work / layout.REMOVE_FILE
+    for name, frame in ((layout.KEEP_FILE, keepers), (layout.REMOVE_FILE, removed)):
+        work.write_bytes(name, frame.write_csv().encode())
+    return work.path(layout.KEEP_FILE), work.path(layout.REMOVE_FILE)
 
 
 def keep_and_remove(
@@ -152,8 +153,9 @@ def member_occurrence(member: str) -> tuple[str, int]:
 
 
 class WrittenArchives(list):
-    """The deduplicated archives written (Paths, in input order), and ``problems``: one line
-    for each input archive, or member, that could not be copied whole."""
+    """The deduplicated archives written (Paths, or locations for a remote ``out_dir``, in
+    input order), and ``problems``: one line for each input archive, or member, that could
+    not be copied whole."""
 
     def __init__(self, paths=(), problems=()) -> None:
         super().__init__(paths)
@@ -226,8 +228,15 @@ def output_paths(archives: list[str], out_dir: Path) -> dict[str, Path]:
     return {archive: out_dir.joinpath(*p[len(common) :]) for archive, p in parts.items()}
 
 
-def refuse_overwriting_inputs(targets: dict[str, Path]) -> None:
-    """An output that is an input archive (after links) would destroy it while it is read."""
+def refuse_overwriting_inputs(targets: dict[str, Path], remote: dict[str, str] | None = None) -> None:
+    """An output that is an input archive (after links) would destroy it while it is read;
+    ``remote``: archive -> its copy's remote location, when the copies go to a bucket."""
+    for location in (remote or {}).values():
+        if location in remote:
+            raise InputError(
+                f"webdataset output {location} is an input archive of the run; write to a prefix "
+                "outside the inputs"
+            )
     inputs = {os.path.realpath(archive): archive for archive in targets if not is_remote(archive)}
     for target in targets.values():
         archive = inputs.get(os.path.realpath(target))
@@ -417,19 +426,31 @@ def write_deduplicated_webdataset(
     and listed in the result's ``problems``; keep.csv and remove.csv are written too."""
     names, removed = removed_rows(work_dir, keep)
     everything = names + bad_names(work_dir)
-    targets = output_paths(run_archives(everything), Path(out_dir))
-    refuse_overwriting_inputs(targets)
+    remote = WorkDir(out_dir, storage) if is_remote(out_dir) else None
+    # A remote copy is built in a local staging folder, then uploaded whole (one archive at a time).
+    local_out = remote.staging / "webdataset" if remote else Path(out_dir)
+    targets = output_paths(run_archives(everything), local_out)
+    locations = (
+        {a: remote.path(t.relative_to(local_out).as_posix()) for a, t in targets.items()} if remote else {}
+    )
+    refuse_overwriting_inputs(targets, locations)
     write_keep_remove(work_dir, keep)
     removals = removals_by_archive(names, removed)
     result = WrittenArchives()
-    for archive, target in targets.items():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        written, problems = copy_archive(archive, target, removals.get(archive, {}), storage)
-        if written:
-            result.append(target)
-        for problem in problems:
-            log.warning("webdataset output: %s", problem)
-        result.problems += problems
+    try:
+        for archive, target in targets.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written, problems = copy_archive(archive, target, removals.get(archive, {}), storage)
+            if written and remote:
+                remote.put(target, target.relative_to(local_out).as_posix())
+            if written:
+                result.append(locations[archive] if remote else target)
+            for problem in problems:
+                log.warning("webdataset output: %s", problem)
+            result.problems += problems
+    finally:
+        if remote:
+            remote.close()
     for problem in parquet_left_out(everything):
         log.warning("webdataset output: %s", problem)
         result.problems.append(problem)

@@ -6,19 +6,15 @@ in exactly one of the features and bad lists."""
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import free_port
+from loopback import LoopbackCluster
 
 import fastdup_ray
 from fastdup_ray.sample import jpeg_bytes, make_scene, near_duplicate
@@ -28,84 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 OUTPUTS = ("similarity.csv", "outliers.csv", "component_info.csv", "connected_components.csv", "stats.csv")
 
 
-def processes_matching(text: str) -> list[int]:
-    """Pids whose command line contains ``text`` (read from /proc: no psutil needed)."""
-    found = []
-    for path in glob.glob("/proc/[0-9]*/cmdline"):
-        try:
-            with open(path, "rb") as handle:
-                command = handle.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in command:
-            found.append(int(path.split("/")[2]))
-    return found
-
-
-class LoopbackCluster:
-    """`ray start --head` plus one worker node, in their own temp dir, stopped by killing
-    exactly their processes (``ray stop`` would also stop the tests' own local Ray)."""
-
-    def __init__(self) -> None:
-        self.temp_dir = tempfile.mkdtemp(prefix="fdr-", dir="/tmp")  # short: Ray's socket paths
-        self.port, self.dashboard_port, self.worker_port = free_port(), free_port(), free_port()
-        bin_dir = os.path.dirname(sys.executable)
-        # Token authentication is for clusters reachable from a network; this one is loopback only.
-        self.env = dict(
-            os.environ,
-            PATH=f"{bin_dir}:{os.environ.get('PATH', '')}",
-            RAY_AUTH_MODE="disabled",
-            RAY_ADDRESS="",
-        )
-        self.ray = os.path.join(bin_dir, "ray")
-        self._ray(
-            "start",
-            "--head",
-            f"--port={self.port}",
-            "--num-cpus=1",
-            "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={self.dashboard_port}",
-            f"--ray-client-server-port={free_port()}",
-            *self.node_ports(),
-        )
-        self.start_worker()
-
-    def node_ports(self) -> list[str]:
-        """Ports of one node's agents: two nodes on one machine must not share the defaults
-        (the job agent of the second would fail to bind, and job submission wait forever)."""
-        return [
-            "--disable-usage-stats",
-            f"--temp-dir={self.temp_dir}",
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}",
-            f"--metrics-export-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}",
-        ]
-
-    def _ray(self, *args: str) -> None:
-        done = subprocess.run([self.ray, *args], env=self.env, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr[-2000:]
-
-    def start_worker(self) -> None:
-        self._ray(
-            "start",
-            f"--address=127.0.0.1:{self.port}",
-            "--num-cpus=2",
-            f"--node-manager-port={self.worker_port}",
-            *self.node_ports(),
-        )
-
-    def kill_worker_node(self) -> int:
-        """SIGKILL the worker node's raylet: the node dies with every task and actor on it."""
-        pids = [
-            p
-            for p in processes_matching(f"--node_manager_port={self.worker_port}")
-            if "raylet" in open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")[0].decode()
-        ]
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-        return len(pids)
+class Cluster(LoopbackCluster):
+    """The rehearsal's loopback cluster (benchmarks/loopback.py), with drivers started here."""
 
     def run(self, *args: str) -> subprocess.Popen:
         """``python -m fastdup_ray run ...`` as a driver joining this cluster."""
@@ -119,18 +39,10 @@ class LoopbackCluster:
             text=True,
         )
 
-    def stop(self) -> None:
-        for pid in processes_matching(self.temp_dir):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
-
 
 @pytest.fixture(scope="module")
 def cluster():
-    started = LoopbackCluster()
+    started = Cluster()
     yield started
     started.stop()
 

@@ -1,0 +1,188 @@
+"""The rehearsal's data: LAION-style webdataset tars of distinct JPEGs with planted copies.
+
+Each sample is ``<key>.jpg`` + ``.txt`` + ``.json`` (key = its global number, 9 digits, as
+img2dataset names them). About 1 % of the samples are byte-identical copies and 2 % are
+near copies (brighter, or cut by 2 %: near_copy) of a sample in another tar; a few
+images are truncated JPEGs, and one more tar is empty. The ground truth goes to
+``truth.json`` beside the tars, and a second call with the same sizes reuses them.
+
+Images are 2x2 mosaics of crops of the 300 dev photos (four different photos, random crop
+boxes): the procedural scenes of fastdup_ray.sample come from twelve materials only, and
+two scenes of one material score up to 0.998 with the shipped model, so thousands of them
+are not distinct pictures. Unrelated mosaics stayed below 0.84 among 20,000 (those that
+come near share two or three of their photos).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_PHOTOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "imagenet-sample-dev"
+TILE_W, TILE_H = 128, 96
+SEED = 24_000_000
+
+
+@dataclass
+class Truth:
+    """What a correct run must find: every image member, the planted copy pairs and the
+    broken members, by their names relative to the tar folder ('00003.tar/000003017.jpg')."""
+
+    tars: int
+    per_tar: int
+    images: list[str] = field(default_factory=list)
+    exact_pairs: list[list[str]] = field(default_factory=list)
+    near_pairs: list[list[str]] = field(default_factory=list)
+    broken: list[str] = field(default_factory=list)
+    empty_tar: str = ""
+    tar_names: list[str] = field(default_factory=list)
+
+
+_PHOTOS: dict = {}
+
+
+def _photo(folder: Path, index: int):
+    from PIL import Image
+
+    if not _PHOTOS:
+        _PHOTOS["paths"] = sorted(
+            p for p in folder.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png")
+        )
+    if index not in _PHOTOS:
+        image = Image.open(_PHOTOS["paths"][index]).convert("RGB")
+        image.thumbnail((320, 320))
+        _PHOTOS[index] = image
+    return _PHOTOS[index]
+
+
+def photo_count(folder: Path) -> int:
+    return len([p for p in folder.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png")])
+
+
+def mosaic(folder: Path, seed: int):
+    """A 256x192 picture of four crops of four different photos, all chosen by ``seed``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = Image.new("RGB", (2 * TILE_W, 2 * TILE_H))
+    for quarter, index in enumerate(rng.choice(photo_count(folder), 4, replace=False)):
+        photo = _photo(folder, int(index))
+        width, height = photo.size
+        scale = rng.uniform(0.4, 0.8)
+        crop_w, crop_h = int(width * scale), int(height * scale)
+        x, y = int(rng.uniform(0, width - crop_w)), int(rng.uniform(0, height - crop_h))
+        tile = photo.crop((x, y, x + crop_w, y + crop_h)).resize((TILE_W, TILE_H))
+        out.paste(tile, ((quarter % 2) * TILE_W, (quarter // 2) * TILE_H))
+    return out
+
+
+def plan(tars: int, per_tar: int, seed: int = SEED) -> tuple[Truth, dict[int, tuple[str, int]]]:
+    """The ground truth and, for each planted sample (global number), what it is:
+    ('exact', original) / ('near', original) / ('broken', 0). Originals are in another tar
+    and have one copy at most."""
+    rng = np.random.default_rng(seed)
+    total = tars * per_tar
+    n_exact, n_near = max(2, total // 100), max(4, total // 50)
+    n_broken = max(2, total // 30_000)
+    chosen = rng.choice(total, 2 * (n_exact + n_near) + n_broken, replace=False)
+    copies, originals = chosen[: n_exact + n_near], chosen[n_exact + n_near : 2 * (n_exact + n_near)]
+    roles: dict[int, tuple[str, int]] = {}
+    taken = {int(n) for n in chosen}
+    for i, (copy, original) in enumerate(zip(copies.tolist(), originals.tolist())):
+        if copy // per_tar == original // per_tar:  # same tar: take the original from the next one
+            original = (original + per_tar) % total
+            if original in taken:
+                continue  # one copy fewer
+            taken.add(original)
+        roles[copy] = ("exact" if i < n_exact else "near", original)
+    for broken in chosen[-n_broken:]:
+        roles[int(broken)] = ("broken", 0)
+    truth = Truth(tars=tars, per_tar=per_tar, tar_names=[f"{t:05d}.tar" for t in range(tars + 1)])
+    truth.empty_tar = truth.tar_names[-1]
+    for number in range(total):
+        name = member_name(number, per_tar)
+        truth.images.append(name)
+        role, original = roles.get(number, ("", 0))
+        if role == "broken":
+            truth.broken.append(name)
+        elif role:
+            getattr(truth, f"{role}_pairs").append([member_name(original, per_tar), name])
+    return truth, roles
+
+
+def near_copy(image, kind: int):
+    """A brighter copy (fastdup_ray.sample's edit) or one cut by 2 % at each side: on these
+    mosaics both score at least 0.92 with their original (240 of each tried), well above
+    the unrelated pairs; a shrunk or flipped mosaic fell to 0.86."""
+    from fastdup_ray.sample import near_duplicate
+
+    if kind == 0:
+        return near_duplicate(image, 2)
+    width, height = image.size
+    return image.crop((width // 50, height // 50, width - width // 50, height - height // 50))
+
+
+def member_name(number: int, per_tar: int) -> str:
+    return f"{number // per_tar:05d}.tar/{number:09d}.jpg"
+
+
+def image_bytes(folder: Path, number: int, roles: dict[int, tuple[str, int]], seed: int) -> bytes:
+    """The JPEG of sample ``number``: its own mosaic, or a copy of its original's."""
+    from fastdup_ray.sample import jpeg_bytes
+
+    role, original = roles.get(number, ("", 0))
+    if role == "exact":
+        return jpeg_bytes(mosaic(folder, seed + original))
+    if role == "near":
+        return jpeg_bytes(near_copy(mosaic(folder, seed + original), original % 2), quality=85)
+    data = jpeg_bytes(mosaic(folder, seed + number))
+    return data[: len(data) // 3] if role == "broken" else data
+
+
+def _write_tar(job: tuple) -> str:
+    folder, out, tar, per_tar, roles, seed = job
+    path = Path(out) / f"{tar:05d}.tar"
+    temp = path.with_suffix(".tmp")
+    with tarfile.open(temp, "w") as archive:
+        for number in range(tar * per_tar, (tar + 1) * per_tar):
+            key = f"{number:09d}"
+            caption = f"sample {number} of the rehearsal"
+            members = {
+                f"{key}.jpg": image_bytes(Path(folder), number, roles, seed),
+                f"{key}.txt": caption.encode(),
+                f"{key}.json": json.dumps({"key": key, "caption": caption}).encode(),
+            }
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime = len(data), 1_700_000_000
+                archive.addfile(info, io.BytesIO(data))
+    temp.rename(path)
+    return path.name
+
+
+def make_dataset(
+    out: Path, tars: int, per_tar: int, photos: Path = DEFAULT_PHOTOS, workers: int = 2
+) -> Truth:
+    """Write the tars (and the empty one) into ``out`` with 'workers' processes, unless a
+    complete set of these sizes is there already; returns the ground truth."""
+    out.mkdir(parents=True, exist_ok=True)
+    truth, roles = plan(tars, per_tar)
+    truth_file = out / "truth.json"
+    if truth_file.exists() and json.loads(truth_file.read_text()) == asdict(truth):
+        if all((out / name).exists() for name in truth.tar_names):
+            return truth
+    for stale in out.glob("*.tar"):
+        stale.unlink()
+    jobs = [(str(photos.resolve()), str(out), t, per_tar, roles, SEED) for t in range(tars)]
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_write_tar, jobs))
+    with tarfile.open(out / truth.empty_tar, "w"):
+        pass
+    truth_file.write_text(json.dumps(asdict(truth)))
+    return truth
