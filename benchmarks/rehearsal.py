@@ -29,7 +29,9 @@ import time
 from pathlib import Path
 
 # This checkout, not an installed copy: the jobs run it too (`ray job submit --working-dir`).
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+# The loopback services and the checks are the test suite's helpers (tests/), shared.
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests"), str(HERE.parent)]
 
 from loopback import LoopbackCluster, LoopbackS3  # noqa: E402
 from rehearsal_checks import PeakMemory, accounted, copies_found, deduplicated_problems  # noqa: E402

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-# The loopback services (a `ray start` cluster, moto's S3 server) live beside the
-# rehearsal that also uses them (benchmarks/loopback.py).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+# The loopback services (a `ray start` cluster, moto's S3 server) and the rehearsal's
+# checks are test helpers here (tests/loopback.py, tests/rehearsal_checks.py), which
+# benchmarks/rehearsal.py imports too; no test imports from benchmarks/.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loopback import free_port  # noqa: E402, F401 - the tests import it from here
 
 from fastdup_ray.sample import make_sample_dataset

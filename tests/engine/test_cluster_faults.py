@@ -25,7 +25,7 @@ OUTPUTS = ("similarity.csv", "outliers.csv", "component_info.csv", "connected_co
 
 
 class Cluster(LoopbackCluster):
-    """The rehearsal's loopback cluster (benchmarks/loopback.py), with drivers started here."""
+    """The rehearsal's loopback cluster (tests/loopback.py), with drivers started here."""
 
     def run(self, *args: str) -> subprocess.Popen:
         """``python -m fastdup_ray run ...`` as a driver joining this cluster."""

@@ -2,7 +2,7 @@
 started with `ray start`, and moto's S3 server behind a WSGI middleware that counts every
 request (per phase) and fails chosen ones, run as a subprocess of its own.
 
-    python benchmarks/loopback.py s3 --port P --uncounted-port Q   # what start_s3() runs
+    python tests/loopback.py s3 --port P --uncounted-port Q   # what start_s3() runs
 """
 
 from __future__ import annotations
