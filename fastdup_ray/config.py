@@ -154,17 +154,9 @@ class RunConfig:
     def model_file(self) -> str:
         """The ONNX file to embed with: the user's, or the shipped model at ``precision``
         ('auto': int8 on CPU, where its model step is ~2.3x faster; fp16 on GPU)."""
+        from fastdup_ray.map.embed import model_file_for
+
         return model_file_for(self.model_path, self.precision, self.compute)
-
-
-def model_file_for(model_path: str | None, precision: str, compute: str) -> str:
-    """The ONNX file a run with these settings embeds with (what config.json records for
-    it, so a search of a finished run embeds its queries with the same one)."""
-    if model_path:
-        return model_path
-    from fastdup_ray.map.embed import default_model_path
-
-    return default_model_path(precision if precision != "auto" else ("fp16" if compute == "gpu" else "int8"))
 
 
 def parse_turi_param(text: str) -> dict[str, Any]:

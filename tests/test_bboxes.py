@@ -240,13 +240,16 @@ def test_a_tar_of_boxes_on_ray_gives_the_rows_of_the_local_engine(ray_local, tmp
     assert crop_pairs(on_ray) == {frozenset({"page"})}
 
 
-def test_a_folder_of_boxes_on_ray_gives_the_rows_of_the_local_engine(folder_run, ray_local, tmp_path):
+def test_a_folder_of_boxes_on_ray_gives_the_rows_of_the_local_engine(ray_local, tmp_path):
     """Ray's CPU actors get loose files in pieces, each with its images' boxes, and the
     last piece those of images the folder lacks."""
-    fd, folder = folder_run
+    folder = write_photos(tmp_path / "photos")
+    fastdup_ray.create(work_dir=tmp_path / "local", input_dir=folder).run(
+        annotations=boxes(), threshold=0.8, **LOCAL
+    )
     on_ray = fastdup_ray.create(work_dir=tmp_path / "ray", input_dir=folder)
     on_ray.run(annotations=boxes(), threshold=0.8, executor="ray", batch_size=2)
-    local = Path(fd.work_dir)
+    local = tmp_path / "local"
     shard = "images-000000000-000000003.features"
     for name in (f"{shard}.dat.csv", f"{shard}.bad.csv", "features.bad.csv", "similarity.csv"):
         assert (tmp_path / "ray" / name).read_text() == (local / name).read_text(), name

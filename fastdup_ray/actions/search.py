@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from fastdup_ray.config import model_file_for
 from fastdup_ray.errors import ConfigError, GpuUnavailableError, InputError, SearchNotReadyError
+from fastdup_ray.map.embed import model_file_for
 from fastdup_ray.reduce.search import SavedIndex, query_matrix, search_frame
 from fastdup_ray.rundir import results
 from fastdup_ray.rundir.storage import StorageOptions, is_remote, read_bytes

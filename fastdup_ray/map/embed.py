@@ -233,3 +233,11 @@ class Embedder:
         if self.input.layout == "NCHW":
             x = x.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def model_file_for(model_path: str | None, precision: str, compute: str) -> str:
+    """The ONNX file a run with these settings embeds with (what config.json records for
+    it, so a search of a finished run embeds its queries with the same one)."""
+    if model_path:
+        return model_path
+    return default_model_path(precision if precision != "auto" else ("fp16" if compute == "gpu" else "int8"))

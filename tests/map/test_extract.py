@@ -199,19 +199,21 @@ def test_plan_uses_every_cpu_and_falls_back_from_gpu(caplog):
 
 
 @pytest.mark.parametrize("node_cpus", [[2], [16], [1, 2], [1, 1, 1], [16, 16, 16, 16], [4, 1], [3, 5, 2]])
-def test_plan_leaves_room_to_decode_however_actors_are_packed(node_cpus):
-    """Place the actors first-fit onto the nodes, in the worst order for decoding (fullest
-    first): some node must still fit a decode task, and decoding gets about a quarter."""
+def test_a_cpu_plan_places_an_actor_on_every_core_however_they_are_packed(node_cpus):
+    """On CPU each actor reads, decodes and embeds (the plan's fused stage): one per core,
+    each asking for at most one CPU, so first-fit in any node order places all of them
+    and no CPU is left to a pool of decode tasks that would wait for input."""
     plan = plan_embedding("cpu", 0, cluster_cpus=sum(node_cpus), cluster_gpus=0, nodes=len(node_cpus))
-    assert plan.actors == sum(node_cpus)
+    assert plan.actors == sum(node_cpus) and plan.actor_cpus <= 1.0 and plan.decode_cpus == 0
     for order in (sorted(node_cpus), sorted(node_cpus, reverse=True)):
         free = list(map(float, order))
         for _ in range(plan.actors):
             slot = next((i for i, f in enumerate(free) if f >= plan.actor_cpus - 1e-9), None)
             assert slot is not None, (order, free)  # every actor finds a place
             free[slot] -= plan.actor_cpus
-        assert max(free) >= plan.decode_cpus - 1e-9, (order, free)
-    assert plan.decode_tasks * 0.5 >= 0.2 * sum(node_cpus) or plan.decode_tasks >= len(node_cpus)
+        assert sum(free) < 1e-6, (order, free)  # every core embeds
+    fewer = plan_embedding("cpu", 3, cluster_cpus=sum(node_cpus), cluster_gpus=0, nodes=len(node_cpus))
+    assert fewer.actors == 3 and fewer.actor_cpus == min(1.0, sum(node_cpus) / 3)
 
 
 def test_auto_executor_is_local_unless_the_run_asks_for_ray(monkeypatch):
