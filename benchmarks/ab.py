@@ -7,7 +7,7 @@ the medians and each checkout's ratio to the first. Alternating rounds (every ot
 reverse order) cancel the drift of a shared machine that single figures suffer from.
 
     python benchmarks/ab.py --checkout old=/work/base --checkout new=. [--count 2000]
-        [--rounds 3] [-- --executor local --run-mode 1]
+        [--rounds 3] [--executors local,ray] [-- --run-mode 1]
 """
 
 from __future__ import annotations
@@ -31,20 +31,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/fastdup-ray-ab"))
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--executors",
+        default="",
+        help="comma list (e.g. local,ray): run each checkout on each executor, as cases NAME/EXECUTOR",
+    )
     parser.add_argument("run_args", nargs="*", help="extra arguments for fastdup-ray run (after --)")
     args = parser.parse_args()
-    checkouts = dict(item.split("=", 1) for item in args.checkout)
+    cases = cases_of(dict(item.split("=", 1) for item in args.checkout), args.executors, args.run_args)
     folder = args.out / f"images-{args.count}"
     paths = build_volume_set(args.photos, folder, args.count)
     print(f"{len(paths)} JPEGs in {folder}; run args {args.run_args}")
-    rates: dict[str, list[tuple[float, float, float]]] = {name: [] for name in checkouts}
+    rates: dict[str, list[tuple[float, float, float]]] = {name: [] for name in cases}
     for round_number in range(args.rounds):
         # Every other round in the reverse order: neither checkout always runs right after the other.
-        order = list(checkouts.items())
-        for name, path in order if round_number % 2 == 0 else order[::-1]:
+        order = list(cases.items())
+        for name, (path, run_args) in order if round_number % 2 == 0 else order[::-1]:
             env = dict(os.environ, PYTHONPATH=os.path.abspath(path))
             before = cpu_seconds_of_children()
-            measured = end_to_end(folder, args.out / "work", args.run_args, env=env)
+            measured = end_to_end(folder, args.out / "work", run_args, env=env)
             cpu_ms = (cpu_seconds_of_children() - before) * 1000 / measured["good"]
             rate = (
                 measured["good"] / measured["wall"],
@@ -56,7 +61,7 @@ def main() -> None:
                 f"round {round_number + 1} {name}: end to end {rate[0]:.1f}, extraction {rate[1]:.1f} img/s, "
                 f"{cpu_ms:.2f} CPU ms an image"
             )
-    first = next(iter(checkouts))
+    first = next(iter(cases))
     base = np.median(rates[first], axis=0)
     for name, measured in rates.items():
         median = np.median(measured, axis=0)
@@ -65,6 +70,17 @@ def main() -> None:
             f"{median[2]:.2f} CPU ms an image; ratio to {first}: {median[0] / base[0]:.3f}, "
             f"{median[1] / base[1]:.3f}, CPU per image {median[2] / base[2]:.3f}"
         )
+
+
+def cases_of(checkouts: dict[str, str], executors: str, run_args: list[str]) -> dict:
+    """NAME -> (checkout path, run arguments); with executors, NAME/EXECUTOR for each."""
+    if not executors:
+        return {name: (path, run_args) for name, path in checkouts.items()}
+    return {
+        f"{name}/{executor}": (path, ["--executor", executor, *run_args])
+        for name, path in checkouts.items()
+        for executor in executors.split(",")
+    }
 
 
 def cpu_seconds_of_children() -> float:
