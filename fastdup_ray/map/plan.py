@@ -275,23 +275,18 @@ class MapPlan:
         return Fused(self.stages(rows_per_batch))
 
     def work_pieces(self, rows_per_batch: int) -> list[dict]:
-        """WORK rows for workers that run every stage: loose files in runs of
-        ``rows_per_batch`` locations, so that every worker has some from the start; an
-        archive whole, one stream read where it runs (not on the driver). In a run of
-        bounding boxes each piece carries its images' boxes, and the last one also those
-        of images its unit does not list (each a bad row)."""
+        """WORK rows for workers that run every stage: loose files in the cuts of
+        :func:`unit_cuts`, so that every worker has some from the start; an archive whole,
+        one stream read where it runs (not on the driver)."""
         rows = []
         for unit in self.units:
-            if unit.kind != "files" or not unit.locations:
-                boxes = _unit_boxes(unit, unit.locations)
-                rows.append(work_row(unit.name, unit.kind, unit.locations, boxes=boxes))
+            if unit.kind != "files":
+                rows.append(
+                    work_row(unit.name, unit.kind, unit.locations, boxes=_unit_boxes(unit, unit.locations))
+                )
                 continue
-            for start in range(0, len(unit.locations), rows_per_batch):
-                locations = unit.locations[start : start + rows_per_batch]
-                closes = start + rows_per_batch >= len(unit.locations)
-                named = set(locations) | (set(unit.boxes or ()) - set(unit.locations) if closes else set())
-                boxes = _unit_boxes(unit, named)
-                rows.append(work_row(unit.name, unit.kind, locations, start, closes, boxes=boxes))
+            for locations, first, _, closes, boxes in unit_cuts(unit, self.settings.read, rows_per_batch):
+                rows.append(work_row(unit.name, unit.kind, locations, first, closes, boxes))
         return rows
 
     def pieces(self, rows_per_batch: int, sink: Sink) -> Iterator[Piece]:
@@ -305,30 +300,37 @@ class MapPlan:
 
 
 def unit_pieces(unit: WorkUnit, read: ReadSettings, rows_per_batch: int) -> Iterator[Piece]:
-    """Loose files as runs of locations that a worker reads itself (reads run in
+    """The cuts of :func:`unit_cuts` as WORK batches."""
+    for locations, first, items, closes, boxes in unit_cuts(unit, read, rows_per_batch):
+        yield Piece(
+            unit.name, work_batch(unit.name, unit.kind, locations, first, closes, items=items, boxes=boxes)
+        )
+
+
+def unit_cuts(
+    unit: WorkUnit, read: ReadSettings, rows_per_batch: int
+) -> Iterator[tuple[tuple, int, list | None, bool, str]]:
+    """(locations, first row, Items already read, closes, boxes JSON) of each cut of
+    ``unit``: loose files as runs of locations that a worker reads itself (reads run in
     parallel); archive members as Items read here, in order (an archive is one stream).
-    The last piece closes the unit (a unit of nothing is one closing piece). In a run of
-    bounding boxes each piece carries the boxes of its images, and the last one also
-    those of images its unit never gave (each a bad row)."""
+    The last cut closes the unit (a unit of nothing is one closing cut). In a run of
+    bounding boxes each cut carries the boxes of its images, and the last one also those
+    of images its unit never gave (each a bad row)."""
     previous = None
     given: set[str] = set()
     for cut in _cuts(unit, read, rows_per_batch):
         if previous is not None:
-            yield _piece(unit, *previous, closes=False)
+            yield *previous, False, _unit_boxes(unit, _names(*previous))
         previous = cut
-        given.update(cut[0] or (item.location for item in cut[2] or ()))
+        given.update(_names(*cut))
     locations, first, items = previous or ((), 0, None)
-    yield _piece(unit, locations, first, items, closes=True, left=given)
+    names = _names(locations, first, items) | (set(unit.boxes) - given if unit.boxes else set())
+    yield locations, first, items, True, _unit_boxes(unit, names)
 
 
-def _piece(unit: WorkUnit, locations, first: int, items, closes: bool, left: set[str] | None = None) -> Piece:
-    names = set(locations) | {item.location for item in items or ()}
-    if left is not None and unit.boxes:  # the closing piece: images of no earlier piece too
-        names |= set(unit.boxes) - left
-    boxes = _unit_boxes(unit, names)
-    return Piece(
-        unit.name, work_batch(unit.name, unit.kind, locations, first, closes, items=items, boxes=boxes)
-    )
+def _names(locations, first: int, items) -> set[str]:
+    """The images a cut gives: its locations, or the Items read for it."""
+    return set(locations) | {item.location for item in items or ()}
 
 
 def _unit_boxes(unit: WorkUnit, locations) -> str:
