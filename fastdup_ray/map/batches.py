@@ -67,6 +67,15 @@ def decode_items(
 
 
 STAT_FIELDS = tuple(f"stat_{s}" for s in STAT_COLUMNS)
+# What a row that copies an earlier one (same bytes, same box) takes from it.
+COPIED_FIELDS = ("pixels", "ok", "reason", "thumbnail", "boxed", *STAT_FIELDS)
+
+
+def copy_row(batch: Batch, row: int, source: int) -> None:
+    """Row ``row`` as row ``source``'s results: no second decode of the same content."""
+    batch["copy_of"][row] = source
+    for name in COPIED_FIELDS:
+        batch[name][row] = batch[name][source]
 
 
 def decode_boxes(
@@ -100,10 +109,7 @@ def decode_boxes(
         batch["hash"][r] = hashlib.blake2b(f"{file_hash}#{box.key}".encode(), digest_size=16).hexdigest()
     if all(first_with.get(batch["hash"][r], r) != r for r in rows):
         for r in rows:  # a byte-identical copy of an image with the same boxes: its rows
-            source = first_with[batch["hash"][r]]
-            batch["copy_of"][r] = source
-            for name in ("pixels", "ok", "reason", "thumbnail", "boxed", *STAT_FIELDS):
-                batch[name][r] = batch[name][source]
+            copy_row(batch, r, first_with[batch["hash"][r]])
         return
     for r in rows:
         first_with.setdefault(batch["hash"][r], r)
@@ -135,9 +141,7 @@ def decode_row(batch: Batch, i: int, item: Item, size: int, thumbnail_size: int,
         batch["hash"][i] = content_hash(item.data)
         source = first_with.setdefault(batch["hash"][i], i)
         if source != i:  # byte-identical to an earlier row: its results, not a second decode
-            batch["copy_of"][i] = source
-            for name in ("pixels", "ok", "reason", "thumbnail", *(f"stat_{s}" for s in STAT_COLUMNS)):
-                batch[name][i] = batch[name][source]
+            copy_row(batch, i, source)
             return
     try:
         if item.pixels is not None:  # a video frame: no file of its own
