@@ -6,6 +6,7 @@ sees the same pictures; a video that cannot be read is a row of ``tmp/frames.bad
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
@@ -19,6 +20,7 @@ from fastdup_ray.map.sources.items import ReadSettings
 from fastdup_ray.map.sources.kinds import kind_of
 from fastdup_ray.map.sources.video import read_video
 from fastdup_ray.rundir.storage import is_remote
+from fastdup_ray.rundir.workdir import write_file_atomically
 
 log = logging.getLogger("fastdup_ray")
 
@@ -81,12 +83,13 @@ def extract_video_frames(
                 break
             target = out / frame_path(video, item.location, input_dir)
             target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(item.pixels).save(target, quality=95)
+            jpeg = io.BytesIO()
+            Image.fromarray(item.pixels).save(jpeg, format="JPEG", quality=95)
+            write_file_atomically(target, jpeg.getvalue())  # a crash leaves no half frame
             written += 1
     out.mkdir(parents=True, exist_ok=True)
-    pl.DataFrame(bad, schema={"filename": pl.String, "error": pl.String}, orient="row").write_csv(
-        out / BAD_FRAMES
-    )
+    bad_frame = pl.DataFrame(bad, schema={"filename": pl.String, "error": pl.String}, orient="row")
+    write_file_atomically(out / BAD_FRAMES, bad_frame.write_csv().encode())
     log.info(
         "extract_video_frames: %d frames of %d videos in %s (%d unreadable)",
         written,
