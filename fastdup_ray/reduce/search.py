@@ -17,7 +17,7 @@ import polars as pl
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.reduce import rules
 from fastdup_ray.reduce.knn_waves import ROUTED_INDEX_DIR, search_routed_index
-from fastdup_ray.reduce.saved_index import index_shards, saved_index_shards, search_index_shards
+from fastdup_ray.reduce.saved_index import index_shards, search_index_shards
 from fastdup_ray.rundir import layout, results
 from fastdup_ray.rundir.shards import list_shards, read_marker, unit_rows
 from fastdup_ray.rundir.workdir import WorkDir
@@ -104,7 +104,7 @@ class SavedIndex:
         self.names = results.read_names(work, self.prefixes)
         self.name_column = pl.Series("to", self.names, dtype=pl.String)  # made once, not per search
         self.routed = work.exists(ROUTED_INDEX_DIR)
-        saved_index_shards(work, self.prefixes, [m.get("good", 0) for m in markers])  # no index: say so now
+        # Loaded now, once (a run with no saved index says so here: index_shards checks it).
         self.shards = [] if self.routed else list(index_shards(work, self.prefixes, self.d))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
