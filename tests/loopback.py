@@ -60,6 +60,9 @@ class LoopbackCluster:
             PATH=f"{bin_dir}:{os.environ.get('PATH', '')}",
             RAY_AUTH_MODE="disabled",
             RAY_ADDRESS="",
+            # A killed node is marked dead after 5 missed health checks, 1 s apart, rather
+            # than Ray's 3 s apart: the fault tests and the rehearsal wait 5 s, not 15 s.
+            RAY_health_check_period_ms="1000",
         )
         self.ray = os.path.join(bin_dir, "ray")
         self._ray(
