@@ -126,26 +126,33 @@ class Rehearsal:
 
     # -- the run --------------------------------------------------------------------
     def run(self) -> int:
-        args, truth = self.args, None
+        args = self.args
         started = time.monotonic()
         shutil.rmtree(self.out / "reference", ignore_errors=True)
         shutil.rmtree(self.out / "galleries", ignore_errors=True)
         (self.out / "jobs.log").unlink(missing_ok=True)
-        t0 = time.monotonic()
-        photos = args.photos if args.pictures == "mosaics" else None
-        truth = make_dataset(self.out / "tars", args.tars, args.per_tar, photos)
-        made = time.monotonic() - t0
-        total = len(truth.images)
-        print(
-            f"data: {args.tars} tars x {args.per_tar} {truth.pictures} + 1 empty tar "
-            f"({made:.1f} s to make or reuse); "
-            f"{len(truth.exact_pairs)} exact and {len(truth.near_pairs)} near copies across tars, "
-            f"{len(truth.broken)} broken members",
-            flush=True,
-        )
         self.s3 = LoopbackS3()
         try:
-            return self.with_s3(truth, total, started)
+            photos = args.photos if args.pictures == "mosaics" else None
+            client = self.client()
+            client.create_bucket(Bucket=BUCKET)
+
+            def upload(name: str) -> None:  # each tar as soon as it is written, while the next are made
+                client.upload_file(str(self.out / "tars" / name), BUCKET, f"tars/{name}")
+
+            truth = self.timed(
+                "make (or reuse) the data + upload",
+                args.tars * args.per_tar,
+                lambda: make_dataset(self.out / "tars", args.tars, args.per_tar, photos, written=upload),
+                counted=False,
+            )
+            print(
+                f"data: {args.tars} tars x {args.per_tar} {truth.pictures} + 1 empty tar; "
+                f"{len(truth.exact_pairs)} exact and {len(truth.near_pairs)} near copies across tars, "
+                f"{len(truth.broken)} broken members",
+                flush=True,
+            )
+            return self.with_s3(truth, len(truth.images), started)
         finally:
             if hasattr(self, "memory"):
                 self.memory.stop()
@@ -154,17 +161,6 @@ class Rehearsal:
             self.s3.stop()
 
     def with_s3(self, truth: Truth, total: int, started: float) -> int:
-        client = self.client()
-        client.create_bucket(Bucket=BUCKET)
-        self.timed(
-            "upload",
-            total,
-            lambda: [
-                client.upload_file(str(self.out / "tars" / name), BUCKET, f"tars/{name}")
-                for name in truth.tar_names
-            ],
-            counted=False,
-        )
         env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET)
         self.cluster = self.timed("ray start (head + worker node)", 0, lambda: LoopbackCluster(env=env))
         self.memory = PeakMemory(self.cluster.temp_dir)

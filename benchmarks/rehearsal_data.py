@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -276,29 +277,40 @@ def _write_tar(job: tuple) -> str:
 
 
 def make_dataset(
-    out: Path, tars: int, per_tar: int, photos: Path | None = DEFAULT_PHOTOS, workers: int = 2
+    out: Path,
+    tars: int,
+    per_tar: int,
+    photos: Path | None = DEFAULT_PHOTOS,
+    workers: int = 2,
+    written: Callable[[str], None] | None = None,
 ) -> Truth:
     """Write the tars (and the empty one) into ``out`` with 'workers' processes, unless a
     complete set of these sizes is there already; returns the ground truth. Mosaics of
-    ``photos``, or drawn collages when ``photos`` is None."""
+    ``photos``, or drawn collages when ``photos`` is None. ``written`` is called with each
+    tar's name once it is complete (in order; made or reused)."""
     out.mkdir(parents=True, exist_ok=True)
     truth, roles = plan(tars, per_tar)
     truth.pictures = "mosaics" if photos is not None else "collages"
+    done = written or (lambda name: None)
     truth_file = out / "truth.json"
     if truth_file.exists() and json.loads(truth_file.read_text()) == asdict(truth):
         if all((out / name).exists() for name in truth.tar_names):
+            for name in truth.tar_names:
+                done(name)
             return truth
     for stale in out.glob("*.tar"):
         stale.unlink()
     if photos is not None:
         jobs = [(photos.resolve(), str(out), t, per_tar, roles, SEED) for t in range(tars)]
         with ProcessPoolExecutor(workers) as pool:
-            list(pool.map(_write_tar, jobs))
+            for name in pool.map(_write_tar, jobs):
+                done(name)
     else:  # the collages are drawn already: writing them is only copying
         collages = distinct_collages(tars * per_tar, workers=workers)
         for t in range(tars):
-            _write_tar((collages, str(out), t, per_tar, roles, SEED))
+            done(_write_tar((collages, str(out), t, per_tar, roles, SEED)))
     with tarfile.open(out / truth.empty_tar, "w"):
         pass
+    done(truth.empty_tar)
     truth_file.write_text(json.dumps(asdict(truth)))
     return truth

@@ -414,7 +414,11 @@ def copy_once(
 
 
 def write_deduplicated_webdataset(
-    work_dir: str, out_dir: str, keep: str = "resolution", storage: StorageOptions | None = None
+    work_dir: str,
+    out_dir: str,
+    keep: str = "resolution",
+    storage: StorageOptions | None = None,
+    executor: str = "auto",
 ) -> WrittenArchives:
     """Copy every archive of a finished run (tar, tgz/tar.gz, zip; local or remote) to
     ``out_dir`` without the samples whose image is on the remove list; kept samples keep
@@ -423,35 +427,78 @@ def write_deduplicated_webdataset(
     it came, so a copy may hold a name twice, as its input did. Copies mirror the archives'
     folders below their common folder, keep their format, and never replace an input
     (InputError, before anything is written). What could not be copied whole is logged
-    and listed in the result's ``problems``; keep.csv and remove.csv are written too."""
+    and listed in the result's ``problems``; keep.csv and remove.csv are written too.
+
+    The archives are copied in parallel, one a task: for a remote ``out_dir`` on the
+    cluster when one is given (each node stages its own copies), else in worker processes
+    of this machine, as always for a local ``out_dir`` (a local folder is this machine's)."""
     names, removed = removed_rows(work_dir, keep)
     everything = names + bad_names(work_dir)
-    remote = WorkDir(out_dir, storage) if is_remote(out_dir) else None
-    # A remote copy is built in a local staging folder, then uploaded whole (one archive at a time).
-    local_out = remote.staging / "webdataset" if remote else Path(out_dir)
+    remote = is_remote(out_dir)
+    # A remote copy is built in a local staging folder of the task, then uploaded whole.
+    local_out = Path(out_dir) if not remote else Path("/")
     targets = output_paths(run_archives(everything), local_out)
-    locations = (
-        {a: remote.path(t.relative_to(local_out).as_posix()) for a, t in targets.items()} if remote else {}
-    )
-    refuse_overwriting_inputs(targets, locations)
+    relative = {a: t.relative_to(local_out).as_posix() for a, t in targets.items()}
+    out = WorkDir(out_dir, storage) if remote else None
+    locations = {a: out.path(r) for a, r in relative.items()} if out else {}
+    refuse_overwriting_inputs({} if remote else targets, locations)
     write_keep_remove(work_dir, keep)
     removals = removals_by_archive(names, removed)
+    jobs = [
+        ArchiveCopy(archive, out_dir, relative[archive], removals.get(archive, {}), storage)
+        for archive in targets
+    ]
     result = WrittenArchives()
-    try:
-        for archive, target in targets.items():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            written, problems = copy_archive(archive, target, removals.get(archive, {}), storage)
-            if written and remote:
-                remote.put(target, target.relative_to(local_out).as_posix())
-            if written:
-                result.append(locations[archive] if remote else target)
-            for problem in problems:
-                log.warning("webdataset output: %s", problem)
-            result.problems += problems
-    finally:
-        if remote:
-            remote.close()
+    for job, (written, problems) in zip(jobs, copy_all(jobs, executor if remote else "local")):
+        if written:
+            result.append(locations[job.archive] if remote else targets[job.archive])
+        for problem in problems:
+            log.warning("webdataset output: %s", problem)
+        result.problems += problems
     for problem in parquet_left_out(everything):
         log.warning("webdataset output: %s", problem)
         result.problems.append(problem)
     return result
+
+
+@dataclass(frozen=True)
+class ArchiveCopy:
+    """One archive to copy: where from, to which out_dir and name in it, and its removals."""
+
+    archive: str
+    out_dir: str
+    name: str
+    removals: dict[str, list[bool]]
+    storage: StorageOptions | None
+
+
+def copy_all(jobs: list[ArchiveCopy], executor: str) -> Iterator[tuple[bool, list[str]]]:
+    """(written, problems) of each job, in order: in this process for a single archive,
+    else one task an archive on the engine ``executor`` names ('auto': Ray's when a
+    cluster is given, as in a `ray job submit` job, else this machine's worker processes)."""
+    if len(jobs) <= 1:
+        yield from map(copy_one, jobs)
+        return
+    from fastdup_ray.engine import open_engine, ray_cluster_given
+
+    engine = open_engine(executor if executor != "auto" else "ray" if ray_cluster_given() else "local")
+    try:
+        yield from engine.map(copy_one, jobs)
+    finally:
+        engine.close()
+
+
+def copy_one(job: ArchiveCopy) -> tuple[bool, list[str]]:
+    """Copy one archive to its place: a local target directly (temporary name, renamed),
+    a remote one staged in a folder of this task's own and uploaded whole."""
+    out = WorkDir(job.out_dir, job.storage)
+    target = out.staging / job.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        written, problems = copy_archive(job.archive, target, job.removals, job.storage)
+        if written and out.remote:
+            out.put(target, job.name)
+        return written, problems
+    finally:
+        if out.remote:
+            out.close()
