@@ -200,3 +200,19 @@ def test_dedup_of_an_s3_work_dir_writes_keep_remove_and_webdataset_copies_to_s3(
     refused = dedup("--webdataset-out", "s3://fdr-test/data")
     assert refused.returncode != 0 and "is an input archive of the run" in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_work_dir_sees_what_other_workers_wrote_after_it_listed(s3_server, bucket):
+    """Workers write the same prefixes, so a work dir that listed its folder must still
+    find a file another client wrote afterwards: no listing is answered from a cache,
+    though every work dir of the process shares one S3 client."""
+    from fastdup_ray.rundir.workdir import WorkDir
+
+    options = StorageOptions(endpoint_url=s3_server, region="us-east-1", key=KEY, secret=SECRET)
+    work = WorkDir("s3://fdr-test/listed", options)
+    work.write_bytes("a.done", b"1")
+    assert work.names() == ["a.done"]
+    bucket.pipe_file("fdr-test/listed/b.done", b"2")  # another worker's client
+    assert work.exists("b.done") and work.read_bytes("b.done") == b"2"
+    assert work.names() == ["a.done", "b.done"]
+    assert WorkDir("s3://fdr-test/listed", options).fs is work.fs

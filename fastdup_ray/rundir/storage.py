@@ -143,7 +143,11 @@ def resolve(location: str, options: StorageOptions | None = None):
         profile=options.profile,
         client_kwargs=client_kwargs,
         config_kwargs=options.botocore_config(),  # the retry layer (module docstring)
-        skip_instance_cache=True,
+        # fsspec keeps one filesystem (one S3 client) per process and options, shared by
+        # every WorkDir and task: a new client costs ~0.2 s (botocore loads its service
+        # model), which a WorkDir per exchange folder paid on most requests of the
+        # distributed reduce. No listing is cached: other workers write the same prefixes.
+        use_listings_cache=False,
     )
     return fs, path
 
