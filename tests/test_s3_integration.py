@@ -216,3 +216,34 @@ def test_a_work_dir_sees_what_other_workers_wrote_after_it_listed(s3_server, buc
     assert work.exists("b.done") and work.read_bytes("b.done") == b"2"
     assert work.names() == ["a.done", "b.done"]
     assert WorkDir("s3://fdr-test/listed", options).fs is work.fs
+
+
+def test_reading_a_work_dir_file_back_is_one_get_and_no_head():
+    """The run reads thousands of small files back (markers, names, stats, exchange
+    parts): each must cost one GET, not a HEAD for its size first, and a missing one
+    one request too. Counted by the loopback S3 server's middleware."""
+    import boto3
+    from loopback import LoopbackS3
+
+    from fastdup_ray.rundir.workdir import WorkDir
+
+    server = LoopbackS3()
+    try:
+        boto3.client(
+            "s3",
+            endpoint_url=server.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=KEY,
+            aws_secret_access_key=SECRET,
+        ).create_bucket(Bucket="counted")
+        options = StorageOptions(endpoint_url=server.endpoint, region="us-east-1", key=KEY, secret=SECRET)
+        work = WorkDir("s3://counted/work", options)
+        for name in ("a.done", "b.csv"):
+            work.write_bytes(name, name.encode())
+        server.phase("reads")
+        assert work.read_bytes("a.done") == b"a.done" and work.read_if_present("b.csv") == b"b.csv"
+        assert work.read_if_present("c.done") is None
+        counted = server.counts()["reads"]
+        assert (counted.get("requests_GET"), counted.get("requests_HEAD", 0)) == (3, 0)
+    finally:
+        server.stop()

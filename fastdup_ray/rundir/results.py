@@ -106,7 +106,8 @@ def read_config(work: WorkDir | str, missing_ok: bool = False) -> dict | None:
     newer versions are kept, so no RunConfig is rebuilt from it). Missing: None when
     ``missing_ok``, else an InputError; unreadable or not a JSON object: an InputError."""
     work = _work(work)
-    if not work.exists(layout.CONFIG_FILE):
+    data = work.read_if_present(layout.CONFIG_FILE)
+    if data is None:
         if missing_ok:
             return None
         raise InputError(
@@ -114,7 +115,7 @@ def read_config(work: WorkDir | str, missing_ok: bool = False) -> dict | None:
         )
     where = work.path(layout.CONFIG_FILE)
     try:
-        config = json.loads(work.read_bytes(layout.CONFIG_FILE))
+        config = json.loads(data)
     except ValueError as exc:  # UnicodeDecodeError too
         raise InputError(
             f"cannot read {where}: {exc}; it is not the config.json a run writes (rerun with overwrite=True "
@@ -176,14 +177,15 @@ def read_bad_list(work: WorkDir | str, prefixes: Sequence[str] | None = None) ->
     with ``prefixes`` those shards' own lists in order; no rows where there is none."""
     work = _work(work)
     names = [BAD_FILE] if prefixes is None else [shard_names(prefix)[2] for prefix in prefixes]
-    lists = [_bad_list(work, name) for name in names if work.exists(name)]
+    found = ((name, work.read_if_present(name)) for name in names)
+    lists = [_bad_list(work, name, data) for name, data in found if data is not None]
     return pl.concat(lists, how="vertical") if lists else pl.DataFrame(schema=BAD_COLUMNS)
 
 
-def _bad_list(work: WorkDir, name: str) -> pl.DataFrame:
+def _bad_list(work: WorkDir, name: str, data: bytes) -> pl.DataFrame:
     # All text, never inferred: a reason or a name that looks like a number stays as written.
     try:
-        table = pl.read_csv(io.BytesIO(work.read_bytes(name)), infer_schema=False)
+        table = pl.read_csv(io.BytesIO(data), infer_schema=False)
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read {work.path(name)}: {str(exc).splitlines()[0]}") from None
     return _checked(table, work.path(name), tuple(BAD_COLUMNS)).select(tuple(BAD_COLUMNS))
@@ -192,7 +194,8 @@ def _bad_list(work: WorkDir, name: str) -> pl.DataFrame:
 def part_names(work: WorkDir | str, folder: str) -> list[str]:
     """The Parquet parts (``part-NNNNN.parquet``) in ``folder``, as work-dir names, in order."""
     work = _work(work)
-    if not work.exists(folder):
+    # A remote listing of a missing folder is empty; a local WorkDir would create it.
+    if not work.remote and not work.exists(folder):
         return []
     return [
         f"{folder}/{part}"
@@ -230,9 +233,10 @@ def read_file_table(work: WorkDir | str, name: str, columns: Sequence[str] = ())
     """One table file of the work dir (.csv or .parquet), checked to have ``columns``;
     the run's columns in their types even when it has no rows."""
     work = _work(work)
-    if not work.exists(name):
+    content = work.read_if_present(name)
+    if content is None:
         raise _missing(work, name)
-    data = io.BytesIO(work.read_bytes(name))
+    data = io.BytesIO(content)
     try:
         if name.endswith(".parquet"):
             table = pl.read_parquet(data)

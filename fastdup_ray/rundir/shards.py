@@ -209,11 +209,11 @@ class FeatureShardWriter:
 
 
 def read_marker(work: WorkDir, prefix: str) -> dict | None:
-    name = shard_names(prefix)[3]
-    if not work.exists(name):
+    data = work.read_if_present(shard_names(prefix)[3])
+    if data is None:
         return None
     try:
-        return json.loads(work.read_bytes(name))
+        return json.loads(data)
     except ValueError:
         return None
 
@@ -261,9 +261,9 @@ def write_merged_bad_list(work: WorkDir, prefixes: list[str]) -> None:
         return  # the single unnamed shard's own list is already that file
     parts = [b"filename,error\n"]
     for prefix in prefixes:
-        name = shard_names(prefix)[2]
-        if work.exists(name):
-            parts.append(work.read_bytes(name).partition(b"\n")[2])  # the rows, without the header
+        rows = work.read_if_present(shard_names(prefix)[2])
+        if rows is not None:
+            parts.append(rows.partition(b"\n")[2])  # the rows, without the header
     work.write_bytes(BAD_FILE, b"".join(parts))
 
 
@@ -316,12 +316,12 @@ def load_stats(work: WorkDir, prefixes: list[str]) -> pl.DataFrame | None:
     """Per-image statistics of the given shards, in row order; None when a shard has none."""
     tables = []
     for prefix in prefixes:
-        name = f"{prefix}{STATS_FILE}"
-        if not work.exists(name):
+        data = work.read_if_present(f"{prefix}{STATS_FILE}")
+        if data is None:
             if (read_marker(work, prefix) or {}).get("good", 0):
                 return None
             continue
-        table = pl.read_csv(io.BytesIO(work.read_bytes(name)), infer_schema=False)
+        table = pl.read_csv(io.BytesIO(data), infer_schema=False)
         # Read as text, typed here: a shard of few rows must not infer other types than another.
         tables.append(table.with_columns(pl.exclude("filename", "hash").cast(pl.Float64)))
     # Shards written before the content hash existed have no hash column: null there.
@@ -361,12 +361,12 @@ def load_thumbnails(
     found: dict[int, bytes] = {}
     for prefix, start, rows in shard_row_ranges(work, prefixes):
         inside = wanted[(wanted >= start) & (wanted < start + rows)]
-        name = f"{prefix}{THUMBNAILS_FILE}"
-        if len(inside) and work.exists(name):
+        data = work.read_if_present(f"{prefix}{THUMBNAILS_FILE}") if len(inside) else None
+        if data is not None:
             # Read with polars: pyarrow's reader in a process that has loaded polars aborts
             # the interpreter at exit about one run in four ("terminate called without an
             # active exception"), seen from the gallery commands.
-            table = pl.read_parquet(io.BytesIO(work.read_bytes(name)))
+            table = pl.read_parquet(io.BytesIO(data))
             if boxed and BOXED_COLUMN in table.columns:
                 table = table.with_columns(
                     pl.when(pl.col(BOXED_COLUMN).bin.size() > 0)
@@ -384,11 +384,8 @@ def load_annotations(work: WorkDir, prefixes: list[str]) -> pl.DataFrame | None:
     """The columns that came with the inputs of the given shards (``filename`` first),
     in shard order; None when no shard has any. Shards with other columns (two Parquet
     files of different schemas) are joined column-wise, missing values null."""
-    tables = [
-        pl.read_parquet(io.BytesIO(work.read_bytes(name)))
-        for name in (f"{prefix}{ANNOTATIONS_FILE}" for prefix in prefixes)
-        if work.exists(name)
-    ]
+    found = (work.read_if_present(f"{prefix}{ANNOTATIONS_FILE}") for prefix in prefixes)
+    tables = [pl.read_parquet(io.BytesIO(data)) for data in found if data is not None]
     return pl.concat(tables, how="diagonal_relaxed") if tables else None
 
 

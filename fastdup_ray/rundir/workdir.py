@@ -85,8 +85,18 @@ class WorkDir:
 
     def read_bytes(self, name: str) -> bytes:
         if self.remote:
-            return self.fs.cat_file(self._remote_path(name))
+            # One GET: with concurrency s3fs first asks the size (a HEAD on every read,
+            # twice the requests of the many small files a run reads back).
+            return self.fs.cat_file(self._remote_path(name), max_concurrency=1)
         return Path(self.path(name)).read_bytes()
+
+    def read_if_present(self, name: str) -> bytes | None:
+        """The file's bytes, or None where there is no such file: one request on S3
+        where exists() then read_bytes() would make two (a storage failure still raises)."""
+        try:
+            return self.read_bytes(name)
+        except FileNotFoundError:
+            return None
 
     def read_range(self, name: str, start: int, stop: int) -> bytes:
         """Bytes start..stop-1 of ``name`` (a row range of a features.dat, say)."""
@@ -113,16 +123,17 @@ class WorkDir:
     def remove(self, name: str) -> None:
         """Delete ``name`` if it exists (a stale output of an earlier run)."""
         if self.remote:
-            if self.exists(name):
-                self.fs.rm_file(self._remote_path(name))
+            self.fs.rm_file(self._remote_path(name))  # S3 deletes a missing key without complaint
             return
         Path(self.path(name)).unlink(missing_ok=True)
 
     def remove_tree(self, name: str) -> None:
         """Delete the folder ``name`` and everything in it, if it exists."""
         if self.remote:
-            if self.exists(name):
+            try:
                 self.fs.rm(self._remote_path(name), recursive=True)
+            except FileNotFoundError:
+                pass  # no such folder: nothing to remove
             return
         shutil.rmtree(self.path(name), ignore_errors=True)
 

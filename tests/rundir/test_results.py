@@ -14,7 +14,7 @@ from fastdup_ray.rundir.shards import FeatureShardWriter, save_binary_feature
 PACKAGE = Path(fastdup_ray.__file__).parent
 READER = PACKAGE / "rundir" / "results.py"
 # Calls that read or parse a file's contents.
-READS = {"loads", "load", "read_bytes", "read_text", "open", "from_json"}
+READS = {"loads", "load", "read_bytes", "read_if_present", "read_text", "open", "from_json"}
 
 
 def _names_config(node: ast.AST) -> bool:
