@@ -139,13 +139,18 @@ class LoopbackCluster:
     def kill_worker_node(self) -> int:
         """SIGKILL the worker node's raylet and every process under it: the node dies with
         every task, actor and agent on it. Returns how many raylets were killed."""
-        pids = [
-            p
-            for p in processes_matching(f"--node_manager_port={self.worker_port}")
-            if "raylet" in open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")[0].decode()
-        ]
+        pids = self.raylets(worker_only=True)
         kill_all(with_descendants(pids))  # the whole node: its workers and agents too
         return len(pids)
+
+    def raylets(self, worker_only: bool = False) -> list[int]:
+        """Pids of this cluster's raylets (both nodes, or the worker node's only)."""
+        text = f"--node_manager_port={self.worker_port}" if worker_only else self.temp_dir
+        return [
+            p
+            for p in processes_matching(text)
+            if "raylet" in open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")[0].decode()
+        ]
 
     def submit(self, command: list[str], env_vars: dict, working_dir: str, timeout: float = 1800):
         """``ray job submit --no-wait`` of ``command``, then the job's status polled over the

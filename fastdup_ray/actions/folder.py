@@ -259,7 +259,7 @@ def append_log(work: WorkDir, done: list[FileAction]) -> None:
     table = pl.DataFrame(
         [(a.action, a.source, a.target, a.size) for a in done], schema=list(LOG_COLUMNS), orient="row"
     )
-    previous = work.read_bytes(layout.DEDUP_ACTIONS_FILE) if work.exists(layout.DEDUP_ACTIONS_FILE) else b""
+    previous = work.read_if_present(layout.DEDUP_ACTIONS_FILE) or b""
     work.write_bytes(
         layout.DEDUP_ACTIONS_FILE, previous + table.write_csv(include_header=not previous).encode("utf-8")
     )

@@ -132,10 +132,11 @@ def read_test_run(work: WorkDir | str) -> dict[str, str] | None:
     """``train_work_dir`` and ``test_features`` of a run_mode 3/4 results folder
     (test_run.json); None for any other folder."""
     work = _work(work)
-    if not work.exists(layout.TEST_RUN_FILE):
+    data = work.read_if_present(layout.TEST_RUN_FILE)
+    if data is None:
         return None
     try:
-        test_run = json.loads(work.read_bytes(layout.TEST_RUN_FILE))
+        test_run = json.loads(data)
         return {key: str(test_run[key]) for key in ("train_work_dir", "test_features")}
     except (ValueError, KeyError, TypeError):
         raise InputError(

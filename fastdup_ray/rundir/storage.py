@@ -227,9 +227,6 @@ def list_files_with_versions(
     fs, path = resolve(location, options)
     scheme = location.split("://", 1)[0]
     prefix = location[: len(location) - len(path)] if location.endswith(path) else f"{scheme}://"
-    # fsspec reuses one filesystem per process with its listings cached: a second run in
-    # the same process must see what was uploaded since the first.
-    fs.invalidate_cache(path)
     try:
         if fs.isfile(path):
             return {location: object_version(fs.info(path))}

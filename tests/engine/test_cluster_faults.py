@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from loopback import LoopbackCluster, processes_matching
+from loopback import LoopbackCluster
 
 import fastdup_ray
 from fastdup_ray.sample import jpeg_bytes, make_scene, near_duplicate
@@ -190,18 +190,8 @@ def test_a_killed_node_and_a_stopped_cluster_leave_no_process_behind():
     """Each agent left running took a fifth of a core from every test after it."""
     started = LoopbackCluster()
     try:
-        raylets = [
-            p
-            for p in processes_matching(started.temp_dir)
-            if "raylet/raylet" in open(f"/proc/{p}/cmdline").read()
-        ]
-        assert len(raylets) == 2
-        worker = [
-            p
-            for p in raylets
-            if f"--node_manager_port={started.worker_port}"
-            in open(f"/proc/{p}/cmdline").read().replace("\0", " ")
-        ]
+        raylets, worker = started.raylets(), started.raylets(worker_only=True)
+        assert len(raylets) == 2 and len(worker) == 1
         assert started.kill_worker_node() == 1
         time.sleep(1)
         assert cluster_processes(worker, port=-1) == []
