@@ -169,11 +169,14 @@ def fused_pipeline(plan: MapPlan, sizing: EmbedPlan, batch: int):
     import ray.data
 
     work = plan.work_pieces(batch)
+    # No more actors than pieces: an actor with nothing to do would still load the model
+    # on a core the others need (a rerun of one or two shards is such a job).
+    actors = max(1, min(sizing.actors, len(work)))
     return ray.data.from_items(work, override_num_blocks=len(work)).map_batches(
         StageActor,
         fn_constructor_kwargs={"stage": plan.fused(batch)},
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=sizing.actors),
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=sizing.actor_cpus,
     )
 

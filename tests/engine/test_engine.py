@@ -263,3 +263,27 @@ def test_control_rows_round_trip_through_both_engines(ray_local, tmp_path):
         for name, sink in seen.items()
     }
     assert np.allclose(vectors["local"], vectors["ray"], atol=1e-6) and vectors["ray"].shape == (9, 320)
+
+
+@pytest.mark.integration
+def test_a_ray_job_with_fewer_pieces_than_cores_starts_no_idle_actor(ray_local, tmp_path):
+    """One archive on 2 CPUs is one piece of work: a second actor would only load the model
+    and wait, a start-up every small job (a rerun of one shard) pays on a busy cluster."""
+    from conftest import write_tar
+
+    tar = write_tar(tmp_path / "one.tar", {f"m{i}.jpg": jpeg_bytes(make_scene(20 + i)) for i in range(3)})
+    plan = small_plan(tmp_path)
+    plan = MapPlan(plan.settings, (type(plan.units[0])("one.tar", "archive", (str(tar),)),))
+
+    def stage_actors() -> set[str]:  # every actor the GCS knows of, the finished ones too
+        actors = ray_local._private.state.actors()
+        return {key for key, actor in actors.items() if "StageActor" in actor["ActorClassName"]}
+
+    before = stage_actors()
+    engine, sink = open_engine("ray"), RecordingSink()
+    try:
+        engine.extract(plan, sink)
+    finally:
+        engine.close()
+    assert len(sink.rows()["one.tar"]) == 4  # its 3 images and the unit's end
+    assert len(stage_actors() - before) == 1
