@@ -51,13 +51,13 @@ from fastdup_ray.rundir.shards import (
     BAD_FILE,
     SHARD_SUFFIXES,
     adopt_plain_features,
+    finished_shards,
     list_shards,
     load_binary_features,
     load_names,
     load_shards,
     read_marker,
     remove_shard,
-    shard_is_complete,
     unit_rows,
     write_merged_bad_list,
 )
@@ -349,8 +349,7 @@ def extract(
     image_size = Embedder(settings.model_file(), d=config.d, compute="cpu").image_size
     check_resume_settings(work, settings)
     work.write_bytes(layout.CONFIG_FILE, settings.to_json().encode())
-    markers = {p: read_marker(work, p) or {} for p in list_shards(work)}
-    complete = {p for p, m in markers.items() if shard_is_complete(work, p, config.d, marker=m)}
+    markers, complete = finished_shards(work, config.d)
     whole_run = config.min_offset == 0 and config.max_offset is None
     resume = plan_resume(units, markers, complete, whole_run, keep=frozenset({layout.LISTING_SHARD}))
     plan = MapPlan(map_settings(settings, image_size, cache_dir), tuple(resume.todo))

@@ -247,3 +247,42 @@ def test_reading_a_work_dir_file_back_is_one_get_and_no_head():
         assert (counted.get("requests_GET"), counted.get("requests_HEAD", 0)) == (3, 0)
     finally:
         server.stop()
+
+
+def test_the_resume_check_of_an_s3_work_dir_is_one_listing_and_a_get_per_shard():
+    """A rerun asks which shards are finished before extracting anything: every shard's
+    files and the data file's size come from one listing (it holds the sizes), so a work
+    dir of thousands of shards costs no HEAD each. A data file of the wrong size is not
+    finished. Counted by the loopback S3 server's middleware."""
+    import boto3
+    from loopback import LoopbackS3
+
+    from fastdup_ray.rundir.shards import finished_shards, shard_names
+    from fastdup_ray.rundir.workdir import WorkDir
+
+    server = LoopbackS3()
+    try:
+        boto3.client(
+            "s3",
+            endpoint_url=server.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=KEY,
+            aws_secret_access_key=SECRET,
+        ).create_bucket(Bucket="resumed")
+        options = StorageOptions(endpoint_url=server.endpoint, region="us-east-1", key=KEY, secret=SECRET)
+        work = WorkDir("s3://resumed/work", options)
+        for prefix, data_bytes in (("a.tar", 2 * 3 * 4), ("b.tar", 5)):
+            data, names, bad, done = shard_names(prefix)
+            work.write_bytes(data, b"\0" * data_bytes)
+            work.write_bytes(names, b"filename\nx\ny\n")
+            work.write_bytes(bad, b"filename,error\n")
+            work.write_bytes(done, json.dumps({"d": 3, "good": 2}).encode())
+        work.write_bytes("config.json", b"{}")
+        server.phase("resume")
+        markers, complete = finished_shards(work, 3)
+        assert sorted(markers) == ["a.tar", "b.tar"] and complete == {"a.tar"}
+        counted = server.counts()["resume"]
+        requests = {kind: counted.get(f"requests_{kind}", 0) for kind in ("LIST", "GET", "HEAD")}
+        assert requests == {"LIST": 1, "GET": 2, "HEAD": 0}  # the listing, the two markers
+    finally:
+        server.stop()

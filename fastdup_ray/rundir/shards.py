@@ -26,6 +26,7 @@ import io
 import json
 import os
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -218,16 +219,30 @@ def read_marker(work: WorkDir, prefix: str) -> dict | None:
         return None
 
 
-def shard_is_complete(work: WorkDir, prefix: str, d: int, marker: dict | None = None) -> bool:
+def shard_is_complete(
+    work: WorkDir, prefix: str, d: int, marker: dict | None = None, sizes: dict[str, int] | None = None
+) -> bool:
     """Marker present (``marker`` when already read), same d, and the data file exactly
-    rows x d x 4 bytes. Whether its inputs are still the same is resume.py's question."""
+    rows x d x 4 bytes (``sizes``: the work dir's file sizes, when already listed).
+    Whether its inputs are still the same is resume.py's question."""
     marker = marker if marker is not None else read_marker(work, prefix)
     if marker is None or marker.get("d") != d:
         return False
+    present, size_of = (
+        (sizes.__contains__, sizes.__getitem__) if sizes is not None else (work.exists, work.size)
+    )
     data, names, bad, _ = shard_names(prefix)
-    if not (work.exists(names) and work.exists(bad) and work.exists(data)):
+    if not (present(names) and present(bad) and present(data)):
         return False
-    return work.size(data) == marker["good"] * d * 4
+    return size_of(data) == marker["good"] * d * 4
+
+
+def finished_shards(work: WorkDir, d: int) -> tuple[dict[str, dict], set[str]]:
+    """Every shard with a marker (prefix -> its marker, {} when unreadable) and those of
+    them that are complete: one listing and a GET per marker, whatever the shard count."""
+    sizes = work.file_sizes()
+    markers = {p: read_marker(work, p) or {} for p in list_shards(work, names=sizes)}
+    return markers, {p for p, m in markers.items() if shard_is_complete(work, p, d, marker=m, sizes=sizes)}
 
 
 def remove_shard(work: WorkDir, prefix: str) -> None:
@@ -267,9 +282,11 @@ def write_merged_bad_list(work: WorkDir, prefixes: list[str]) -> None:
     work.write_bytes(BAD_FILE, b"".join(parts))
 
 
-def list_shards(work: WorkDir) -> list[str]:
-    """Prefixes of every shard with a completion marker, sorted."""
-    return sorted(name[: -len(DONE_FILE)] for name in work.names() if name.endswith(DONE_FILE))
+def list_shards(work: WorkDir, names: Iterable[str] | None = None) -> list[str]:
+    """Prefixes of every shard with a completion marker, sorted (``names``: the work dir's
+    file names, when already listed)."""
+    names = work.names() if names is None else names
+    return sorted(name[: -len(DONE_FILE)] for name in names if name.endswith(DONE_FILE))
 
 
 def _read_names_csv(source) -> list[str]:

@@ -166,13 +166,22 @@ class WorkDir:
 
     def names(self) -> list[str]:
         """File names directly in the work dir."""
+        return sorted(self.file_sizes())
+
+    def file_sizes(self) -> dict[str, int]:
+        """Size of every file directly in the work dir, from one listing (an S3 LIST
+        carries the sizes, so no HEAD per file)."""
         if self.remote:
             try:
-                entries = self.fs.ls(self.root, detail=False, refresh=True)
+                entries = self.fs.ls(self.root, detail=True, refresh=True)
             except FileNotFoundError:
-                return []
-            return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
-        return sorted(p.name for p in Path(self.location).iterdir() if p.is_file())
+                return {}
+            return {
+                e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0)
+                for e in entries
+                if e.get("type") != "directory"
+            }
+        return {p.name: p.stat().st_size for p in Path(self.location).iterdir() if p.is_file()}
 
     def close(self) -> None:
         if self.remote and self._staging is not None:
