@@ -18,12 +18,18 @@ edited copies, then measures on this machine:
   after the shipped model's run, with the img/s ratio of the two (same machine, same
   moment, so the ratio holds on a shared machine where single figures drift).
 
+- with ``ray-job`` among ``--executors``: the run as ``ray job submit`` users make it, sent
+  to a one-node cluster of this machine's cores started with ``ray start --head`` for that
+  round (its start and a first job that uploads the package are not timed; the timed span
+  is from ``ray job submit`` to the job's end), so Ray's own start-up is the cluster's, as
+  on a real one, and the cluster is not running while the other executors are timed.
+
 - with ``--scaling 1,2,4,8,16``: for each worker count, img/s of each engine end to end
   (``--num-threads N``) beside the ceiling at that count: decode + resize alone and the
   model alone, each in N processes.
 
     python benchmarks/throughput.py [--count 10000] [--repeats 2] [--vs-fastdup]
-        [--executors auto,ray] [--scaling 1,2]
+        [--executors auto,ray,ray-job] [--scaling 1,2]
 """
 
 from __future__ import annotations
@@ -45,6 +51,10 @@ from photoset import DEFAULT_PHOTOS, build_volume_set
 from fastdup_ray.engine import available_cpus
 from fastdup_ray.map.decode import decode_with_thumbnail, image_stats, open_rgb
 from fastdup_ray.map.embed import Embedder, default_model_path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the loopback cluster the tests and rehearsal use
+from loopback import LoopbackCluster  # noqa: E402
 
 
 def per_image_costs(
@@ -85,8 +95,8 @@ class MemorySampler:
     """Peak resident memory by role while a run goes: its driver, and each kind of Ray
     worker (Ray titles worker processes ``ray::<task or actor>``), read from /proc."""
 
-    def __init__(self, driver_pid: int) -> None:
-        self.driver_pid = driver_pid
+    def __init__(self, driver_pid: int | None) -> None:
+        self.driver_pid = driver_pid  # None: the driver is a Ray job's ``fastdup_ray run``
         self.peaks: dict[str, int] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
@@ -105,10 +115,12 @@ class MemorySampler:
                     )
                 except (OSError, StopIteration, ValueError):
                     continue
+                command = (status.parent / "cmdline").read_bytes()
+                job_driver = self.driver_pid is None and b"fastdup_ray\0run" in command
                 role = (
                     "driver"
-                    if pid == self.driver_pid
-                    else title.split(" ")[0]
+                    if pid == self.driver_pid or job_driver
+                    else re.sub(r"\.\w+$", "", title.split(" ")[0])  # ray::Actor.method: the actor
                     if title.startswith("ray::")
                     else None
                 )
@@ -138,13 +150,47 @@ def end_to_end(folder, work: Path, extra: list[str], env: dict | None = None, fr
     sampler = MemorySampler(process.pid)
     stdout, stderr = process.communicate()
     memory = sampler.finish()
-    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     wall = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"run failed:\n{result.stderr[-3000:]}")
-    good = int(re.search(r"images: (\d+) good", result.stderr).group(1))
-    stages = dict(re.findall(r"(\w+) ([\d.]+)s", re.search(r"time: (.*)", result.stderr).group(1)))
+    if process.returncode != 0:
+        raise SystemExit(f"run failed:\n{stderr[-3000:]}")
+    return run_figures(stderr, wall, memory)
+
+
+def run_figures(log: str, wall: float, memory: dict[str, int]) -> dict:
+    """What a run's log says: good images and the seconds of each stage."""
+    good = int(re.search(r"images: (\d+) good", log).group(1))
+    stages = dict(re.findall(r"(\w+) ([\d.]+)s", re.search(r"time: (.*)", log).group(1)))
     return {"wall": wall, "good": good, "stages": {k: float(v) for k, v in stages.items()}, "memory": memory}
+
+
+def ray_job(folder: Path, work: Path, extra: list[str], cores: int) -> dict:
+    """The run submitted with ``ray job submit`` to a one-node cluster started for it: wall
+    seconds from the submit to the job's end (the CLI's start, the working dir's upload
+    check, the job's driver joining the cluster and its actors starting included)."""
+    shutil.rmtree(work, ignore_errors=True)
+    cluster = LoopbackCluster(head_cpus=cores, worker_cpus=0)
+    try:
+        # The first job of a cluster uploads the package and builds the runtime env: once
+        # per cluster, not per job, so it is not counted.
+        cluster.submit(["python", "-c", "import fastdup_ray"], {}, str(REPO))
+        command = ["python", "-m", "fastdup_ray", "run", str(folder), "--work-dir", str(work), *extra]
+        sampler = MemorySampler(None)
+        start = time.perf_counter()
+        done = cluster.submit(command, {}, str(REPO))
+        wall = time.perf_counter() - start
+        memory = sampler.finish()
+    finally:
+        cluster.stop()
+    if done.returncode != 0:
+        raise SystemExit(f"ray job failed:\n{done.stderr[-1500:]}\n{done.stdout[-3000:]}")
+    return run_figures(done.stdout, wall, memory)
+
+
+def timed_run(executor: str, folder: Path, work: Path, extra: list[str], cores: int) -> dict:
+    """One end-to-end run with ``executor`` (auto, local, ray, or ray-job: see above)."""
+    if executor == "ray-job":
+        return ray_job(folder, work, ["--executor", "ray", *extra], cores)
+    return end_to_end(folder, work, ["--executor", executor, *extra])
 
 
 def compared_args(model_path: str) -> list[str]:
@@ -262,7 +308,7 @@ def main() -> int:
     parser.add_argument(
         "--executors",
         default="auto",
-        help="comma list of fastdup-ray executors to time each round (auto, local, ray)",
+        help="comma list of fastdup-ray executors to time each round (auto, local, ray, ray-job)",
     )
     parser.add_argument(
         "--memory-sizes",
@@ -330,7 +376,7 @@ def main() -> int:
                 f"({timed['wall']:.1f}s wall, process start included)"
             )
         for executor in executors:
-            measured = end_to_end(folder, args.out / "work", ["--executor", executor, *args.run_args])
+            measured = timed_run(executor, folder, args.out / "work", args.run_args, cores)
             measured["executor"] = executor
             results.append(measured)
             stages = ", ".join(f"{k} {v:.1f}s" for k, v in measured["stages"].items())

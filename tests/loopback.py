@@ -75,8 +75,10 @@ def kill_all(pids: list[int]) -> None:
 
 
 class LoopbackCluster:
-    """`ray start --head` plus one worker node, in their own temp dir, stopped by killing
-    exactly their processes (``ray stop`` would also stop any other Ray on the machine)."""
+    """`ray start --head` plus one worker node (none when ``worker_cpus`` is 0: a one-node
+    cluster, as the throughput benchmark's ``ray-job`` runs use), in their own temp dir,
+    stopped by killing exactly their processes (``ray stop`` would also stop any other Ray
+    on the machine)."""
 
     def __init__(self, head_cpus: int = 1, worker_cpus: int = 2, env: dict | None = None) -> None:
         self.temp_dir = tempfile.mkdtemp(prefix="fdr-", dir="/tmp")  # short: Ray's socket paths
@@ -105,7 +107,8 @@ class LoopbackCluster:
             f"--ray-client-server-port={free_port()}",
             *self.node_ports(),
         )
-        self.start_worker()
+        if worker_cpus:
+            self.start_worker()
 
     @property
     def dashboard(self) -> str:
