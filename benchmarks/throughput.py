@@ -107,7 +107,8 @@ class MemorySampler:
             for status in Path("/proc").glob("[0-9]*/status"):
                 try:
                     pid = int(status.parent.name)
-                    title = (status.parent / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+                    argv = (status.parent / "cmdline").read_bytes().split(b"\0")
+                    title = argv[0].decode(errors="replace")
                     rss = next(
                         int(line.split()[1]) * 1024
                         for line in status.read_text().splitlines()
@@ -115,8 +116,9 @@ class MemorySampler:
                     )
                 except (OSError, StopIteration, ValueError):
                     continue
-                command = (status.parent / "cmdline").read_bytes()
-                job_driver = self.driver_pid is None and b"fastdup_ray\0run" in command
+                # A job's driver is `python -m fastdup_ray run ...`; the `ray job submit` CLI
+                # names the same command after its own script, so argv[1:4] tells them apart.
+                job_driver = self.driver_pid is None and argv[1:4] == [b"-m", b"fastdup_ray", b"run"]
                 role = (
                     "driver"
                     if pid == self.driver_pid or job_driver
