@@ -286,3 +286,58 @@ def test_the_resume_check_of_an_s3_work_dir_is_one_listing_and_a_get_per_shard()
         assert requests == {"LIST": 1, "GET": 2, "HEAD": 0}  # the listing, the two markers
     finally:
         server.stop()
+
+
+def test_a_distributed_reduce_on_an_s3_work_dir_leaves_nothing_in_the_temp_dir(
+    s3_server, bucket, tmp_path, monkeypatch
+):
+    """The reduce's tasks copy a table's remote parts to local disk to stream them (the
+    CSVs, the outliers): on a cluster those copies are as large as the run's tables and
+    must not stay in a worker's temp dir once the task is done, nor in the reader's."""
+    import tempfile
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # the local engine's worker processes
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # this process
+    work = "s3://fdr-test/distributed-work"
+    summary = fastdup_ray.run(
+        "s3://fdr-test/data",
+        work,
+        executor="local",
+        reduce_strategy="distributed",
+        rows_per_partition=3,
+        **s3_options(s3_server),
+    )
+    assert summary.similar_pairs == 1
+    for name, variable in (
+        ("AWS_ACCESS_KEY_ID", KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+        ("AWS_ENDPOINT_URL", s3_server),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        monkeypatch.setenv(name, variable)
+    fd = fastdup_ray.create(work_dir=work)
+    assert len(fd.connected_components()[0]) == summary.grouped_images == 2 and len(fd.outliers()) > 0
+    assert fastdup_ray.load_binary_features(work)[1].shape[0] == summary.good
+    left = sorted(str(p.relative_to(temp)) for p in temp.rglob("*") if "fastdup_ray" in str(p))
+    assert left == [], "\n".join(left)
+
+
+def test_fastdup_features_in_an_s3_folder_load_with_their_names(s3_server, bucket, monkeypatch):
+    """A plain features.dat + features.dat.csv (fastdup's own output, copied to S3) reads
+    back from the folder's s3:// address as it does from a local folder."""
+    import numpy as np
+
+    for name, variable in (
+        ("AWS_ACCESS_KEY_ID", KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+        ("AWS_ENDPOINT_URL", s3_server),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        monkeypatch.setenv(name, variable)
+    vectors = np.arange(12, dtype="<f4").reshape(3, 4)
+    bucket.pipe_file("fdr-test/fastdup-out/features.dat", vectors.tobytes())
+    bucket.pipe_file("fdr-test/fastdup-out/features.dat.csv", b"index,filename\n0,a.jpg\n1,b.jpg\n2,c.jpg\n")
+    names, loaded = fastdup_ray.load_binary_features("s3://fdr-test/fastdup-out")
+    assert names == ["a.jpg", "b.jpg", "c.jpg"] and loaded.tolist() == vectors.tolist()

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 
@@ -322,16 +324,19 @@ def rows_task(plan: ReducePlan, number: int) -> tuple[int, int]:
     return len(singles), table.height
 
 
-def _scan(work: WorkDir, folder: str) -> pl.LazyFrame:
-    """The parts of a folder as one lazy frame (local copies of remote parts, so polars
-    streams them)."""
-    return pl.scan_parquet([work.local_copy(name) for name in results.part_names(work, folder)])
+@contextmanager
+def _scan(work: WorkDir, folder: str) -> Iterator[pl.LazyFrame]:
+    """The parts of a folder as one lazy frame, to be collected inside the block (remote
+    parts are streamed by polars from local copies, removed when the block ends)."""
+    with work.local_copies(results.part_names(work, folder)) as paths:
+        yield pl.scan_parquet(paths)
 
 
 def outliers_task(plan: ReducePlan, count: int) -> int:
     """The ``count`` images whose nearest neighbour is least similar (ties by row),
     least outlying first: outliers/part-00000 (from, to, distance)."""
-    lowest = _scan(plan.scratch, "nearest").sort("sim", "src").head(count).collect(engine="streaming")
+    with _scan(plan.scratch, "nearest") as nearest:
+        lowest = nearest.sort("sim", "src").head(count).collect(engine="streaming")
     table = lowest.sort(pl.col("sim"), pl.col("src"), descending=[True, False]).select("from", "to", "sim")
     table = table.with_columns(
         pl.Series("sim", rules.csv_values(table["sim"].to_numpy())).alias("distance")
@@ -355,13 +360,12 @@ def csv_task(plan: ReducePlan, name: str) -> int:
     import uuid
 
     columns, descending = TABLE_ORDER[name]
-    frame = _scan(plan.work, layout.TABLE_PARTS[name])
-    if columns:
-        frame = frame.sort(columns, descending=descending, maintain_order=True)
-    frame = frame.drop(layout.PART_ORDER_COLUMNS, strict=False)
     local = plan.work.staging / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        frame.sink_csv(local)
+        with _scan(plan.work, layout.TABLE_PARTS[name]) as frame:
+            if columns:
+                frame = frame.sort(columns, descending=descending, maintain_order=True)
+            frame.drop(layout.PART_ORDER_COLUMNS, strict=False).sink_csv(local)
         plan.work.put(local, name)
     finally:
         local.unlink(missing_ok=True)

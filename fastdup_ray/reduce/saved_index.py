@@ -107,7 +107,8 @@ def index_shards(work: WorkDir, prefixes: list[str], d: int) -> Iterator[tuple[A
         if shard["file"] is None:
             index = build_index(vectors, "Flat")
         else:
-            index = faiss.read_index(work.local_copy(shard["file"]))
+            with work.local_copies([shard["file"]]) as (local,):
+                index = faiss.read_index(local)
         if index.ntotal != shard["rows"]:
             raise InputError(
                 f"{work.path(shard['file'])} holds {index.ntotal} vectors, "

@@ -163,7 +163,8 @@ def read_names(
     bare = bare or bare_features(work)
     if bare is None:
         raise InputError(f"no finished run in {work.location}: no features shards found")
-    return read_filenames(work.local_copy(bare + NAMES_SUFFIX))
+    with work.local_copies([bare + NAMES_SUFFIX]) as (names,):
+        return read_filenames(names)
 
 
 def read_input_annotations(work: WorkDir | str, prefixes: Sequence[str] | None = None) -> pl.DataFrame | None:

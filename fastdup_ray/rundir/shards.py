@@ -257,7 +257,8 @@ def adopt_plain_features(work: WorkDir) -> list[str]:
     data, names, bad, _ = shard_names("")
     if read_marker(work, "") is not None or not (work.exists(data) and work.exists(names)):
         return []
-    filenames, vectors = load_binary_features(work.local_copy(data))
+    with work.local_copies([data, names]) as (local, _):
+        filenames, vectors = load_binary_features(local)
     if not work.exists(bad):
         work.write_bytes(bad, b"filename,error\n")
     work.write_bytes(
@@ -430,14 +431,17 @@ def load_binary_features(path: str | Path, d: int | None = None) -> tuple[list[s
             if d is None:
                 d = read_marker(work, prefixes[0])["d"]
             return load_shards(work, prefixes, d)
-        candidates = [
-            n for n in (FEATURES_FILE, "atrain_features.dat") if work.exists(n)
-        ]  # fastdup 0.x's name
+        candidates = [  # atrain_features.dat: fastdup 0.x's name
+            n
+            for n in (FEATURES_FILE, "atrain_features.dat")
+            if work.exists(n) and work.exists(n + NAMES_SUFFIX)
+        ]
         if not candidates:
             raise InputError(
                 f"no features at {location}: expected {FEATURES_FILE} and {FEATURES_FILE}{NAMES_SUFFIX}"
             )
-        location = work.local_copy(candidates[0])
+        with work.local_copies([candidates[0], candidates[0] + NAMES_SUFFIX]) as (local, _):
+            return load_binary_features(local, d)
     data_path = Path(location)
     names_path = Path(f"{data_path}{NAMES_SUFFIX}")
     if not data_path.exists() or not names_path.exists():

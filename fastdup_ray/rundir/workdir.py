@@ -14,7 +14,8 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+import weakref
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -71,6 +72,9 @@ class WorkDir:
             return Path(self.location)
         if self._staging is None:
             self._staging = Path(tempfile.mkdtemp(prefix="fastdup_ray_staging_"))
+            # A task on a worker gets its own unpickled WorkDir and never closes it: the
+            # folder goes when the object does (or the process exits), not at the reboot.
+            self._remove_staging = weakref.finalize(self, shutil.rmtree, self._staging, ignore_errors=True)
         return self._staging
 
     def exists(self, name: str) -> bool:
@@ -155,14 +159,20 @@ class WorkDir:
         else:
             os.replace(local_file, self.path(name))
 
-    def local_copy(self, name: str) -> str:
-        """A local path holding the file's content (the file itself when local)."""
+    @contextmanager
+    def local_copies(self, names: Sequence[str]) -> Iterator[list[str]]:
+        """Local paths holding the files ``names`` while the block runs: the files
+        themselves when local; else copies, removed when the block ends (a reduce task's
+        copies of a table's parts are as large as the table, on a worker's disk)."""
         if not self.remote:
-            return self.path(name)
-        target = self.staging / "read" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.fs.get_file(self._remote_path(name), str(target))
-        return str(target)
+            yield [self.path(name) for name in names]
+            return
+        with tempfile.TemporaryDirectory(prefix="fastdup_ray_read_") as folder:
+            paths = [str(Path(folder) / name) for name in names]
+            for name, target in zip(names, paths):
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
+                self.fs.get_file(self._remote_path(name), target)
+            yield paths
 
     def names(self) -> list[str]:
         """File names directly in the work dir."""
@@ -185,7 +195,7 @@ class WorkDir:
 
     def close(self) -> None:
         if self.remote and self._staging is not None:
-            shutil.rmtree(self._staging, ignore_errors=True)
+            self._remove_staging()
             self._staging = None
 
 
