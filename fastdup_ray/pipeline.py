@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from fastdup_ray.config import RunConfig
-from fastdup_ray.engine import EngineSlot, choose, ray_cluster_given
+from fastdup_ray.engine import EngineSlot, available_cpus, choose, ray_cluster_given, ray_job_single_thread
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.map.crops import Boxes, Margin, with_boxes
 from fastdup_ray.map.embed import INSTALL_GPU, Embedder
@@ -38,7 +38,7 @@ from fastdup_ray.map.sources.items import ARCHIVE_EXTENSIONS
 from fastdup_ray.params import PARAMS
 from fastdup_ray.reduce import outputs
 from fastdup_ray.reduce.distributed import clear_outputs
-from fastdup_ray.reduce.index import check_index_spec, factory_string
+from fastdup_ray.reduce.index import check_index_spec, factory_string, use_threads
 from fastdup_ray.reduce.saved_index import (
     remove_saved_index,
     saved_index_shards,
@@ -203,6 +203,18 @@ def check_index_settings(config: RunConfig, d: int) -> None:
     )
 
 
+def use_this_nodes_cores() -> None:
+    """A ``ray job submit`` driver searches on its node's cores, not Ray's default one."""
+    if ray_job_single_thread():
+        threads = available_cpus()
+        use_threads(threads)
+        log.info(
+            "nearest-neighbour search on %d threads (Ray starts a job's driver with "
+            "OMP_NUM_THREADS=1; set it in the job's runtime_env env_vars to choose)",
+            threads,
+        )
+
+
 def run_config(
     config: RunConfig, rejected: list[tuple[str, str]] | tuple = (), boxes: Boxes | None = None
 ) -> RunSummary:
@@ -210,6 +222,7 @@ def run_config(
     (annotation names the object API found nowhere); they join the run's bad list.
     ``boxes``: the bounding boxes of each image location, each box a row of the run."""
     setup_logging(config.verbose)
+    use_this_nodes_cores()
     location, named = work_dir_of(config)
     if config.run_mode != 2:
         check_index_settings(config, config.d)

@@ -18,6 +18,7 @@ The user-facing parameter ``executor`` (auto | local | ray) picks one (:func:`ch
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -65,6 +66,22 @@ def available_cpus() -> int:
     except (OSError, ValueError):
         pass
     return max(1, cpus)
+
+
+def ray_job_single_thread(environ=os.environ) -> bool:
+    """Whether this process is a ``ray job submit`` entrypoint holding the
+    OMP_NUM_THREADS=1 that Ray gives any worker asking no CPU (the job's supervisor, whose
+    child the entrypoint is), not a value the job's runtime_env set. Such a driver would
+    run its faiss searches (the in-memory reduce, a test set's search) on one core of the
+    node. Only for the driver: a Ray task's OMP_NUM_THREADS is its CPUs, as it should be."""
+    if environ.get("OMP_NUM_THREADS") != "1" or "RAY_JOB_CONFIG_JSON_ENV_VAR" not in environ:
+        return False
+    try:
+        job = json.loads(environ["RAY_JOB_CONFIG_JSON_ENV_VAR"])
+        asked = (job.get("runtime_env") or {}).get("env_vars") or {}
+    except (ValueError, AttributeError):
+        return False
+    return "OMP_NUM_THREADS" not in asked
 
 
 def ray_cluster_given() -> bool:

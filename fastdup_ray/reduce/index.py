@@ -41,6 +41,11 @@ def import_faiss():
     return faiss
 
 
+def use_threads(count: int) -> None:
+    """faiss's searches and training in this process on ``count`` threads."""
+    import_faiss().omp_set_num_threads(count)
+
+
 def factory_string(nn_provider: str, nnf_mode: str, nnmodel: str) -> str:
     """The faiss factory string for fastdup's index parameters."""
     if nn_provider == "nnf":

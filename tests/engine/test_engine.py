@@ -287,3 +287,22 @@ def test_a_ray_job_with_fewer_pieces_than_cores_starts_no_idle_actor(ray_local, 
         engine.close()
     assert len(sink.rows()["one.tar"]) == 4  # its 3 images and the unit's end
     assert len(stage_actors() - before) == 1
+
+
+def test_only_the_thread_count_ray_gives_a_job_driver_is_overridden():
+    """`ray job submit` starts its entrypoint with OMP_NUM_THREADS=1 (Ray's default for
+    the job supervisor, which asks no CPU): the run then searches on the node's cores. A
+    value the job's runtime_env set, or one outside a job, is the user's and is kept."""
+    import json
+
+    from fastdup_ray.engine import ray_job_single_thread
+
+    job = {"runtime_env": {"working_dir": "gcs://_ray_pkg_1.zip"}, "metadata": {}}
+    asked = {"runtime_env": {"env_vars": {"OMP_NUM_THREADS": "1"}}}
+    assert ray_job_single_thread({"OMP_NUM_THREADS": "1", "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(job)})
+    assert not ray_job_single_thread(
+        {"OMP_NUM_THREADS": "1", "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(asked)}
+    )
+    assert not ray_job_single_thread({"OMP_NUM_THREADS": "1"})  # a shell's own setting
+    assert not ray_job_single_thread({"OMP_NUM_THREADS": "4", "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(job)})
+    assert not ray_job_single_thread({"OMP_NUM_THREADS": "1", "RAY_JOB_CONFIG_JSON_ENV_VAR": "not json"})
