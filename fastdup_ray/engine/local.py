@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -82,6 +83,22 @@ def main_script_hidden() -> Iterator[None]:
         main.__file__ = path
 
 
+@contextmanager
+def one_thread_each() -> Iterator[None]:
+    """While workers start: OMP_NUM_THREADS=1 in their environment (OpenMP and OpenBLAS
+    read it as they load), as Ray gives its one-CPU tasks, unless the caller set it. A
+    worker per core, each running faiss or BLAS on every core, would put that many
+    threads on each core."""
+    if "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        del os.environ["OMP_NUM_THREADS"]
+
+
 class LocalEngine:
     name = "local"
 
@@ -103,7 +120,7 @@ class LocalEngine:
         while none is idle, so one submit per worker starts them all, here)."""
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
-            with main_script_hidden():
+            with main_script_hidden(), one_thread_each():
                 for _ in range(self.workers):
                     self._pool.submit(_nothing)
         return self._pool

@@ -112,6 +112,34 @@ def test_a_local_wave_of_one_item_runs_in_a_worker_not_the_calling_process():
         engine.close()
 
 
+def test_local_workers_run_faiss_on_one_thread_each(monkeypatch):
+    """A worker per core, each running faiss on every core, oversubscribes the machine
+    (benchmarks/reduce.py --scaling --executor local shows it): each worker gets one
+    thread, as Ray's one-CPU tasks do; the calling process keeps its own setting, and a
+    user's OMP_NUM_THREADS is passed on as it is."""
+    import os
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    engine = open_engine("local", num_threads=2)
+    try:
+        assert set(engine.map(faiss_threads, [0, 1, 2, 3])) == {1}
+    finally:
+        engine.close()
+    assert "OMP_NUM_THREADS" not in os.environ
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    engine = open_engine("local", num_threads=2)
+    try:
+        assert set(engine.map(faiss_threads, [0, 1])) == {2}
+    finally:
+        engine.close()
+
+
+def faiss_threads(_: int) -> int:
+    import faiss
+
+    return faiss.omp_get_max_threads()
+
+
 def getpid_of(_: int) -> int:
     import os
 
