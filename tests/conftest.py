@@ -186,3 +186,14 @@ def bucket(s3_server, archive_dataset, sample):
 
 def s3_options(endpoint):
     return dict(s3_endpoint_url=endpoint, s3_region="us-east-1", s3_key=S3_KEY, s3_secret=S3_SECRET)
+
+
+def s3_environment(endpoint):
+    """The same settings as AWS's own variables, as a reader of a finished run (the API,
+    the CLI in a subprocess) finds them without run parameters."""
+    return dict(
+        AWS_ACCESS_KEY_ID=S3_KEY,
+        AWS_SECRET_ACCESS_KEY=S3_SECRET,
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_DEFAULT_REGION="us-east-1",
+    )

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from conftest import S3_KEY as KEY
 from conftest import S3_SECRET as SECRET
-from conftest import s3_options
+from conftest import s3_environment, s3_options
 
 import fastdup_ray
 from fastdup_ray.errors import InputError
@@ -160,14 +160,7 @@ def test_dedup_of_an_s3_work_dir_writes_keep_remove_and_webdataset_copies_to_s3(
 
     work = "s3://fdr-test/dedup-work"
     fastdup_ray.run("s3://fdr-test/data", work, executor="local", **s3_options(s3_server))
-    env = dict(
-        os.environ,
-        AWS_ACCESS_KEY_ID=KEY,
-        AWS_SECRET_ACCESS_KEY=SECRET,
-        AWS_ENDPOINT_URL=s3_server,
-        AWS_DEFAULT_REGION="us-east-1",
-        RAY_ADDRESS="",
-    )
+    env = dict(os.environ, **s3_environment(s3_server), RAY_ADDRESS="")
 
     def dedup(*args):
         command = [sys.executable, "-m", "fastdup_ray", "dedup", work, *args]
@@ -310,13 +303,8 @@ def test_a_distributed_reduce_on_an_s3_work_dir_leaves_nothing_in_the_temp_dir(
         **s3_options(s3_server),
     )
     assert summary.similar_pairs == 1
-    for name, variable in (
-        ("AWS_ACCESS_KEY_ID", KEY),
-        ("AWS_SECRET_ACCESS_KEY", SECRET),
-        ("AWS_ENDPOINT_URL", s3_server),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ):
-        monkeypatch.setenv(name, variable)
+    for name, value in s3_environment(s3_server).items():
+        monkeypatch.setenv(name, value)
     fd = fastdup_ray.create(work_dir=work)
     assert len(fd.connected_components()[0]) == summary.grouped_images == 2 and len(fd.outliers()) > 0
     assert fastdup_ray.load_binary_features(work)[1].shape[0] == summary.good
@@ -329,13 +317,8 @@ def test_fastdup_features_in_an_s3_folder_load_with_their_names(s3_server, bucke
     back from the folder's s3:// address as it does from a local folder."""
     import numpy as np
 
-    for name, variable in (
-        ("AWS_ACCESS_KEY_ID", KEY),
-        ("AWS_SECRET_ACCESS_KEY", SECRET),
-        ("AWS_ENDPOINT_URL", s3_server),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ):
-        monkeypatch.setenv(name, variable)
+    for name, value in s3_environment(s3_server).items():
+        monkeypatch.setenv(name, value)
     vectors = np.arange(12, dtype="<f4").reshape(3, 4)
     bucket.pipe_file("fdr-test/fastdup-out/features.dat", vectors.tobytes())
     bucket.pipe_file("fdr-test/fastdup-out/features.dat.csv", b"index,filename\n0,a.jpg\n1,b.jpg\n2,c.jpg\n")
