@@ -48,8 +48,13 @@ class Engine(Protocol):
         """Run the stages a map plan (fastdup_ray.map.plan.MapPlan) declares over its
         units; every finished batch goes to ``sink.add`` on this process, in order."""
 
-    def map(self, fn: Callable, items: Sequence) -> list:
-        """``[fn(item) for item in items]``, run in parallel; ``fn`` must be picklable."""
+    def map(self, fn: Callable, items: Sequence, cpus: int = 1) -> list:
+        """``[fn(item) for item in items]``, run in parallel; ``fn`` must be picklable.
+        ``cpus``: the cores each item may use (cpus_per_item); the engine books them
+        where it schedules by cores, and ``fn`` sets its libraries' threads."""
+
+    def cpus_per_item(self, items: int) -> int:
+        """The cores each item of a map over ``items`` may use (share_cores)."""
 
     def close(self) -> None: ...
 
@@ -66,6 +71,14 @@ def available_cpus() -> int:
     except (OSError, ValueError):
         pass
     return max(1, cpus)
+
+
+def share_cores(cpus: int, nodes: int, items: int) -> int:
+    """Cores each item of a wave of ``items`` may use: the engine's ``cpus`` shared out, no
+    more than a node has. A wave of one item (the lists' k-means) gets a whole node
+    rather than one core; a wave of at least as many items as cores, one core each."""
+    per_node = max(1, cpus // max(1, nodes))
+    return max(1, min(per_node, cpus // max(1, items)))
 
 
 def ray_job_single_thread(environ=os.environ) -> bool:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 
-from fastdup_ray.engine import Resources
+from fastdup_ray.engine import Resources, share_cores
 from fastdup_ray.map.plan import ACTOR, MapPlan, Sink, Stage, cuda_problem_here, gpus_here
 
 log = logging.getLogger("fastdup_ray")
@@ -158,13 +158,19 @@ class LocalEngine:
                 future.cancel()
             raise
 
-    def map(self, fn: Callable, items: Sequence) -> Iterator:
+    def map(self, fn: Callable, items: Sequence, cpus: int = 1) -> Iterator:
         """Results of ``fn`` over ``items``, in order, in the worker processes; a wave of
         one item too (the reduce's train, outliers and tables), so the calling process
-        never holds a wave's data and its peak memory stays flat as the run grows."""
+        never holds a wave's data and its peak memory stays flat as the run grows.
+        ``cpus`` needs no booking here: the pool has a worker per core, and a wave whose
+        items get several cores each has fewer items than workers, so the idle workers
+        leave those cores free."""
         if not items:
             return iter([])
         return self._processes().map(fn, items)
+
+    def cpus_per_item(self, items: int) -> int:
+        return share_cores(self.workers, 1, items)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from fastdup_ray.engine import Resources
+from fastdup_ray.engine import Resources, share_cores
 from fastdup_ray.map.plan import TASK, MapPlan, Sink, Stage, cuda_problem_here
 
 log = logging.getLogger("fastdup_ray")
@@ -151,13 +151,17 @@ class RayEngine:
         for result in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             sink.add(result)
 
-    def map(self, fn: Callable, items: Sequence) -> Iterator:
-        """Results of ``fn`` over ``items`` as Ray tasks of one CPU each, in order."""
+    def map(self, fn: Callable, items: Sequence, cpus: int = 1) -> Iterator:
+        """Results of ``fn`` over ``items`` as Ray tasks of ``cpus`` CPUs each, in order."""
         import ray
 
-        task = ray.remote(num_cpus=1)(apply_to)
+        task = ray.remote(num_cpus=cpus)(apply_to)
         pending = [task.remote(fn, item) for item in items]
         return (ray.get(ref) for ref in pending)
+
+    def cpus_per_item(self, items: int) -> int:
+        have = self.resources
+        return share_cores(have.cpus, have.nodes, items)
 
     def close(self) -> None:
         """Ray stays up for the caller (a driver script may run again)."""

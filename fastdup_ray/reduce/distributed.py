@@ -35,6 +35,7 @@ from fastdup_ray.reduce.graph import (
     small_star,
     star_labels,
 )
+from fastdup_ray.reduce.index import threads_while
 from fastdup_ray.reduce.knn_waves import (
     POINTS_PER_LIST,
     ROUTED_INDEX_DIR,
@@ -376,7 +377,19 @@ def csv_task(plan: ReducePlan, name: str) -> int:
 
 
 def _wave(engine, function, items) -> list:
-    return list(engine.map(function, list(items)))
+    """``function`` over ``items`` on the engine, each item on its share of the cores: a
+    wave of fewer items than cores (the lists' k-means, a small reduce's few partitions)
+    runs each on several threads instead of leaving the other cores idle. A task given
+    one core sets one thread too: a Ray worker started for a task of several keeps that
+    many as its default."""
+    items = list(items)
+    cpus = engine.cpus_per_item(len(items))
+    return list(engine.map(partial(on_threads, cpus, function), items, cpus=cpus))
+
+
+def on_threads(count: int, function, item):
+    with threads_while(count):
+        return function(item)
 
 
 def components_in_star_rounds(engine, plan: ReducePlan, max_rounds: int = 100) -> int:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -44,6 +46,18 @@ def import_faiss():
 def use_threads(count: int) -> None:
     """faiss's searches and training in this process on ``count`` threads."""
     import_faiss().omp_set_num_threads(count)
+
+
+@contextmanager
+def threads_while(count: int) -> Iterator[None]:
+    """faiss (OpenMP) and the BLAS numpy and faiss call on ``count`` threads inside the
+    block, as they were after it: a worker started on one thread (engine workers are) runs
+    a task given a node's cores on all of them, then its next one-core task on one."""
+    from threadpoolctl import threadpool_limits
+
+    import_faiss()  # its OpenMP runtime must be loaded for the limit to reach it
+    with threadpool_limits(limits=count):
+        yield
 
 
 def factory_string(nn_provider: str, nnf_mode: str, nnmodel: str) -> str:

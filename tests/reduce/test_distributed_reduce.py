@@ -216,3 +216,45 @@ def test_test_images_meet_only_the_lists_they_probe_in_the_routed_index(tmp_path
     assert {("q0.jpg", "img00000.jpg"), ("q500.jpg", "img00500.jpg"), ("q1500.jpg", "img01500.jpg")} <= set(
         one_probe.select("from", "to").rows()
     )
+
+
+def threads_seen(_: int) -> tuple[int, int, float]:
+    """faiss's OpenMP threads, BLAS's, and the CPUs Ray booked for this task (0 outside Ray)."""
+    import faiss
+    from threadpoolctl import threadpool_info
+
+    blas = min(pool["num_threads"] for pool in threadpool_info() if pool["internal_api"] == "openblas")
+    try:
+        import ray
+
+        booked = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+    except Exception:
+        booked = 0.0
+    return faiss.omp_get_max_threads(), blas, booked
+
+
+@pytest.mark.parametrize("engine_name", ["local", "ray"])
+def test_a_wave_of_one_item_runs_on_every_core_and_a_full_wave_on_one_each(engine_name, request):
+    """The lists' k-means is a wave of one item: on one thread of a 16-core node it took
+    ~16x its time while the other cores sat idle. Each item gets its share of the cores
+    (Ray books them), and a worker's next task of a full wave is back on one thread."""
+    from fastdup_ray.engine import open_engine
+    from fastdup_ray.reduce.distributed import _wave
+
+    if engine_name == "ray":
+        import sys
+
+        from ray import cloudpickle
+
+        request.getfixturevalue("ray_local")
+        # Ray's workers cannot import this test module: send threads_seen by value.
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    engine = open_engine(engine_name, num_threads=2)
+    try:
+        alone = _wave(engine, threads_seen, [0])
+        full = _wave(engine, threads_seen, [0, 1, 2, 3])
+    finally:
+        engine.close()
+    booked = 2.0 if engine_name == "ray" else 0.0
+    assert alone == [(2, 2, booked)]
+    assert set(full) == {(1, 1, booked / 2)}
