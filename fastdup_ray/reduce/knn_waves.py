@@ -26,6 +26,7 @@ from fastdup_ray.reduce.lists import (
 )
 from fastdup_ray.reduce.partitions import (
     ReducePlan,
+    bucket_of,
     candidate_inbox,
     ids_of,
     partition_vectors,
@@ -79,6 +80,11 @@ def train_task(plan: ReducePlan, _: int = 0) -> int:
     return len(centroids)
 
 
+def bucket_file(number: int) -> str:
+    """The saved routed index's file of bucket ``number``: its lists' members."""
+    return f"bucket-{number:05d}.arrow"
+
+
 def _centroids(plan: ReducePlan) -> np.ndarray:
     return np.load(io.BytesIO(plan.work.sub(ROUTED_INDEX_DIR).read_bytes("centroids.npy")))
 
@@ -117,7 +123,7 @@ def score_task(plan: ReducePlan, bucket: int) -> int:
     )
     buffer = io.BytesIO()
     entries.filter(pl.col("member")).drop("member").write_ipc(buffer)
-    plan.work.sub(ROUTED_INDEX_DIR).write_bytes(f"bucket-{bucket:05d}.arrow", buffer.getvalue())
+    plan.work.sub(ROUTED_INDEX_DIR).write_bytes(bucket_file(bucket), buffer.getvalue())
     return len(query)
 
 
@@ -152,18 +158,17 @@ def search_routed_index(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Edges (query row, train row, similarity) from each test vector to its k nearest
     train vectors among the members of the lists it probes, one saved bucket of lists
-    in memory at a time."""
+    in memory at a time; only the buckets holding a probed list are read."""
     saved = work.sub(ROUTED_INDEX_DIR)
     centroids = np.load(io.BytesIO(saved.read_bytes("centroids.npy")))
     probes = route(queries, centroids, nprobe)
     width = probes.shape[1]
     # Test rows get negative ids, so no test row is ever taken for a train row of its own.
     query_ids = -1 - np.arange(len(queries), dtype=np.int64)
+    buckets = sum(1 for name in saved.names() if name.startswith("bucket-"))
     found = []
-    for name in saved.names():
-        if not name.startswith("bucket-"):
-            continue
-        members = pl.read_ipc(saved.read_bytes(name))
+    for number in np.unique(bucket_of(probes.ravel(), buckets, len(centroids))):
+        members = pl.read_ipc(saved.read_bytes(bucket_file(int(number))))
         lists = ids_of(members, "list")
         wanted = np.isin(probes, np.unique(lists))
         rows, _ = np.nonzero(wanted)

@@ -83,10 +83,16 @@ class ReducePlan:
         return np.searchsorted(firsts, ids, side="right") - 1
 
     def bucket_of(self, lists: np.ndarray) -> np.ndarray:
-        return lists * self.buckets // max(1, self.nlist)
+        return bucket_of(lists, self.buckets, self.nlist)
 
     def exchange(self, name: str, **schema) -> Exchange:
         return Exchange(self.scratch, name, tuple(schema.items()))
+
+
+def bucket_of(lists: np.ndarray, buckets: int, nlist: int) -> np.ndarray:
+    """The bucket that scores each of ``lists``: each bucket a run of consecutive lists. The
+    routed index is saved a file per bucket, so a search reads only its probed lists' ones."""
+    return lists * buckets // max(1, nlist)
 
 
 # Exchanges and their columns.

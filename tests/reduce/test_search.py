@@ -98,3 +98,28 @@ def test_a_distributed_run_is_searched_through_its_sharded_or_routed_index(tmp_p
     src, dst, sim = index.search(queries, 2)
     assert dst.reshape(3, 2)[:, 0].tolist() == [5, 400, 899]  # every list probed: each finds itself
     assert sim.reshape(3, 2)[:, 0] == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)
+
+
+def test_a_routed_index_search_reads_only_the_buckets_of_the_lists_it_probes(tmp_path, monkeypatch):
+    """A notebook's search of a few images must not read the whole saved index (0.5 TB
+    for LAION) each call: one query probing one list reads that list's bucket alone."""
+    from fastdup_ray.rundir.shards import FeatureShardWriter
+
+    rng = np.random.default_rng(9)
+    vectors = unit(rng, 900, 16)
+    with FeatureShardWriter(str(tmp_path), d=16, prefix="part0.") as writer:
+        writer.add_good([f"img{i:04d}.jpg" for i in range(900)], vectors)
+    fastdup_ray.run(
+        "unused", str(tmp_path), run_mode=2, k=3, rows_per_partition=200, executor="local",
+        nnf_mode="IVF8,Flat", nprobe=1, reduce_strategy="distributed",
+    )  # fmt: skip
+    saved = sorted(p.name for p in (tmp_path / "nnf.routed").glob("bucket-*"))
+    assert len(saved) > 1
+    read = []
+    original = WorkDir.read_bytes
+    monkeypatch.setattr(WorkDir, "read_bytes", lambda self, name: read.append(name) or original(self, name))
+    index = SavedIndex(WorkDir(str(tmp_path)), nprobe=1)
+    read.clear()
+    src, dst, sim = index.search(vectors[[123]], 1)
+    assert dst.tolist() == [123] and sim[0] == pytest.approx(1.0, abs=1e-5)
+    assert len([name for name in read if name.startswith("bucket-")]) == 1
