@@ -441,24 +441,28 @@ def load_binary_features(path: str | Path, d: int | None = None) -> tuple[list[s
                 f"no features at {location}: expected {FEATURES_FILE} and {FEATURES_FILE}{NAMES_SUFFIX}"
             )
         with work.local_copies([candidates[0], candidates[0] + NAMES_SUFFIX]) as (local, _):
-            return load_binary_features(local, d)
+            # Errors name the file the user gave, not the temporary copy read here.
+            return _read_features_pair(Path(local), d, shown=work.path(candidates[0]))
     data_path = Path(location)
     names_path = Path(f"{data_path}{NAMES_SUFFIX}")
     if not data_path.exists() or not names_path.exists():
         raise InputError(f"no features at {path}: expected {data_path.name} and {names_path.name}")
-    filenames = read_filenames(names_path)
+    return _read_features_pair(data_path, d, shown=str(data_path))
+
+
+def _read_features_pair(data_path: Path, d: int | None, shown: str) -> tuple[list[str], np.ndarray]:
+    """A local features.dat and its names beside it; ``shown``: its name in errors."""
+    filenames = read_filenames(Path(f"{data_path}{NAMES_SUFFIX}"))
     size = data_path.stat().st_size
     n = len(filenames)
     if d is None:
         if n == 0:
             return filenames, np.zeros((0, 0), dtype=np.float32)
         if size % (4 * n):
-            raise InputError(
-                f"{data_path} holds {size} bytes, not a whole number of float32 rows for {n} names"
-            )
+            raise InputError(f"{shown} holds {size} bytes, not a whole number of float32 rows for {n} names")
         d = size // (4 * n)
     if size != n * d * 4:
-        raise InputError(f"{data_path} holds {size} bytes but {n} names x d={d} x 4 bytes = {n * d * 4}")
+        raise InputError(f"{shown} holds {size} bytes but {n} names x d={d} x 4 bytes = {n * d * 4}")
     return filenames, np.fromfile(data_path, dtype="<f4").reshape(n, d)
 
 
