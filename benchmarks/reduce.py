@@ -261,7 +261,8 @@ def run_neighbours(work: WorkDir, args, sample: np.ndarray) -> dict[int, set[int
     searched it (reduce.index.search_topk, the IVF lists at the run's nprobe)."""
     import faiss
 
-    index = faiss.read_index(work.local_copy(layout.INDEX_FILE))
+    with work.local_copies([layout.INDEX_FILE]) as (path,):
+        index = faiss.read_index(path)
     if ivf_flat_lists(args.nnf_mode):
         faiss.extract_index_ivf(index).nprobe = args.nprobe
     _, vectors = load_shards(work, list_shards(work), args.d, normalize=True)
