@@ -241,6 +241,33 @@ def test_blockwise_ivf_with_few_probes_reports_exact_similarities_and_high_recal
     assert (found[:, 0] == np.arange(50)).all()
 
 
+def test_blockwise_ivf_on_several_threads_gives_one_threads_answer_bit_for_bit():
+    """The (list, block) products run on the search's threads and are merged in list
+    order, so the kNN (ties included) does not depend on the thread count; numpy's BLAS
+    runs on one thread inside, where it splits those small products at a loss."""
+    from threadpoolctl import threadpool_info
+
+    from fastdup_ray.reduce.lists import blocked_ivf_knn, list_vectors
+
+    features = clustered_rows(2000, 16, 8, seed=6)
+    features[100] = features[200] = features[1500]  # a three-way tie
+    listed, probes, _ = list_vectors(lambda i: features, [2000], nlist=10, nprobe=3)
+    alone = blocked_ivf_knn(listed, probes, 5, max_block=50, threads=1)
+    seen = []
+    original = listed.gather
+
+    def gather(ids, home):  # each block's queries, read as its product is made
+        if len(ids):
+            seen.append({pool["num_threads"] for pool in threadpool_info() if "numpy" in pool["filepath"]})
+        return original(ids, home)
+
+    listed.gather = gather
+    together = blocked_ivf_knn(listed, probes, 5, max_block=50, threads=3)
+    assert together[1].tolist() == alone[1].tolist() and together[0].tolist() == alone[0].tolist()
+    assert list(alone[1][1500][:2]) == [100, 200]
+    assert len(seen) > 3 * 10 and all(counts == {1} for counts in seen)
+
+
 def test_only_plain_ivf_flat_specs_are_searched_blockwise():
     assert ivf_flat_lists("IVF1024,Flat") == 1024 and ivf_flat_lists("IVF16384,PQ64") is None
     assert ivf_flat_lists("HNSW32") is None and ivf_flat_lists("PCA64,IVF100,Flat") is None
