@@ -127,10 +127,9 @@ def blocked_ivf_knn(
     (row i = global id i); ``query_vectors(rows)`` and ``query_ids`` give other queries.
 
     The (list, block) products run on ``threads`` threads (default: faiss's, the cores
-    this process searches on), each GEMM on one BLAS thread: a list's product is small
-    (a few hundred rows a side), so BLAS splitting it costs more than it gains (60,000 x
-    320, IVF256: knn 2.5-2.9 s with BLAS on both cores, 1.6 s on one). Results are merged
-    in list order, as one thread would, so the answer does not depend on the count."""
+    this process searches on), each GEMM on one BLAS thread (small_products). Results are
+    merged in list order, as one thread would, so the answer does not depend on the count
+    (docs/scaling.md has the figures)."""
     m = len(probes)
     if query_vectors is None:
         home = probes[:, 0]
@@ -172,8 +171,7 @@ def blocked_ivf_knn(
 
 def small_products():
     """BLAS on one thread inside: a list's product is a few hundred rows a side, and BLAS
-    splitting each over the cores costs more than it gains (blocked_ivf_knn's figures; a
-    routed-index search of 20,000 queries: 2.0 s on 2 BLAS threads, 0.42 s on one)."""
+    splitting each over the cores costs more than it gains."""
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")

@@ -235,9 +235,9 @@ def threads_seen(_: int) -> tuple[int, int, float]:
 
 @pytest.mark.parametrize("engine_name", ["local", "ray"])
 def test_a_wave_of_one_item_runs_on_every_core_and_a_full_wave_on_one_each(engine_name, request):
-    """The lists' k-means is a wave of one item: on one thread of a 16-core node it took
-    ~16x its time while the other cores sat idle. Each item gets its share of the cores
-    (Ray books them), and a worker's next task of a full wave is back on one thread."""
+    """The lists' k-means is a wave of one item: on one thread of a 16-core node the other
+    cores sat idle. Each item gets its share of the cores (Ray books them), and a worker's
+    next task of a full wave is back on one thread."""
     from fastdup_ray.engine import open_engine
     from fastdup_ray.reduce.distributed import _wave
 
