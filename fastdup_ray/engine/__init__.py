@@ -21,6 +21,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
@@ -71,6 +74,24 @@ def available_cpus() -> int:
     except (OSError, ValueError):
         pass
     return max(1, cpus)
+
+
+def in_order(submit: Callable[[Any], Future], items: Iterable, ahead: int) -> Iterator:
+    """The result of ``submit(item)``, a Future, for each item in the items' order, with at
+    most ``ahead`` submitted beyond the one awaited: memory stays a few results however
+    many items come, and the next item is read only once a result has been taken. When a
+    result fails or the generator is closed early, the pending futures are cancelled."""
+    pending: deque[Future] = deque()
+    try:
+        for item in items:
+            pending.append(submit(item))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def share_cores(cpus: int, nodes: int, items: int) -> int:

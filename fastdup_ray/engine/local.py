@@ -24,12 +24,12 @@ import logging
 import multiprocessing
 import os
 import sys
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from functools import partial
 
-from fastdup_ray.engine import Resources, share_cores
+from fastdup_ray.engine import Resources, in_order, share_cores
 from fastdup_ray.map.plan import ACTOR, MapPlan, Sink, Stage, cuda_problem_here, gpus_here
 
 log = logging.getLogger("fastdup_ray")
@@ -140,23 +140,12 @@ class LocalEngine:
         pool = self._processes()
         for future in self._warming:
             future.result()  # a model that cannot load fails here, once
-        in_flight: deque[Future] = deque()
-
-        def hand_over_oldest() -> None:
-            for batch in in_flight.popleft().result():
-                sink.add(batch)
-
-        try:
-            for piece in plan.pieces(rows, sink):
-                in_flight.append(pool.submit(self.piece_fn, stages, piece.work))
-                while len(in_flight) > 2 * self.workers:
-                    hand_over_oldest()
-            while in_flight:
-                hand_over_oldest()
-        except BaseException:
-            for future in in_flight:
-                future.cancel()
-            raise
+        works = (piece.work for piece in plan.pieces(rows, sink))
+        submit = partial(pool.submit, self.piece_fn, stages)
+        with closing(in_order(submit, works, ahead=2 * self.workers)) as finished:
+            for batches in finished:
+                for batch in batches:
+                    sink.add(batch)
 
     def map(self, fn: Callable, items: Sequence, cpus: int = 1) -> Iterator:
         """Results of ``fn`` over ``items``, in order, in the worker processes; a wave of

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import re
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 
+from fastdup_ray.engine import in_order
 from fastdup_ray.reduce import rules
 from fastdup_ray.reduce.index import empty_topk, import_faiss, merge_topk, set_search_effort
 
@@ -162,8 +165,8 @@ def blocked_ivf_knn(
         return (block, *top_k_of_list(scores, member_ids, members, queries, k))
 
     threads = threads or import_faiss().omp_get_max_threads()
-    with small_products():
-        for block, sims, ids in in_order(scored, jobs, threads):
+    with small_products(), ThreadPoolExecutor(threads) as pool:
+        for block, sims, ids in in_order(partial(pool.submit, scored), jobs, ahead=2 * threads):
             merged = merge_topk([(best[0][block], best[1][block]), (sims, ids)], k)
             best[0][block], best[1][block] = merged
     return best
@@ -175,25 +178,6 @@ def small_products():
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
-
-
-def in_order(function, items: list, threads: int):
-    """``function`` over ``items`` on ``threads`` threads, results in order, at most two a
-    thread computed ahead of the one consumed (memory stays a few blocks)."""
-    if threads <= 1:
-        yield from map(function, items)
-        return
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(threads) as pool:
-        pending: deque = deque()
-        for item in items:
-            pending.append(pool.submit(function, item))
-            if len(pending) > 2 * threads:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 def mask_own_rows(scores: np.ndarray, query_ids: np.ndarray, member_ids: np.ndarray) -> None:
