@@ -320,14 +320,14 @@ def test_fastdup_features_in_an_s3_folder_load_with_their_names(s3_server, bucke
     for name, value in s3_environment(s3_server).items():
         monkeypatch.setenv(name, value)
     vectors = np.arange(12, dtype="<f4").reshape(3, 4)
+    names_csv = b"index,filename\n0,a.jpg\n1,b.jpg\n2,c.jpg\n"
     bucket.pipe_file("fdr-test/fastdup-out/features.dat", vectors.tobytes())
-    bucket.pipe_file("fdr-test/fastdup-out/features.dat.csv", b"index,filename\n0,a.jpg\n1,b.jpg\n2,c.jpg\n")
+    bucket.pipe_file("fdr-test/fastdup-out/features.dat.csv", names_csv)
     names, loaded = fastdup_ray.load_binary_features("s3://fdr-test/fastdup-out")
     assert names == ["a.jpg", "b.jpg", "c.jpg"] and loaded.tolist() == vectors.tolist()
 
     # A features.dat cut short is named by the address the user gave, not a temporary copy.
     bucket.pipe_file("fdr-test/fastdup-short/features.dat", vectors.tobytes()[:-4])
-    names_csv = b"index,filename\n0,a.jpg\n1,b.jpg\n2,c.jpg\n"
     bucket.pipe_file("fdr-test/fastdup-short/features.dat.csv", names_csv)
     with pytest.raises(fastdup_ray.errors.InputError) as error:
         fastdup_ray.load_binary_features("s3://fdr-test/fastdup-short", d=4)

@@ -241,12 +241,17 @@ def test_blockwise_ivf_with_few_probes_reports_exact_similarities_and_high_recal
     assert (found[:, 0] == np.arange(50)).all()
 
 
+def numpy_blas_threads() -> set[int]:
+    """The thread counts of numpy's own BLAS (faiss brings another)."""
+    from threadpoolctl import threadpool_info
+
+    return {pool["num_threads"] for pool in threadpool_info() if "numpy" in pool["filepath"]}
+
+
 def test_blockwise_ivf_on_several_threads_gives_one_threads_answer_bit_for_bit():
     """The (list, block) products run on the search's threads and are merged in list
     order, so the kNN (ties included) does not depend on the thread count; numpy's BLAS
     runs on one thread inside, where it splits those small products at a loss."""
-    from threadpoolctl import threadpool_info
-
     from fastdup_ray.reduce.lists import blocked_ivf_knn, list_vectors
 
     features = clustered_rows(2000, 16, 8, seed=6)
@@ -258,7 +263,7 @@ def test_blockwise_ivf_on_several_threads_gives_one_threads_answer_bit_for_bit()
 
     def gather(ids, home):  # each block's queries, read as its product is made
         if len(ids):
-            seen.append({pool["num_threads"] for pool in threadpool_info() if "numpy" in pool["filepath"]})
+            seen.append(numpy_blas_threads())
         return original(ids, home)
 
     listed.gather = gather
@@ -294,7 +299,7 @@ def test_gpu_search_falls_back_to_the_cpu_index_with_one_log_line(caplog):
 def test_a_routed_search_scores_its_lists_on_one_blas_thread(monkeypatch):
     """A routed-index search (run modes 3/4, a notebook's search) scores each probed list
     in one small product, which BLAS splitting over the cores only slows down."""
-    from threadpoolctl import threadpool_info, threadpool_limits
+    from threadpoolctl import threadpool_limits
 
     from fastdup_ray.reduce import lists
 
@@ -302,7 +307,7 @@ def test_a_routed_search_scores_its_lists_on_one_blas_thread(monkeypatch):
     original = lists.top_k_of_list
 
     def top_k_of_list(*args):  # runs right after each list's product
-        seen.append({pool["num_threads"] for pool in threadpool_info() if "numpy" in pool["filepath"]})
+        seen.append(numpy_blas_threads())
         return original(*args)
 
     monkeypatch.setattr(lists, "top_k_of_list", top_k_of_list)
