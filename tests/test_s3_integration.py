@@ -215,22 +215,11 @@ def test_reading_a_work_dir_file_back_is_one_get_and_no_head():
     """The run reads thousands of small files back (markers, names, stats, exchange
     parts): each must cost one GET, not a HEAD for its size first, and a missing one
     one request too. Counted by the loopback S3 server's middleware."""
-    import boto3
     from loopback import LoopbackS3
-
-    from fastdup_ray.rundir.workdir import WorkDir
 
     server = LoopbackS3()
     try:
-        boto3.client(
-            "s3",
-            endpoint_url=server.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=KEY,
-            aws_secret_access_key=SECRET,
-        ).create_bucket(Bucket="counted")
-        options = StorageOptions(endpoint_url=server.endpoint, region="us-east-1", key=KEY, secret=SECRET)
-        work = WorkDir("s3://counted/work", options)
+        work = counted_work_dir(server, "counted")
         for name in ("a.done", "b.csv"):
             work.write_bytes(name, name.encode())
         server.phase("reads")
@@ -247,23 +236,13 @@ def test_the_resume_check_of_an_s3_work_dir_is_one_listing_and_a_get_per_shard()
     files and the data file's size come from one listing (it holds the sizes), so a work
     dir of thousands of shards costs no HEAD each. A data file of the wrong size is not
     finished. Counted by the loopback S3 server's middleware."""
-    import boto3
     from loopback import LoopbackS3
 
     from fastdup_ray.rundir.shards import finished_shards, shard_names
-    from fastdup_ray.rundir.workdir import WorkDir
 
     server = LoopbackS3()
     try:
-        boto3.client(
-            "s3",
-            endpoint_url=server.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=KEY,
-            aws_secret_access_key=SECRET,
-        ).create_bucket(Bucket="resumed")
-        options = StorageOptions(endpoint_url=server.endpoint, region="us-east-1", key=KEY, secret=SECRET)
-        work = WorkDir("s3://resumed/work", options)
+        work = counted_work_dir(server, "resumed")
         for prefix, data_bytes in (("a.tar", 2 * 3 * 4), ("b.tar", 5)):
             data, names, bad, done = shard_names(prefix)
             work.write_bytes(data, b"\0" * data_bytes)
@@ -332,3 +311,52 @@ def test_fastdup_features_in_an_s3_folder_load_with_their_names(s3_server, bucke
     with pytest.raises(fastdup_ray.errors.InputError) as error:
         fastdup_ray.load_binary_features("s3://fdr-test/fastdup-short", d=4)
     assert str(error.value).startswith("s3://fdr-test/fastdup-short/features.dat holds 44 bytes")
+
+
+def test_thumbnails_of_a_few_rows_are_read_without_their_whole_shard():
+    """A gallery shows a few rows of each of many shards (a LAION run's galleries with
+    num_images): it must read those rows' part of a thumbnails file, not the whole file
+    (~50 MB for a shard of 10,000 images) for each. Counted by the loopback S3 server."""
+    import numpy as np
+    from loopback import LoopbackS3
+
+    from fastdup_ray.rundir.shards import THUMBNAILS_FILE, FeatureShardWriter, load_thumbnails
+
+    server = LoopbackS3()
+    try:
+        work = counted_work_dir(server, "thumbs")
+        rng = np.random.default_rng(0)
+        thumbnails = [rng.bytes(4000) for _ in range(640)]
+        with FeatureShardWriter(work, d=2, prefix="a.tar") as writer:
+            for start in range(0, 640, 64):  # one batch of the sink at a time, as a run writes
+                names = [f"a.tar/{i}.jpg" for i in range(start, start + 64)]
+                writer.add_good(names, np.zeros((64, 2)), thumbnails=thumbnails[start : start + 64])
+        size = work.size(f"a.tar{THUMBNAILS_FILE}")
+        server.phase("gallery")
+        assert load_thumbnails(work, ["a.tar"], [3, 600]) == {3: thumbnails[3], 600: thumbnails[600]}
+        read = server.counts()["gallery"]["bytes_out"]
+        assert read < size / 3, f"read {read} bytes of a {size}-byte thumbnails file for 2 of its 640 rows"
+        server.phase("every row")
+        assert load_thumbnails(work, ["a.tar"], range(640)) == dict(enumerate(thumbnails))
+        counted = server.counts()["every row"]
+        # The shard's marker (its rows), then the file in one read, not a read per row group.
+        assert counted["requests_GET"] == 2
+    finally:
+        server.stop()
+
+
+def counted_work_dir(server, bucket: str):
+    """An s3:// work dir in a new bucket of the loopback S3 server, whose requests it counts."""
+    import boto3
+
+    from fastdup_ray.rundir.workdir import WorkDir
+
+    boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=KEY,
+        aws_secret_access_key=SECRET,
+    ).create_bucket(Bucket=bucket)
+    options = StorageOptions(endpoint_url=server.endpoint, region="us-east-1", key=KEY, secret=SECRET)
+    return WorkDir(f"s3://{bucket}/work", options)

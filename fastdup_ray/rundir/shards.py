@@ -379,23 +379,78 @@ def load_thumbnails(
     found: dict[int, bytes] = {}
     for prefix, start, rows in shard_row_ranges(work, prefixes):
         inside = wanted[(wanted >= start) & (wanted < start + rows)]
-        data = work.read_if_present(f"{prefix}{THUMBNAILS_FILE}") if len(inside) else None
-        if data is not None:
-            # Read with polars: pyarrow's reader in a process that has loaded polars aborts
-            # the interpreter at exit about one run in four ("terminate called without an
-            # active exception"), seen from the gallery commands.
-            table = pl.read_parquet(io.BytesIO(data))
-            if boxed and BOXED_COLUMN in table.columns:
-                table = table.with_columns(
-                    pl.when(pl.col(BOXED_COLUMN).bin.size() > 0)
-                    .then(pl.col(BOXED_COLUMN))
-                    .otherwise(pl.col("thumbnail"))
-                    .alias("thumbnail")
-                )
-            table = table.select("row", "thumbnail").filter(pl.col("row").is_in((inside - start).tolist()))
-            for row, jpeg in table.iter_rows():
-                found[int(row) + start] = jpeg
+        if not len(inside):
+            continue
+        table = _thumbnail_rows(work, f"{prefix}{THUMBNAILS_FILE}", inside - start, rows)
+        if table is None:
+            continue
+        if boxed and BOXED_COLUMN in table.columns:
+            table = table.with_columns(
+                pl.when(pl.col(BOXED_COLUMN).bin.size() > 0)
+                .then(pl.col(BOXED_COLUMN))
+                .otherwise(pl.col("thumbnail"))
+                .alias("thumbnail")
+            )
+        table = table.select("row", "thumbnail").filter(pl.col("row").is_in((inside - start).tolist()))
+        for row, jpeg in table.iter_rows():
+            found[int(row) + start] = jpeg
     return found
+
+
+# Thumbnails wanted from more than this share of a file's rows or bytes come in one read
+# of the whole file: fewer requests than a ranged read of each row group.
+WHOLE_FILE_SHARE = 0.25
+
+
+def _thumbnail_rows(work: WorkDir, name: str, rows: np.ndarray, shard_rows: int) -> pl.DataFrame | None:
+    """The rows of thumbnails file ``name`` (``row`` column) in ``rows``, with others of
+    their row groups; None where the shard has no thumbnails. Galleries show a few rows
+    of each of many shards: a row group is one batch of a shard (~64 rows), read from the
+    file's footer and that group's ranges alone, where the file is ~50 MB for 10,000
+    images."""
+    if len(rows) > WHOLE_FILE_SHARE * shard_rows:
+        return _whole_parquet(work, name)
+    import pyarrow.parquet as pq
+
+    try:
+        handle = work.open_ranged(name)
+    except FileNotFoundError:
+        return None
+    with handle:
+        size = handle.seek(0, os.SEEK_END)
+        parquet = pq.ParquetFile(handle, pre_buffer=False)
+        groups = _groups_holding(parquet.metadata, rows)
+        if _group_bytes(parquet.metadata, groups) <= WHOLE_FILE_SHARE * size:
+            return pl.from_arrow(parquet.read_row_groups(groups, use_threads=False))
+    return _whole_parquet(work, name)
+
+
+def _whole_parquet(work: WorkDir, name: str) -> pl.DataFrame | None:
+    data = work.read_if_present(name)
+    # Read with polars: pyarrow's reader of a whole file, in a process that has loaded
+    # polars, aborted the interpreter at exit about one run in four ("terminate called
+    # without an active exception"), seen from the gallery commands.
+    return None if data is None else pl.read_parquet(io.BytesIO(data))
+
+
+def _groups_holding(meta, rows: np.ndarray) -> list[int]:
+    """Row groups whose ``row`` column spans one of ``rows`` (by the group's min and max;
+    a group without them is read)."""
+    column = meta.schema.to_arrow_schema().get_field_index("row")
+    groups = []
+    for group in range(meta.num_row_groups):
+        stats = meta.row_group(group).column(column).statistics
+        if stats is None or not stats.has_min_max or np.any((rows >= stats.min) & (rows <= stats.max)):
+            groups.append(group)
+    return groups
+
+
+def _group_bytes(meta, groups: list[int]) -> int:
+    return sum(
+        meta.row_group(group).column(column).total_compressed_size
+        for group in groups
+        for column in range(meta.num_columns)
+    )
 
 
 def load_annotations(work: WorkDir, prefixes: list[str]) -> pl.DataFrame | None:

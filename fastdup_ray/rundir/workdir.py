@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from fastdup_ray.errors import InputError
 from fastdup_ray.rundir.storage import StorageOptions, is_remote, join, resolve
@@ -109,6 +110,14 @@ class WorkDir:
         with open(self.path(name), "rb") as handle:
             handle.seek(start)
             return handle.read(stop - start)
+
+    def open_ranged(self, name: str) -> BinaryIO:
+        """``name`` open for reading, each read fetching only the bytes it asks for (on S3
+        a ranged GET, no read-ahead): for a reader that seeks to the parts it needs, as
+        Parquet's footer and row groups. FileNotFoundError where there is no such file."""
+        if self.remote:
+            return self.fs.open(self._remote_path(name), "rb", cache_type="none")
+        return open(self.path(name), "rb")
 
     def write_bytes(self, name: str, data: bytes) -> None:
         if self.remote:
