@@ -376,12 +376,13 @@ def load_thumbnails(
     that hold them; ids without a thumbnail are left out. ``boxed``: a crop's whole image
     with its box drawn instead, where the shard has one (a run of bounding boxes)."""
     wanted = np.unique(np.asarray(ids, dtype=np.int64))
+    columns = ("row", "thumbnail", BOXED_COLUMN) if boxed else ("row", "thumbnail")
     found: dict[int, bytes] = {}
     for prefix, start, rows in shard_row_ranges(work, prefixes):
         inside = wanted[(wanted >= start) & (wanted < start + rows)]
         if not len(inside):
             continue
-        table = _thumbnail_rows(work, f"{prefix}{THUMBNAILS_FILE}", inside - start, rows)
+        table = _thumbnail_rows(work, f"{prefix}{THUMBNAILS_FILE}", inside - start, rows, columns)
         if table is None:
             continue
         if boxed and BOXED_COLUMN in table.columns:
@@ -402,9 +403,12 @@ def load_thumbnails(
 WHOLE_FILE_SHARE = 0.25
 
 
-def _thumbnail_rows(work: WorkDir, name: str, rows: np.ndarray, shard_rows: int) -> pl.DataFrame | None:
+def _thumbnail_rows(
+    work: WorkDir, name: str, rows: np.ndarray, shard_rows: int, columns: tuple[str, ...]
+) -> pl.DataFrame | None:
     """The rows of thumbnails file ``name`` (``row`` column) in ``rows``, with others of
-    their row groups; None where the shard has no thumbnails. Galleries show a few rows
+    their row groups, and of ``columns`` those it has; None where the shard has no
+    thumbnails. Galleries show a few rows
     of each of many shards: a row group is one batch of a shard (~64 rows), read from the
     file's footer and that group's ranges alone, where the file is ~50 MB for 10,000
     images."""
@@ -421,7 +425,8 @@ def _thumbnail_rows(work: WorkDir, name: str, rows: np.ndarray, shard_rows: int)
         parquet = pq.ParquetFile(handle, pre_buffer=False)
         groups = _groups_holding(parquet.metadata, rows)
         if _group_bytes(parquet.metadata, groups) <= WHOLE_FILE_SHARE * size:
-            return pl.from_arrow(parquet.read_row_groups(groups, use_threads=False))
+            present = [column for column in columns if column in parquet.schema_arrow.names]
+            return pl.from_arrow(parquet.read_row_groups(groups, columns=present, use_threads=False))
     return _whole_parquet(work, name)
 
 

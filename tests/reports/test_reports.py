@@ -56,6 +56,25 @@ def test_thumbnails_are_found_by_run_wide_row_id_across_shards(tmp_path):
     assert found == {0: b"t0", 4: b"t4", 5: b"t5"}
 
 
+def test_a_few_rows_of_a_large_shard_get_the_same_thumbnails_as_reading_it_whole(tmp_path):
+    """A few rows read from their row groups alone, and many read with the whole file,
+    give the same thumbnails, the boxed ones too (a crop's whole image where it has one)."""
+    work = WorkDir(str(tmp_path))
+    thumbnails = [f"t{i}".encode() for i in range(640)]
+    boxed = [f"b{i}".encode() if i % 3 == 0 else b"" for i in range(640)]
+    with FeatureShardWriter(work, d=2, prefix="a.tar") as writer:
+        for start in range(0, 640, 64):
+            rows = slice(start, start + 64)
+            names = [f"a.tar/{i}.jpg" for i in range(start, start + 64)]
+            writer.add_good(names, np.zeros((64, 2)), thumbnails=thumbnails[rows], boxed=boxed[rows])
+    few, many = [3, 4, 600], list(range(0, 640, 2))
+    assert load_thumbnails(work, ["a.tar"], few) == {i: thumbnails[i] for i in few}
+    assert load_thumbnails(work, ["a.tar"], many) == {i: thumbnails[i] for i in many}
+    shown = {i: boxed[i] or thumbnails[i] for i in few + many}
+    assert load_thumbnails(work, ["a.tar"], few, boxed=True) == {i: shown[i] for i in few}
+    assert load_thumbnails(work, ["a.tar"], many, boxed=True) == {i: shown[i] for i in many}
+
+
 def _cards(count):
     return [
         Card(
