@@ -8,7 +8,15 @@ index.html) and the projector export of 900 images, and prints seconds, pages an
 thumbnails written.
 
     python benchmarks/galleries.py [--count 10000]
+    python benchmarks/galleries.py --s3 [--num-images 20] [--count 10000]
     python benchmarks/galleries.py --screenshots docs/screenshots
+
+With --s3: a run of the set as one shard (as one LAION tar of 10,000 images is) copied
+into moto's S3 server on loopback, behind the middleware of tests/loopback.py that counts
+requests and bytes. Then, read from there as a cluster's run is: the thumbnails of 1, 10,
+100 and 1,000 random rows (what a gallery of a LAION run asks of each shard it shows rows
+of is the first case), and ``create_galleries`` with ``num_images``; for each, seconds, S3
+requests and MB read.
 
 Screenshots: the demo's sample (``fastdup-ray demo``) in /tmp/fastdup-ray-demo, its
 galleries opened in headless Chromium (Debian's chromium, driven by playwright), one
@@ -32,21 +40,40 @@ SCREENSHOT_PAGES = ("index", "duplicates", "components", "similarity", "outliers
 DEMO = Path("/tmp/fastdup-ray-demo")
 
 
-def time_galleries(photos: Path, out: Path, count: int) -> None:
+def timed_run(photos: Path, out: Path, count: int, shard_size: int | None = None) -> Path:
+    """The work dir of a run over ``count`` JPEGs of the throughput set (made once), in
+    shards of ``shard_size`` images (the run's default where None)."""
     from photoset import build_volume_set
 
     folder = out / f"images-{count}"
     build_volume_set(photos, folder, count)
-    work = out / f"galleries-work-{count}"
+    work = out / (f"galleries-work-{count}" + (f"-shard{shard_size}" if shard_size else ""))
     if not (work / "stats.parquet").exists():
         start = time.perf_counter()
+        sharding = ["--shard-size", str(shard_size)] if shard_size else []
         subprocess.run(
-            [sys.executable, "-m", "fastdup_ray", "run", str(folder), "--work-dir", str(work), "-k", "5"],
+            [
+                sys.executable,
+                "-m",
+                "fastdup_ray",
+                "run",
+                str(folder),
+                "--work-dir",
+                str(work),
+                "-k",
+                "5",
+                *sharding,
+            ],
             check=True,
         )
         print(
             f"run: {time.perf_counter() - start:.1f} s for {count} images (thumbnails made during extraction)"
         )
+    return work
+
+
+def time_galleries(photos: Path, out: Path, count: int) -> None:
+    work = timed_run(photos, out, count)
     target = out / f"galleries-{count}"
     shutil.rmtree(target, ignore_errors=True)
     jobs = {
@@ -82,6 +109,84 @@ def time_galleries(photos: Path, out: Path, count: int) -> None:
     print(
         f"all: {total:.1f} s; thumbnails on disk: {len(files)} files, {size / 1e6:.1f} MB "
         f"({size / max(1, len(files)) / 1024:.1f} KiB each)"
+    )
+
+
+def galleries_on_s3(photos: Path, out: Path, count: int, num_images: int | None) -> None:
+    """Thumbnails and galleries read from a run's work dir on loopback S3, the requests counted."""
+    import os
+
+    import boto3
+    import numpy as np
+    import s3fs
+
+    from fastdup_ray.reports.tables import ImageSource
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from loopback import LoopbackS3
+
+    work = timed_run(photos, out, count, shard_size=count)
+    key, secret = "AKIAGALLERIES", "galleries-secret-key"
+    server = LoopbackS3()
+    try:
+        fs = s3fs.S3FileSystem(
+            key=key,
+            secret=secret,
+            client_kwargs={"endpoint_url": server.uncounted_endpoint, "region_name": "us-east-1"},
+        )
+        boto3.client(
+            "s3",
+            endpoint_url=server.uncounted_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+        ).create_bucket(Bucket="galleries")
+        fs.put(f"{work}/", "galleries/work", recursive=True)
+        os.environ.update(
+            AWS_ACCESS_KEY_ID=key,
+            AWS_SECRET_ACCESS_KEY=secret,
+            AWS_ENDPOINT_URL=server.endpoint,
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        reader = ImageSource.at("s3://galleries/work", "run")
+        rng = np.random.default_rng(0)
+        for rows in (1, 10, 100, 1000):
+            ids = rng.choice(count, size=min(rows, count), replace=False)
+            server.phase(f"rows {rows}")
+            start = time.perf_counter()
+            found = reader.thumbnails(ids.tolist())
+            report(
+                f"thumbnails of {rows} random rows",
+                time.perf_counter() - start,
+                server,
+                f"rows {rows}",
+                len(found),
+            )
+        target = out / f"galleries-s3-{count}"
+        shutil.rmtree(target, ignore_errors=True)
+        server.phase("galleries")
+        start = time.perf_counter()
+        create_galleries("s3://galleries/work", target, num_images=num_images)
+        shown = len(list((target / "thumbnails").glob("*.jpg")))
+        report(
+            f"create_galleries(num_images={num_images})",
+            time.perf_counter() - start,
+            server,
+            "galleries",
+            shown,
+        )
+    finally:
+        server.stop()
+    stored = sum(p.stat().st_size for p in work.glob("*thumbnails.parquet"))
+    print(f"(the run's thumbnails file: {stored / 1e6:.1f} MB, {count} rows)")
+
+
+def report(what: str, seconds: float, server, phase: str, thumbnails: int) -> None:
+    counted = server.counts()[phase]
+    print(
+        f"{what:36s} {seconds:6.2f} s  GET {counted.get('requests_GET', 0):4d}  HEAD "
+        f"{counted.get('requests_HEAD', 0):3d}  {counted['bytes_out'] / 1e6:8.2f} MB read  "
+        f"{thumbnails:5d} thumbnails"
     )
 
 
@@ -129,7 +234,14 @@ def main() -> int:
         default=None,
         help="write the README's screenshots of the demo's galleries here instead of timing",
     )
+    parser.add_argument("--s3", action="store_true", help="the galleries read from the run on loopback S3")
+    parser.add_argument("--num-images", type=int, default=20, help="with --s3: rows of each gallery")
     args = parser.parse_args()
+    if args.s3:
+        from photoset import DEFAULT_PHOTOS
+
+        galleries_on_s3(args.photos or DEFAULT_PHOTOS, args.out, args.count, args.num_images)
+        return 0
     if args.screenshots is not None:
         screenshots(args.screenshots)
         return 0

@@ -148,7 +148,11 @@ class FeatureShardWriter:
             columns[BOXED_COLUMN] = pa.array(boxed or [b""] * len(filenames), pa.binary())
         table = pa.table(columns)
         if self._thumbnails is None:
-            self._thumbnails = pq.ParquetWriter(self._thumbnails_path, table.schema, compression="none")
+            # Statistics of the row column alone: a reader picks row groups by them, and
+            # those of the JPEG bytes (~1.8 KB a group) would swell the footer it reads.
+            self._thumbnails = pq.ParquetWriter(
+                self._thumbnails_path, table.schema, compression="none", write_statistics=["row"]
+            )
         self._thumbnails.write_table(table)
 
     def add_annotations(self, filenames: list[str], rows: list[str]) -> None:
@@ -398,9 +402,13 @@ def load_thumbnails(
     return found
 
 
-# Thumbnails wanted from more than this share of a file's rows or bytes come in one read
-# of the whole file: fewer requests than a ranged read of each row group.
+# Thumbnails wanted of more than this share of a shard's rows come in one read of the
+# whole file: fewer requests than the ranges of its row groups.
 WHOLE_FILE_SHARE = 0.25
+# Bytes read from a Parquet file's end for its footer: a thumbnails file of 10,000 rows
+# has ~160 row groups and a footer of ~44 KB (a longer one, as files written before
+# 2026-12-07 have, costs a second read).
+FOOTER_BYTES = 64 * 1024
 
 
 def _thumbnail_rows(
@@ -408,26 +416,60 @@ def _thumbnail_rows(
 ) -> pl.DataFrame | None:
     """The rows of thumbnails file ``name`` (``row`` column) in ``rows``, with others of
     their row groups, and of ``columns`` those it has; None where the shard has no
-    thumbnails. Galleries show a few rows
-    of each of many shards: a row group is one batch of a shard (~64 rows), read from the
-    file's footer and that group's ranges alone, where the file is ~50 MB for 10,000
-    images."""
+    thumbnails. Galleries show a few rows of each of many shards: only the file's footer
+    and the row groups that hold those rows are read (a group is one batch of the shard,
+    ~64 rows), where the file is ~50 MB for 10,000 images."""
     if len(rows) > WHOLE_FILE_SHARE * shard_rows:
         return _whole_parquet(work, name)
     import pyarrow.parquet as pq
 
     try:
-        handle = work.open_ranged(name)
+        footer = parquet_footer(work, name)
     except FileNotFoundError:
         return None
-    with handle:
-        size = handle.seek(0, os.SEEK_END)
-        parquet = pq.ParquetFile(handle, pre_buffer=False)
-        groups = _groups_holding(parquet.metadata, rows)
-        if _group_bytes(parquet.metadata, groups) <= WHOLE_FILE_SHARE * size:
-            present = [column for column in columns if column in parquet.schema_arrow.names]
-            return pl.from_arrow(parquet.read_row_groups(groups, columns=present, use_threads=False))
-    return _whole_parquet(work, name)
+    groups = _groups_holding(footer, rows)
+    present = [column for column in columns if column in footer.schema.names]
+    with work.open_with_parts(name, _chunk_ranges(footer, groups, present)) as handle:
+        parquet = pq.ParquetFile(handle, metadata=footer, pre_buffer=False)
+        return pl.from_arrow(parquet.read_row_groups(groups, columns=present, use_threads=False))
+
+
+def parquet_footer(work: WorkDir, name: str):
+    """The metadata of Parquet file ``name``, from its end alone: one read, two where
+    the footer is longer than FOOTER_BYTES."""
+    import pyarrow.parquet as pq
+
+    tail = work.read_tail(name, FOOTER_BYTES)
+    # A Parquet file ends with its footer, the footer's length (4 bytes) and "PAR1".
+    length = int.from_bytes(tail[-8:-4], "little") + 8
+    if length > len(tail):
+        tail = work.read_tail(name, length)
+    return pq.ParquetFile(io.BytesIO(tail)).metadata
+
+
+def _groups_holding(footer, rows: np.ndarray) -> list[int]:
+    """Row groups whose ``row`` column spans one of ``rows`` (by the group's min and max;
+    a group without them is read)."""
+    column = footer.schema.names.index("row")
+    groups = []
+    for group in range(footer.num_row_groups):
+        stats = footer.row_group(group).column(column).statistics
+        if stats is None or not stats.has_min_max or np.any((rows >= stats.min) & (rows <= stats.max)):
+            groups.append(group)
+    return groups
+
+
+def _chunk_ranges(footer, groups: list[int], columns: list[str]) -> list[tuple[int, int]]:
+    """Byte ranges (start, stop) of ``columns`` in row ``groups``: each column chunk from
+    its first page (the dictionary's, where it has one) for its compressed size."""
+    indices = [footer.schema.names.index(column) for column in columns]
+    ranges = []
+    for group in groups:
+        for index in indices:
+            chunk = footer.row_group(group).column(index)
+            start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+            ranges.append((start, start + chunk.total_compressed_size))
+    return ranges
 
 
 def _whole_parquet(work: WorkDir, name: str) -> pl.DataFrame | None:
@@ -436,26 +478,6 @@ def _whole_parquet(work: WorkDir, name: str) -> pl.DataFrame | None:
     # polars, aborted the interpreter at exit about one run in four ("terminate called
     # without an active exception"), seen from the gallery commands.
     return None if data is None else pl.read_parquet(io.BytesIO(data))
-
-
-def _groups_holding(meta, rows: np.ndarray) -> list[int]:
-    """Row groups whose ``row`` column spans one of ``rows`` (by the group's min and max;
-    a group without them is read)."""
-    column = meta.schema.to_arrow_schema().get_field_index("row")
-    groups = []
-    for group in range(meta.num_row_groups):
-        stats = meta.row_group(group).column(column).statistics
-        if stats is None or not stats.has_min_max or np.any((rows >= stats.min) & (rows <= stats.max)):
-            groups.append(group)
-    return groups
-
-
-def _group_bytes(meta, groups: list[int]) -> int:
-    return sum(
-        meta.row_group(group).column(column).total_compressed_size
-        for group in groups
-        for column in range(meta.num_columns)
-    )
 
 
 def load_annotations(work: WorkDir, prefixes: list[str]) -> pl.DataFrame | None:

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from fsspec.utils import merge_offset_ranges
+
 from fastdup_ray.errors import InputError
 from fastdup_ray.rundir.storage import StorageOptions, is_remote, join, resolve
 
@@ -37,6 +39,11 @@ def write_file_atomically(path: Path, data: bytes) -> None:
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+# Ranges of a file fetched together closer than this are fetched as one (a gap costs
+# less than a request).
+MERGE_GAP = 64 * 1024
 
 
 class WorkDir:
@@ -111,13 +118,29 @@ class WorkDir:
             handle.seek(start)
             return handle.read(stop - start)
 
-    def open_ranged(self, name: str) -> BinaryIO:
-        """``name`` open for reading, each read fetching only the bytes it asks for (on S3
-        a ranged GET, no read-ahead): for a reader that seeks to the parts it needs, as
-        Parquet's footer and row groups. FileNotFoundError where there is no such file."""
+    def read_tail(self, name: str, size: int) -> bytes:
+        """The last ``size`` bytes of ``name``, all of it where it is shorter (on S3 one
+        suffix-ranged GET, no HEAD): a Parquet file's footer, say."""
         if self.remote:
-            return self.fs.open(self._remote_path(name), "rb", cache_type="none")
-        return open(self.path(name), "rb")
+            return self.fs.cat_file(self._remote_path(name), start=-size)
+        with open(self.path(name), "rb") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, end - size))
+            return handle.read()
+
+    def open_with_parts(self, name: str, ranges: Sequence[tuple[int, int]]) -> BinaryIO:
+        """``name`` open for reading, its byte ``ranges`` (start, stop) fetched first, all
+        at once (on S3 concurrently, neighbours merged), so that a reader of those parts
+        asks nothing more of the store. FileNotFoundError where there is no such file."""
+        if not self.remote:
+            return open(self.path(name), "rb")
+        path = self._remote_path(name)
+        paths, starts, stops = merge_offset_ranges(
+            [path] * len(ranges), [r[0] for r in ranges], [r[1] for r in ranges], max_gap=MERGE_GAP
+        )
+        parts = self.fs.cat_ranges(paths, starts, stops, on_error="raise")
+        known = {(start, stop): part for start, stop, part in zip(starts, stops, parts)}
+        return self.fs.open(path, "rb", cache_type="parts", cache_options={"data": known})
 
     def write_bytes(self, name: str, data: bytes) -> None:
         if self.remote:

@@ -75,6 +75,28 @@ def test_a_few_rows_of_a_large_shard_get_the_same_thumbnails_as_reading_it_whole
     assert load_thumbnails(work, ["a.tar"], many, boxed=True) == {i: shown[i] for i in many}
 
 
+def test_thumbnails_of_a_shard_written_with_a_long_footer_are_found(tmp_path):
+    """Shards written before thumbnails kept only the row column's statistics have footers
+    over the first read of a file's end; a few rows of one are still found."""
+    import pyarrow.parquet as pq
+
+    from fastdup_ray.rundir.shards import FOOTER_BYTES, THUMBNAILS_FILE, parquet_footer
+
+    work = WorkDir(str(tmp_path))
+    rng = np.random.default_rng(1)
+    thumbnails = [rng.bytes(4000) for _ in range(1000)]
+    with FeatureShardWriter(work, d=2, prefix="a.tar") as writer:
+        writer.add_good([f"a.tar/{i}.jpg" for i in range(1000)], np.zeros((1000, 2)), thumbnails=thumbnails)
+    path = tmp_path / f"a.tar{THUMBNAILS_FILE}"
+    table = pq.read_table(path)
+    with pq.ParquetWriter(path, table.schema, compression="none") as old:  # statistics of every column
+        for start in range(0, 1000, 10):
+            old.write_table(table.slice(start, 10))
+    assert int.from_bytes(path.read_bytes()[-8:-4], "little") > FOOTER_BYTES
+    assert parquet_footer(work, f"a.tar{THUMBNAILS_FILE}").num_row_groups == 100
+    assert load_thumbnails(work, ["a.tar"], [7, 993]) == {7: thumbnails[7], 993: thumbnails[993]}
+
+
 def _cards(count):
     return [
         Card(
