@@ -235,12 +235,12 @@ def main() -> int:
         help="write the README's screenshots of the demo's galleries here instead of timing",
     )
     parser.add_argument("--s3", action="store_true", help="the galleries read from the run on loopback S3")
-    parser.add_argument("--num-images", type=int, default=20, help="with --s3: rows of each gallery")
+    parser.add_argument("--num-images", type=int, default=20, help="with --s3: rows of each gallery (0: all)")
     args = parser.parse_args()
     if args.s3:
         from photoset import DEFAULT_PHOTOS
 
-        galleries_on_s3(args.photos or DEFAULT_PHOTOS, args.out, args.count, args.num_images)
+        galleries_on_s3(args.photos or DEFAULT_PHOTOS, args.out, args.count, args.num_images or None)
         return 0
     if args.screenshots is not None:
         screenshots(args.screenshots)

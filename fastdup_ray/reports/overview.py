@@ -19,6 +19,7 @@ from fastdup_ray.reports.render import (
     DEFAULT_TILE_SIZE,
     INDEX_PAGE,
     Gallery,
+    SavedThumbnails,
     render_index,
     write_gallery,
 )
@@ -62,6 +63,7 @@ def create_galleries(
         ),
     ]
     entries = []
+    saved: SavedThumbnails = {}  # the galleries share one thumbnails folder: each image read once
     for title, build in builders:
         try:
             gallery = build()
@@ -70,7 +72,7 @@ def create_galleries(
                 {"title": title, "href": None, "description": "", "rows": None, "why": f"Not made: {exc}"}
             )
             continue
-        page = write_gallery(gallery, save_path, page_size, thumbnail_size, index_link=True)
+        page = write_gallery(gallery, save_path, page_size, thumbnail_size, index_link=True, saved=saved)
         entries.append(
             {
                 "title": gallery.title,

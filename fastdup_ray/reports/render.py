@@ -172,10 +172,12 @@ def write_gallery(
     index_link: bool = False,
     look: Look = Look(),
     save_artifacts: bool = False,
+    saved: SavedThumbnails | None = None,
 ) -> Path:
     """Write the pages and the thumbnails they show, drawn as ``look`` says; with
     ``save_artifacts`` (fastdup's name) also ``<stem>_artifacts.csv``, a row per image
-    shown. Returns the first page's path."""
+    shown. ``saved``: the thumbnails earlier galleries saved in ``save_path``, kept up
+    to date (see write_thumbnails). Returns the first page's path."""
     if page_size < 1:
         raise ConfigError(f"page_size must be at least 1, got {page_size}")
     if tile_size < 16:
@@ -185,7 +187,7 @@ def write_gallery(
     (folder / THUMBNAILS_DIR).mkdir(parents=True, exist_ok=True)
     tiles = [tile for card in gallery.cards for tile in card.tiles]
     shown = [tile for tile in tiles if tile.source is not None and tile.image_id is not None]
-    if shown and not write_thumbnails(folder / THUMBNAILS_DIR, shown, tile_size, look):
+    if shown and not write_thumbnails(folder / THUMBNAILS_DIR, shown, tile_size, look, saved):
         log.warning(
             "no thumbnails for %s (extracted with thumbnail_size=0, or your own features): "
             "it shows locations only",
@@ -244,16 +246,30 @@ def enhanced(jpeg: bytes) -> bytes:
     return out.getvalue()
 
 
-def write_thumbnails(folder: Path, tiles: list[Tile], tile_size: int, look: Look = Look()) -> int:
+# Thumbnails already saved in a galleries folder: (source, image id, boxed, enhanced) ->
+# (file name, size). The galleries create_galleries writes together show many of the same
+# images; each gallery would otherwise read them from the run again.
+SavedThumbnails = dict[tuple[object, int, bool, bool], tuple[str, tuple[int, int]]]
+
+
+def write_thumbnails(
+    folder: Path, tiles: list[Tile], tile_size: int, look: Look = Look(), saved: SavedThumbnails | None = None
+) -> int:
     """Set each tile's ``thumbnail`` to the one its source stored for it (enhanced when
     ``look`` says), saved under a name made from its bytes, so a folder shared by the
     galleries of several runs never shows one run's picture for another's image; and its
     shown size, the thumbnail scaled to fit ``tile_size`` (a square of that size without
-    ``keep_aspect_ratio``). Returns how many tiles got one."""
+    ``keep_aspect_ratio``). Thumbnails in ``saved`` (this folder's) are not read again;
+    those read are added to it. Returns how many tiles got one."""
+    saved = {} if saved is None else saved
+
+    def key(source, image_id) -> tuple[object, int, bool, bool]:
+        return source, image_id, look.boxed, look.enhance_image
+
     wanted: dict[object, set[int]] = {}
     for tile in tiles:
-        wanted.setdefault(tile.source, set()).add(tile.image_id)
-    files: dict[tuple[int, int], tuple[str, tuple[int, int]]] = {}
+        if key(tile.source, tile.image_id) not in saved:
+            wanted.setdefault(tile.source, set()).add(tile.image_id)
     for source, ids in wanted.items():
         for image_id, jpeg in source.thumbnails(sorted(ids), boxed=look.boxed).items():
             jpeg = enhanced(jpeg) if look.enhance_image else jpeg
@@ -261,9 +277,9 @@ def write_thumbnails(folder: Path, tiles: list[Tile], tile_size: int, look: Look
             if not (folder / name).exists():  # the same name is the same bytes
                 write_file_atomically(folder / name, jpeg)
             with Image.open(io.BytesIO(jpeg)) as picture:  # reads the header only
-                files[(id(source), image_id)] = (name, picture.size)
+                saved[key(source, image_id)] = (name, picture.size)
     for tile in tiles:
-        name, (width, height) = files.get((id(tile.source), tile.image_id), (None, (0, 0)))
+        name, (width, height) = saved.get(key(tile.source, tile.image_id), (None, (0, 0)))
         tile.thumbnail = name
         if name:
             # Thumbnails of older runs (128 px) are scaled up to the tile: a grid of one size.

@@ -498,3 +498,24 @@ def test_a_run_opened_earlier_on_storage_now_unreachable_does_not_stop_the_looku
     tables.remember_run("s3://gone-bucket/run")
     shown = card_names(fastdup_ray.create_duplicates_gallery(pairs, tmp_path), "duplicates")
     assert {frozenset(card) for card in shown} == run_pairs(work)
+
+
+def test_create_galleries_reads_each_shown_thumbnail_from_the_run_once(decided_run, tmp_path, monkeypatch):
+    """The galleries share one thumbnails folder and show many of the same images: a
+    thumbnail one gallery saved is not read from the run again for the next (on S3 each
+    read is of the shard's thumbnails file)."""
+    from fastdup_ray.reports import tables
+
+    _, work = decided_run
+    asked: list[int] = []
+    reader = tables.load_thumbnails
+
+    def counted(work, prefixes, ids, boxed=False):
+        asked.extend(ids)
+        return reader(work, prefixes, ids, boxed)
+
+    monkeypatch.setattr(tables, "load_thumbnails", counted)
+    index = create_galleries(work, tmp_path / "g")
+    shown = {p.name for p in (index.parent / "thumbnails").glob("*.jpg")}
+    assert len(shown) == 10  # every good image is in some gallery
+    assert sorted(asked) == sorted(set(asked)) and len(asked) == 10
