@@ -116,7 +116,6 @@ def galleries_on_s3(photos: Path, out: Path, count: int, num_images: int | None)
     """Thumbnails and galleries read from a run's work dir on loopback S3, the requests counted."""
     import os
 
-    import boto3
     import numpy as np
     import s3fs
 
@@ -134,13 +133,7 @@ def galleries_on_s3(photos: Path, out: Path, count: int, num_images: int | None)
             secret=secret,
             client_kwargs={"endpoint_url": server.uncounted_endpoint, "region_name": "us-east-1"},
         )
-        boto3.client(
-            "s3",
-            endpoint_url=server.uncounted_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=key,
-            aws_secret_access_key=secret,
-        ).create_bucket(Bucket="galleries")
+        server.create_bucket("galleries")
         fs.put(f"{work}/", "galleries/work", recursive=True)
         os.environ.update(
             AWS_ACCESS_KEY_ID=key,

@@ -348,6 +348,18 @@ class LoopbackS3:
     def uncounted_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.uncounted_port}"
 
+    def create_bucket(self, bucket: str) -> None:
+        """A new bucket, made through the uncounted port (moto takes any credentials)."""
+        import boto3
+
+        boto3.client(
+            "s3",
+            endpoint_url=self.uncounted_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="loopback",
+            aws_secret_access_key="loopback",
+        ).create_bucket(Bucket=bucket)
+
     def control(self, command: str, **query) -> dict:
         from urllib.parse import urlencode
 

@@ -347,16 +347,8 @@ def test_thumbnails_of_a_few_rows_are_read_without_their_whole_shard():
 
 def counted_work_dir(server, bucket: str):
     """An s3:// work dir in a new bucket of the loopback S3 server, whose requests it counts."""
-    import boto3
-
     from fastdup_ray.rundir.workdir import WorkDir
 
-    boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=KEY,
-        aws_secret_access_key=SECRET,
-    ).create_bucket(Bucket=bucket)
+    server.create_bucket(bucket)
     options = StorageOptions(endpoint_url=server.endpoint, region="us-east-1", key=KEY, secret=SECRET)
     return WorkDir(f"s3://{bucket}/work", options)
