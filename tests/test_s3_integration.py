@@ -316,7 +316,7 @@ def test_fastdup_features_in_an_s3_folder_load_with_their_names(s3_server, bucke
 def test_thumbnails_of_a_few_rows_are_read_without_their_whole_shard():
     """A gallery shows a few rows of each of many shards (a LAION run's galleries with
     num_images): it must read those rows' part of a thumbnails file, not the whole file
-    (~50 MB for a shard of 10,000 images) for each. Counted by the loopback S3 server."""
+    (~110 MB for a shard of 10,000 images at 256 px) for each. Counted by the loopback S3 server."""
     import numpy as np
     from loopback import LoopbackS3
 

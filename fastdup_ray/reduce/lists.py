@@ -98,19 +98,25 @@ class ListedVectors:
         )
         return probes
 
-    def gather(self, ids: np.ndarray, home: np.ndarray) -> np.ndarray:
-        """Vectors of the given global ids, whose lists are ``home``."""
+    def rows_in_lists(self) -> np.ndarray:
+        """Each global id's row inside its list, built on the first call (before threads
+        share it: blocked_ivf_knn asks first)."""
         if self._where is None:
             self._where = np.empty(self.index.ntotal, dtype=np.int64)
             for number in range(self.nlist):
                 member_ids, _ = self.members(number)
                 self._where[member_ids] = np.arange(len(member_ids))
+        return self._where
+
+    def gather(self, ids: np.ndarray, home: np.ndarray) -> np.ndarray:
+        """Vectors of the given global ids, whose lists are ``home``."""
+        where = self.rows_in_lists()
         out = np.empty((len(ids), self.d), dtype=np.float32)
         order = np.argsort(home, kind="stable")
         bounds = np.flatnonzero(np.diff(home[order])) + 1
         for group in np.split(order, bounds):
             if len(group):
-                out[group] = self.members(int(home[group[0]]))[1][self._where[ids[group]]]
+                out[group] = self.members(int(home[group[0]]))[1][where[ids[group]]]
         return out
 
 
@@ -138,7 +144,7 @@ def blocked_ivf_knn(
         home = probes[:, 0]
         query_vectors = lambda rows: listed.gather(rows, home[rows])  # noqa: E731
         query_ids = np.arange(m, dtype=np.int64)
-        listed.gather(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))  # its lookup, built once
+        listed.rows_in_lists()  # built here, once, not by the threads below at the same time
     best = empty_topk(m, k)
     # Group (query, probed list) pairs by list once, so each list gathers its queries in one go.
     query_of = np.repeat(np.arange(m, dtype=np.int64), probes.shape[1])
