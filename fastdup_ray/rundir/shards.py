@@ -43,6 +43,7 @@ STATS_FILE = "features.stats.csv"
 THUMBNAILS_FILE = "features.thumbnails.parquet"
 ANNOTATIONS_FILE = "features.annotations.parquet"
 BOXED_COLUMN = "boxed"  # thumbnails file: a crop's whole image with its box drawn (draw_bbox)
+THUMBNAIL_TYPES = {"row": "int64", "filename": "string", "thumbnail": "binary", BOXED_COLUMN: "binary"}
 # Every file a shard may have, after its prefix, the marker first: what removing a stale
 # shard removes, in that order, so a half-removed shard never looks finished.
 SHARD_SUFFIXES = (
@@ -138,15 +139,18 @@ class FeatureShardWriter:
 
         # Row i of the thumbnails file is row good+i of the shard, so the row is the key.
         columns = {
-            "row": pa.array(range(self.good, self.good + len(filenames)), pa.int64()),
-            "filename": pa.array(filenames, pa.string()),
-            "thumbnail": pa.array(thumbnails, pa.binary()),
+            "row": np.arange(self.good, self.good + len(filenames), dtype=np.int64),
+            "filename": filenames,
+            "thumbnail": thumbnails,
         }
         if self._thumbnails is None:
             self._boxed = boxed is not None  # the file's columns are fixed by its first rows
         if self._boxed:
-            columns[BOXED_COLUMN] = pa.array(boxed or [b""] * len(filenames), pa.binary())
-        table = pa.table(columns)
+            columns[BOXED_COLUMN] = boxed or [b""] * len(filenames)
+        # Through polars: pyarrow's own conversion of Python lists and numpy arrays imports
+        # pandas (~0.2-0.3 s of every run's driver), and nothing else in a run needs it.
+        table = pl.DataFrame(columns).to_arrow()
+        table = table.cast(pa.schema([(name, pa.type_for_alias(THUMBNAIL_TYPES[name])) for name in columns]))
         if self._thumbnails is None:
             # Statistics of the row column alone: a reader picks row groups by them, and
             # those of the JPEG bytes (~1.8 KB a group) would swell the footer it reads.
