@@ -12,18 +12,22 @@ through fastdup_ray at the package defaults. For each half it prints
   at the package defaults give: similarity.csv precision / recall, component purity;
 - per edit type, how many copies the runs at the defaults find.
 
-``--compare-models`` adds, on the report half, the shipped int8 model against fp32
-and against flip-invariant features (mean of an image's and its mirror's
-embedding), with one core's model-alone img/s for each; ``--k-cost N`` the CPU time of
-the reduce for each k on N random vectors.
+``--vs-fastdup`` runs fastdup 2.54 (installed by throughput.py into its own virtual
+environment) on the same halves at its own defaults, and scores its features and its
+similarity.csv and components the same way, so the two tools are compared on data that
+neither was tuned on (the report half). ``--compare-models`` adds, on the report half,
+the shipped int8 model against fp32 and against flip-invariant features (mean of an
+image's and its mirror's embedding), with one core's model-alone img/s for each;
+``--k-cost N`` the CPU time of the reduce for each k on N random vectors.
 
     python benchmarks/quality.py [--photos ../shared/data/imagenet-sample-dev] [--halves tune]
-        [--compare-models] [--k-cost 20000]
+        [--vs-fastdup] [--compare-models] [--k-cost 20000]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -33,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from photoset import DEFAULT_PHOTOS, HALVES, build_set
+from throughput import fastdup_python, fastdup_run
 
 import fastdup_ray
 from fastdup_ray.actions.evaluate import component_purity, pair_metrics
@@ -257,6 +262,20 @@ def choose_defaults(tune: Half) -> tuple[float, int, float]:
     return threshold, k, ccthreshold
 
 
+def output_cells(half: Half, a: np.ndarray, b: np.ndarray, labels: np.ndarray) -> str:
+    """A run's similarity.csv pairs (rows a, b of its features) and component labels,
+    scored: images, true pairs, pairs, precision, recall, purity, same-component precision
+    and recall."""
+    found = int((half.groups[a] == half.groups[b]).sum())
+    together, true_together = same_component_pairs(labels, half.groups)
+    return (
+        f"| {half.name} | {len(half.names)} | {half.true_pairs} | {len(a)} | "
+        f"{found / max(1, len(a)):.4f} | {found / half.true_pairs:.4f} | "
+        f"{component_purity(labels, half.groups):.4f} | {true_together / max(1, together):.4f} | "
+        f"{true_together / half.true_pairs:.4f} |"
+    )
+
+
 def print_run(half: Half, config: RunConfig) -> None:
     """similarity.csv and components of the run itself (package defaults), checked against
     the same numbers computed here from its features."""
@@ -264,22 +283,52 @@ def print_run(half: Half, config: RunConfig) -> None:
     index = {n: i for i, n in enumerate(half.names)}
     a = np.array([index[n] for n in similarity["from"]], dtype=np.int64)
     b = np.array([index[n] for n in similarity["to"]], dtype=np.int64)
-    found = int((half.groups[a] == half.groups[b]).sum())
     labels = pl.read_csv(half.work / "connected_components.csv")["component_id"].to_numpy()
-    together, true_together = same_component_pairs(labels, half.groups)
     recomputed = outcome(
         half, knn_pairs(half.features, config.nearest_neighbors_k), config.threshold, config.ccthreshold
     )
     agrees = recomputed.pairs == len(similarity) and recomputed.purity == component_purity(
         labels, half.groups
     )
-    print(
-        f"| {half.name} | {len(half.names)} | {half.true_pairs} | {len(similarity)} | "
-        f"{found / max(1, len(similarity)):.4f} | "
-        f"{found / half.true_pairs:.4f} | {component_purity(labels, half.groups):.4f} | "
-        f"{true_together / max(1, together):.4f} | "
-        f"{true_together / half.true_pairs:.4f} | {'yes' if agrees else 'NO'} |"
+    print(f"{output_cells(half, a, b, labels)} {'yes' if agrees else 'NO'} |")
+
+
+def fastdup_half(half: Half, truth: pl.DataFrame, out: Path, python: Path) -> Half:
+    """fastdup 2.54 at its own defaults on the images of ``half``: its features (its own
+    model's, L2-normalised for the cosine it uses) in its row order, with the ground truth."""
+    work = out / "fastdup-work" / half.name
+    fastdup_run(python, out / "images" / half.name, work, len(half.names))
+    names = pl.read_csv(work / "atrain_features.dat.csv")["filename"].to_list()
+    vectors = np.fromfile(work / "atrain_features.dat", dtype="<f4").reshape(len(names), -1)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    group_of = dict(zip(truth["filename"], truth["group"]))
+    edit_of = dict(zip(truth["filename"], truth["transform"]))
+    if len(names) != len(half.names):
+        print(f"fastdup 2.54 embedded {len(names)} of the {len(half.names)} images of the {half.name} half")
+    return Half(
+        f"fastdup 2.54 on the {half.name}",
+        work,
+        names,
+        vectors,
+        np.array([group_of[n] for n in names]),
+        [edit_of[n] for n in names],
     )
+
+
+def print_fastdup_run(theirs: Half) -> None:
+    """fastdup's own similarity.csv (each pair once, whichever way round it wrote it) and
+    connected_components.csv (``__id``: its features row), scored like ours."""
+    similarity = pl.read_csv(theirs.work / "similarity.csv")
+    index = {n: i for i, n in enumerate(theirs.names)}
+    rows = np.array([[index[f], index[t]] for f, t in zip(similarity["from"], similarity["to"])], np.int64)
+    pairs = np.unique(np.sort(rows.reshape(-1, 2), axis=1), axis=0)
+    components = pl.read_csv(theirs.work / "connected_components.csv").sort("__id")
+    labels = np.full(len(theirs.names), -1, dtype=np.int64)
+    labels[components["__id"].to_numpy()] = components["component_id"].to_numpy()
+    # An image fastdup left out of its components is a component of its own.
+    alone = labels < 0
+    labels[alone] = labels.max(initial=0) + 1 + np.arange(int(alone.sum()))
+    print(output_cells(theirs, pairs[:, 0], pairs[:, 1], labels))
 
 
 def edit_rows(half: Half) -> pl.DataFrame:
@@ -457,6 +506,11 @@ def main() -> int:
         help="shipped model to test (auto = int8 on CPU)",
     )
     parser.add_argument(
+        "--vs-fastdup",
+        action="store_true",
+        help="also run fastdup 2.54 on each half at its defaults and score it the same way",
+    )
+    parser.add_argument(
         "--compare-models",
         action="store_true",
         help="also int8 vs fp32 vs flip-invariant features on the report half",
@@ -497,6 +551,20 @@ def main() -> int:
         print_run(half, config)
     for half in halves:
         print_edits(half)
+    if args.vs_fastdup:
+        python = fastdup_python(args.out)
+        theirs = [fastdup_half(half, truth, args.out, python) for half in halves]
+        for half in theirs:
+            print_separation(half)
+        used = json.loads((theirs[0].work / "config.json").read_text())
+        print(
+            f"\nfastdup 2.54 at its defaults (threshold {used['threshold']}, "
+            f"k {used['nearest_neighbors_k']}, its default ccthreshold): half | images | true pairs | "
+            "similarity.csv pairs | precision | recall | component purity | same-component precision | recall"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for half in theirs:
+            print_fastdup_run(half)
     if args.compare_models:
         report = next(h for h in halves if h.name == "report")
         compare_models(report, config.nearest_neighbors_k)
