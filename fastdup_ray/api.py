@@ -291,18 +291,8 @@ class Fastdup(RunTools):
         return WorkDir(self.work_dir, self._storage or self._stored_storage())
 
     def _stored_storage(self) -> StorageOptions | None:
-        """Endpoint, region and profile of a remote run from its config.json (keys are
-        never written there: they come from the environment, as for the run)."""
-        if not is_remote(self.work_dir):
-            return None
-        saved = results.read_config(WorkDir(self.work_dir), missing_ok=True)
-        if saved is None:
-            return None
-        return StorageOptions(
-            endpoint_url=saved.get("s3_endpoint_url"),
-            region=saved.get("s3_region"),
-            profile=saved.get("s3_profile"),
-        )
+        """The storage options a remote run's config.json records (results.recorded_storage)."""
+        return results.recorded_storage(WorkDir(self.work_dir)) if is_remote(self.work_dir) else None
 
     def _existing_work(self) -> WorkDir:
         """The work dir, refused (not created) when a local one does not exist."""

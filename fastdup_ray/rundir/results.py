@@ -28,6 +28,7 @@ from fastdup_ray.rundir.shards import (
     read_filenames,
     shard_names,
 )
+from fastdup_ray.rundir.storage import StorageOptions
 from fastdup_ray.rundir.workdir import WorkDir
 
 # Columns that must stay strings whatever they hold (a file named "123.jpg" is no number).
@@ -99,6 +100,20 @@ BAD_COLUMNS = {"filename": pl.String, "error": pl.String}
 
 def has_config(work: WorkDir | str) -> bool:
     return _work(work).exists(layout.CONFIG_FILE)
+
+
+def recorded_storage(work: WorkDir | str) -> StorageOptions | None:
+    """Endpoint, region and profile of the run's S3 storage as its config.json records
+    them (keys are never written there: they come from the environment, as for the run);
+    None without a config.json."""
+    saved = read_config(work, missing_ok=True)
+    if saved is None:
+        return None
+    return StorageOptions(
+        endpoint_url=saved.get("s3_endpoint_url"),
+        region=saved.get("s3_region"),
+        profile=saved.get("s3_profile"),
+    )
 
 
 def read_config(work: WorkDir | str, missing_ok: bool = False) -> dict | None:
