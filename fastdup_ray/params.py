@@ -405,8 +405,9 @@ PARAMS: tuple[Param, ...] = (
         256,
         stage="map",
         low=0,
-        help="longest side of the thumbnails kept for the galleries; 0 = none",
-        doc="longest side of the JPEG thumbnails stored per shard for the galleries; 0 = none",
+        help="longest side of the thumbnails kept for the galleries; 0 = none (galleries read the files)",
+        doc="longest side of the JPEG thumbnails stored per shard for the galleries; 0 = none: the "
+        "galleries then make them from the images' own files, and images inside tars show none",
     ),
     _margin(
         "augmentation_additive_margin", None, "pixels added on each side of a bounding box before its cut"

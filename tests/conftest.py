@@ -197,3 +197,23 @@ def s3_environment(endpoint):
         AWS_ENDPOINT_URL=endpoint,
         AWS_DEFAULT_REGION="us-east-1",
     )
+
+
+def shows_file(picture: bytes, path: Path, size: int = 256) -> bool:
+    """Whether a shown thumbnail is the image of ``path``: its longest side ``size`` (never
+    enlarged), its aspect, and its pixels near those of the file shrunk to it."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(picture)) as shown, Image.open(path) as original:
+        wanted = original.size
+        scale = min(1.0, size / max(wanted))
+        scaled = (round(wanted[0] * scale), round(wanted[1] * scale))
+        if shown.size != scaled:
+            return False
+        expected = original.convert("RGB").resize(shown.size, Image.Resampling.BOX)
+        # Here the file shrunk is ~2-6 grey levels from its thumbnail, another scene 40 or more.
+        pixels = np.asarray(shown.convert("RGB"), dtype=np.float32)
+        return float(np.abs(pixels - np.asarray(expected, dtype=np.float32)).mean()) < 15

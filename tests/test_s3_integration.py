@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from conftest import S3_KEY as KEY
 from conftest import S3_SECRET as SECRET
-from conftest import s3_environment, s3_options
+from conftest import s3_environment, s3_options, shows_file
 
 import fastdup_ray
 from fastdup_ray.errors import InputError
@@ -55,6 +55,28 @@ def test_minio_folder_of_images_to_local_work_dir(ray_local, s3_server, bucket, 
     names, _ = fastdup_ray.load_binary_features(tmp_path)
     assert all(n.startswith(f"minio://{host}/fdr-test/photos/") for n in names)
     assert summary.similar_pairs == len(sample.duplicate_pairs)
+
+
+def test_galleries_of_s3_objects_extracted_without_thumbnails_read_the_objects(
+    s3_server, bucket, sample, tmp_path, monkeypatch
+):
+    """thumbnail_size=0 on an s3:// folder, local work dir: the galleries make each
+    thumbnail from its object, at the endpoint the run's config.json records."""
+    import re
+
+    work = tmp_path / "work"
+    fastdup_ray.run(
+        "s3://fdr-test/photos", str(work), executor="local", thumbnail_size=0, **s3_options(s3_server)
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY)  # keys from the environment, as for any reader
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    page = fastdup_ray.create_stats_gallery(work, tmp_path / "g", num_images=len(sample.images))
+    text = page.read_text()
+    shown = re.findall(r'<img src="([^"]+)"[^>]*>.*?<div class="location">(.*?)</div>', text, re.S)
+    assert len(shown) == len(sample.images)
+    for source, location in shown:
+        original = sample.root / location.removeprefix("s3://fdr-test/photos/")
+        assert shows_file((page.parent / source).read_bytes(), original), location
 
 
 def test_s3_file_list_with_a_missing_entry(ray_local, s3_server, bucket, tmp_path):

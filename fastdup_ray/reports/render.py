@@ -189,8 +189,8 @@ def write_gallery(
     shown = [tile for tile in tiles if tile.source is not None and tile.image_id is not None]
     if shown and not write_thumbnails(folder / THUMBNAILS_DIR, shown, tile_size, look, saved):
         log.warning(
-            "no thumbnails for %s (extracted with thumbnail_size=0, or your own features): "
-            "it shows locations only",
+            "no thumbnails for %s (extracted with thumbnail_size=0 or from your own features, "
+            "and its images are not files of their own, or could not be read): it shows locations only",
             gallery.title,
         )
     for tile in tiles:
@@ -271,7 +271,7 @@ def write_thumbnails(
         if key(tile.source, tile.image_id) not in saved:
             wanted.setdefault(tile.source, set()).add(tile.image_id)
     for source, ids in wanted.items():
-        for image_id, jpeg in source.thumbnails(sorted(ids), boxed=look.boxed).items():
+        for image_id, jpeg in source.thumbnails(sorted(ids), boxed=look.boxed, size=tile_size).items():
             jpeg = enhanced(jpeg) if look.enhance_image else jpeg
             name = f"{hashlib.sha256(jpeg).hexdigest()[:32]}.jpg"
             if not (folder / name).exists():  # the same name is the same bytes

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from fastdup_ray.errors import ConfigError, InputError
+from fastdup_ray.reports.originals import original_thumbnails
 from fastdup_ray.rundir import layout, results
 from fastdup_ray.rundir.shards import (
     list_shards,
@@ -120,9 +121,17 @@ class ImageSource:
             )
         return self._names
 
-    def thumbnails(self, ids: Sequence[int], boxed: bool = False) -> dict[int, bytes]:
-        """The stored thumbnails of ``ids``; ``boxed``: a crop's whole image with its box drawn."""
-        return load_thumbnails(self.work, self.prefixes, list(ids), boxed) if self.prefixes else {}
+    def thumbnails(self, ids: Sequence[int], boxed: bool = False, size: int = 256) -> dict[int, bytes]:
+        """The stored thumbnails of ``ids`` (``boxed``: a crop's whole image with its box
+        drawn); an image stored without one gets one of ``size`` made from its original
+        file, where it has a file of its own (originals.py)."""
+        found = load_thumbnails(self.work, self.prefixes, list(ids), boxed) if self.prefixes else {}
+        missing = [int(i) for i in ids if i not in found]
+        if missing:
+            rows = self.names.filter(pl.col("__id").is_in(missing))
+            storage = self.work.options or results.recorded_storage(self.work)
+            found.update(original_thumbnails(dict(rows.iter_rows()), size, storage))
+        return found
 
     def counts(self) -> tuple[int, int]:
         """(good, bad) images, from the shards' completion markers."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import free_port, write_tar
+from conftest import free_port, shows_file, write_tar
 from PIL import Image
 
 import fastdup_ray
@@ -500,14 +500,47 @@ def test_a_gallery_shows_only_thumbnails_of_its_own_run_in_a_shared_folder(local
         assert tiles and all(picture == stored[name] for name, picture in tiles), page
     assert {name for name, _ in shown_tiles(out / "stats_blur.html")} == set(run_thumbnails(other))
 
-    # A run without thumbnails shows the empty box, whatever older files lie in the folder.
+    # A run without thumbnails shows its own files, whatever older pictures of the same
+    # ids lie in the folder.
     bare = tmp_path / "bare"
     shutil.copytree(other, bare)
     (bare / "features.thumbnails.parquet").unlink()
-    page = fastdup_ray.create_stats_gallery(bare, out)
-    tiles = shown_tiles(page)
-    assert len(tiles) == 5 and all(picture is None for _, picture in tiles)
-    assert "<img" not in page.read_text()
+    tiles = shown_tiles(fastdup_ray.create_stats_gallery(bare, out))
+    assert len(tiles) == 5
+    assert all(picture is not None and shows_file(picture, Path(name)) for name, picture in tiles)
+
+
+def test_a_run_extracted_without_thumbnails_shows_its_files_and_no_picture_for_tar_members(tmp_path, caplog):
+    """thumbnail_size=0 stores no thumbnails: the galleries make them from the images'
+    own files, and an image inside a tar, or a file gone since the run, shows the empty
+    box, the file gone named in a warning."""
+    scenes = {f"loose_{i}.jpg": make_scene(500 + i, material=i) for i in range(3)}
+    scenes["loose_0_copy.jpg"] = near_duplicate(scenes["loose_0.jpg"], 2)
+    folder = make_folder(tmp_path / "images", scenes)
+    members = {"member_0.jpg": jpeg_bytes(make_scene(600, material=5))}
+    members["member_0_copy.jpg"] = jpeg_bytes(near_duplicate(make_scene(600, material=5), 3))
+    write_tar(folder / "shard.tar", members)
+    work = tmp_path / "work"
+    fastdup_ray.run(str(folder), str(work), executor="local", nearest_neighbors_k=2, thumbnail_size=0)
+    assert not list(work.glob("*thumbnails*"))
+
+    tiles = shown_tiles(fastdup_ray.create_stats_gallery(work, tmp_path / "g"))
+    assert len(tiles) == 6
+    for name, picture in tiles:
+        if "shard.tar/" in name:
+            assert picture is None, name
+        else:
+            assert picture is not None and shows_file(picture, Path(name)), name
+    duplicates = shown_tiles(fastdup_ray.create_duplicates_gallery(work, tmp_path / "g"))
+    assert {Path(name).name for name, _ in duplicates} >= {"loose_0.jpg", "loose_0_copy.jpg"}
+
+    gone = folder / "loose_1.jpg"
+    gone.unlink()
+    with caplog.at_level("WARNING", logger="fastdup_ray"):
+        tiles = dict(shown_tiles(fastdup_ray.create_stats_gallery(work, tmp_path / "after")))
+    assert tiles[str(gone)] is None
+    assert sum(picture is not None for picture in tiles.values()) == 3
+    assert f"no thumbnail for 1 of 4 images read from their files (first: {gone}" in caplog.text
 
 
 def card_count(page: Path) -> int:
@@ -643,7 +676,7 @@ def test_galleries_of_a_test_run_show_test_images_beside_train_images(local_runs
             gallery(results, tmp_path / "g")
 
     # run_mode 4: the test side is the user's features (shards, or a bare features.dat),
-    # with no thumbnails: its tiles show the empty box, the train side its pictures.
+    # with no thumbnails: its tiles show their files, the train side its stored pictures.
     bare = plain_features(test, tmp_path / "bare")
     for number, features in enumerate((bare, bare / "features.dat", tmp_path / "saved")):
         if number == 2:
@@ -651,7 +684,10 @@ def test_galleries_of_a_test_run_show_test_images_beside_train_images(local_runs
         shutil.rmtree(results)
         write_test_results(train, features, results)
         page = fastdup_ray.create_duplicates_gallery(results, tmp_path / f"g{number}")
-        assert shown_tiles(page) == expected(results / "similarity.csv", test_thumbs={}), features
+        tiles, wanted = shown_tiles(page), expected(results / "similarity.csv", test_thumbs={})
+        assert [name for name, _ in tiles] == [name for name, _ in wanted], features
+        for (name, picture), (_, stored) in zip(tiles, wanted):
+            assert picture == stored if stored else shows_file(picture, Path(name)), (features, name)
 
 
 def test_run_mode_3_results_make_galleries(local_runs, tmp_path):
