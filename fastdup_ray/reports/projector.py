@@ -20,7 +20,7 @@ from PIL import Image
 
 from fastdup_ray.errors import ConfigError, InputError
 from fastdup_ray.reports.tables import RunTables
-from fastdup_ray.rundir.shards import load_rows, load_thumbnails, read_marker
+from fastdup_ray.rundir.shards import load_rows, read_marker
 from fastdup_ray.rundir.workdir import write_file_atomically
 
 log = logging.getLogger("fastdup_ray")
@@ -104,7 +104,7 @@ def export_to_tensorboard_projector(
     vectors = load_rows(tables.work, tables.prefixes, ids, d)
     filenames = names["filename"].gather(ids).to_list()
     component = tables.component_sizes()
-    thumbs = load_thumbnails(tables.work, tables.prefixes, ids)
+    thumbs = tables.single_run("projector export").thumbnails(ids.tolist(), size=sprite_cell)
 
     folder = Path(log_dir)
     folder.mkdir(parents=True, exist_ok=True)

@@ -533,6 +533,10 @@ def test_a_run_extracted_without_thumbnails_shows_its_files_and_no_picture_for_t
             assert picture is not None and shows_file(picture, Path(name)), name
     duplicates = shown_tiles(fastdup_ray.create_duplicates_gallery(work, tmp_path / "g"))
     assert {Path(name).name for name, _ in duplicates} >= {"loose_0.jpg", "loose_0_copy.jpg"}
+    # The projector's sprite is made from the same files: a loose image's cell is its picture.
+    logs = tmp_path / "logs"
+    fastdup_ray.export_to_tensorboard_projector(work, logs, sample_size=6, sprite_cell=32)
+    assert 'image_path: "sprite.png"' in (logs / "projector_config.pbtxt").read_text()
 
     gone = folder / "loose_1.jpg"
     gone.unlink()
