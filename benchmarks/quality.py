@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from photoset import DEFAULT_PHOTOS, HALVES, build_set
-from throughput import fastdup_python, fastdup_run
+from throughput import fastdup_features, fastdup_python, fastdup_run
 
 import fastdup_ray
 from fastdup_ray.actions.evaluate import component_purity, pair_metrics
@@ -298,9 +298,7 @@ def fastdup_half(half: Half, truth: pl.DataFrame, out: Path, python: Path) -> Ha
     model's, L2-normalised for the cosine it uses) in its row order, with the ground truth."""
     work = out / "fastdup-work" / half.name
     fastdup_run(python, out / "images" / half.name, work, len(half.names))
-    names = pl.read_csv(work / "atrain_features.dat.csv")["filename"].to_list()
-    vectors = np.fromfile(work / "atrain_features.dat", dtype="<f4").reshape(len(names), -1)
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    names, vectors = fastdup_features(work)
     group_of = dict(zip(truth["filename"], truth["group"]))
     edit_of = dict(zip(truth["filename"], truth["transform"]))
     if len(names) != len(half.names):

@@ -9,9 +9,12 @@ edited copies, then measures on this machine:
   with ``--executors ray``, included), with the seconds of each stage the run reports and
   how much of the cores' time extraction spent outside decode, statistics and model;
 - with ``--vs-fastdup``: fastdup 2.54 on the same folder, alternating with fastdup_ray,
-  and the ratio. fastdup is installed by this script into its own virtual environment
-  from the registry; its licence is non-commercial, so it is only ever a benchmark peer
-  here, never a dependency.
+  and the ratio; and both tools' accuracy on the same run's features: average precision,
+  best F1 and recall at precision >= 0.95 over all pairs of the images made from
+  report-half photos (photoset.split_halves; the images made from one photo are a
+  group). fastdup is installed by this script into its own virtual environment from the
+  registry; its licence is non-commercial, so it is only ever a benchmark peer here,
+  never a dependency.
 
 - with ``--compare-model PATH``: another ONNX model (an earlier default, a candidate)
   beside the shipped int8 one: its per-image costs, and end to end in each round right
@@ -46,11 +49,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from photoset import DEFAULT_PHOTOS, build_volume_set
+import polars as pl
+from photoset import DEFAULT_PHOTOS, build_volume_set, list_photos
 
+from fastdup_ray.actions.evaluate import PairMetrics, pair_metrics
 from fastdup_ray.engine import available_cpus
 from fastdup_ray.map.decode import decode_with_thumbnail, image_stats, open_rgb
 from fastdup_ray.map.embed import Embedder, default_model_path
+from fastdup_ray.photoset import split_halves, volume_source
+from fastdup_ray.rundir.shards import load_binary_features
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the loopback cluster the tests and rehearsal use
@@ -238,6 +245,31 @@ def fastdup_run(python: Path, folder: Path, work: Path, count: int) -> dict:
     if result.returncode != 0:
         raise SystemExit(f"fastdup failed:\n{result.stderr[-3000:]}")
     return {"wall": wall, "good": count}
+
+
+def fastdup_features(work: Path) -> tuple[list[str], np.ndarray]:
+    """fastdup's own features of a run: its names in row order and its vectors (its
+    model's width), L2-normalised for the cosine it scores with."""
+    names = pl.read_csv(work / "atrain_features.dat.csv")["filename"].to_list()
+    vectors = np.fromfile(work / "atrain_features.dat", dtype="<f4").reshape(len(names), -1)
+    return names, vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def report_half_accuracy(photos: Path, names: list[str], vectors: np.ndarray) -> tuple[int, int, PairMetrics]:
+    """(images, true pairs, pair metrics over all their pairs) for the images of this set
+    made from report-half photos (split_halves: no default was tuned on them), the images
+    made from one photo being one group: what a run's features are worth on it."""
+    listed = list_photos(photos)
+    half = split_halves(listed)
+    groups = np.array([volume_source(name, len(listed)) for name in names])
+    keep = np.array([half[listed[g]] == "report" for g in groups])
+    vectors, groups = vectors[keep], groups[keep]
+    vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    a, b = np.triu_indices(len(vectors), k=1)
+    _, sizes = np.unique(groups, return_counts=True)
+    true_pairs = int((sizes * (sizes - 1) // 2).sum())
+    metrics = pair_metrics((vectors @ vectors.T)[a, b], groups[a] == groups[b], true_pairs)
+    return len(vectors), true_pairs, metrics
 
 
 def _decode_share(paths: list[str], size: int) -> float:
@@ -439,6 +471,16 @@ def main() -> int:
             print(
                 f"median end to end on {cores} cores: fastdup_ray ({executor}) {ours:.0f} img/s, "
                 f"fastdup {theirs:.0f} img/s, ratio {ours / theirs:.2f}x"
+            )
+        if not args.run_args:  # the shipped model, whichever engine ran last
+            images, pairs, ours = report_half_accuracy(args.photos, *load_binary_features(args.out / "work"))
+            _, _, theirs = report_half_accuracy(args.photos, *fastdup_features(args.out / "fastdup-work"))
+            print(
+                f"accuracy on the {images} images made from report-half photos ({pairs} true pairs), "
+                f"all pairs: average precision fastdup_ray {ours.average_precision:.4f}, "
+                f"fastdup {theirs.average_precision:.4f}; best F1 {ours.best_f1:.4f}, {theirs.best_f1:.4f}; "
+                f"recall at precision >= 0.95 {ours.recall_at_precision:.4f}, "
+                f"{theirs.recall_at_precision:.4f}"
             )
     print(
         json.dumps(

@@ -158,14 +158,18 @@ def build_set(photos: Path, out: Path, seed: int) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=["filename", "group", "transform", "half"], orient="row")
 
 
+VOLUME_STEM = "img"  # build_volume_set's image i is VOLUME_STEM + i, six digits
+
+
 def build_volume_set(photos: Path, out: Path, count: int, seed: int = 0) -> list[Path]:
-    """``count`` JPEGs for throughput runs: the photos cycled, most of them edited."""
+    """``count`` JPEGs for throughput runs: the photos cycled, most of them edited (the
+    photo each was made from: volume_source)."""
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
     sources = [Image.open(p).convert("RGB") for p in list_photos(photos)]
     written = []
     for i in range(count):
-        target = out / f"{i // 1000:03d}" / f"img{i:06d}.jpg"
+        target = out / f"{i // 1000:03d}" / f"{VOLUME_STEM}{i:06d}.jpg"
         if not target.exists():
             target.parent.mkdir(exist_ok=True)
             image = sources[i % len(sources)]
@@ -174,3 +178,9 @@ def build_volume_set(photos: Path, out: Path, count: int, seed: int = 0) -> list
             image.save(target, format="JPEG", quality=90)
         written.append(target)
     return written
+
+
+def volume_source(location: str, photos: int) -> int:
+    """The index (in list_photos order, of ``photos`` photos) of the photo that the image
+    of build_volume_set at ``location`` was made from: its ground-truth group."""
+    return int(Path(location).stem.removeprefix(VOLUME_STEM)) % photos
