@@ -121,10 +121,10 @@ class ImageSource:
             )
         return self._names
 
-    def thumbnails(self, ids: Sequence[int], boxed: bool = False, size: int = 256) -> dict[int, bytes]:
+    def thumbnails(self, ids: Sequence[int], *, size: int, boxed: bool = False) -> dict[int, bytes]:
         """The stored thumbnails of ``ids`` (``boxed``: a crop's whole image with its box
-        drawn); an image stored without one gets one of ``size`` made from its original
-        file, where it has a file of its own (originals.py)."""
+        drawn); an image stored without one gets one of ``size`` (the caller's display
+        size) made from its original file, where it has a file of its own (originals.py)."""
         found = load_thumbnails(self.work, self.prefixes, list(ids), boxed) if self.prefixes else {}
         missing = [int(i) for i in ids if i not in found]
         if missing:
