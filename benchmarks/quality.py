@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from photoset import DEFAULT_PHOTOS, HALVES, build_set
-from throughput import fastdup_features, fastdup_python, fastdup_run
+from throughput import all_pairs, fastdup_features, fastdup_python, fastdup_run
 
 import fastdup_ray
-from fastdup_ray.actions.evaluate import component_purity, pair_metrics
+from fastdup_ray.actions.evaluate import component_purity, pair_metrics, same_group_pairs
 from fastdup_ray.config import DEFAULT_D, RunConfig
 from fastdup_ray.reduce.graph import connected_components
 from fastdup_ray.reduce.index import knn_edges
@@ -72,8 +72,7 @@ class Half:
 
     @property
     def true_pairs(self) -> int:
-        _, sizes = np.unique(self.groups, return_counts=True)
-        return int((sizes * (sizes - 1) // 2).sum())
+        return same_group_pairs(self.groups)
 
 
 @dataclass(frozen=True)
@@ -120,11 +119,6 @@ def run_half(name: str, truth: pl.DataFrame, out: Path, model_path: str | None, 
 def knn_pairs(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The unique kNN pairs (a < b) and similarities that a run with this k scores."""
     return unique_pairs(*knn_edges(features, k))
-
-
-def all_pairs(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    a, b = np.triu_indices(len(features), k=1)
-    return a, b, (features @ features.T)[a, b]
 
 
 def same_component_pairs(labels: np.ndarray, groups: np.ndarray) -> tuple[int, int]:

@@ -52,7 +52,7 @@ import numpy as np
 import polars as pl
 from photoset import DEFAULT_PHOTOS, build_volume_set, list_photos
 
-from fastdup_ray.actions.evaluate import PairMetrics, pair_metrics
+from fastdup_ray.actions.evaluate import PairMetrics, pair_metrics, same_group_pairs
 from fastdup_ray.engine import available_cpus
 from fastdup_ray.map.decode import decode_with_thumbnail, image_stats, open_rgb
 from fastdup_ray.map.embed import Embedder, default_model_path
@@ -255,21 +255,25 @@ def fastdup_features(work: Path) -> tuple[list[str], np.ndarray]:
     return names, vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
+def all_pairs(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair (a < b) of unit vectors and its cosine similarity."""
+    a, b = np.triu_indices(len(features), k=1)
+    return a, b, (features @ features.T)[a, b]
+
+
 def report_half_accuracy(photos: Path, names: list[str], vectors: np.ndarray) -> tuple[int, int, PairMetrics]:
     """(images, true pairs, pair metrics over all their pairs) for the images of this set
     made from report-half photos (split_halves: no default was tuned on them), the images
-    made from one photo being one group: what a run's features are worth on it."""
+    made from one photo being one group: what a run's unit features are worth on it (ours
+    are unit by the embedder, fastdup's by fastdup_features)."""
     listed = list_photos(photos)
     half = split_halves(listed)
     groups = np.array([volume_source(name, len(listed)) for name in names])
     keep = np.array([half[listed[g]] == "report" for g in groups])
     vectors, groups = vectors[keep], groups[keep]
-    vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    a, b = np.triu_indices(len(vectors), k=1)
-    _, sizes = np.unique(groups, return_counts=True)
-    true_pairs = int((sizes * (sizes - 1) // 2).sum())
-    metrics = pair_metrics((vectors @ vectors.T)[a, b], groups[a] == groups[b], true_pairs)
-    return len(vectors), true_pairs, metrics
+    a, b, sim = all_pairs(vectors)
+    true_pairs = same_group_pairs(groups)
+    return len(vectors), true_pairs, pair_metrics(sim, groups[a] == groups[b], true_pairs)
 
 
 def _decode_share(paths: list[str], size: int) -> float:

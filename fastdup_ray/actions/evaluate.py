@@ -90,6 +90,12 @@ def precision_recall_at(
     return precision, recall
 
 
+def same_group_pairs(groups: np.ndarray) -> int:
+    """How many pairs of images share a group: the true pairs of a ground truth."""
+    _, sizes = np.unique(groups, return_counts=True)
+    return int((sizes * (sizes - 1) // 2).sum())
+
+
 def component_purity(labels: np.ndarray, groups: np.ndarray) -> float:
     """Share of images whose component's most common ground-truth group is their own
     (size-weighted purity; singletons are trivially pure)."""
@@ -155,8 +161,8 @@ def evaluate_run(work_dir: str, ground_truth_csv: str) -> dict[str, float]:
     names, features = load_binary_features(work)
     # Images without a listed group are groups of their own.
     groups = np.array([group_of.get(name, f"__alone__{i}") for i, name in enumerate(names)], dtype=object)
-    _, group_ids, sizes = np.unique(groups.astype(str), return_inverse=True, return_counts=True)
-    total_positives = int((sizes * (sizes - 1) // 2).sum())
+    _, group_ids = np.unique(groups.astype(str), return_inverse=True)
+    total_positives = same_group_pairs(group_ids)
 
     src, dst, sim = knn_edges(features, config["nearest_neighbors_k"])
     a, b, sim = unique_pairs(src, dst, sim)
