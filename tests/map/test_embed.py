@@ -96,7 +96,51 @@ def test_int8_and_fp16_models_keep_the_fp32_neighbourhoods_of_edited_copies():
         assert (other == np.r_[np.arange(8, 16), np.arange(8)]).all()
     fp32, int8, fp16 = features
     assert (fp32 * fp16).sum(axis=1).min() > 0.999
-    assert (fp32 * int8).sum(axis=1).min() > 0.97
+    # The 7-bit weights of the pointwise convolutions (models/quantize_int8.py) cost a
+    # little: 0.96 at the least on these scenes against 0.98 for 8-bit weights computed exactly.
+    assert (fp32 * int8).sum(axis=1).min() > 0.95
+
+
+def test_int8_weights_leave_no_room_for_an_int16_pair_sum_to_overflow():
+    """On x86 without VNNI, ONNX Runtime adds pairs of uint8 x int8 products in a saturating
+    int16 (VPMADDUBSW) in its convolutions that are not depthwise: 2 * 255 * |w| must stay
+    under 32768, so |w| <= 64, whatever CPU the model ships to."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(default_model_path("int8"))
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    made_by = {node.output[0]: node for node in model.graph.node}
+    largest = {}
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            quantized = weights[made_by[node.input[1]].input[0]]
+            assert quantized.dtype == np.int8
+            largest[group > 1] = max(largest.get(group > 1, 0), int(np.abs(quantized.astype(int)).max()))
+    assert largest[False] <= 64 and largest[True] > 64  # depthwise keeps 8 bits: its kernel sums in int32
+
+
+def test_int8_model_gives_the_same_features_on_this_cpu_as_in_exact_arithmetic():
+    """ONNX Runtime's integer kernels (graph optimised) against the same quantised model
+    run as float DequantizeLinear -> Conv -> QuantizeLinear (no optimisation): equal up to
+    rounding when no kernel overflows. On an AVX2 CPU without VNNI, 8-bit weights gave
+    cosines down to 0.63 here."""
+    scenes = [make_scene(40 + i, material=i % 8) for i in range(8)]
+    pixels = np.stack([decode_image(jpeg_bytes(scene), 176) for scene in scenes])
+
+    def features(level):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(
+            default_model_path("int8"), options, providers=["CPUExecutionProvider"]
+        )
+        out = session.run(None, {session.get_inputs()[0].name: pixels})[0].reshape(len(pixels), -1)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    kernels = features(ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    exact = features(ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    assert (kernels * exact).sum(axis=1).min() > 0.995
 
 
 @pytest.fixture
