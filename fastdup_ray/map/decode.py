@@ -29,6 +29,13 @@ Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
+# How far below the model's side (and the thumbnail's) a JPEG may be drafted: the resize
+# stretches the rest. At 3/4 a 500x333 photo decodes at 1/2 (250x167) instead of whole, as
+# about half of the dev photos do; near-duplicate quality does not move (docs/quality.md,
+# "Decode scale").
+DRAFT_SIDE = 0.75
+
+
 class BadImage(Exception):
     """The bytes are not a decodable image; the message is the reason written to features.bad.csv."""
 
@@ -119,18 +126,21 @@ def decode_with_thumbnail(
 ) -> tuple[np.ndarray, tuple[int, int], bytes]:
     """decode_with_size plus a JPEG thumbnail (longest side ``thumbnail_size``, aspect
     kept; b"" when 0) made from the same decoded pixels, for the galleries."""
-    rgb, shape = open_rgb(data, size)
+    rgb, shape = open_rgb(data, ceil(size * DRAFT_SIDE), longest=ceil(thumbnail_size * DRAFT_SIDE))
     resized = rgb.resize((size, size), Image.Resampling.BILINEAR)
     # The square model input still has every pixel a thumbnail no larger than it needs
     # (only its aspect is squashed), and shrinking it is cheaper than shrinking rgb.
     source = resized if thumbnail_size <= size else rgb
-    return np.asarray(resized, dtype=np.uint8), shape, make_thumbnail(source, thumbnail_size, rgb.size)
+    # Sized from the original's shape, not the drafted one's, which may be a little smaller.
+    return np.asarray(resized, dtype=np.uint8), shape, make_thumbnail(source, thumbnail_size, shape)
 
 
-def open_rgb(data: bytes, size: int, scale: float | None = None) -> tuple[Image.Image, tuple[int, int]]:
-    """Decode ``data`` to an upright RGB image at least ``size`` on each side where the
-    original is (with ``scale``: at least that fraction of the original on each side), and
-    the original (width, height) after EXIF orientation."""
+def open_rgb(
+    data: bytes, size: int, scale: float | None = None, longest: int = 0
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode ``data`` to an upright RGB image at least ``size`` on each side and ``longest``
+    on its longer side where the original is (with ``scale``: at least that fraction of the
+    original on each side), and the original (width, height) after EXIF orientation."""
     if not data:
         raise BadImage("empty file")
     require_decoder(data)
@@ -140,9 +150,13 @@ def open_rgb(data: bytes, size: int, scale: float | None = None) -> tuple[Image.
             image = Image.open(io.BytesIO(data))
             width, height = image.size  # before draft mode shrinks it
             if image.format == "JPEG":
-                # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image is large:
-                # it stays at least `size` on each side, and costs a fraction of a full decode.
-                wanted = (size, size) if scale is None else (ceil(width * scale), ceil(height * scale))
+                # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image is large, for a
+                # fraction of a full decode's cost.
+                if scale is not None:
+                    wanted = (ceil(width * scale), ceil(height * scale))
+                else:
+                    longer = max(size, longest)
+                    wanted = (longer, size) if width >= height else (size, longer)
                 image.draft("RGB", wanted)
             image.load()
             if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF turns it a quarter

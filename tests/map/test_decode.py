@@ -27,11 +27,20 @@ def test_common_formats_decode_to_fixed_size_rgb(fmt):
     assert pixels.std() > 5  # a real picture, not a blank
 
 
-def test_large_jpeg_draft_decode_matches_full_decode_closely():
-    big = make_scene(2).resize((1600, 1200))
-    fast = decode_image(jpeg_bytes(big), 224).astype(np.float32)
+@pytest.mark.parametrize(
+    "original, size",
+    [
+        ((1600, 1200), 224),
+        ((500, 333), 176),  # drafted to 250x167, a little under the model's side
+    ],
+)
+def test_large_jpeg_draft_decode_matches_full_decode_closely(original, size):
+    big = make_scene(2).resize(original)
+    fast = decode_image(jpeg_bytes(big), size).astype(np.float32)
     full = np.asarray(
-        Image.open(io.BytesIO(jpeg_bytes(big))).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR),
+        Image.open(io.BytesIO(jpeg_bytes(big)))
+        .convert("RGB")
+        .resize((size, size), Image.Resampling.BILINEAR),
         np.float32,
     )
     assert np.abs(fast - full).mean() < 4
@@ -176,6 +185,9 @@ def test_stats_color_spread_tells_greyscale_from_colour():
         ((200, 400), 128, (64, 128)),
         ((60, 40), 128, (60, 40)),
         ((1000, 500), 256, (256, 128)),
+        # decoded at 1/2 or 1/4 scale, a little under the thumbnail's size: still full size
+        ((500, 333), 256, (256, 170)),
+        ((1000, 750), 256, (256, 192)),
     ],
 )
 def test_thumbnail_keeps_the_aspect_never_enlarges_and_looks_like_the_image(
