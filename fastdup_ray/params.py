@@ -205,7 +205,7 @@ PARAMS: tuple[Param, ...] = (
         ),
         doc=(
             "shipped model, all at 176 px with d=320: `int8` (the CPU default: ~2.3x the fp32 model's speed "
-            "per core, average precision 0.992 against 0.994 on the quality benchmark's report half), "
+            "per core, average precision 0.991 against 0.994 on the quality benchmark's report half), "
             "`fp16` (the GPU default; scores as fp32) or `fp32`"
         ),
     ),
