@@ -56,7 +56,7 @@ def test_to_json_round_trips():
     config = RunConfig.from_kwargs("in", "out", threshold=0.8, turi_param="ccthreshold=0.91")
     values = json.loads(config.to_json())
     assert values["threshold"] == 0.8 and values["ccthreshold"] == 0.91
-    assert values["model_file"] == "efficientnet_lite0_int8.onnx"  # CPU default: the int8 model
+    assert values["model_file"] == "efficientnet_lite0_int8_w7.onnx"  # CPU default: the int8 model
     values.pop("model_file")  # derived from compute and precision, not a parameter
     assert RunConfig(**values) == RunConfig.from_kwargs("in", "out", threshold=0.8, ccthreshold=0.91)
     assert (

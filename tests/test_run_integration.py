@@ -122,9 +122,9 @@ def test_gpu_asked_without_a_gpu_runs_on_cpu_with_the_cpu_model_and_says_so_once
     assert (
         len(warnings) == 1
         and "no GPU was found" in warnings[0]
-        and "efficientnet_lite0_int8.onnx" in warnings[0]
+        and "efficientnet_lite0_int8_w7.onnx" in warnings[0]
     )
-    assert '"model_file": "efficientnet_lite0_int8.onnx"' in (tmp_path / "config.json").read_text()
+    assert '"model_file": "efficientnet_lite0_int8_w7.onnx"' in (tmp_path / "config.json").read_text()
     pairs = pl.read_csv(tmp_path / "similarity.csv")
     assert summary.good == len(sample.images) and {frozenset(p) for p in zip(pairs["from"], pairs["to"])} >= {
         frozenset((str(a), str(b))) for a, b in sample.duplicate_pairs
@@ -157,7 +157,7 @@ def test_gpu_asked_where_cuda_is_listed_but_cannot_start_runs_the_cpu_model_and_
     warnings = [r.message for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "CUDA did not start" in warnings[0] and "int8" in warnings[0], warnings
     config = json.loads((tmp_path / "config.json").read_text())
-    assert (config["compute"], config["model_file"]) == ("cpu", "efficientnet_lite0_int8.onnx")
+    assert (config["compute"], config["model_file"]) == ("cpu", "efficientnet_lite0_int8_w7.onnx")
     assert summary.good == len(sample.images)
 
 

@@ -113,6 +113,21 @@ def test_rerun_with_another_input_dir_is_refused_unless_overwrite(tmp_path):
     assert json.loads((work / "config.json").read_text())["input_dir"] == str(b)
 
 
+def test_a_run_begun_with_the_earlier_int8_model_is_not_resumed_with_the_new_one(tmp_path):
+    """The int8 weights changed on 2026-12-07 (7-bit pointwise convolutions): shards embedded
+    with the earlier file must not mix with new ones in one run."""
+    folder, work = tmp_path / "in", tmp_path / "work"
+    scenes(folder, ["1.jpg", "2.jpg"])
+    fastdup_ray.run(str(folder), str(work), **LOCAL)
+    config = json.loads((work / "config.json").read_text())
+    config["model_file"] = "efficientnet_lite0_int8.onnx"  # what a run of an earlier release recorded
+    (work / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ConfigError, match="model_file: 'efficientnet_lite0_int8.onnx' .* but 'efficientnet_lite0_int8_w7"
+    ):
+        fastdup_ray.run(str(folder), str(work), **LOCAL)
+
+
 def test_cli_overwrite_option(tmp_path):
     a, b, work = tmp_path / "a", tmp_path / "b", tmp_path / "work"
     scenes(a, ["1.jpg", "2.jpg"])

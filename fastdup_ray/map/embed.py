@@ -31,7 +31,9 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 SHIPPED_MODELS = {
     "fp32": "efficientnet_lite0.onnx",
-    "int8": "efficientnet_lite0_int8.onnx",
+    # "_w7": 7-bit pointwise weights (models/quantize_int8.py). A new name for new weights,
+    # so a run begun with the earlier int8 file refuses to resume with this one.
+    "int8": "efficientnet_lite0_int8_w7.onnx",
     "fp16": "efficientnet_lite0_fp16.onnx",
 }
 

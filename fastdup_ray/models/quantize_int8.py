@@ -1,4 +1,4 @@
-"""Build ``efficientnet_lite0_int8.onnx`` from the fp32 model: static QDQ int8, per-channel
+"""Build ``efficientnet_lite0_int8_w7.onnx`` from the fp32 model: static QDQ int8, per-channel
 weights, calibrated on photo-like images the project makes itself (fastdup_ray.sample:
 every procedural material, several seeds, plus edited copies). The input size is the fp32
 model's (176 px) unless --size asks for another.
@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument(
         "--size", type=int, default=None, help="input side in pixels (default: the fp32 model's)"
     )
-    parser.add_argument("--out", type=Path, default=HERE / "efficientnet_lite0_int8.onnx")
+    parser.add_argument("--out", type=Path, default=HERE / "efficientnet_lite0_int8_w7.onnx")
     args = parser.parse_args()
     resized = args.out.with_suffix(".fp32.onnx")
     prepared = args.out.with_suffix(".prep.onnx")

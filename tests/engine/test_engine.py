@@ -181,7 +181,7 @@ def test_a_ray_gpu_whose_worker_cannot_start_cuda_embeds_with_the_cpu_model(tmp_
     assert "good 4" in result.stdout
     assert "compute='gpu' but no GPU was found: onnxruntime has no CUDAExecutionProvider" in result.stderr
     config = json.loads((tmp_path / "work" / "config.json").read_text())
-    assert (config["compute"], config["model_file"]) == ("cpu", "efficientnet_lite0_int8.onnx")
+    assert (config["compute"], config["model_file"]) == ("cpu", "efficientnet_lite0_int8_w7.onnx")
 
 
 def map_modules_imported(path: Path) -> set[str]:
