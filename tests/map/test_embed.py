@@ -108,16 +108,18 @@ def test_int8_weights_leave_no_room_for_an_int16_pair_sum_to_overflow():
     import onnx
     from onnx import numpy_helper
 
+    from fastdup_ray.models.quantize_int8 import is_depthwise
+
     model = onnx.load(default_model_path("int8"))
     weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     made_by = {node.output[0]: node for node in model.graph.node}
     largest = {}
     for node in model.graph.node:
         if node.op_type == "Conv":
-            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            depthwise = is_depthwise(node)
             quantized = weights[made_by[node.input[1]].input[0]]
             assert quantized.dtype == np.int8
-            largest[group > 1] = max(largest.get(group > 1, 0), int(np.abs(quantized.astype(int)).max()))
+            largest[depthwise] = max(largest.get(depthwise, 0), int(np.abs(quantized.astype(int)).max()))
     assert largest[False] <= 64 and largest[True] > 64  # depthwise keeps 8 bits: its kernel sums in int32
 
 
