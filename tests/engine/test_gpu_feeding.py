@@ -79,13 +79,20 @@ DRIVER = textwrap.dedent(
 
 def test_the_gpu_actor_gets_full_batches_and_stays_busy(tmp_path):
     pytest.importorskip("ray")
-    from fastdup_ray.sample import jpeg_bytes, make_scene
+    import numpy as np
+    from PIL import Image
+
+    from fastdup_ray.sample import jpeg_bytes
 
     folder = tmp_path / "in"
     folder.mkdir()
-    # Distinct small photos: decoding 256 of them takes well under the stand-in's call.
+    # Distinct small JPEGs (byte-identical files would be decoded once): decoding 256 of them
+    # takes well under the stand-in's call. Noise, not drawn scenes: the model is a stand-in,
+    # and drawing 1,280 scenes took half the test's time.
+    rng = np.random.default_rng(0)
     for i in range(1280):
-        (folder / f"{i:05d}.jpg").write_bytes(jpeg_bytes(make_scene(i).resize((96, 72))))
+        pixels = rng.integers(0, 256, (72, 96, 3), dtype=np.uint8)
+        (folder / f"{i:05d}.jpg").write_bytes(jpeg_bytes(Image.fromarray(pixels)))
     script, calls = tmp_path / "driver.py", tmp_path / "calls.jsonl"
     script.write_text(DRIVER)
     result = subprocess.run(

@@ -224,12 +224,12 @@ def threads_seen(_: int) -> tuple[int, int, float]:
     from threadpoolctl import threadpool_info
 
     blas = min(pool["num_threads"] for pool in threadpool_info() if pool["internal_api"] == "openblas")
-    try:
-        import ray
+    import ray
 
-        booked = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
-    except Exception:
-        booked = 0.0
+    # Asked outside a Ray worker, the runtime context starts a Ray instance of its own.
+    booked = (
+        ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0) if ray.is_initialized() else 0.0
+    )
     return faiss.omp_get_max_threads(), blas, booked
 
 
