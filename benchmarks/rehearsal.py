@@ -13,7 +13,7 @@ local-engine run of the same tars, prints figures per phase, and ends with an
 `accounted:` line. Exit status 1 when any check fails.
 
     python benchmarks/rehearsal.py            # 100 tars x 1,000 samples (+ one empty tar)
-    python benchmarks/rehearsal.py --small    # 10 tars x 200
+    python benchmarks/rehearsal.py --small    # 10 tars x 100
 """
 
 from __future__ import annotations
@@ -421,7 +421,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tars", type=int, default=100)
     parser.add_argument("--per-tar", type=int, default=1000)
-    parser.add_argument("--small", action="store_true", help="10 tars x 200 samples")
+    parser.add_argument("--small", action="store_true", help="10 tars x 100 samples")
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
     parser.add_argument(
         "--pictures",
@@ -431,7 +431,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/fastdup-ray-rehearsal"))
     args = parser.parse_args()
     if args.small:
-        args.tars, args.per_tar = 10, 200
+        args.tars, args.per_tar = 10, 100
     args.pictures = args.pictures or ("mosaics" if args.photos.is_dir() else "collages")
     args.out = args.out / f"{args.tars}x{args.per_tar}-{args.pictures}"
     args.out.mkdir(parents=True, exist_ok=True)
