@@ -117,19 +117,23 @@ def build_index(features: np.ndarray, spec: str = "Flat", train_size: int = 200_
     return index
 
 
-def without_polysemous_training(index) -> None:
-    """faiss's factory turns on polysemous training for its PQ indexes: a reordering of the
-    codes that serves only Hamming-filtered search (``polysemous_ht``), which is never
-    switched on here, so the neighbours found are the same without it. It cost 13.5 of
-    the 13.8 s of building IVF76,PQ8 over 3,000 vectors on 2 cores, a fixed cost whatever
-    the vectors."""
+def coded_index(index):
+    """The index that holds the codes: an IVF inside its wrappers, or what a PCA/OPQ
+    pre-transform wraps."""
     faiss = import_faiss()
     inner = faiss.try_extract_index_ivf(index)
     if inner is None:
-        inner = index
-        while isinstance(faiss.downcast_index(inner), faiss.IndexPreTransform):
-            inner = faiss.downcast_index(inner).index
-    inner = faiss.downcast_index(inner)
+        inner = faiss.downcast_index(index)
+        while isinstance(inner, faiss.IndexPreTransform):
+            inner = faiss.downcast_index(inner.index)
+    return faiss.downcast_index(inner)
+
+
+def without_polysemous_training(index) -> None:
+    """faiss's factory turns on polysemous training for its PQ indexes: a reordering of the
+    codes that serves only Hamming-filtered search (``polysemous_ht``), never switched on
+    here, so the neighbours are the same without it; it is most of a small build's time."""
+    inner = coded_index(index)
     if getattr(inner, "do_polysemous_training", False):
         inner.do_polysemous_training = False
 

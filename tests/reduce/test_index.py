@@ -157,15 +157,12 @@ def test_every_index_choice_reports_exact_similarities_only(nn_provider, nnf_mod
 
 @pytest.mark.parametrize("spec", ["IVF4096,PQ8", "PQ8", "PCA16,PQ8", "OPQ8,IVF16,PQ8"])
 def test_pq_indexes_skip_the_polysemous_training_no_search_here_uses(spec):
-    """The factory's default trained a code order for Hamming-filtered search (never used):
-    14 s of a 3,000-vector IVF-PQ build on 2 cores."""
-    import faiss
+    """The factory's default trained a code order for Hamming-filtered search (never used),
+    most of a small IVF-PQ build's time."""
+    from fastdup_ray.reduce.index import coded_index
 
     index = build_index(unit_rows(1000, 32, seed=5), spec)
-    inner = faiss.try_extract_index_ivf(index) or faiss.downcast_index(index)
-    while isinstance(inner, faiss.IndexPreTransform):
-        inner = faiss.downcast_index(inner.index)
-    assert faiss.downcast_index(inner).do_polysemous_training is False
+    assert coded_index(index).do_polysemous_training is False
 
 
 def test_pq_neighbours_are_those_of_the_polysemous_trained_index():
@@ -173,12 +170,14 @@ def test_pq_neighbours_are_those_of_the_polysemous_trained_index():
     4-bit codes, whose polysemous training is quick enough for a test)."""
     import faiss
 
+    from fastdup_ray.reduce.index import coded_index, set_search_effort
+
     features = unit_rows(1000, 32, seed=5)
     trained = faiss.index_factory(32, "IVF25,PQ8x4", faiss.METRIC_INNER_PRODUCT)
-    assert faiss.downcast_index(faiss.try_extract_index_ivf(trained)).do_polysemous_training
+    assert coded_index(trained).do_polysemous_training
     trained.train(features)
     trained.add(features)
-    faiss.ParameterSpace().set_index_parameter(trained, "nprobe", 32)
+    set_search_effort(trained)
     expected_sims, expected_ids = trained.search(features, 5)
     sims, ids = build_index(features, "IVF25,PQ8x4").search(features, 5)
     np.testing.assert_array_equal(ids, expected_ids)
