@@ -6,8 +6,9 @@ edited copies, then measures on this machine:
 - where an image's CPU time goes, on one core, for each shipped model at its input size:
   decode + resize, thumbnail, statistics, model (batches of 64, one ONNX Runtime thread);
 - end to end: ``python -m fastdup_ray run`` in a fresh process (process start-up, and Ray's
-  with ``--executors ray``, included), with the seconds of each stage the run reports and
-  how much of the cores' time extraction spent outside decode, statistics and model;
+  with ``--executors ray``, included), with the seconds of each stage the run reports,
+  how much of the cores' time extraction spent outside decode, statistics and model, and
+  the CPU seconds of each kind of process (driver, workers, Ray's own) and unused;
 - with ``--vs-fastdup``: fastdup 2.54 on the same folder, alternating with fastdup_ray,
   and the ratio; and both tools' accuracy on the same run's features: average precision,
   best F1 and recall at precision >= 0.95 over all pairs of the images made from
@@ -59,6 +60,7 @@ from fastdup_ray.map.embed import Embedder, default_model_path
 from fastdup_ray.photoset import split_halves, volume_source
 from fastdup_ray.rundir.shards import load_binary_features
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc's CPU times are in these
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the loopback cluster the tests and rehearsal use
 from loopback import LoopbackCluster  # noqa: E402
@@ -98,48 +100,74 @@ def per_image_costs(
     }
 
 
-class MemorySampler:
-    """Peak resident memory by role while a run goes: its driver, and each kind of Ray
-    worker (Ray titles worker processes ``ray::<task or actor>``), read from /proc."""
+class ProcessSampler:
+    """Peak resident memory and CPU seconds by role while a run goes, read from /proc:
+    its driver, the local engine's worker processes, each kind of Ray worker (Ray titles
+    them ``ray::<task or actor>``) and, for CPU, Ray's own processes (raylet, GCS,
+    dashboard, log monitor). CPU is counted from the sampler's start, so a cluster that was
+    already up is charged only for this run."""
 
     def __init__(self, driver_pid: int | None) -> None:
         self.driver_pid = driver_pid  # None: the driver is a Ray job's ``fastdup_ray run``
         self.peaks: dict[str, int] = {}
+        self.cpu_at_start: dict[int, float] = {}
+        self.cpu_last: dict[int, tuple[str, float]] = {}
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self._sample(at_start=True)
+        self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
-    def _sample(self) -> None:
+    def _loop(self) -> None:
         while not self.stop.wait(0.2):
-            for status in Path("/proc").glob("[0-9]*/status"):
-                try:
-                    pid = int(status.parent.name)
-                    argv = (status.parent / "cmdline").read_bytes().split(b"\0")
-                    title = argv[0].decode(errors="replace")
-                    rss = next(
-                        int(line.split()[1]) * 1024
-                        for line in status.read_text().splitlines()
-                        if line.startswith("VmRSS:")
-                    )
-                except (OSError, StopIteration, ValueError):
-                    continue
-                # A job's driver is `python -m fastdup_ray run ...`; the `ray job submit` CLI
-                # names the same command after its own script, so argv[1:4] tells them apart.
-                job_driver = self.driver_pid is None and argv[1:4] == [b"-m", b"fastdup_ray", b"run"]
-                role = (
-                    "driver"
-                    if pid == self.driver_pid or job_driver
-                    else re.sub(r"\.\w+$", "", title.split(" ")[0])  # ray::Actor.method: the actor
-                    if title.startswith("ray::")
-                    else None
-                )
-                if role and role != "ray::IDLE":
-                    self.peaks[role] = max(self.peaks.get(role, 0), rss)
+            self._sample()
 
-    def finish(self) -> dict[str, int]:
+    def role(self, pid: int, argv: list[bytes]) -> str | None:
+        title = argv[0].decode(errors="replace")
+        # A job's driver is `python -m fastdup_ray run ...`; the `ray job submit` CLI
+        # names the same command after its own script, so argv[1:4] tells them apart.
+        job_driver = self.driver_pid is None and argv[1:4] == [b"-m", b"fastdup_ray", b"run"]
+        if pid == self.driver_pid or job_driver:
+            return "driver"
+        if title.startswith("ray::"):
+            return re.sub(r"\.\w+$", "", title.split(" ")[0])  # ray::Actor.method: the actor
+        if any(b"multiprocessing.spawn" in arg for arg in argv):
+            return "local worker"
+        if any(b"/ray/" in arg for arg in argv):
+            return "Ray's own processes"
+        return None
+
+    def _sample(self, at_start: bool = False) -> None:
+        for folder in Path("/proc").glob("[0-9]*"):
+            try:
+                pid = int(folder.name)
+                argv = (folder / "cmdline").read_bytes().split(b"\0")
+                stat = (folder / "stat").read_text()
+                rss = next(
+                    int(line.split()[1]) * 1024
+                    for line in (folder / "status").read_text().splitlines()
+                    if line.startswith("VmRSS:")
+                )
+            except (OSError, StopIteration, ValueError):
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()  # utime and stime: fields 14 and 15
+            cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            if at_start:
+                self.cpu_at_start[pid] = cpu
+            role = self.role(pid, argv)
+            if role is None or role == "ray::IDLE":
+                continue
+            self.cpu_last[pid] = (role, cpu)
+            if role != "Ray's own processes":
+                self.peaks[role] = max(self.peaks.get(role, 0), rss)
+
+    def finish(self) -> tuple[dict[str, int], dict[str, float]]:
+        """Peak RSS and CPU seconds, by role."""
         self.stop.set()
         self.thread.join()
-        return self.peaks
+        cpu: dict[str, float] = {}
+        for pid, (role, seconds) in self.cpu_last.items():
+            cpu[role] = cpu.get(role, 0.0) + seconds - self.cpu_at_start.get(pid, 0.0)
+        return self.peaks, cpu
 
 
 def end_to_end(folder, work: Path, extra: list[str], env: dict | None = None, fresh: bool = True) -> dict:
@@ -156,20 +184,27 @@ def end_to_end(folder, work: Path, extra: list[str], env: dict | None = None, fr
         text=True,
         env=env,
     )
-    sampler = MemorySampler(process.pid)
+    sampler = ProcessSampler(process.pid)
     stdout, stderr = process.communicate()
-    memory = sampler.finish()
+    memory, cpu = sampler.finish()
     wall = time.perf_counter() - start
     if process.returncode != 0:
         raise SystemExit(f"run failed:\n{stderr[-3000:]}")
-    return run_figures(stderr, wall, memory)
+    return run_figures(stderr, wall, memory, cpu)
 
 
-def run_figures(log: str, wall: float, memory: dict[str, int]) -> dict:
-    """What a run's log says: good images and the seconds of each stage."""
+def run_figures(log: str, wall: float, memory: dict[str, int], cpu: dict[str, float]) -> dict:
+    """What a run's log says (good images, the seconds of each stage) with what the
+    sampler saw: peak memory and CPU seconds by role."""
     good = int(re.search(r"images: (\d+) good", log).group(1))
     stages = dict(re.findall(r"(\w+) ([\d.]+)s", re.search(r"time: (.*)", log).group(1)))
-    return {"wall": wall, "good": good, "stages": {k: float(v) for k, v in stages.items()}, "memory": memory}
+    return {
+        "wall": wall,
+        "good": good,
+        "stages": {k: float(v) for k, v in stages.items()},
+        "memory": memory,
+        "cpu": cpu,
+    }
 
 
 def ray_job(folder: Path, work: Path, extra: list[str], cores: int) -> dict:
@@ -183,16 +218,16 @@ def ray_job(folder: Path, work: Path, extra: list[str], cores: int) -> dict:
         # per cluster, not per job, so it is not counted.
         cluster.submit(["python", "-c", "import fastdup_ray"], {}, str(REPO))
         command = ["python", "-m", "fastdup_ray", "run", str(folder), "--work-dir", str(work), *extra]
-        sampler = MemorySampler(None)
+        sampler = ProcessSampler(None)
         start = time.perf_counter()
         done = cluster.submit(command, {}, str(REPO))
         wall = time.perf_counter() - start
-        memory = sampler.finish()
+        memory, cpu = sampler.finish()
     finally:
         cluster.stop()
     if done.returncode != 0:
         raise SystemExit(f"ray job failed:\n{done.stderr[-1500:]}\n{done.stdout[-3000:]}")
-    return run_figures(done.stdout, wall, memory)
+    return run_figures(done.stdout, wall, memory, cpu)
 
 
 def timed_run(executor: str, folder: Path, work: Path, extra: list[str], cores: int) -> dict:
@@ -205,6 +240,14 @@ def timed_run(executor: str, folder: Path, work: Path, extra: list[str], cores: 
 def compared_args(model_path: str) -> list[str]:
     """fastdup-ray run options for another ONNX model: its path and its feature width."""
     return ["--model-path", model_path, "--d", str(Embedder(model_path).output_width())]
+
+
+def cpu_line(cpu: dict[str, float], wall: float, cores: int) -> str:
+    """CPU seconds by role, and the cores' time none of them used (start-up waits,
+    stragglers; this script's sampling and any other process count there too)."""
+    roles = ", ".join(f"{role} {seconds:.1f}" for role, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]))
+    unused = max(0.0, wall * cores - sum(cpu.values()))
+    return f"{roles}; idle or other processes {unused:.1f} of {wall * cores:.1f} core-s"
 
 
 def memory_line(memory: dict[str, int]) -> str:
@@ -432,6 +475,7 @@ def main() -> int:
                 f"{busy / (extract_s * cores):.0%} of {cores} cores' time in decode + stats + model"
             )
             print(f"  peak memory: {memory_line(measured['memory'])}")
+            print(f"  CPU seconds: {cpu_line(measured['cpu'], measured['wall'], cores)}")
             if args.compare_model:
                 other = end_to_end(
                     folder,
