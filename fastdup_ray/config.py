@@ -129,7 +129,7 @@ class RunConfig:
         for p in PARAMS:
             if not p.recorded:
                 values.pop(p.name)
-        values["model_file"] = os.path.basename(self.model_file())  # derived: what resume compares
+        values.update(self.model_record())  # derived: what resume compares
         return json.dumps(values, indent=2, sort_keys=True)
 
     def storage_options(self):
@@ -144,12 +144,17 @@ class RunConfig:
         )
 
     def extraction_settings(self) -> dict[str, Any]:
-        """Settings that change what a features shard holds: a resume must not mix them.
-        The model enters as its file name, which model_path, precision and compute decide."""
-        return {
-            "model_file": os.path.basename(self.model_file()),
-            **{name: getattr(self, name) for name in FINGERPRINTED},
-        }
+        """Settings that change what a features shard holds: a resume must not mix them."""
+        return {**self.model_record(), **{name: getattr(self, name) for name in FINGERPRINTED}}
+
+    def model_record(self) -> dict[str, str]:
+        """The model as config.json records it: the file that model_path, precision and
+        compute decide, by name and by a digest of its bytes (another model saved under the
+        same name must not resume the run)."""
+        from fastdup_ray.map.embed import model_digest
+
+        path = self.model_file()
+        return {"model_file": os.path.basename(path), "model_sha256": model_digest(path)}
 
     def model_file(self) -> str:
         """The ONNX file to embed with: the user's, or the shipped model at ``precision``

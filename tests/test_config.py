@@ -4,6 +4,7 @@ import pytest
 
 from fastdup_ray.config import DEFAULT_CCTHRESHOLD, RunConfig, parse_turi_param
 from fastdup_ray.errors import ConfigError
+from fastdup_ray.map.embed import default_model_path, model_digest
 
 
 def test_defaults_and_alias_k():
@@ -58,6 +59,7 @@ def test_to_json_round_trips():
     assert values["threshold"] == 0.8 and values["ccthreshold"] == 0.91
     assert values["model_file"] == "efficientnet_lite0_int8_w7.onnx"  # CPU default: the int8 model
     values.pop("model_file")  # derived from compute and precision, not a parameter
+    assert values.pop("model_sha256") == model_digest(default_model_path("int8"))
     assert RunConfig(**values) == RunConfig.from_kwargs("in", "out", threshold=0.8, ccthreshold=0.91)
     assert (
         RunConfig.from_kwargs("in", "out", compute="gpu")

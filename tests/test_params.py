@@ -79,6 +79,7 @@ def test_the_table_keeps_its_own_rules():
         assert not p.turi or p.kind in ("float", "bool"), f"{p.name}: turi_param reads numbers and 0/1"
     assert [name for name in RunConfig("in", "out").extraction_settings()] == [
         "model_file",
+        "model_sha256",
         *(p.name for p in PARAMS if p.fingerprint),
     ]
 

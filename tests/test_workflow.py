@@ -128,6 +128,24 @@ def test_a_run_begun_with_the_earlier_int8_model_is_not_resumed_with_the_new_one
         fastdup_ray.run(str(folder), str(work), **LOCAL)
 
 
+def test_another_model_saved_under_the_same_file_name_does_not_resume_the_run(tmp_path):
+    """A user's model retrained and saved over the same path (or another folder's file of
+    the same name): the shards of the first model must not be reused as if they were the
+    second's, which would put two models' vectors in one kNN."""
+    from fastdup_ray.map.embed import default_model_path
+
+    folder, work, model = tmp_path / "in", tmp_path / "work", tmp_path / "model.onnx"
+    scenes(folder, ["1.jpg", "2.jpg", "3.jpg"])
+    model.write_bytes(open(default_model_path("int8"), "rb").read())
+    fastdup_ray.run(str(folder), str(work), model_path=str(model), **LOCAL)
+    model.write_bytes(open(default_model_path("fp32"), "rb").read())  # same width, other weights
+    with pytest.raises(ConfigError, match=r"model_sha256: '[0-9a-f]{64}' in .* but '[0-9a-f]{64}' now"):
+        fastdup_ray.run(str(folder), str(work), model_path=str(model), **LOCAL)
+    fastdup_ray.run(str(folder), str(work), model_path=str(model), overwrite=True, **LOCAL)
+    recorded = json.loads((work / "config.json").read_text())
+    assert recorded["model_file"] == "model.onnx" and len(recorded["model_sha256"]) == 64
+
+
 def test_cli_overwrite_option(tmp_path):
     a, b, work = tmp_path / "a", tmp_path / "b", tmp_path / "work"
     scenes(a, ["1.jpg", "2.jpg"])

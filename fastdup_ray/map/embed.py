@@ -9,6 +9,7 @@ from the model itself.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -235,6 +236,16 @@ class Embedder:
         if self.input.layout == "NCHW":
             x = x.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def model_digest(path: str) -> str:
+    """SHA-256 of the model file's bytes: what a resume compares, since a model retrained
+    and saved under the same name gives other vectors."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as model:
+        for chunk in iter(lambda: model.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def model_file_for(model_path: str | None, precision: str, compute: str) -> str:
