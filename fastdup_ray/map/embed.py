@@ -240,7 +240,14 @@ class Embedder:
 
 def model_digest(path: str) -> str:
     """SHA-256 of the model file's bytes: what a resume compares, since a model retrained
-    and saved under the same name gives other vectors."""
+    and saved under the same name gives other vectors. A run asks twice (the resume check,
+    then config.json), so the file is read once per size and modification time."""
+    status = os.stat(path)
+    return _file_digest(os.path.realpath(path), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as model:
         for chunk in iter(lambda: model.read(1 << 20), b""):
