@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from fastdup_ray.errors import ConfigError, GpuUnavailableError, InputError, SearchNotReadyError
-from fastdup_ray.map.embed import model_file_for
+from fastdup_ray.map.embed import model_digest, model_file_for
 from fastdup_ray.reduce.search import SavedIndex, query_matrix, search_frame
 from fastdup_ray.rundir import results
 from fastdup_ray.rundir.storage import StorageOptions, is_remote, read_bytes
@@ -70,6 +70,7 @@ class Searcher:
                 f"model_path {model_path!r} is not the model the run in {self.work.location} embedded with "
                 f"({self.model_file}): queries must be embedded by the run's model to compare"
             )
+        self.model_sha256 = config.get("model_sha256")  # runs recorded before it have none
         self.compute = config.get("compute", "cpu")
         self._embedder = None
         # A run of images (they have statistics) has its model loaded now; a run of your own
@@ -78,7 +79,10 @@ class Searcher:
         if self._of_images:
             try:
                 self._load_model()
-            except GpuUnavailableError as exc:  # vector searches still work; image ones say this
+            except (
+                GpuUnavailableError,
+                ConfigError,
+            ) as exc:  # vector searches still work; image ones say this
                 log.warning("%s", exc)
 
     def _load_model(self):
@@ -90,6 +94,7 @@ class Searcher:
                 )
             from fastdup_ray.map.embed import Embedder
 
+            self._check_model_unchanged()
             try:
                 self._embedder = Embedder(
                     self.model_file, d=self.index.d, compute=self.compute, threads=min(4, os.cpu_count() or 1)
@@ -103,6 +108,19 @@ class Searcher:
                     "vector_search(vec=...)"
                 ) from None
         return self._embedder
+
+    def _check_model_unchanged(self) -> None:
+        """The model file still holds the bytes the run embedded with: one retrained and
+        saved over it would embed queries that do not compare with the run's vectors."""
+        if self.model_sha256 is None or not os.path.exists(self.model_file):
+            return  # a missing file is the Embedder's error to give
+        if model_digest(self.model_file) != self.model_sha256:
+            raise ConfigError(
+                f"model_path {self.model_file} has changed since the run in {self.work.location} embedded "
+                f"with it (its SHA-256 is not the {self.model_sha256[:12]}... config.json records): image "
+                "queries must be embedded by the run's model; put that file back, run again with "
+                "overwrite=True, or search by vector_search(vec=...)"
+            )
 
     def search(self, query: Any, img: Any = None) -> pl.DataFrame:
         """The k nearest images of the run to ``query`` (see the module docstring); with

@@ -4,6 +4,8 @@ is one typed error naming the problem."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
@@ -157,8 +159,16 @@ def test_a_gpu_run_without_cuda_here_is_searched_by_vector_and_says_why_not_by_i
     work, paths, copy = finished_run
     gpu_run = tmp_path / "gpu_run"
     shutil.copytree(work, gpu_run)
+    from fastdup_ray.map.embed import default_model_path, model_digest
+
     config = json.loads((gpu_run / "config.json").read_text())
-    (gpu_run / "config.json").write_text(json.dumps({**config, "compute": "gpu"}))  # as a GPU run records it
+    fp16 = default_model_path("fp16")
+    as_a_gpu_run_records_it = {
+        "compute": "gpu",
+        "model_file": os.path.basename(fp16),
+        "model_sha256": model_digest(fp16),
+    }
+    (gpu_run / "config.json").write_text(json.dumps({**config, **as_a_gpu_run_records_it}))
     monkeypatch.setattr("fastdup_ray.map.embed.cuda_problem", lambda: "no CUDA device is visible")
     gpu = search_module.Searcher(2, gpu_run)
     names, vectors = fastdup_ray.load_binary_features(gpu_run)
@@ -167,3 +177,26 @@ def test_a_gpu_run_without_cuda_here_is_searched_by_vector_and_says_why_not_by_i
         GpuUnavailableError, match="embedded on GPU with efficientnet_lite0_fp16.onnx, so its image"
     ):
         gpu.search(str(copy))
+
+
+def test_a_model_saved_over_the_runs_model_after_the_run_is_refused_for_image_queries(tmp_path):
+    """The run embedded with one model; its file was then overwritten by another of the same
+    width. Queries embedded by the new bytes would not compare with the run's vectors, so an
+    image query says so (a vector query still works)."""
+    from fastdup_ray.map.embed import default_model_path
+
+    images, work, model = tmp_path / "images", tmp_path / "work", tmp_path / "model.onnx"
+    images.mkdir()
+    for i in range(3):
+        (images / f"scene_{i}.jpg").write_bytes(jpeg_bytes(make_scene(700 + i, material=i)))
+    model.write_bytes(open(default_model_path("int8"), "rb").read())
+    fastdup_ray.run(str(images), str(work), model_path=str(model), **LOCAL)
+    assert (
+        search_module.Searcher(2, work).search(str(images / "scene_1.jpg"))["to"][0].endswith("scene_1.jpg")
+    )
+    model.write_bytes(open(default_model_path("fp32"), "rb").read())  # same width, other weights
+    changed = search_module.Searcher(2, work)
+    with pytest.raises(ConfigError, match=f"{model} has changed since the run in .* embedded with it"):
+        changed.search(str(images / "scene_1.jpg"))
+    names, vectors = fastdup_ray.load_binary_features(work)
+    assert changed.vector_search(vectors[2])["to"][0] == names[2]
